@@ -1,0 +1,24 @@
+//! The protocol both sides of tdxlab speak, as typed Rust.
+//!
+//! Every value here comes from `shared/reference/tdx-abi.md` or `td-boot.md`, which cite the
+//! TDX module 1.5 source, Linux v6.16 and QEMU. The crate is `no_std` and allocation-free so
+//! that the guest, the `tdcall` crate and the host all use the same definitions.
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod convert;
+pub mod doorbell;
+pub mod gpa;
+pub mod kvm;
+pub mod layout;
+pub mod seamcall;
+pub mod sept;
+pub mod status;
+pub mod td;
+pub mod tdcall;
+pub mod ve;
+pub mod vmcall;
+
+pub use gpa::{Gfn, Gpa, GpaRange, Gpaw, PageLevel, PAGE_SIZE};
+pub use status::TdxStatus;
+pub use vmcall::VmcallStatus;
