@@ -102,8 +102,8 @@ impl MapGpaRangeArgs {
         if args[2] >> 5 != 0 {
             return Err(MapGpaRangeError::ReservedAttributes(args[2]));
         }
-        let page_size =
-            PageLevel::from_tdx_level(args[2] & 0xF).ok_or(MapGpaRangeError::PageSize(args[2] & 0xF))?;
+        let page_size = PageLevel::from_tdx_level(args[2] & 0xF)
+            .ok_or(MapGpaRangeError::PageSize(args[2] & 0xF))?;
         if !Gpa(args[0]).is_aligned(page_size) {
             return Err(MapGpaRangeError::Unaligned(args[0]));
         }
@@ -116,7 +116,12 @@ impl MapGpaRangeArgs {
         } else {
             ConversionTarget::Shared
         };
-        Ok(MapGpaRangeArgs { gpa: Gpa(args[0]), npages: args[1], page_size, to })
+        Ok(MapGpaRangeArgs {
+            gpa: Gpa(args[0]),
+            npages: args[1],
+            page_size,
+            to,
+        })
     }
     /// The covered range.
     pub const fn range(self) -> GpaRange {

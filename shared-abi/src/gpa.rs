@@ -215,6 +215,11 @@ impl GpaRange {
 
 impl fmt::Display for GpaRange {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{:#x}, {:#x})", self.start.0, self.start.0.wrapping_add(self.len))
+        write!(
+            f,
+            "[{:#x}, {:#x})",
+            self.start.0,
+            self.start.0.wrapping_add(self.len)
+        )
     }
 }

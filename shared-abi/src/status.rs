@@ -205,7 +205,11 @@ impl fmt::Display for TdxStatus {
         if self.is_success() {
             return Ok(());
         }
-        f.write_str(if self.is_error() { ": error" } else { ": warning" })?;
+        f.write_str(if self.is_error() {
+            ": error"
+        } else {
+            ": warning"
+        })?;
         if self.is_non_recoverable() {
             f.write_str(", non-recoverable")?;
         }

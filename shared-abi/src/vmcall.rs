@@ -36,7 +36,10 @@ impl VmcallStatus {
 
     /// The status's GHCI name, if known.
     pub fn name(self) -> Option<&'static str> {
-        Self::KNOWN.iter().find(|(_, s)| *s == self).map(|(n, _)| *n)
+        Self::KNOWN
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map(|(n, _)| *n)
     }
 }
 

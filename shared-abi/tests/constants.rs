@@ -116,7 +116,10 @@ fn tdx_statuses_match_sections_2_5_7() {
         (TdxStatus::GPA_RANGE_NOT_BLOCKED, 0xC0000B0600000000),
         (TdxStatus::GPA_RANGE_ALREADY_BLOCKED, 0x00000B0700000000),
         (TdxStatus::TLB_TRACKING_NOT_DONE, 0xC0000B0800000000),
-        (TdxStatus::EPT_INVALID_PROMOTE_CONDITIONS, 0xC0000B0900000000),
+        (
+            TdxStatus::EPT_INVALID_PROMOTE_CONDITIONS,
+            0xC0000B0900000000,
+        ),
         (TdxStatus::PAGE_ALREADY_ACCEPTED, 0x00000B0A00000000),
         (TdxStatus::PAGE_SIZE_MISMATCH, 0xC0000B0B00000000),
         (TdxStatus::GPA_RANGE_BLOCKED, 0xC0000B0C00000000),
@@ -132,10 +135,22 @@ fn tdx_statuses_match_sections_2_5_7() {
     }
     assert_eq!(STATUS_MASK, 0xFFFFFFFF00000000);
     // Values the reference spells out with operand/details.
-    assert_eq!(TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0, 0xC000010000000001);
-    assert_eq!(TdxStatus::PAGE_SIZE_MISMATCH.with_details(1).0, 0xC0000B0B00000001);
-    assert_eq!(TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE).0, 0x8000020000000092);
-    assert_eq!(TdxStatus::OPERAND_BUSY.with_details(operand::TD_EPOCH).0, 0x80000200000000A9);
+    assert_eq!(
+        TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0,
+        0xC000010000000001
+    );
+    assert_eq!(
+        TdxStatus::PAGE_SIZE_MISMATCH.with_details(1).0,
+        0xC0000B0B00000001
+    );
+    assert_eq!(
+        TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE).0,
+        0x8000020000000092
+    );
+    assert_eq!(
+        TdxStatus::OPERAND_BUSY.with_details(operand::TD_EPOCH).0,
+        0x80000200000000A9
+    );
     // Linux compares `status >> 32`.
     assert_eq!(TdxStatus::OPERAND_INVALID.0 >> 32, 0xC0000100);
     assert_eq!(TdxStatus::OPERAND_BUSY.0 >> 32, 0x80000200);
@@ -190,7 +205,11 @@ fn levels_and_shared_bit_match_sections_2_4_7() {
     assert_eq!(PageLevel::Size4K.tdx_level(), 0);
     assert_eq!(PageLevel::Size2M.tdx_level(), 1);
     assert_eq!(PageLevel::Size1G.tdx_level(), 2);
-    assert_eq!(PageLevel::Size4K.linux_pg_level(), 1, "S-EPT level = pg_level - 1");
+    assert_eq!(
+        PageLevel::Size4K.linux_pg_level(),
+        1,
+        "S-EPT level = pg_level - 1"
+    );
     assert_eq!(PageLevel::Size2M.bytes(), 2 << 20);
     assert_eq!(PageLevel::Size1G.bytes(), 1 << 30);
     assert_eq!(Gpaw::GPAW_48.shared_bit(), 47);
@@ -221,11 +240,27 @@ fn sept_states_match_section_7() {
     ];
     assert_eq!(table.len(), SeptState::ALL.len());
     for (s, enc, pub_) in table {
-        assert_eq!((s.encoding(), s.public_value()), (*enc, *pub_), "{}", s.name());
+        assert_eq!(
+            (s.encoding(), s.public_value()),
+            (*enc, *pub_),
+            "{}",
+            s.name()
+        );
         assert_eq!(SeptState::from_public_value(*pub_), Some(*s));
     }
-    assert!(SeptState::Pending.is_leaf() && !SeptState::NlMapped.is_leaf() && !SeptState::Free.is_leaf());
-    assert_eq!((sept::ENTRY_LOCK_BIT, sept::HOST_PRIORITY_BIT, sept::SUPPRESS_VE_BIT), (11, 52, 63));
+    assert!(
+        SeptState::Pending.is_leaf()
+            && !SeptState::NlMapped.is_leaf()
+            && !SeptState::Free.is_leaf()
+    );
+    assert_eq!(
+        (
+            sept::ENTRY_LOCK_BIT,
+            sept::HOST_PRIORITY_BIT,
+            sept::SUPPRESS_VE_BIT
+        ),
+        (11, 52, 63)
+    );
     assert_eq!(sept::error_info_rdx(1, SeptState::Pending, 0), 0x201);
 }
 
@@ -253,13 +288,22 @@ fn td_attributes_cpuid_and_tdcs_match_sections_1_4_6() {
     assert_eq!(tdcs::CONFIG_FLAGS, 0x1110000300000016);
     assert_eq!(tdcs::TOPOLOGY_ENUM_CONFIGURED, 0x9100000000000019);
     assert_eq!(
-        [tdcs::TD_CTLS_PENDING_VE_DISABLE, tdcs::TD_CTLS_ENUM_TOPOLOGY, tdcs::TD_CTLS_VIRT_CPUID2, tdcs::TD_CTLS_REDUCE_VE, tdcs::TD_CTLS_LOCK],
+        [
+            tdcs::TD_CTLS_PENDING_VE_DISABLE,
+            tdcs::TD_CTLS_ENUM_TOPOLOGY,
+            tdcs::TD_CTLS_VIRT_CPUID2,
+            tdcs::TD_CTLS_REDUCE_VE,
+            tdcs::TD_CTLS_LOCK
+        ],
         [1, 2, 4, 8, 1 << 63]
     );
     assert_eq!(tdcs::CONFIG_FLAGS_FLEXIBLE_PENDING_VE, 2);
     assert_eq!(CPUID_TDX_LEAF, 0x21);
     assert_eq!(TDX_SIGNATURE, b"IntelTDX    ");
-    assert_eq!((TDX_SIGNATURE_EBX, TDX_SIGNATURE_EDX, TDX_SIGNATURE_ECX), (0x65746E49, 0x5844546C, 0x20202020));
+    assert_eq!(
+        (TDX_SIGNATURE_EBX, TDX_SIGNATURE_EDX, TDX_SIGNATURE_ECX),
+        (0x65746E49, 0x5844546C, 0x20202020)
+    );
     // The dwords spell the signature in EBX, EDX, ECX order.
     let mut s = Vec::new();
     for d in [TDX_SIGNATURE_EBX, TDX_SIGNATURE_EDX, TDX_SIGNATURE_ECX] {
@@ -272,7 +316,14 @@ fn td_attributes_cpuid_and_tdcs_match_sections_1_4_6() {
 fn ve_values_match_section_5() {
     assert_eq!(X86_TRAP_VE, 20);
     assert_eq!(
-        [exit_reason::CPUID, exit_reason::HLT, exit_reason::IO, exit_reason::RDMSR, exit_reason::WRMSR, exit_reason::EPT_VIOLATION],
+        [
+            exit_reason::CPUID,
+            exit_reason::HLT,
+            exit_reason::IO,
+            exit_reason::RDMSR,
+            exit_reason::WRMSR,
+            exit_reason::EPT_VIOLATION
+        ],
         [10, 12, 30, 31, 32, 48]
     );
 }
@@ -283,7 +334,11 @@ fn kvm_glue_matches_section_8() {
     assert_eq!(KVM_FEATURE_HC_MAP_GPA_RANGE, 16);
     assert_eq!(KVM_EXIT_HYPERCALL, 3);
     assert_eq!(
-        [KVM_MAP_GPA_RANGE_PAGE_SZ_4K, KVM_MAP_GPA_RANGE_PAGE_SZ_2M, KVM_MAP_GPA_RANGE_PAGE_SZ_1G],
+        [
+            KVM_MAP_GPA_RANGE_PAGE_SZ_4K,
+            KVM_MAP_GPA_RANGE_PAGE_SZ_2M,
+            KVM_MAP_GPA_RANGE_PAGE_SZ_1G
+        ],
         [0, 1, 2]
     );
     assert_eq!(KVM_MAP_GPA_RANGE_ENCRYPTED, 0x10);
@@ -304,25 +359,76 @@ fn kvm_glue_matches_section_8() {
     assert_eq!(TDX_EXT_EXIT_QUAL_TYPE_PENDING_EPT_VIOLATION, 6);
     assert_eq!((KVM_EXIT_IO, KVM_EXIT_HLT, KVM_EXIT_MMIO), (2, 5, 6));
     // _IOW(0xAE, 0xD2, 32 bytes) recomputed: dir write = 1 << 30, size << 16, type << 8, nr.
-    assert_eq!(KVM_SET_MEMORY_ATTRIBUTES, 1 << 30 | 32 << 16 | 0xAE << 8 | 0xD2);
+    assert_eq!(
+        KVM_SET_MEMORY_ATTRIBUTES,
+        1 << 30 | 32 << 16 | 0xAE << 8 | 0xD2
+    );
 }
 
 #[test]
 fn boot_layout_values_match_td_boot() {
-    assert_eq!(guid::OVMF_TABLE_FOOTER.0, [0xDE, 0x82, 0xB5, 0x96, 0xB2, 0x1F, 0xF7, 0x45, 0xBA, 0xEA, 0xA3, 0x66, 0xC5, 0x5A, 0x08, 0x2D]);
-    assert_eq!(guid::TDX_METADATA_OFFSET.0, [0x35, 0x65, 0x7A, 0xE4, 0x4A, 0x98, 0x98, 0x47, 0x86, 0x5E, 0x46, 0x85, 0xA7, 0xBF, 0x8E, 0xC2]);
-    assert_eq!(guid::TDX_METADATA.0, [0xF3, 0xF9, 0xEA, 0xE9, 0x8E, 0x16, 0xD5, 0x44, 0xA8, 0xEB, 0x7F, 0x4D, 0x87, 0x38, 0xF6, 0xAE]);
-    assert_eq!(guid::OVMF_TABLE_FOOTER.to_string(), "96b582de-1fb2-45f7-baea-a366c55a082d");
-    assert_eq!(guid::SEV_ES_RESET_BLOCK.to_string(), "00f771de-1a7e-4fcb-890e-68c77e2fb44e");
+    assert_eq!(
+        guid::OVMF_TABLE_FOOTER.0,
+        [
+            0xDE, 0x82, 0xB5, 0x96, 0xB2, 0x1F, 0xF7, 0x45, 0xBA, 0xEA, 0xA3, 0x66, 0xC5, 0x5A,
+            0x08, 0x2D
+        ]
+    );
+    assert_eq!(
+        guid::TDX_METADATA_OFFSET.0,
+        [
+            0x35, 0x65, 0x7A, 0xE4, 0x4A, 0x98, 0x98, 0x47, 0x86, 0x5E, 0x46, 0x85, 0xA7, 0xBF,
+            0x8E, 0xC2
+        ]
+    );
+    assert_eq!(
+        guid::TDX_METADATA.0,
+        [
+            0xF3, 0xF9, 0xEA, 0xE9, 0x8E, 0x16, 0xD5, 0x44, 0xA8, 0xEB, 0x7F, 0x4D, 0x87, 0x38,
+            0xF6, 0xAE
+        ]
+    );
+    assert_eq!(
+        guid::OVMF_TABLE_FOOTER.to_string(),
+        "96b582de-1fb2-45f7-baea-a366c55a082d"
+    );
+    assert_eq!(
+        guid::SEV_ES_RESET_BLOCK.to_string(),
+        "00f771de-1a7e-4fcb-890e-68c77e2fb44e"
+    );
     assert_eq!(ovmf::FOOTER_FROM_END, 48);
     assert_eq!(tdvf::TDVF_SIGNATURE.to_le_bytes(), *b"TDVF");
-    assert_eq!((tdvf::DESCRIPTOR_SIZE, tdvf::SECTION_SIZE, tdvf::TDVF_VERSION), (16, 32, 1));
+    assert_eq!(
+        (
+            tdvf::DESCRIPTOR_SIZE,
+            tdvf::SECTION_SIZE,
+            tdvf::TDVF_VERSION
+        ),
+        (16, 32, 1)
+    );
     assert_eq!((tdvf::ATTR_MR_EXTEND, tdvf::ATTR_PAGE_AUG), (1, 2));
     assert_eq!(tdvf::IMAGE_SIZE_ALIGN, 64 * 1024);
-    assert_eq!((hob::HOB_TYPE_HANDOFF, hob::HOB_TYPE_RESOURCE_DESCRIPTOR, hob::HOB_TYPE_GUID_EXTENSION, hob::HOB_TYPE_END_OF_HOB_LIST), (1, 3, 4, 0xFFFF));
-    assert_eq!((hob::PHIT_SIZE, hob::RESOURCE_SIZE, hob::PHIT_VERSION), (56, 48, 9));
+    assert_eq!(
+        (
+            hob::HOB_TYPE_HANDOFF,
+            hob::HOB_TYPE_RESOURCE_DESCRIPTOR,
+            hob::HOB_TYPE_GUID_EXTENSION,
+            hob::HOB_TYPE_END_OF_HOB_LIST
+        ),
+        (1, 3, 4, 0xFFFF)
+    );
+    assert_eq!(
+        (hob::PHIT_SIZE, hob::RESOURCE_SIZE, hob::PHIT_VERSION),
+        (56, 48, 9)
+    );
     assert_eq!(hob::resource_type::MEMORY_UNACCEPTED, 7);
     assert_eq!(hob::resource_attr::RAM, 0x7);
-    assert_eq!((hob::resource_attr::UNCACHEABLE, hob::resource_attr::WRITE_BACK_CACHEABLE), (0x400, 0x2000));
+    assert_eq!(
+        (
+            hob::resource_attr::UNCACHEABLE,
+            hob::resource_attr::WRITE_BACK_CACHEABLE
+        ),
+        (0x400, 0x2000)
+    );
     assert_eq!((DEBUG_EXIT_PORT, COM1_PORT), (0xF4, 0x3F8));
 }

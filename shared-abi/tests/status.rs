@@ -22,7 +22,9 @@ fn decoder_names_class_operand_and_level() {
 #[test]
 fn fields_decode() {
     let s = TdxStatus(0xE0000B0D_00000003);
-    assert!(s.is_error() && s.is_non_recoverable() && s.is_fatal() && !s.host_recoverability_hint());
+    assert!(
+        s.is_error() && s.is_non_recoverable() && s.is_fatal() && !s.host_recoverability_hint()
+    );
     assert_eq!((s.class(), s.details_l1(), s.details_l2()), (0x0B, 0x0D, 3));
     // The fatal bit makes it a different code, as Linux's `status >> 32` compare sees it.
     assert!(!s.is(TdxStatus::EPT_ENTRY_STATE_INCORRECT));

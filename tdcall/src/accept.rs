@@ -92,7 +92,11 @@ impl<T: Transport> Tdx<T> {
             } else if status.is(TdxStatus::OPERAND_BUSY) {
                 busy += 1;
                 if busy > ACCEPT_MAX_BUSY_RETRIES {
-                    return Err(AcceptError::Busy { gpa, level, retries: ACCEPT_MAX_BUSY_RETRIES });
+                    return Err(AcceptError::Busy {
+                        gpa,
+                        level,
+                        retries: ACCEPT_MAX_BUSY_RETRIES,
+                    });
                 }
                 stats.busy_retries += 1;
             } else if status.is(TdxStatus::PAGE_SIZE_MISMATCH) {

@@ -54,8 +54,10 @@ impl<T: Transport> Tdx<T> {
     /// TDG.VP.INFO: GPAW, attributes, vCPU counts and this vCPU's index (`tdg_vp_info`).
     pub fn tdg_vp_info(&mut self) -> Result<VpInfo, Error> {
         let o = self.leaf(TdcallLeaf::VpInfo, Regs::leaf(TdcallLeaf::VpInfo))?;
-        VpInfo::decode(o.rcx, o.rdx, o.r8, o.r9, o.r10)
-            .ok_or(Error::BadOutput { leaf: TdcallLeaf::VpInfo, what: "GPAW is neither 48 nor 52" })
+        VpInfo::decode(o.rcx, o.rdx, o.r8, o.r9, o.r10).ok_or(Error::BadOutput {
+            leaf: TdcallLeaf::VpInfo,
+            what: "GPAW is neither 48 nor 52",
+        })
     }
 
     /// TDG.VP.VEINFO.GET: read and clear the pending #VE information (`tdg_vp_veinfo_get`).
@@ -80,7 +82,10 @@ impl<T: Transport> Tdx<T> {
         regs.r10 = TDX_HYPERCALL_STANDARD;
         regs.r11 = sub.number();
         let o = self.leaf(TdcallLeaf::VpVmcall, regs)?;
-        Ok(VmcallOut { status: VmcallStatus(o.r10), regs: o })
+        Ok(VmcallOut {
+            status: VmcallStatus(o.r10),
+            regs: o,
+        })
     }
 
     fn vmcall_ok(&mut self, sub: Subfunction, regs: Regs) -> Result<Regs, Error> {
@@ -88,32 +93,53 @@ impl<T: Transport> Tdx<T> {
         if o.status == VmcallStatus::SUCCESS {
             Ok(o.regs)
         } else {
-            Err(Error::Vmcall { sub, status: o.status })
+            Err(Error::Vmcall {
+                sub,
+                status: o.status,
+            })
         }
     }
 
     /// TDVMCALL<Instruction.IO> read of `size` (1, 2, 4) bytes from `port`.
     pub fn io_read(&mut self, size: u8, port: u16) -> Result<u32, Error> {
-        let r = Regs { r12: size as u64, r13: 0, r14: port as u64, ..Regs::default() };
+        let r = Regs {
+            r12: size as u64,
+            r13: 0,
+            r14: port as u64,
+            ..Regs::default()
+        };
         Ok(self.vmcall_ok(Subfunction::Io, r)?.r11 as u32)
     }
 
     /// TDVMCALL<Instruction.IO> write of `size` bytes of `data` to `port`.
     pub fn io_write(&mut self, size: u8, port: u16, data: u32) -> Result<(), Error> {
-        let r = Regs { r12: size as u64, r13: 1, r14: port as u64, r15: data as u64, ..Regs::default() };
+        let r = Regs {
+            r12: size as u64,
+            r13: 1,
+            r14: port as u64,
+            r15: data as u64,
+            ..Regs::default()
+        };
         self.vmcall_ok(Subfunction::Io, r).map(drop)
     }
 
     /// TDVMCALL<Instruction.CPUID>: `[eax, ebx, ecx, edx]` for `leaf`/`subleaf`.
     pub fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Result<[u32; 4], Error> {
-        let r = Regs { r12: leaf as u64, r13: subleaf as u64, ..Regs::default() };
+        let r = Regs {
+            r12: leaf as u64,
+            r13: subleaf as u64,
+            ..Regs::default()
+        };
         let o = self.vmcall_ok(Subfunction::Cpuid, r)?;
         Ok([o.r12 as u32, o.r13 as u32, o.r14 as u32, o.r15 as u32])
     }
 
     /// TDVMCALL<GetTdVmCallInfo>(leaf): R11..R14.
     pub fn get_td_vmcall_info(&mut self, leaf: u64) -> Result<[u64; 4], Error> {
-        let r = Regs { r12: leaf, ..Regs::default() };
+        let r = Regs {
+            r12: leaf,
+            ..Regs::default()
+        };
         let o = self.vmcall_ok(Subfunction::GetTdVmCallInfo, r)?;
         Ok([o.r11, o.r12, o.r13, o.r14])
     }
@@ -121,7 +147,12 @@ impl<T: Transport> Tdx<T> {
     /// TDVMCALL<ReportFatalError>: `code` in R12, `gpa` (if any) in R13 with bit 63 of the code
     /// set, and up to 64 bytes of message in R14, R15, RBX, RDI, RSI, R8, R9, RDX as Linux
     /// passes it. The host normally does not return.
-    pub fn report_fatal_error(&mut self, code: u64, gpa: Option<Gpa>, msg: &[u8]) -> Result<(), Error> {
+    pub fn report_fatal_error(
+        &mut self,
+        code: u64,
+        gpa: Option<Gpa>,
+        msg: &[u8],
+    ) -> Result<(), Error> {
         let mut words = [0u64; 8];
         for (i, chunk) in msg.chunks(8).take(8).enumerate() {
             let mut w = [0u8; 8];
@@ -149,7 +180,11 @@ impl<T: Transport> Tdx<T> {
 
     /// One raw TDVMCALL<MapGPA>: `(R10 status, R11)`. Use [`Tdx::map_gpa`] for the loop.
     pub fn map_gpa_once(&mut self, start: Gpa, len: u64) -> Result<(VmcallStatus, u64), Error> {
-        let r = Regs { r12: start.0, r13: len, ..Regs::default() };
+        let r = Regs {
+            r12: start.0,
+            r13: len,
+            ..Regs::default()
+        };
         let o = self.tdg_vp_vmcall(Subfunction::MapGpa, r)?;
         Ok((o.status, o.regs.r11))
     }

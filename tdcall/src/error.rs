@@ -73,7 +73,9 @@ pub enum MapGpaError {
         retries: u32,
     },
     /// The range wraps or leaves the GPA width.
-    #[error("MapGPA range of {len:#x} bytes at {start} is outside the guest physical address space")]
+    #[error(
+        "MapGPA range of {len:#x} bytes at {start} is outside the guest physical address space"
+    )]
     BadRange {
         /// Start.
         start: Gpa,

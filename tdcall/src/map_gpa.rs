@@ -21,12 +21,22 @@ impl<T: Transport> Tdx<T> {
     /// shared bit in R12, and the host's RETRY answer names in R11 the address to resume from
     /// in that same alias. An R11 outside `[start, end)` is rejected; an R11 equal to `start`
     /// is a RETRY without progress, and more than three in a row fail, as in Linux.
-    pub fn map_gpa(&mut self, range: GpaRange, to: ConversionTarget, gpaw: Gpaw) -> Result<MapGpaStats, MapGpaError> {
+    pub fn map_gpa(
+        &mut self,
+        range: GpaRange,
+        to: ConversionTarget,
+        gpaw: Gpaw,
+    ) -> Result<MapGpaStats, MapGpaError> {
         let req = ConversionRequest { range, to };
-        let bad = MapGpaError::BadRange { start: range.start, len: range.len };
+        let bad = MapGpaError::BadRange {
+            start: range.start,
+            len: range.len,
+        };
         let first = gpaw.to_private(range.start);
         let last = first.checked_add(range.len).ok_or(bad)?;
-        if !gpaw.is_valid(Gpa(last.0.saturating_sub(1))) || gpaw.is_shared(Gpa(last.0.saturating_sub(1))) {
+        if !gpaw.is_valid(Gpa(last.0.saturating_sub(1)))
+            || gpaw.is_shared(Gpa(last.0.saturating_sub(1)))
+        {
             return Err(bad);
         }
         let mut stats = MapGpaStats::default();
@@ -53,14 +63,24 @@ impl<T: Transport> Tdx<T> {
                     if r11 == start.0 {
                         without_progress += 1;
                         if without_progress >= MAP_GPA_MAX_RETRIES_PER_PAGE {
-                            return Err(MapGpaError::NoProgress { at: start, retries: without_progress });
+                            return Err(MapGpaError::NoProgress {
+                                at: start,
+                                retries: without_progress,
+                            });
                         }
                     } else {
                         start = Gpa(r11);
                         without_progress = 0;
                     }
                 }
-                status => return Err(MapGpaError::Status { start, len, status, r11 }),
+                status => {
+                    return Err(MapGpaError::Status {
+                        start,
+                        len,
+                        status,
+                        r11,
+                    })
+                }
             }
         }
     }

@@ -11,7 +11,11 @@ const M2: u64 = 2 << 20;
 const G1: u64 = 1 << 30;
 use PageLevel::{Size1G as L1G, Size2M as L2M, Size4K as L4K};
 
-fn run(m: MockModule, start: u64, len: u64) -> (Result<tdcall::AcceptStats, AcceptError>, MockModule) {
+fn run(
+    m: MockModule,
+    start: u64,
+    len: u64,
+) -> (Result<tdcall::AcceptStats, AcceptError>, MockModule) {
     let mut tdx = Tdx::new(m);
     let r = tdx.accept(GpaRange::new(Gpa(start), len));
     (r, tdx.into_transport())
@@ -39,7 +43,10 @@ fn host_maps_4k_only_so_2m_falls_back_to_512_4k_accepts() {
 #[test]
 fn host_maps_2m_so_each_2m_block_is_one_call() {
     let (r, m) = run(MockModule::new(L2M, 0, 4 * M2), 0, 4 * M2);
-    assert_eq!(m.calls, vec![(0, L2M), (M2, L2M), (2 * M2, L2M), (3 * M2, L2M)]);
+    assert_eq!(
+        m.calls,
+        vec![(0, L2M), (M2, L2M), (2 * M2, L2M), (3 * M2, L2M)]
+    );
     assert_eq!(r.unwrap().accepted_bytes, [0, 4 * M2, 0]);
 }
 
@@ -104,7 +111,14 @@ fn busy_forever_gives_up_after_the_bound() {
     m.busy_forever = true;
     let (r, m) = run(m, 0, K4);
     assert_eq!(m.calls.len() as u32, ACCEPT_MAX_BUSY_RETRIES + 1);
-    assert_eq!(r.unwrap_err(), AcceptError::Busy { gpa: Gpa(0), level: L4K, retries: ACCEPT_MAX_BUSY_RETRIES });
+    assert_eq!(
+        r.unwrap_err(),
+        AcceptError::Busy {
+            gpa: Gpa(0),
+            level: L4K,
+            retries: ACCEPT_MAX_BUSY_RETRIES
+        }
+    );
 }
 
 #[test]
@@ -113,7 +127,14 @@ fn errors_at_4k_name_the_page_and_status() {
     let (r, m) = run(MockModule::new(L4K, 0, 3 * K4), 0, 4 * K4);
     assert_eq!(m.calls, fours(0, 4).collect::<Vec<_>>());
     let err = r.unwrap_err();
-    assert_eq!(err, AcceptError::Status { gpa: Gpa(3 * K4), level: L4K, status: TdxStatus(TdxStatus::OPERAND_INVALID.0 | 1) });
+    assert_eq!(
+        err,
+        AcceptError::Status {
+            gpa: Gpa(3 * K4),
+            level: L4K,
+            status: TdxStatus(TdxStatus::OPERAND_INVALID.0 | 1)
+        }
+    );
     assert!(err.to_string().contains("TDX_OPERAND_INVALID"), "{err}");
 }
 

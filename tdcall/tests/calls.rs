@@ -11,7 +11,14 @@ use tdcall::{Error, Regs, Tdx};
 fn vp_info_decodes_gpaw_counts_and_index() {
     let mut tdx = Tdx::new(scripted(|r| {
         assert_eq!(r.rax, 1);
-        Regs { rcx: 48, rdx: 1 << 28, r8: 4 | 8 << 32, r9: 3, r10: 1, ..Regs::default() }
+        Regs {
+            rcx: 48,
+            rdx: 1 << 28,
+            r8: 4 | 8 << 32,
+            r9: 3,
+            r10: 1,
+            ..Regs::default()
+        }
     }));
     let info = tdx.tdg_vp_info().unwrap();
     assert_eq!(info.gpaw, Gpaw::GPAW_48);
@@ -22,52 +29,97 @@ fn vp_info_decodes_gpaw_counts_and_index() {
 
 #[test]
 fn vp_info_with_an_impossible_gpaw_is_bad_output() {
-    let mut tdx = Tdx::new(scripted(|_| Regs { rcx: 39, ..Regs::default() }));
+    let mut tdx = Tdx::new(scripted(|_| Regs {
+        rcx: 39,
+        ..Regs::default()
+    }));
     assert_eq!(
         tdx.tdg_vp_info().unwrap_err(),
-        Error::BadOutput { leaf: TdcallLeaf::VpInfo, what: "GPAW is neither 48 nor 52" }
+        Error::BadOutput {
+            leaf: TdcallLeaf::VpInfo,
+            what: "GPAW is neither 48 nor 52"
+        }
     );
 }
 
 #[test]
 fn veinfo_get_without_pending_ve_names_the_status() {
-    let mut tdx = Tdx::new(scripted(|_| Regs { rax: TdxStatus::NO_VALID_VE_INFO.0, ..Regs::default() }));
+    let mut tdx = Tdx::new(scripted(|_| Regs {
+        rax: TdxStatus::NO_VALID_VE_INFO.0,
+        ..Regs::default()
+    }));
     let err = tdx.tdg_vp_veinfo_get().unwrap_err();
-    assert_eq!(err, Error::Tdcall { leaf: TdcallLeaf::VpVeinfoGet, status: TdxStatus::NO_VALID_VE_INFO });
-    assert!(err.to_string().contains("TDG.VP.VEINFO.GET failed: TDX_NO_VALID_VE_INFO"), "{err}");
+    assert_eq!(
+        err,
+        Error::Tdcall {
+            leaf: TdcallLeaf::VpVeinfoGet,
+            status: TdxStatus::NO_VALID_VE_INFO
+        }
+    );
+    assert!(
+        err.to_string()
+            .contains("TDG.VP.VEINFO.GET failed: TDX_NO_VALID_VE_INFO"),
+        "{err}"
+    );
 }
 
 #[test]
 fn veinfo_get_decodes_every_field() {
-    let mut tdx = Tdx::new(scripted(|_| Regs { rcx: 48, rdx: 0x181, r8: 0x1000, r9: 0x8000_0000_2000, r10: 3 | 7 << 32, ..Regs::default() }));
+    let mut tdx = Tdx::new(scripted(|_| Regs {
+        rcx: 48,
+        rdx: 0x181,
+        r8: 0x1000,
+        r9: 0x8000_0000_2000,
+        r10: 3 | 7 << 32,
+        ..Regs::default()
+    }));
     let ve = tdx.tdg_vp_veinfo_get().unwrap();
-    assert_eq!((ve.exit_reason, ve.exit_qualification, ve.gla, ve.gpa), (48, 0x181, 0x1000, 0x8000_0000_2000));
+    assert_eq!(
+        (ve.exit_reason, ve.exit_qualification, ve.gla, ve.gpa),
+        (48, 0x181, 0x1000, 0x8000_0000_2000)
+    );
     assert_eq!((ve.instr_len, ve.instr_info), (3, 7));
 }
 
 #[test]
 fn accept_encodes_gpa_and_level_in_rcx() {
     let mut tdx = Tdx::new(scripted(|_| Regs::default()));
-    assert!(tdx.tdg_mem_page_accept(Gpa(0x40_0000), PageLevel::Size2M).is_success());
+    assert!(tdx
+        .tdg_mem_page_accept(Gpa(0x40_0000), PageLevel::Size2M)
+        .is_success());
     let c = tdx.transport().calls[0];
     assert_eq!((c.rax, c.rcx), (6, 0x40_0001));
 }
 
 #[test]
 fn io_read_and_write_use_r12_to_r15() {
-    let mut tdx = Tdx::new(scripted(|r| vmcall_answer(0, if r.r13 == 0 { 0xAB } else { 0 })));
+    let mut tdx = Tdx::new(scripted(|r| {
+        vmcall_answer(0, if r.r13 == 0 { 0xAB } else { 0 })
+    }));
     assert_eq!(tdx.io_read(1, 0x3FD).unwrap(), 0xAB);
     tdx.io_write(4, 0xF4, 0x31).unwrap();
     let calls = &tdx.transport().calls;
-    assert_eq!((calls[0].r11, calls[0].r12, calls[0].r13, calls[0].r14), (Subfunction::Io as u64, 1, 0, 0x3FD));
-    assert_eq!((calls[1].r12, calls[1].r13, calls[1].r14, calls[1].r15), (4, 1, 0xF4, 0x31));
+    assert_eq!(
+        (calls[0].r11, calls[0].r12, calls[0].r13, calls[0].r14),
+        (Subfunction::Io as u64, 1, 0, 0x3FD)
+    );
+    assert_eq!(
+        (calls[1].r12, calls[1].r13, calls[1].r14, calls[1].r15),
+        (4, 1, 0xF4, 0x31)
+    );
 }
 
 #[test]
 fn cpuid_returns_r12_to_r15() {
     let mut tdx = Tdx::new(scripted(|r| {
         assert_eq!((r.r11, r.r12, r.r13), (Subfunction::Cpuid as u64, 0x21, 0));
-        Regs { r12: 0, r13: 0x6574_6E49, r14: 0x2020_2020, r15: 0x5844_546C, ..Regs::default() }
+        Regs {
+            r12: 0,
+            r13: 0x6574_6E49,
+            r14: 0x2020_2020,
+            r15: 0x5844_546C,
+            ..Regs::default()
+        }
     }));
     let [_, ebx, ecx, edx] = tdx.cpuid(0x21, 0).unwrap();
     assert!(shared_abi::td::is_tdx_signature(ebx, ecx, edx));
@@ -75,10 +127,21 @@ fn cpuid_returns_r12_to_r15() {
 
 #[test]
 fn host_refusal_is_a_vmcall_error_naming_sub_function_and_status() {
-    let mut tdx = Tdx::new(scripted(|_| vmcall_answer(VmcallStatus::SUBFUNC_UNSUPPORTED.0, 0)));
+    let mut tdx = Tdx::new(scripted(|_| {
+        vmcall_answer(VmcallStatus::SUBFUNC_UNSUPPORTED.0, 0)
+    }));
     let err = tdx.get_td_vmcall_info(0).unwrap_err();
-    assert_eq!(err, Error::Vmcall { sub: Subfunction::GetTdVmCallInfo, status: VmcallStatus::SUBFUNC_UNSUPPORTED });
-    assert_eq!(err.to_string(), "TDG.VP.VMCALL<GetTdVmCallInfo> failed: TDG.VP.VMCALL_SUBFUNC_UNSUPPORTED");
+    assert_eq!(
+        err,
+        Error::Vmcall {
+            sub: Subfunction::GetTdVmCallInfo,
+            status: VmcallStatus::SUBFUNC_UNSUPPORTED
+        }
+    );
+    assert_eq!(
+        err.to_string(),
+        "TDG.VP.VMCALL<GetTdVmCallInfo> failed: TDG.VP.VMCALL_SUBFUNC_UNSUPPORTED"
+    );
 }
 
 #[test]

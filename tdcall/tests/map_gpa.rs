@@ -36,13 +36,28 @@ fn success_first_time_uses_the_ghci_registers() {
 
 #[test]
 fn retry_with_progress_resumes_from_r11() {
-    let mut answers = vec![vmcall_answer(1, START + 0x4000), vmcall_answer(1, START + 0xC000), vmcall_answer(0, 0)].into_iter();
+    let mut answers = vec![
+        vmcall_answer(1, START + 0x4000),
+        vmcall_answer(1, START + 0xC000),
+        vmcall_answer(0, 0),
+    ]
+    .into_iter();
     let mut tdx = Tdx::new(scripted(move |_| answers.next().unwrap()));
     let stats = tdx.map_gpa(range(), Private, GPAW).unwrap();
-    assert_eq!(stats, tdcall::MapGpaStats { calls: 3, retries: 2 });
+    assert_eq!(
+        stats,
+        tdcall::MapGpaStats {
+            calls: 3,
+            retries: 2
+        }
+    );
     assert_eq!(
         requests(&tdx.transport().calls),
-        vec![(START, LEN), (START + 0x4000, LEN - 0x4000), (START + 0xC000, LEN - 0xC000)]
+        vec![
+            (START, LEN),
+            (START + 0x4000, LEN - 0x4000),
+            (START + 0xC000, LEN - 0xC000)
+        ]
     );
 }
 
@@ -50,8 +65,18 @@ fn retry_with_progress_resumes_from_r11() {
 fn retry_without_progress_fails_at_the_bound() {
     let mut tdx = Tdx::new(scripted(|r| vmcall_answer(1, r.r12)));
     let err = tdx.map_gpa(range(), Private, GPAW).unwrap_err();
-    assert_eq!(err, MapGpaError::NoProgress { at: Gpa(START), retries: 3 });
-    assert_eq!(tdx.transport().calls.len(), 3, "Linux allows three RETRYs without progress");
+    assert_eq!(
+        err,
+        MapGpaError::NoProgress {
+            at: Gpa(START),
+            retries: 3
+        }
+    );
+    assert_eq!(
+        tdx.transport().calls.len(),
+        3,
+        "Linux allows three RETRYs without progress"
+    );
 }
 
 #[test]
@@ -86,7 +111,10 @@ fn to_shared_r11_carries_the_shared_bit_and_is_accepted() {
 fn to_shared_r11_without_the_shared_bit_is_outside_the_request() {
     let mut tdx = Tdx::new(scripted(|_| vmcall_answer(1, START + 0x8000)));
     let err = tdx.map_gpa(range(), Shared, GPAW).unwrap_err();
-    assert!(matches!(err, MapGpaError::ResumeOutsideRange { r11, .. } if r11 == START + 0x8000), "{err}");
+    assert!(
+        matches!(err, MapGpaError::ResumeOutsideRange { r11, .. } if r11 == START + 0x8000),
+        "{err}"
+    );
 }
 
 #[test]
@@ -96,7 +124,11 @@ fn r11_outside_the_range_is_rejected() {
         let err = tdx.map_gpa(range(), Private, GPAW).unwrap_err();
         assert_eq!(
             err,
-            MapGpaError::ResumeOutsideRange { start: Gpa(START), end: Gpa(START + LEN), r11: bad }
+            MapGpaError::ResumeOutsideRange {
+                start: Gpa(START),
+                end: Gpa(START + LEN),
+                r11: bad
+            }
         );
         assert_eq!(tdx.transport().calls.len(), 1);
     }
@@ -104,27 +136,55 @@ fn r11_outside_the_range_is_rejected() {
 
 #[test]
 fn align_error_and_invalid_operand_are_errors_naming_the_status() {
-    for (status, name) in [(VmcallStatus::ALIGN_ERROR, "ALIGN_ERROR"), (VmcallStatus::INVALID_OPERAND, "INVALID_OPERAND")] {
+    for (status, name) in [
+        (VmcallStatus::ALIGN_ERROR, "ALIGN_ERROR"),
+        (VmcallStatus::INVALID_OPERAND, "INVALID_OPERAND"),
+    ] {
         let mut tdx = Tdx::new(scripted(move |r| vmcall_answer(status.0, r.r12)));
-        let err = tdx.map_gpa(GpaRange::new(Gpa(START + 0x10), LEN), Private, GPAW).unwrap_err();
-        assert_eq!(err, MapGpaError::Status { start: Gpa(START + 0x10), len: LEN, status, r11: START + 0x10 });
+        let err = tdx
+            .map_gpa(GpaRange::new(Gpa(START + 0x10), LEN), Private, GPAW)
+            .unwrap_err();
+        assert_eq!(
+            err,
+            MapGpaError::Status {
+                start: Gpa(START + 0x10),
+                len: LEN,
+                status,
+                r11: START + 0x10
+            }
+        );
         assert!(err.to_string().contains(name), "{err}");
     }
 }
 
 #[test]
 fn failing_tdcall_is_reported_as_such() {
-    let mut tdx = Tdx::new(scripted(|_| tdcall::Regs { rax: TdxStatus::OPERAND_INVALID.0 | 1, ..Default::default() }));
+    let mut tdx = Tdx::new(scripted(|_| tdcall::Regs {
+        rax: TdxStatus::OPERAND_INVALID.0 | 1,
+        ..Default::default()
+    }));
     let err = tdx.map_gpa(range(), Private, GPAW).unwrap_err();
-    assert_eq!(err, MapGpaError::Tdcall(TdxStatus(TdxStatus::OPERAND_INVALID.0 | 1)));
+    assert_eq!(
+        err,
+        MapGpaError::Tdcall(TdxStatus(TdxStatus::OPERAND_INVALID.0 | 1))
+    );
 }
 
 #[test]
 fn ranges_outside_the_address_space_never_reach_the_host() {
-    for (start, len) in [(S - 0x1000, 0x2000), (u64::MAX - 0xFFF, 0x2000), (1 << 48, 0x1000)] {
+    for (start, len) in [
+        (S - 0x1000, 0x2000),
+        (u64::MAX - 0xFFF, 0x2000),
+        (1 << 48, 0x1000),
+    ] {
         let mut tdx = Tdx::new(scripted(|_| vmcall_answer(0, 0)));
-        let err = tdx.map_gpa(GpaRange::new(Gpa(start), len), Private, GPAW).unwrap_err();
-        assert!(matches!(err, MapGpaError::BadRange { .. }), "{start:#x}: {err}");
+        let err = tdx
+            .map_gpa(GpaRange::new(Gpa(start), len), Private, GPAW)
+            .unwrap_err();
+        assert!(
+            matches!(err, MapGpaError::BadRange { .. }),
+            "{start:#x}: {err}"
+        );
         assert!(tdx.transport().calls.is_empty());
     }
 }
@@ -132,6 +192,11 @@ fn ranges_outside_the_address_space_never_reach_the_host() {
 #[test]
 fn empty_range_makes_no_call() {
     let mut tdx = Tdx::new(scripted(|_| vmcall_answer(0, 0)));
-    assert_eq!(tdx.map_gpa(GpaRange::new(Gpa(START), 0), Shared, GPAW).unwrap().calls, 0);
+    assert_eq!(
+        tdx.map_gpa(GpaRange::new(Gpa(START), 0), Shared, GPAW)
+            .unwrap()
+            .calls,
+        0
+    );
     assert!(tdx.transport().calls.is_empty());
 }

@@ -202,13 +202,20 @@ fn parse_one(list: &[u8], off: usize) -> Result<(Hob<'_>, usize), HobError> {
         (Some(t), Some(l)) => (t, l),
         _ => return Err(HobError::NoEnd),
     };
-    let bad = HobError::BadLength { offset: off, hob_type: ty, len };
+    let bad = HobError::BadLength {
+        offset: off,
+        hob_type: ty,
+        len,
+    };
     let n = len as usize;
     if n < HEADER_SIZE || n % 8 != 0 || off + n > list.len() {
         return Err(bad);
     }
     let hob = &list[off..off + n];
-    let short = HobError::TooShort { offset: off, hob_type: ty };
+    let short = HobError::TooShort {
+        offset: off,
+        hob_type: ty,
+    };
     let h = match ty {
         HOB_TYPE_HANDOFF => Hob::Handoff(Phit {
             version: rd_u32(hob, 8).ok_or(short)?,
@@ -222,7 +229,9 @@ fn parse_one(list: &[u8], off: usize) -> Result<(Hob<'_>, usize), HobError> {
             start: rd_u64(hob, 32).ok_or(short)?,
             length: rd_u64(hob, 40).ok_or(short)?,
         }),
-        HOB_TYPE_GUID_EXTENSION => Hob::GuidExtension(Guid::read(hob, 8).ok_or(short)?, &hob[24.min(n)..]),
+        HOB_TYPE_GUID_EXTENSION => {
+            Hob::GuidExtension(Guid::read(hob, 8).ok_or(short)?, &hob[24.min(n)..])
+        }
         HOB_TYPE_END_OF_HOB_LIST => Hob::End,
         other => Hob::Other(other, &hob[HEADER_SIZE..]),
     };
@@ -295,7 +304,10 @@ impl<'a> HobWriter<'a> {
     }
     fn reserve(&mut self, n: usize) -> Result<usize, HobOverrun> {
         let at = self.pos;
-        let end = at.checked_add(n).filter(|e| *e <= self.buf.len()).ok_or(HobOverrun(self.buf.len()))?;
+        let end = at
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or(HobOverrun(self.buf.len()))?;
         self.buf[at..end].fill(0);
         self.pos = end;
         Ok(at)

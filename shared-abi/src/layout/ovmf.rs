@@ -6,8 +6,8 @@
 //!                                                        end-0x32    end-0x30      end
 //! ```
 
-use super::{rd_u16, rd_u32, wr, Guid};
 use super::guid::{OVMF_TABLE_FOOTER, TDX_METADATA_OFFSET};
+use super::{rd_u16, rd_u32, wr, Guid};
 
 /// Offset of the footer GUID from the end of the image.
 pub const FOOTER_FROM_END: usize = 0x30;
@@ -75,7 +75,11 @@ impl<'a> OvmfTable<'a> {
             .checked_sub(ENTRY_TRAILER)
             .filter(|n| *n <= len_off)
             .ok_or(OvmfTableError::BadLength(total))?;
-        Ok(OvmfTable { image, start: len_off - entries, end: len_off })
+        Ok(OvmfTable {
+            image,
+            start: len_off - entries,
+            end: len_off,
+        })
     }
 
     /// The entries, last first (the order QEMU walks them). Yields an error and stops at the
@@ -90,7 +94,11 @@ impl<'a> OvmfTable<'a> {
                 return None;
             }
             let remaining = c - start;
-            let len = if remaining >= ENTRY_TRAILER { rd_u16(image, c - ENTRY_TRAILER) } else { None };
+            let len = if remaining >= ENTRY_TRAILER {
+                rd_u16(image, c - ENTRY_TRAILER)
+            } else {
+                None
+            };
             match len {
                 Some(len) if len as usize >= ENTRY_TRAILER && len as usize <= remaining => {
                     let guid = Guid::read(image, c - 16).expect("within the table");
@@ -104,7 +112,10 @@ impl<'a> OvmfTable<'a> {
                 }
                 _ => {
                     cursor = None;
-                    Some(Err(OvmfTableError::BadEntry { offset: c.saturating_sub(16), len: len.unwrap_or(0) }))
+                    Some(Err(OvmfTableError::BadEntry {
+                        offset: c.saturating_sub(16),
+                        len: len.unwrap_or(0),
+                    }))
                 }
             }
         })
@@ -112,7 +123,9 @@ impl<'a> OvmfTable<'a> {
 
     /// The entry with `guid`, as QEMU finds it (`None` when absent or behind a malformed entry).
     pub fn find(&self, guid: Guid) -> Option<OvmfEntry<'a>> {
-        self.entries().map_while(Result::ok).find(|e| e.guid == guid)
+        self.entries()
+            .map_while(Result::ok)
+            .find(|e| e.guid == guid)
     }
 
     /// The TDVF descriptor's file offset from the TDX metadata offset entry
@@ -137,7 +150,11 @@ pub fn write_table(tail: &mut [u8], entries: &[(Guid, &[u8])]) -> Option<usize> 
         let len = data.len() + ENTRY_TRAILER;
         cursor = cursor.checked_sub(len)?;
         wr(tail, cursor, data)?;
-        wr(tail, cursor + data.len(), &u16::try_from(len).ok()?.to_le_bytes())?;
+        wr(
+            tail,
+            cursor + data.len(),
+            &u16::try_from(len).ok()?.to_le_bytes(),
+        )?;
         wr(tail, cursor + data.len() + 2, &guid.0)?;
     }
     let total = u16::try_from(len_off - cursor + ENTRY_TRAILER).ok()?;

@@ -169,11 +169,20 @@ impl TdvfSection {
     pub fn validate(&self, index: usize) -> Result<(), TdvfError> {
         let kind = match self.kind() {
             Some(k) if k.qemu_supported() => k,
-            _ => return Err(TdvfError::UnsupportedSectionType { index, section_type: self.section_type }),
+            _ => {
+                return Err(TdvfError::UnsupportedSectionType {
+                    index,
+                    section_type: self.section_type,
+                })
+            }
         };
         let raw_needed = matches!(kind, SectionType::Bfv | SectionType::Cfv);
         if raw_needed == (self.raw_size == 0) {
-            return Err(TdvfError::BadRawSize { index, kind, raw_size: self.raw_size });
+            return Err(TdvfError::BadRawSize {
+                index,
+                kind,
+                raw_size: self.raw_size,
+            });
         }
         if self.memory_size < self.raw_size as u64 {
             return Err(TdvfError::MemorySmallerThanRaw { index });
@@ -304,18 +313,29 @@ impl<'a> TdvfMetadata<'a> {
         }
         let expect = (d.num_sections as u64) * SECTION_SIZE as u64 + DESCRIPTOR_SIZE as u64;
         if d.length as u64 != expect || off as u64 + expect > image.len() as u64 {
-            return Err(TdvfError::BadDescriptorLength { length: d.length, num_sections: d.num_sections });
+            return Err(TdvfError::BadDescriptorLength {
+                length: d.length,
+                num_sections: d.num_sections,
+            });
         }
         if d.num_sections < 2 {
             return Err(TdvfError::TooFewSections(d.num_sections));
         }
-        let meta = TdvfMetadata { image, descriptor_offset: off, descriptor: d };
+        let meta = TdvfMetadata {
+            image,
+            descriptor_offset: off,
+            descriptor: d,
+        };
         let mut has_hob = false;
         for (i, s) in meta.sections().enumerate() {
             s.validate(i)?;
             let end = s.data_offset as u64 + s.raw_size as u64;
             if s.raw_size != 0 && (s.data_offset & 0xFFF != 0 || end > image.len() as u64) {
-                return Err(TdvfError::BadDataOffset { index: i, data_offset: s.data_offset, raw_size: s.raw_size });
+                return Err(TdvfError::BadDataOffset {
+                    index: i,
+                    data_offset: s.data_offset,
+                    raw_size: s.raw_size,
+                });
             }
             has_hob |= s.kind() == Some(SectionType::TdHob);
         }
@@ -341,7 +361,11 @@ impl<'a> TdvfMetadata<'a> {
 
 /// Write a descriptor and its sections at `off` of `image`; `None` if they do not fit.
 pub fn write_descriptor(image: &mut [u8], off: usize, sections: &[TdvfSection]) -> Option<()> {
-    wr(image, off, &TdvfDescriptor::new(u32::try_from(sections.len()).ok()?).encode())?;
+    wr(
+        image,
+        off,
+        &TdvfDescriptor::new(u32::try_from(sections.len()).ok()?).encode(),
+    )?;
     for (i, s) in sections.iter().enumerate() {
         wr(image, off + DESCRIPTOR_SIZE + i * SECTION_SIZE, &s.encode())?;
     }

@@ -1,10 +1,10 @@
 //! Test transports: a scripted one that records every call, and a mock TDX module for accept.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
-use tdcall::{Regs, Transport};
 use shared_abi::tdcall::{decode_gpa_level, TdcallLeaf};
 use shared_abi::{Gpa, PageLevel, TdxStatus};
+use std::collections::HashMap;
+use tdcall::{Regs, Transport};
 
 /// Records each call's input registers and answers with `respond`.
 pub struct Scripted<F: FnMut(&Regs) -> Regs> {
@@ -20,12 +20,19 @@ impl<F: FnMut(&Regs) -> Regs> Transport for Scripted<F> {
 }
 
 pub fn scripted<F: FnMut(&Regs) -> Regs>(respond: F) -> Scripted<F> {
-    Scripted { calls: Vec::new(), respond }
+    Scripted {
+        calls: Vec::new(),
+        respond,
+    }
 }
 
 /// A VMCALL answer: RAX 0, R10 = status, R11 = r11.
 pub fn vmcall_answer(status: u64, r11: u64) -> Regs {
-    Regs { r10: status, r11, ..Regs::default() }
+    Regs {
+        r10: status,
+        r11,
+        ..Regs::default()
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -48,7 +55,9 @@ pub struct MockModule {
 impl MockModule {
     /// `range` pending, mapped by the host at `host_level`.
     pub fn new(host_level: PageLevel, start: u64, len: u64) -> MockModule {
-        let pages = (start / 4096..(start + len) / 4096).map(|p| (p, PageState::Pending)).collect();
+        let pages = (start / 4096..(start + len) / 4096)
+            .map(|p| (p, PageState::Pending))
+            .collect();
         MockModule {
             pages,
             host_level,
@@ -78,7 +87,8 @@ impl MockModule {
         }
         let first = gpa.0 / 4096;
         let pages: Vec<u64> = (first..first + level.pages_4k()).collect();
-        let states: Vec<Option<PageState>> = pages.iter().map(|p| self.pages.get(p).copied()).collect();
+        let states: Vec<Option<PageState>> =
+            pages.iter().map(|p| self.pages.get(p).copied()).collect();
         if states.iter().any(Option::is_none) {
             // Outside the TD's memory: no S-EPT entry, the host would see an EPT violation
             // and give up; surface it as an invalid operand.
@@ -110,8 +120,15 @@ impl MockModule {
 
 impl Transport for MockModule {
     fn call(&mut self, regs: &mut Regs) {
-        assert_eq!(regs.rax, TdcallLeaf::MemPageAccept as u64, "accept loop issued another leaf");
+        assert_eq!(
+            regs.rax,
+            TdcallLeaf::MemPageAccept as u64,
+            "accept loop issued another leaf"
+        );
         let status = self.accept(regs.rcx);
-        *regs = Regs { rax: status.0, ..Regs::default() };
+        *regs = Regs {
+            rax: status.0,
+            ..Regs::default()
+        };
     }
 }
