@@ -12,4 +12,10 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "guest build (x86_64-unknown-none)"
 cargo build -p tdxlab-guest --target x86_64-unknown-none --release
 step "cargo test --workspace"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+# One closing line over every test binary (cargo's own last line is often an empty doc-test run).
+awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\ntdxlab tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+# cargo hides a passing test's output, so say it here too when the KVM tests could not run.
+{ [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || echo "SKIPPED: no usable /dev/kvm (KVM integration tests passed without running)"
