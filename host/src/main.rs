@@ -1,13 +1,5 @@
-//! `tdxlab`: the host of an emulated TDX guest on stock Linux KVM.
-//!
-//! The host plays three roles, each in its own module as the design lays out: the VMM (QEMU),
-//! the hypervisor MMU (KVM's TDP MMU) and the TDX module. This binary is the VMM's command line.
+//! `tdxlab`: the command line of the emulated-TDX host (see the library for the roles).
 
-mod caps;
-mod cli;
-
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    cli::main()
+fn main() -> std::process::ExitCode {
+    tdxlab::cli::main()
 }

@@ -1,0 +1,14 @@
+//! tdxlab host: emulated Intel TDX on stock Linux KVM.
+//!
+//! Three roles, each in its own module, under the real names:
+//! - [`seam`] — the TDX module: TD state, the Secure EPT, TDCALL and SEAMCALL handlers;
+//! - [`kvm`] — the hypervisor MMU: memory attributes, the mirror (private) and direct (shared)
+//!   TDP roots, the fault path and the zap path with its attribute filter;
+//! - [`vmm`] — the VMM (QEMU's part): userspace MapGPA handling, memory backings, the CLI.
+//!
+//! [`sim`] runs simulated vCPUs against `seam` + `kvm` in-process through the real `tdcall`
+//! crate; [`zap_table`] prints the zap policies' decision table.
+
+pub mod caps;
+pub mod cli;
+pub mod seam;

@@ -1,0 +1,44 @@
+//! Private memory: the frames the TDX module zeroes on accept and the host clears on removal.
+
+use super::Hpa;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Access to the private backing, as the module and the CPU see it.
+pub trait PrivateMem: Send + Sync {
+    /// Zero `pages` 4K frames starting at `hpa`.
+    fn zero(&self, hpa: Hpa, pages: u64);
+    /// Read the word at `offset` (bytes, 8-aligned) of frame `hpa` (the CPU's access).
+    fn read(&self, hpa: Hpa, offset: u64) -> u64;
+    /// Write the word at `offset` of frame `hpa` (the CPU's access).
+    fn write(&self, hpa: Hpa, offset: u64, v: u64);
+}
+
+/// In-process private memory for the simulator: frames of atomic words, so racing simulated
+/// vCPUs (a stale TLB entry, say) are well-defined.
+pub struct SimPrivateMem {
+    words: Vec<AtomicU64>,
+}
+
+impl SimPrivateMem {
+    /// `pages` frames, initially holding a "never written" fill.
+    pub fn new(pages: u64) -> SimPrivateMem {
+        SimPrivateMem {
+            words: (0..pages * 512).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+}
+
+impl PrivateMem for SimPrivateMem {
+    fn zero(&self, hpa: Hpa, pages: u64) {
+        let start = (hpa * 512) as usize;
+        for w in &self.words[start..start + (pages * 512) as usize] {
+            w.store(0, Relaxed);
+        }
+    }
+    fn read(&self, hpa: Hpa, offset: u64) -> u64 {
+        self.words[(hpa * 512 + offset / 8) as usize].load(Relaxed)
+    }
+    fn write(&self, hpa: Hpa, offset: u64, v: u64) {
+        self.words[(hpa * 512 + offset / 8) as usize].store(v, Relaxed)
+    }
+}

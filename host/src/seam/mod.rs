@@ -1,0 +1,396 @@
+//! The TDX module (SEAM): TD state, the Secure EPT and its entry states, TLB epochs, the
+//! SEAMCALLs the hypervisor uses and the TDCALLs the guest uses.
+//!
+//! Everything here follows TDX module 1.5 as summarised in reference/tdx-abi.md §2–§7. Private
+//! page contents live behind [`PrivateMem`]: the hypervisor and VMM roles never read them.
+
+mod epoch;
+mod mem;
+mod sept;
+mod tdcall;
+
+pub use epoch::EpochState;
+pub use mem::{PrivateMem, SimPrivateMem};
+pub use sept::{Sept, SeptEntry, Walk};
+pub use tdcall::TdcallExit;
+
+use shared_abi::sept::{SeptLevel, SeptState};
+use shared_abi::status::operand;
+use shared_abi::{Gpa, Gpaw, TdxStatus};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A host physical page number: the index of a 4 KiB frame in the private backing.
+pub type Hpa = u64;
+
+/// The TD's lifecycle, as far as memory operations care (module `op_state`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OpState {
+    /// Built, not finalized: PAGE.ADD allowed, no blocking/tracking needed.
+    Initialized,
+    /// Finalized and running: PAGE.AUG, and removal needs BLOCK + TRACK.
+    Runnable,
+    /// Torn down (HKID released): table pages may be reclaimed.
+    Teardown,
+}
+
+/// TD-wide configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct TdParams {
+    /// Guest physical-address width.
+    pub gpaw: Gpaw,
+    /// TD ATTRIBUTES (SEPT_VE_DISABLE ...).
+    pub attributes: u64,
+    /// vCPUs.
+    pub num_vcpus: u32,
+}
+
+/// Counters of what the module did, for reports and invariants.
+#[derive(Default, Debug)]
+pub struct SeamStats {
+    /// SEAMCALLs by kind.
+    pub sept_add: AtomicU64,
+    /// PAGE.ADD.
+    pub page_add: AtomicU64,
+    /// PAGE.AUG.
+    pub page_aug: AtomicU64,
+    /// RANGE.BLOCK.
+    pub block: AtomicU64,
+    /// RANGE.UNBLOCK.
+    pub unblock: AtomicU64,
+    /// TRACK that advanced the epoch.
+    pub track: AtomicU64,
+    /// PAGE.REMOVE.
+    pub remove: AtomicU64,
+    /// PAGE.DEMOTE.
+    pub demote: AtomicU64,
+    /// SEPT.REMOVE.
+    pub sept_remove: AtomicU64,
+    /// Pages accepted (4K units).
+    pub accepted_4k: AtomicU64,
+    /// S-EPT table pages freed while the TD was runnable (invariant 4: must stay 0).
+    pub tables_freed_while_runnable: AtomicU64,
+    /// Pages removed that were not blocked and tracked first (invariant 5: must stay 0).
+    pub removed_untracked: AtomicU64,
+}
+
+pub(crate) struct SeamInner {
+    pub(crate) op_state: OpState,
+    pub(crate) sept: Sept,
+    pub(crate) epoch: EpochState,
+    /// Per-vCPU pending #VE info (valid until VEINFO.GET).
+    pub(crate) ve_info: Vec<Option<shared_abi::ve::VeInfo>>,
+}
+
+/// The TDX module of one TD.
+pub struct TdxModule {
+    params: TdParams,
+    inner: Mutex<SeamInner>,
+    mem: Arc<dyn PrivateMem>,
+    /// What the module did.
+    pub stats: SeamStats,
+}
+
+/// A SEAMCALL result: success value or the module's status.
+pub type SeamResult<T> = Result<T, TdxStatus>;
+
+fn rcx_error(s: TdxStatus) -> TdxStatus {
+    s.with_details(operand::RCX)
+}
+
+impl TdxModule {
+    /// TDH.MNG.CREATE + TDH.MNG.INIT: a TD in op-state INITIALIZED with an empty S-EPT.
+    pub fn new(params: TdParams, mem: Arc<dyn PrivateMem>) -> TdxModule {
+        TdxModule {
+            inner: Mutex::new(SeamInner {
+                op_state: OpState::Initialized,
+                sept: Sept::new(),
+                epoch: EpochState::new(params.num_vcpus),
+                ve_info: vec![None; params.num_vcpus as usize],
+            }),
+            params,
+            mem,
+            stats: SeamStats::default(),
+        }
+    }
+
+    /// The TD's parameters.
+    pub fn params(&self) -> &TdParams {
+        &self.params
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, SeamInner> {
+        // A poisoned lock means a panic elsewhere already failed the run; keep reporting.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The TD's op-state.
+    pub fn op_state(&self) -> OpState {
+        self.lock().op_state
+    }
+
+    /// TDH.MR.FINALIZE: INITIALIZED → RUNNABLE (`tdh_mr_finalize`).
+    pub fn tdh_mr_finalize(&self) -> SeamResult<()> {
+        let mut g = self.lock();
+        if g.op_state != OpState::Initialized {
+            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
+        }
+        g.op_state = OpState::Runnable;
+        Ok(())
+    }
+
+    /// Tear the TD down (TDH.MNG.VPFLUSHDONE + KEY.FREEID): S-EPT pages may now be reclaimed.
+    pub fn teardown(&self) {
+        self.lock().op_state = OpState::Teardown;
+    }
+
+    fn check_gpa(&self, gpa: Gpa) -> SeamResult<()> {
+        if !self.params.gpaw.is_valid(gpa) || self.params.gpaw.is_shared(gpa) || gpa.0 & 0xFFF != 0
+        {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        Ok(())
+    }
+
+    /// TDH.MEM.SEPT.ADD: link a new S-EPT table page under the entry at `level` (1..=3) that
+    /// covers `gpa` (`tdh_mem_sept_add`).
+    pub fn tdh_mem_sept_add(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if !(1..=3).contains(&level) {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut g = self.lock();
+        let e = g.sept.entry_at(gpa, level)?;
+        if e.state != SeptState::Free {
+            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32));
+        }
+        g.sept.link_table(gpa, level);
+        self.stats.sept_add.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, "TDH.MEM.SEPT.ADD");
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.ADD: add an initial, already-accepted 4K page before finalize
+    /// (`tdh_mem_page_add`).
+    pub fn tdh_mem_page_add(&self, gpa: Gpa, hpa: Hpa) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let mut g = self.lock();
+        if g.op_state != OpState::Initialized {
+            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
+        }
+        let e = g.sept.entry_at(gpa, 0)?;
+        if e.state != SeptState::Free {
+            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(0));
+        }
+        *g.sept.entry_mut(gpa, 0) = SeptEntry::leaf(SeptState::Mapped, hpa);
+        self.stats.page_add.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.AUG: add a PENDING page (4K or 2M) to a TD (`tdh_mem_page_aug`).
+    pub fn tdh_mem_page_aug(&self, gpa: Gpa, level: SeptLevel, hpa: Hpa) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if level > 1 || gpa.0 & ((4096u64 << (9 * level)) - 1) != 0 {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut g = self.lock();
+        if g.op_state == OpState::Teardown {
+            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
+        }
+        let e = g.sept.entry_at(gpa, level)?;
+        if !matches!(e.state, SeptState::Free | SeptState::Removed) {
+            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32));
+        }
+        *g.sept.entry_mut(gpa, level) = SeptEntry::leaf(SeptState::Pending, hpa);
+        self.stats.page_aug.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, hpa, "TDH.MEM.PAGE.AUG");
+        Ok(())
+    }
+
+    /// TDH.MEM.RANGE.BLOCK: stop new translations through the entry and record the current
+    /// epoch as its BEPOCH (`tdh_mem_range_block`).
+    pub fn tdh_mem_range_block(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let mut g = self.lock();
+        let bepoch = g.epoch.td_epoch();
+        let e = g.sept.entry_at(gpa, level)?;
+        let next = match e.state {
+            SeptState::NlMapped => SeptState::NlBlocked,
+            SeptState::Mapped | SeptState::BlockedW => SeptState::Blocked,
+            SeptState::Pending | SeptState::PendingBlockedW => SeptState::PendingBlocked,
+            SeptState::NlBlocked | SeptState::Blocked | SeptState::PendingBlocked => {
+                return Err(TdxStatus::GPA_RANGE_ALREADY_BLOCKED.with_details(level as u32))
+            }
+            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+        };
+        let m = g.sept.entry_mut(gpa, level);
+        m.state = next;
+        m.bepoch = bepoch;
+        self.stats.block.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
+        Ok(())
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK: the inverse of BLOCK, once tracked (`tdh_mem_range_unblock`).
+    pub fn tdh_mem_range_unblock(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let mut g = self.lock();
+        let e = g.sept.entry_at(gpa, level)?;
+        let next = match e.state {
+            SeptState::NlBlocked => SeptState::NlMapped,
+            SeptState::Blocked => SeptState::Mapped,
+            SeptState::PendingBlocked => SeptState::Pending,
+            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+        };
+        if g.op_state == OpState::Runnable && !g.epoch.is_tracked(e.bepoch) {
+            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
+        }
+        g.sept.entry_mut(gpa, level).state = next;
+        self.stats.unblock.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.TRACK: advance the TD epoch unless a vCPU still runs in the previous one
+    /// (`tdh_mem_track`).
+    pub fn tdh_mem_track(&self) -> SeamResult<()> {
+        let mut g = self.lock();
+        g.epoch.track()?;
+        self.stats.track.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", epoch = g.epoch.td_epoch(), "TDH.MEM.TRACK");
+        Ok(())
+    }
+
+    /// Checks shared by REMOVE, DEMOTE and SEPT.REMOVE on a runnable TD: blocked, then tracked.
+    fn require_blocked_tracked(g: &SeamInner, e: &SeptEntry, level: SeptLevel) -> SeamResult<()> {
+        if g.op_state != OpState::Runnable {
+            return Ok(());
+        }
+        let blocked = matches!(
+            e.state,
+            SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked
+        );
+        if !blocked {
+            return Err(TdxStatus::GPA_RANGE_NOT_BLOCKED.with_details(level as u32));
+        }
+        if !g.epoch.is_tracked(e.bepoch) {
+            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
+        }
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.REMOVE: remove a private leaf, returning its HPA (`tdh_mem_page_remove`).
+    pub fn tdh_mem_page_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<Hpa> {
+        self.check_gpa(gpa)?;
+        let mut g = self.lock();
+        let e = g.sept.entry_at(gpa, level)?;
+        if !matches!(
+            e.state,
+            SeptState::Mapped
+                | SeptState::Blocked
+                | SeptState::BlockedW
+                | SeptState::Pending
+                | SeptState::PendingBlocked
+                | SeptState::PendingBlockedW
+        ) {
+            return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
+        }
+        Self::require_blocked_tracked(&g, &e, level)?;
+        *g.sept.entry_mut(gpa, level) = SeptEntry::FREE;
+        self.stats.remove.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
+        Ok(e.hpa)
+    }
+
+    /// TDH.MEM.PAGE.DEMOTE: split a blocked 2M leaf into 512 4K leaves carrying the unblocked
+    /// form of its state (`tdh_mem_page_demote`).
+    pub fn tdh_mem_page_demote(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if level != 1 {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut g = self.lock();
+        let e = g.sept.entry_at(gpa, level)?;
+        let child = match e.state {
+            SeptState::Mapped | SeptState::Blocked => SeptState::Mapped,
+            SeptState::Pending | SeptState::PendingBlocked => SeptState::Pending,
+            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+        };
+        Self::require_blocked_tracked(&g, &e, level)?;
+        g.sept.demote(gpa, e.hpa, child);
+        self.stats.demote.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.SEPT.REMOVE: unlink an empty S-EPT table page (`tdh_mem_sept_remove`).
+    pub fn tdh_mem_sept_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if !(1..=3).contains(&level) {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut g = self.lock();
+        let e = g.sept.entry_at(gpa, level)?;
+        if !e.state.is_non_leaf() {
+            return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
+        }
+        Self::require_blocked_tracked(&g, &e, level)?;
+        if !g.sept.child_table_is_free(gpa, level) {
+            return Err(TdxStatus::EPT_PAGE_NOT_FREE.with_details(level as u32));
+        }
+        g.sept.unlink_table(gpa, level);
+        if g.op_state == OpState::Runnable {
+            self.stats.tables_freed_while_runnable.fetch_add(1, Relaxed);
+        }
+        self.stats.sept_remove.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.PHYMEM.PAGE.WBINVD then the host's MOVDIR64B clear (`tdx_clear_page`): the frame
+    /// holds no TD data afterwards.
+    pub fn tdx_clear_page(&self, hpa: Hpa, level: SeptLevel) {
+        self.mem.zero(hpa, 1 << (9 * level as u32));
+    }
+
+    /// A vCPU enters the TD (TDH.VP.ENTER): it joins the current epoch. Returns true when the
+    /// module must flush the vCPU's TLB because the epoch moved since its last entry.
+    pub fn td_vcpu_enter(&self, vcpu: u32) -> bool {
+        self.lock().epoch.enter(vcpu)
+    }
+
+    /// The vCPU left the TD (TD exit).
+    pub fn td_vcpu_exit(&self, vcpu: u32) {
+        self.lock().epoch.exit(vcpu)
+    }
+
+    /// The hardware's view: where a private GPA translates now.
+    pub fn translate(&self, gpa: Gpa) -> Walk {
+        self.lock().sept.walk(gpa, 0)
+    }
+
+    /// The leaf state covering `gpa`, if a leaf covers it.
+    pub fn leaf_state(&self, gpa: Gpa) -> Option<(SeptState, SeptLevel)> {
+        match self.translate(gpa) {
+            Walk::Leaf { entry, level } => Some((entry.state, level)),
+            _ => None,
+        }
+    }
+
+    /// Test and invariant support: every leaf (gpa, level, state).
+    pub fn leaves(&self) -> Vec<(Gpa, SeptLevel, SeptState)> {
+        self.lock().sept.leaves()
+    }
+
+    /// The private memory this module guards.
+    pub fn mem(&self) -> &Arc<dyn PrivateMem> {
+        &self.mem
+    }
+
+    /// The state of the entry at exactly `level` for `gpa`, if the walk reaches it.
+    pub fn entry_state(&self, gpa: Gpa, level: SeptLevel) -> Option<SeptState> {
+        self.lock().sept.entry_at(gpa, level).ok().map(|e| e.state)
+    }
+
+    /// S-EPT table pages in use.
+    pub fn sept_table_pages(&self) -> usize {
+        self.lock().sept.table_pages()
+    }
+}

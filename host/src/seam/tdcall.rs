@@ -1,0 +1,222 @@
+//! The guest-facing side of the module: TDCALL dispatch (`tdx_td_dispatcher`).
+
+use super::{Sept, SeptEntry, TdxModule, Walk};
+use shared_abi::sept::{SeptLevel, SeptState};
+use shared_abi::status::operand;
+use shared_abi::tdcall::{decode_gpa_level, decode_rax, TdcallLeaf};
+use shared_abi::vmcall::select;
+use shared_abi::{Gpa, TdxStatus};
+use std::sync::atomic::Ordering::Relaxed;
+use tdcall::Regs;
+
+/// How a TDCALL left the module.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum TdcallExit {
+    /// Completed: RAX holds the status, outputs are in place, RIP advances.
+    Done,
+    /// TDG.VP.VMCALL: a TD exit to the host with the selected registers. The host answers in
+    /// the view it was given, then calls [`TdxModule::tdg_vp_vmcall_complete`].
+    Vmcall,
+    /// An EPT violation of type ACCEPT: the host must map (AUG) or unblock `gpa`; RIP stays on
+    /// the TDCALL so it re-executes.
+    EptViolation {
+        /// Private GPA.
+        gpa: Gpa,
+        /// The level ACCEPT asked for.
+        level: SeptLevel,
+    },
+}
+
+impl TdxModule {
+    /// Execute one TDCALL for `vcpu` on `regs` (RAX = leaf).
+    pub fn tdcall(&self, vcpu: u32, regs: &mut Regs) -> TdcallExit {
+        let fail = |regs: &mut Regs, s: TdxStatus| {
+            regs.rax = s.0;
+            TdcallExit::Done
+        };
+        let Some((leaf, version)) = decode_rax(regs.rax) else {
+            return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
+        };
+        if version != 0 {
+            return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
+        }
+        match TdcallLeaf::from_number(leaf) {
+            Some(TdcallLeaf::VpInfo) => {
+                self.tdg_vp_info(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpVeinfoGet) => {
+                self.tdg_vp_veinfo_get(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::MemPageAccept) => self.tdg_mem_page_accept(regs),
+            Some(TdcallLeaf::VpVmcall) => self.tdg_vp_vmcall(regs),
+            // Leaves the emulated module does not implement (reports, RTMRs, TD partitioning):
+            // refused the way the module refuses an unknown leaf.
+            _ => fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX)),
+        }
+    }
+
+    /// TDG.VP.INFO (`tdg_vp_info`).
+    fn tdg_vp_info(&self, vcpu: u32, regs: &mut Regs) {
+        let p = self.params();
+        let info = shared_abi::td::VpInfo {
+            gpaw: p.gpaw,
+            attributes: p.attributes,
+            num_vcpus: p.num_vcpus,
+            max_vcpus: p.num_vcpus,
+            vcpu_index: vcpu,
+            sys_rd_available: false,
+        };
+        let (rcx, rdx, r8, r9, r10) = info.encode();
+        *regs = Regs {
+            rax: 0,
+            rcx,
+            rdx,
+            r8,
+            r9,
+            r10,
+            r11: 0,
+            ..*regs
+        };
+    }
+
+    /// TDG.VP.VEINFO.GET (`tdg_vp_veinfo_get`): read and clear this vCPU's #VE info.
+    fn tdg_vp_veinfo_get(&self, vcpu: u32, regs: &mut Regs) {
+        let taken = self
+            .lock()
+            .ve_info
+            .get_mut(vcpu as usize)
+            .and_then(Option::take);
+        match taken {
+            None => regs.rax = TdxStatus::NO_VALID_VE_INFO.0,
+            Some(ve) => {
+                let (rcx, rdx, r8, r9, r10) = ve.encode();
+                *regs = Regs {
+                    rax: 0,
+                    rcx,
+                    rdx,
+                    r8,
+                    r9,
+                    r10,
+                    ..*regs
+                };
+            }
+        }
+    }
+
+    /// Queue a #VE for `vcpu` (the host's emulated CPU raises vector 20 afterwards).
+    pub fn inject_ve(&self, vcpu: u32, ve: shared_abi::ve::VeInfo) {
+        if let Some(slot) = self.lock().ve_info.get_mut(vcpu as usize) {
+            *slot = Some(ve);
+        }
+    }
+
+    /// TDG.MEM.PAGE.ACCEPT (`tdg_mem_page_accept`).
+    fn tdg_mem_page_accept(&self, regs: &mut Regs) -> TdcallExit {
+        let invalid = TdxStatus::OPERAND_INVALID.with_details(operand::RCX);
+        let gpaw = self.params().gpaw;
+        let (gpa, level) = match decode_gpa_level(regs.rcx) {
+            Some((g, l))
+                if l <= 1
+                    && gpaw.is_valid(g)
+                    && !gpaw.is_shared(g)
+                    && g.0 & ((4096u64 << (9 * l)) - 1) == 0 =>
+            {
+                (g, l)
+            }
+            _ => {
+                regs.rax = invalid.0;
+                return TdcallExit::Done;
+            }
+        };
+        let mut g = self.lock();
+        let status = match g.sept.walk(gpa, level) {
+            Walk::Leaf { entry, level: at } if at > level => match entry.state {
+                SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(at as u32),
+                // A pending or blocked leaf larger than asked: the host must split it.
+                _ => return TdcallExit::EptViolation { gpa, level },
+            },
+            Walk::Leaf { entry, .. } => match entry.state {
+                SeptState::Pending => {
+                    accept_leaf(&mut g.sept, gpa, level, entry);
+                    drop(g);
+                    self.mem().zero(entry.hpa, 1 << (9 * level as u32));
+                    self.stats
+                        .accepted_4k
+                        .fetch_add(1 << (9 * level as u32), Relaxed);
+                    tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
+                    TdxStatus::SUCCESS
+                }
+                SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
+                _ => return TdcallExit::EptViolation { gpa, level },
+            },
+            Walk::NonLeaf { .. } => TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32),
+            Walk::Free { .. } => return TdcallExit::EptViolation { gpa, level },
+        };
+        regs.rax = status.0;
+        TdcallExit::Done
+    }
+
+    /// TDG.VP.VMCALL (`tdg_vp_vmcall`): validate the select mask and exit to the host.
+    fn tdg_vp_vmcall(&self, regs: &mut Regs) -> TdcallExit {
+        if regs.rcx & (select::FORBIDDEN | select::RESERVED) != 0 {
+            regs.rax = TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0;
+            return TdcallExit::Done;
+        }
+        TdcallExit::Vmcall
+    }
+
+    /// What the host sees of a TDG.VP.VMCALL: the selected GPRs, the others as 0.
+    pub fn tdg_vp_vmcall_host_view(guest: &Regs) -> Regs {
+        let mask = guest.rcx;
+        let pick = |n: u32, v: u64| if mask & (1 << n) != 0 { v } else { 0 };
+        Regs {
+            rax: 0,
+            rcx: mask,
+            rdx: pick(2, guest.rdx),
+            rbx: pick(3, guest.rbx),
+            rsi: pick(6, guest.rsi),
+            rdi: pick(7, guest.rdi),
+            r8: pick(8, guest.r8),
+            r9: pick(9, guest.r9),
+            r10: pick(10, guest.r10),
+            r11: pick(11, guest.r11),
+            r12: pick(12, guest.r12),
+            r13: pick(13, guest.r13),
+            r14: pick(14, guest.r14),
+            r15: pick(15, guest.r15),
+        }
+    }
+
+    /// Resume the guest after the host answered a VMCALL: selected GPRs take the host's
+    /// values, the others keep the guest's; RAX = TDX_SUCCESS.
+    pub fn tdg_vp_vmcall_complete(guest: &mut Regs, host: &Regs) {
+        let mask = guest.rcx;
+        let take = |n: u32, g: &mut u64, h: u64| {
+            if mask & (1 << n) != 0 {
+                *g = h;
+            }
+        };
+        take(2, &mut guest.rdx, host.rdx);
+        take(3, &mut guest.rbx, host.rbx);
+        take(6, &mut guest.rsi, host.rsi);
+        take(7, &mut guest.rdi, host.rdi);
+        take(8, &mut guest.r8, host.r8);
+        take(9, &mut guest.r9, host.r9);
+        take(10, &mut guest.r10, host.r10);
+        take(11, &mut guest.r11, host.r11);
+        take(12, &mut guest.r12, host.r12);
+        take(13, &mut guest.r13, host.r13);
+        take(14, &mut guest.r14, host.r14);
+        take(15, &mut guest.r15, host.r15);
+        guest.rax = 0;
+    }
+}
+
+fn accept_leaf(sept: &mut Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) {
+    *sept.entry_mut(gpa, level) = SeptEntry {
+        state: SeptState::Mapped,
+        ..entry
+    };
+}
