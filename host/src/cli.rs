@@ -30,6 +30,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
+    ZapTable {
+        /// Print the table as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parse `std::env::args` and run.
@@ -40,6 +46,7 @@ pub fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Caps { json } => crate::caps::run(json),
+        Command::ZapTable { json } => crate::zap_table::run(json),
     };
     match result {
         Ok(code) => ExitCode::from(code),

@@ -11,4 +11,6 @@
 
 pub mod caps;
 pub mod cli;
+pub mod kvm;
 pub mod seam;
+pub mod zap_table;

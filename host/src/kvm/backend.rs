@@ -1,0 +1,45 @@
+//! The one small interface between the hypervisor MMU and the outside world.
+//!
+//! Two implementations: the KVM backend (real guest memory: `mprotect`, hole punching, signals
+//! to vCPU threads) and the simulator's (in-process frames and software TLBs).
+
+/// Which alias of a GFN.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+pub enum Alias {
+    /// The private alias (shared bit clear), backed by guest_memfd.
+    Private,
+    /// The shared alias (GPA | shared bit), backed by ordinary host memory.
+    Shared,
+}
+
+/// What the MMU needs done outside itself.
+pub trait Backend: Send + Sync {
+    /// Make `npages` frames from `gfn` of `alias` reachable by the guest or not (a leaf was
+    /// installed or zapped).
+    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool);
+    /// Discard the contents of `alias`'s backing for the range (QEMU's discard / punch-hole).
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64);
+    /// Force every vCPU out of guest mode and wait until each has left or re-entered
+    /// (`kvm_make_all_cpus_request(..., KVM_REQ_OUTSIDE_GUEST_MODE)`); with `flush_tlb` each
+    /// also flushes its TLB before re-entering (`kvm_flush_remote_tlbs`).
+    fn kick_all_vcpus(&self, flush_tlb: bool);
+    /// The host frame backing shared `gfn` now (what GUP returns).
+    fn shared_pfn(&self, gfn: u64) -> u64;
+    /// The guest_memfd frame backing private `gfn` (`kvm_gmem_get_pfn`).
+    fn private_pfn(&self, gfn: u64) -> u64 {
+        gfn
+    }
+}
+
+/// A backend that does nothing, for model-only tests, benches and the zap table.
+#[derive(Default)]
+pub struct NullBackend;
+
+impl Backend for NullBackend {
+    fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) {}
+    fn discard(&self, _: Alias, _: u64, _: u64) {}
+    fn kick_all_vcpus(&self, _: bool) {}
+    fn shared_pfn(&self, gfn: u64) -> u64 {
+        gfn
+    }
+}

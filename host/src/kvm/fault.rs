@@ -1,0 +1,151 @@
+//! The fault path (`kvm_mmu_faultin_pfn`, `kvm_tdp_mmu_page_fault`, `kvm_tdp_mmu_map`).
+
+use super::{Alias, Kvm, MapOutcome, RootKind};
+use shared_abi::convert::MemoryAttributes;
+use shared_abi::{Gpa, PageLevel, TdxStatus};
+use std::sync::atomic::Ordering::*;
+
+/// How a fault ended.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum FaultOutcome {
+    /// A leaf maps the GPA now (installed by this fault or already present).
+    Mapped,
+    /// Raced with an invalidation or another fault: re-enter the guest and fault again.
+    Retry,
+    /// The access's alias disagrees with the GFN's attribute: exit to userspace with
+    /// KVM_EXIT_MEMORY_FAULT (the VMM converts implicitly, or refuses under --strict).
+    MemoryFault {
+        /// The faulting GPA.
+        gpa: Gpa,
+        /// True when the access was private (KVM_MEMORY_EXIT_FLAG_PRIVATE).
+        private: bool,
+    },
+    /// The fault cannot be served (outside RAM, or the VM is bugged).
+    Error(String),
+}
+
+impl Kvm {
+    /// Handle an EPT violation on `gpa` (the shared bit selects the root), mapping at most
+    /// `max_level` (`kvm_tdp_mmu_page_fault`).
+    pub fn kvm_mmu_page_fault(&self, gpa: Gpa, max_level: PageLevel) -> FaultOutcome {
+        if self.is_bugged() {
+            return FaultOutcome::Error("VM is bugged".into());
+        }
+        self.stats.faults.fetch_add(1, Relaxed);
+        let gpaw = self.cfg.gpaw;
+        let is_private = self.cfg.is_td && !gpaw.is_shared(gpa);
+        let gfn = self.gfn_of(gpa);
+        if gfn >= self.cfg.mem_pages {
+            return FaultOutcome::Error(format!("gpa {gpa} is outside guest memory"));
+        }
+        // kvm_mmu_faultin_pfn: snapshot the sequence, then check the attribute.
+        let mmu_seq = self.inval.seq.load(Acquire);
+        if is_private != self.kvm_mem_is_private(gfn) {
+            self.stats.memory_faults.fetch_add(1, Relaxed);
+            tracing::debug!(target: "kvm", gpa = %gpa, private = is_private, "KVM_EXIT_MEMORY_FAULT");
+            return FaultOutcome::MemoryFault {
+                gpa,
+                private: is_private,
+            };
+        }
+        let level = self.max_mapping_level(gfn, is_private, max_level);
+        let base = gfn & !(level.pages_4k() - 1);
+        let pfn = if is_private {
+            self.backend.private_pfn(base)
+        } else {
+            self.backend.shared_pfn(gfn)
+        };
+        if self.mmu_invalidate_retry_gfn(mmu_seq, base, base + level.pages_4k()) {
+            return self.retry();
+        }
+        let _read = self.mmu_lock.read().unwrap_or_else(|e| e.into_inner());
+        // is_page_fault_stale: the authoritative check under the lock.
+        if self.mmu_invalidate_retry_gfn(mmu_seq, base, base + level.pages_4k()) {
+            return self.retry();
+        }
+        let kind = if is_private {
+            RootKind::Mirror
+        } else {
+            RootKind::Direct
+        };
+        let Some(root) = self.root(kind) else {
+            return FaultOutcome::Error(format!("no {} root", kind.name()));
+        };
+        let l = level as u8;
+        let result = if is_private {
+            root.map(
+                gfn,
+                l,
+                pfn,
+                |g, lv| self.tdx_sept_link_private_spt(g, lv),
+                |g, lv| self.tdx_sept_set_private_spte(g, lv, pfn),
+            )
+        } else {
+            root.map(gfn, l, pfn, |_, _| Ok::<(), TdxStatus>(()), |_, _| Ok(()))
+        };
+        match result {
+            Ok(MapOutcome::Installed) => {
+                if is_private {
+                    self.stats
+                        .installed_mirror
+                        .fetch_add(level.pages_4k(), Relaxed);
+                } else {
+                    self.stats
+                        .installed_direct
+                        .fetch_add(level.pages_4k(), Relaxed);
+                    self.backend
+                        .set_accessible(Alias::Shared, base, level.pages_4k(), true);
+                }
+                tracing::debug!(target: "kvm", gpa = %gpa, level = %level, root = kind.name(), "kvm_tdp_mmu_map");
+                FaultOutcome::Mapped
+            }
+            Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,
+            Ok(MapOutcome::Retry) => self.retry(),
+            Err(s) if s.is(TdxStatus::OPERAND_BUSY) => self.retry(),
+            Err(s) => FaultOutcome::Error(
+                self.bug(format!("mapping private gpa {gpa}: {s}"))
+                    .to_string(),
+            ),
+        }
+    }
+
+    fn retry(&self) -> FaultOutcome {
+        self.stats.fault_retries.fetch_add(1, Relaxed);
+        FaultOutcome::Retry
+    }
+
+    /// The largest level the fault may map: 2M only when allowed, inside RAM, and every GFN of
+    /// the huge page has the same attribute (KVM's LPAGE_MIXED check).
+    fn max_mapping_level(&self, gfn: u64, is_private: bool, max_level: PageLevel) -> PageLevel {
+        let allowed = if is_private {
+            self.cfg.private_max_level.min(max_level)
+        } else {
+            PageLevel::Size4K
+        };
+        if allowed >= PageLevel::Size2M {
+            let base = gfn & !511;
+            let attrs = if is_private {
+                MemoryAttributes::PRIVATE
+            } else {
+                MemoryAttributes::SHARED
+            };
+            let a = self.attrs.read().unwrap_or_else(|e| e.into_inner());
+            if base + 512 <= self.cfg.mem_pages && a.range_has(base, base + 512, attrs) {
+                return PageLevel::Size2M;
+            }
+        }
+        PageLevel::Size4K
+    }
+
+    /// `mmu_invalidate_retry_gfn_range`: an invalidation covering the range is in progress,
+    /// or one completed since `mmu_seq` was read.
+    fn mmu_invalidate_retry_gfn(&self, mmu_seq: u64, start: u64, end: u64) -> bool {
+        if self.inval.in_progress.load(Acquire) > 0 {
+            let (s, e) = (self.inval.start.load(Acquire), self.inval.end.load(Acquire));
+            if s == super::INVALID_GFN || (start < e && s < end) {
+                return true;
+            }
+        }
+        self.inval.seq.load(Acquire) != mmu_seq
+    }
+}

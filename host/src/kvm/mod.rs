@@ -1,0 +1,245 @@
+//! The hypervisor MMU (KVM's `tdp_mmu.c`, `mmu.c`, `kvm_main.c`, `vmx/tdx.c`): memory
+//! attributes, the mirror (private) and direct (shared) TDP roots, the fault path, the zap
+//! path with its attribute filter, and the TDX hooks that forward mirror changes to the TDX
+//! module.
+
+mod attributes;
+mod backend;
+mod fault;
+mod policy;
+mod tdp;
+mod tdx;
+mod zap;
+
+pub use attributes::Attributes;
+pub use backend::{Alias, Backend, NullBackend};
+pub use fault::FaultOutcome;
+pub use policy::{
+    root_action, FilterZeroBug, RootAction, ZapCaller, ZapPolicy, KVM_FILTER_PRIVATE,
+    KVM_FILTER_SHARED,
+};
+pub use tdp::{MapOutcome, RootKind, TdpRoot};
+pub use zap::KvmGfnRange;
+
+use crate::seam::TdxModule;
+use shared_abi::convert::MemoryAttributes;
+use shared_abi::{Gpa, Gpaw, PageLevel};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex, RwLock};
+
+/// `INVALID_GPA` as the invalidation range's "unset".
+const INVALID_GFN: u64 = u64::MAX;
+
+/// How the VM is built.
+#[derive(Clone, Debug)]
+pub struct KvmConfig {
+    /// A TD (mirror + direct roots) or a plain VM (direct root only).
+    pub is_td: bool,
+    /// Zap semantics.
+    pub policy: ZapPolicy,
+    /// Root allocation order: the zap walks roots in this order.
+    pub root_order: Vec<RootKind>,
+    /// Largest private mapping (KVM today: 4K).
+    pub private_max_level: PageLevel,
+    /// GFNs of guest RAM.
+    pub mem_pages: u64,
+    /// Guest physical-address width.
+    pub gpaw: Gpaw,
+}
+
+impl KvmConfig {
+    /// A TD with `mem_pages` of RAM, default policy, direct root allocated first.
+    pub fn td(mem_pages: u64) -> KvmConfig {
+        KvmConfig {
+            is_td: true,
+            policy: ZapPolicy::Filter,
+            root_order: vec![RootKind::Direct, RootKind::Mirror],
+            private_max_level: PageLevel::Size4K,
+            mem_pages,
+            gpaw: Gpaw::GPAW_48,
+        }
+    }
+}
+
+/// Counters for reports.
+#[derive(Default, Debug)]
+pub struct KvmStats {
+    /// Leaves zapped from direct roots (4K units).
+    pub zapped_direct: AtomicU64,
+    /// Leaves zapped from mirror roots (4K units).
+    pub zapped_mirror: AtomicU64,
+    /// Calls of kvm_tdp_mmu_unmap_gfn_range.
+    pub zap_calls: AtomicU64,
+    /// Remote TLB flushes.
+    pub flushes: AtomicU64,
+    /// Flushes a zap needed but did not report (v19's dropped flush).
+    pub flushes_dropped: AtomicU64,
+    /// Kick-all-vCPUs requests (TRACK and flushes).
+    pub kicks: AtomicU64,
+    /// Faults handled.
+    pub faults: AtomicU64,
+    /// Faults that had to retry (stale seq / in-progress range / frozen SPTE).
+    pub fault_retries: AtomicU64,
+    /// Faults that became memory-fault exits (attribute mismatch).
+    pub memory_faults: AtomicU64,
+    /// Leaves installed, direct and mirror.
+    pub installed_direct: AtomicU64,
+    /// Mirror leaves installed.
+    pub installed_mirror: AtomicU64,
+}
+
+/// The invalidation protocol's shared state (`mmu_invalidate_*`), written under mmu_lock
+/// held for write.
+#[derive(Debug)]
+struct Invalidation {
+    in_progress: AtomicU32,
+    start: AtomicU64,
+    end: AtomicU64,
+    seq: AtomicU64,
+}
+
+/// The VM as KVM's MMU sees it.
+pub struct Kvm {
+    cfg: KvmConfig,
+    /// `kvm->mmu_lock`: read for faults, write for zaps.
+    mmu_lock: RwLock<()>,
+    /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
+    slots_lock: Mutex<()>,
+    roots: Vec<TdpRoot>,
+    attrs: RwLock<Attributes>,
+    inval: Invalidation,
+    tdx: Option<Arc<TdxModule>>,
+    backend: Arc<dyn Backend>,
+    bugged: AtomicBool,
+    /// What the MMU did.
+    pub stats: KvmStats,
+}
+
+/// A fatal inconsistency (`KVM_BUG_ON`): the VM is marked dead.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("KVM_BUG: {0}")]
+pub struct KvmBug(pub String);
+
+impl Kvm {
+    /// Build the VM. A TD needs its TDX module. All RAM starts private on a TD, shared otherwise.
+    pub fn new(cfg: KvmConfig, tdx: Option<Arc<TdxModule>>, backend: Arc<dyn Backend>) -> Kvm {
+        let roots = cfg
+            .root_order
+            .iter()
+            .filter(|k| cfg.is_td || **k == RootKind::Direct)
+            .map(|k| TdpRoot::new(*k))
+            .collect();
+        let init = if cfg.is_td {
+            MemoryAttributes::PRIVATE
+        } else {
+            MemoryAttributes::SHARED
+        };
+        Kvm {
+            attrs: RwLock::new(Attributes::new(cfg.mem_pages, init)),
+            cfg,
+            mmu_lock: RwLock::new(()),
+            slots_lock: Mutex::new(()),
+            roots,
+            inval: Invalidation {
+                in_progress: AtomicU32::new(0),
+                start: AtomicU64::new(INVALID_GFN),
+                end: AtomicU64::new(INVALID_GFN),
+                seq: AtomicU64::new(0),
+            },
+            tdx,
+            backend,
+            bugged: AtomicBool::new(false),
+            stats: KvmStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &KvmConfig {
+        &self.cfg
+    }
+    /// The TDX module, on a TD.
+    pub fn tdx(&self) -> Option<&Arc<TdxModule>> {
+        self.tdx.as_ref()
+    }
+    /// The backend.
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+    /// True once a KVM_BUG fired.
+    pub fn is_bugged(&self) -> bool {
+        self.bugged.load(Relaxed)
+    }
+    fn bug(&self, what: impl Into<String>) -> KvmBug {
+        self.bugged.store(true, Relaxed);
+        let b = KvmBug(what.into());
+        tracing::error!(target: "kvm", "{b}");
+        b
+    }
+    /// The root of `kind`, if the VM has one.
+    pub fn root(&self, kind: RootKind) -> Option<&TdpRoot> {
+        self.roots.iter().find(|r| r.kind() == kind)
+    }
+    /// The roots in allocation order.
+    pub fn roots(&self) -> &[TdpRoot] {
+        &self.roots
+    }
+    /// `kvm_mem_is_private(gfn)`.
+    pub fn kvm_mem_is_private(&self, gfn: u64) -> bool {
+        self.attrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(gfn)
+            .is_private()
+    }
+    /// A copy of the attributes.
+    pub fn attributes(&self) -> Attributes {
+        self.attrs.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+    /// The GFN of a GPA, shared bit stripped (`gpa_to_gfn` + `kvm_gfn_to_private`).
+    pub fn gfn_of(&self, gpa: Gpa) -> u64 {
+        self.cfg.gpaw.to_private(gpa).0 >> 12
+    }
+    /// `mmu_invalidate_seq`.
+    pub fn mmu_invalidate_seq(&self) -> u64 {
+        self.inval.seq.load(Acquire)
+    }
+
+    /// Check the DESIGN.md invariants 1 and 2 over every leaf; returns a description of
+    /// each violation.
+    pub fn check_invariants(&self) -> Vec<String> {
+        let _r = self.mmu_lock.read().unwrap_or_else(|e| e.into_inner());
+        let attrs = self.attributes();
+        let mut bad = Vec::new();
+        let mut private_gfns = std::collections::HashSet::new();
+        if let Some(tdx) = &self.tdx {
+            for (gpa, level, state) in tdx.leaves() {
+                let n = 1u64 << (9 * level as u32);
+                for gfn in gpa.0 >> 12..(gpa.0 >> 12) + n {
+                    private_gfns.insert(gfn);
+                    if !attrs.get(gfn).is_private() {
+                        bad.push(format!(
+                            "S-EPT leaf {} ({}) at gfn {gfn:#x} whose attribute is shared",
+                            state.name(),
+                            level
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(direct) = self.root(RootKind::Direct) {
+            for (gfn, level, _) in direct.leaves() {
+                for g in gfn..gfn + (1u64 << (9 * level as u32)) {
+                    if self.cfg.is_td && attrs.get(g).is_private() {
+                        bad.push(format!(
+                            "direct leaf at gfn {g:#x} whose attribute is private"
+                        ));
+                    }
+                    if private_gfns.contains(&g) {
+                        bad.push(format!("gfn {g:#x} reachable through both aliases"));
+                    }
+                }
+            }
+        }
+        bad
+    }
+}

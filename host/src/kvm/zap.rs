@@ -1,0 +1,288 @@
+//! The zap path and its callers (`kvm_main.c`, `mmu.c`, `tdp_mmu.c`, `guest_memfd.c`).
+
+use super::policy::{root_action, RootAction, ZapCaller};
+use super::{Alias, Kvm, KvmBug, RootKind, TdpRoot, INVALID_GFN};
+use shared_abi::convert::MemoryAttributes;
+use shared_abi::PageLevel;
+use std::sync::atomic::Ordering::*;
+
+/// `struct kvm_gfn_range`: what to zap and which aliases.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct KvmGfnRange {
+    /// First GFN.
+    pub start: u64,
+    /// One past the last GFN.
+    pub end: u64,
+    /// KVM_FILTER_SHARED | KVM_FILTER_PRIVATE (0 is a bug on a TD).
+    pub attr_filter: u8,
+    /// May sleep/yield.
+    pub may_block: bool,
+    /// Who asked (the v19 policy reads its flags from it).
+    pub caller: ZapCaller,
+}
+
+impl KvmGfnRange {
+    /// The range `caller` builds for `[start, end)`, with its filter.
+    pub fn new(caller: ZapCaller, start: u64, end: u64) -> KvmGfnRange {
+        KvmGfnRange {
+            start,
+            end,
+            attr_filter: caller.attr_filter(),
+            may_block: true,
+            caller,
+        }
+    }
+}
+
+impl Kvm {
+    fn lock_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+        self.mmu_lock.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `kvm_mmu_invalidate_begin`, mmu_lock held for write.
+    fn kvm_mmu_invalidate_begin(&self) {
+        if self.inval.in_progress.fetch_add(1, AcqRel) == 0 {
+            self.inval.start.store(INVALID_GFN, Release);
+            self.inval.end.store(INVALID_GFN, Release);
+        }
+    }
+
+    /// `kvm_mmu_invalidate_range_add`, mmu_lock held for write.
+    fn kvm_mmu_invalidate_range_add(&self, start: u64, end: u64) {
+        let s = self.inval.start.load(Acquire);
+        if s == INVALID_GFN {
+            self.inval.start.store(start, Release);
+            self.inval.end.store(end, Release);
+        } else {
+            self.inval.start.store(s.min(start), Release);
+            self.inval
+                .end
+                .store(self.inval.end.load(Acquire).max(end), Release);
+        }
+    }
+
+    /// `kvm_mmu_invalidate_end`, mmu_lock held for write: bump the sequence so racing faults
+    /// retry, then close the window.
+    fn kvm_mmu_invalidate_end(&self) {
+        self.inval.seq.fetch_add(1, AcqRel);
+        self.inval.in_progress.fetch_sub(1, AcqRel);
+    }
+
+    /// `kvm_flush_remote_tlbs`.
+    pub fn kvm_flush_remote_tlbs(&self) {
+        self.stats.flushes.fetch_add(1, Relaxed);
+        self.stats.kicks.fetch_add(1, Relaxed);
+        self.backend.kick_all_vcpus(true);
+    }
+
+    /// `kvm_vm_set_mem_attributes`: zap the old mappings of `[start, end)`, store the new
+    /// attributes, and bump the sequence, all inside one invalidation.
+    pub fn kvm_vm_set_mem_attributes(
+        &self,
+        start: u64,
+        end: u64,
+        attrs: MemoryAttributes,
+    ) -> Result<(), KvmBug> {
+        let _slots = self.slots_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if start >= end || end > self.cfg.mem_pages {
+            return Err(self.bug(format!(
+                "set attributes on gfns [{start:#x}, {end:#x}) outside the memslots"
+            )));
+        }
+        if self
+            .attrs
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .range_has(start, end, attrs)
+        {
+            return Ok(());
+        }
+        let span = tracing::debug_span!(target: "kvm", "kvm_vm_set_mem_attributes", start, end, private = attrs.is_private());
+        let _e = span.enter();
+        {
+            let _w = self.lock_write();
+            self.kvm_mmu_invalidate_begin();
+            self.kvm_mmu_invalidate_range_add(start, end);
+            let flush = self.kvm_arch_pre_set_memory_attributes(start, end, attrs)?;
+            if flush {
+                self.kvm_flush_remote_tlbs();
+            }
+        }
+        // Stored outside mmu_lock: safe because the invalidation is still in progress.
+        self.attrs
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(start, end, attrs);
+        let _w = self.lock_write();
+        self.kvm_mmu_invalidate_end();
+        Ok(())
+    }
+
+    /// `kvm_arch_pre_set_memory_attributes`: widen the invalidation over the head and tail
+    /// huge pages, pick the filter (to private ⇒ SHARED, to shared ⇒ PRIVATE), and unmap.
+    fn kvm_arch_pre_set_memory_attributes(
+        &self,
+        start: u64,
+        end: u64,
+        attrs: MemoryAttributes,
+    ) -> Result<bool, KvmBug> {
+        let huge = PageLevel::Size2M.pages_4k();
+        let head = start & !(huge - 1);
+        let tail = end.div_ceil(huge) * huge;
+        self.kvm_mmu_invalidate_range_add(head, tail.min(self.cfg.mem_pages));
+        let caller = if attrs.is_private() {
+            ZapCaller::SetAttrPrivate
+        } else {
+            ZapCaller::SetAttrShared
+        };
+        tracing::debug!(target: "kvm", filter = caller.attr_filter(), "kvm_arch_pre_set_memory_attributes");
+        self.kvm_unmap_gfn_range(&KvmGfnRange::new(caller, start, end))
+    }
+
+    /// `kvm_unmap_gfn_range`: only inside an invalidation, or under slots_lock for memslot
+    /// removal. Returns whether the caller must flush.
+    pub fn kvm_unmap_gfn_range(&self, range: &KvmGfnRange) -> Result<bool, KvmBug> {
+        if self.inval.in_progress.load(Acquire) == 0 && range.caller != ZapCaller::MemslotDelete {
+            return Err(self.bug("kvm_unmap_gfn_range outside an invalidation"));
+        }
+        self.kvm_tdp_mmu_unmap_gfn_range(range, false)
+    }
+
+    /// `kvm_tdp_mmu_unmap_gfn_range`: each root, in allocation order, as the policy decides.
+    pub fn kvm_tdp_mmu_unmap_gfn_range(
+        &self,
+        range: &KvmGfnRange,
+        mut flush: bool,
+    ) -> Result<bool, KvmBug> {
+        self.stats.zap_calls.fetch_add(1, Relaxed);
+        let span = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_unmap_gfn_range",
+            start = range.start, end = range.end, filter = range.attr_filter, caller = range.caller.name());
+        let _e = span.enter();
+        let mut zapped_any = false;
+        for root in &self.roots {
+            let action = root_action(
+                self.cfg.policy,
+                self.cfg.is_td,
+                root.kind(),
+                range.caller,
+                range.attr_filter,
+            )
+            .map_err(|b| self.bug(b.to_string()))?;
+            tracing::trace!(target: "kvm", root = root.kind().name(), ?action, "root");
+            match action {
+                RootAction::Zap => {
+                    let z = self.tdp_mmu_zap_leafs(root, range.start, range.end)?;
+                    zapped_any |= z;
+                    flush |= z;
+                }
+                RootAction::Skip => {}
+                RootAction::SkipDropFlush => flush = false,
+            }
+        }
+        if zapped_any && !flush {
+            self.stats.flushes_dropped.fetch_add(1, Relaxed);
+            tracing::warn!(target: "kvm", "pending TLB flush dropped (v19 return false)");
+        }
+        tracing::debug!(target: "kvm", flush, "done");
+        Ok(flush)
+    }
+
+    /// `tdp_mmu_zap_leafs`: clear every leaf of `root` in `[start, end)`; mirror leaves go
+    /// through the TDX hooks. Returns whether anything was zapped (the flush it needs).
+    fn tdp_mmu_zap_leafs(&self, root: &TdpRoot, start: u64, end: u64) -> Result<bool, KvmBug> {
+        let mirror = root.kind() == RootKind::Mirror;
+        let mut err: Option<KvmBug> = None;
+        let mut split = |gfn: u64, level: u8, pfn: u64| -> Option<u64> {
+            if !mirror {
+                return None; // a shared huge leaf is zapped whole and faulted back
+            }
+            match self.tdx_sept_split_private_spte(gfn, level) {
+                Ok(()) => Some(pfn),
+                Err(e) => {
+                    err.get_or_insert(e);
+                    None
+                }
+            }
+        };
+        let mut errs: Vec<KvmBug> = Vec::new();
+        let mut zapped = |gfn: u64, level: u8, pfn: u64| {
+            let n = 1u64 << (9 * level as u32);
+            tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level, "zap leaf");
+            if mirror {
+                self.stats.zapped_mirror.fetch_add(n, Relaxed);
+                if let Err(e) = self.tdx_sept_remove_private_spte(gfn, level, pfn) {
+                    errs.push(e);
+                }
+            } else {
+                self.stats.zapped_direct.fetch_add(n, Relaxed);
+                self.backend.set_accessible(Alias::Shared, gfn, n, false);
+            }
+        };
+        let any = root.zap_leafs(start, end, &mut split, &mut zapped);
+        match err.or(errs.into_iter().next()) {
+            Some(e) => Err(e),
+            None => Ok(any),
+        }
+    }
+
+    /// The mmu_notifier around a host change to shared memory (`invalidate_range_start`,
+    /// the change, `invalidate_range_end`), filter SHARED.
+    pub fn kvm_mmu_notifier_invalidate_range(
+        &self,
+        start: u64,
+        end: u64,
+        host_change: impl FnOnce(),
+    ) -> Result<(), KvmBug> {
+        {
+            let _w = self.lock_write();
+            self.kvm_mmu_invalidate_begin();
+            self.kvm_mmu_invalidate_range_add(start, end);
+            let flush =
+                self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::MmuNotifier, start, end));
+            let flush = match flush {
+                Ok(f) => f,
+                Err(e) => {
+                    self.kvm_mmu_invalidate_end();
+                    return Err(e);
+                }
+            };
+            if flush {
+                self.kvm_flush_remote_tlbs();
+            }
+        }
+        host_change();
+        let _w = self.lock_write();
+        self.kvm_mmu_invalidate_end();
+        Ok(())
+    }
+
+    /// guest_memfd PUNCH_HOLE over `[start, end)` (`kvm_gmem_invalidate_begin`, truncate,
+    /// `kvm_gmem_invalidate_end`), filter PRIVATE. The GFNs stay private.
+    pub fn kvm_gmem_punch_hole(&self, start: u64, end: u64) -> Result<(), KvmBug> {
+        {
+            let _w = self.lock_write();
+            self.kvm_mmu_invalidate_begin();
+            self.kvm_mmu_invalidate_range_add(start, end);
+            let flush =
+                self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::GmemPunchHole, start, end))?;
+            if flush {
+                self.kvm_flush_remote_tlbs();
+            }
+        }
+        self.backend.discard(Alias::Private, start, end - start);
+        let _w = self.lock_write();
+        self.kvm_mmu_invalidate_end();
+        Ok(())
+    }
+
+    /// Memslot deletion over `[start, end)` (`kvm_arch_flush_shadow_memslot`): both
+    /// filters, protected by slots_lock instead of an invalidation.
+    pub fn kvm_arch_flush_shadow_memslot(&self, start: u64, end: u64) -> Result<(), KvmBug> {
+        let _slots = self.slots_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _w = self.lock_write();
+        if self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::MemslotDelete, start, end))? {
+            self.kvm_flush_remote_tlbs();
+        }
+        Ok(())
+    }
+}
