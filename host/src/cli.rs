@@ -30,6 +30,36 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run simulated vCPUs converting memory against the in-process TDX module and MMU.
+    Sim {
+        /// Simulated vCPUs.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+        vcpus: u32,
+        /// Random operations per vCPU.
+        #[arg(long, default_value_t = 2000)]
+        ops: u64,
+        /// Seed of every random choice.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Zap semantics.
+        #[arg(long, value_enum, default_value_t = crate::kvm::ZapPolicy::Filter)]
+        zap_policy: crate::kvm::ZapPolicy,
+        /// Pages of RAM each vCPU owns.
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+        region_pages: u64,
+        /// Largest private mapping: 4k (KVM today) or 2m.
+        #[arg(long, default_value = "4k", value_parser = parse_page_size)]
+        private_page_size: shared_abi::PageLevel,
+        /// Probability that the host cuts a MapGPA short with RETRY.
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        inject_retry: f64,
+        /// Print the JSON report instead of the summary.
+        #[arg(long)]
+        json: bool,
+        /// Print every mirrored kernel/module step (very verbose; use few ops).
+        #[arg(long)]
+        trace: bool,
+    },
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
     ZapTable {
         /// Print the table as JSON.
@@ -47,6 +77,32 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Caps { json } => crate::caps::run(json),
         Command::ZapTable { json } => crate::zap_table::run(json),
+        Command::Sim {
+            vcpus,
+            ops,
+            seed,
+            zap_policy,
+            region_pages,
+            private_page_size,
+            inject_retry,
+            json,
+            trace,
+        } => {
+            if trace {
+                init_trace();
+            }
+            let cfg = crate::sim::SimConfig {
+                vcpus,
+                ops,
+                seed,
+                policy: zap_policy,
+                region_pages,
+                private_max_level: private_page_size,
+                retry_p: inject_retry,
+                ..Default::default()
+            };
+            crate::sim::cli::run(&cfg, json)
+        }
     };
     match result {
         Ok(code) => ExitCode::from(code),
@@ -83,6 +139,32 @@ fn usage_error(e: clap::Error) -> ExitCode {
             eprintln!("tdxlab: {first} (try --help)");
             ExitCode::from(EXIT_USAGE)
         }
+    }
+}
+
+/// `--trace`: every kvm/seam/vmm span and event to stderr, indented by span.
+pub fn init_trace() {
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(std::io::stderr)
+        .with_target(true)
+        .without_time()
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
+        .try_init();
+}
+
+fn parse_page_size(s: &str) -> Result<shared_abi::PageLevel, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "4k" => Ok(shared_abi::PageLevel::Size4K),
+        "2m" => Ok(shared_abi::PageLevel::Size2M),
+        _ => Err(format!("'{s}' is not a private page size (4k or 2m)")),
+    }
+}
+
+fn parse_probability(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("'{s}' is not a probability between 0 and 1")),
     }
 }
 

@@ -13,4 +13,6 @@ pub mod caps;
 pub mod cli;
 pub mod kvm;
 pub mod seam;
+pub mod sim;
+pub mod vmm;
 pub mod zap_table;

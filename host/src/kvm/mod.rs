@@ -8,6 +8,7 @@ mod backend;
 mod fault;
 mod policy;
 mod tdp;
+mod tdvmcall;
 mod tdx;
 mod zap;
 
@@ -19,6 +20,7 @@ pub use policy::{
     KVM_FILTER_SHARED,
 };
 pub use tdp::{MapOutcome, RootKind, TdpRoot};
+pub use tdvmcall::VmmExits;
 pub use zap::KvmGfnRange;
 
 use crate::seam::TdxModule;

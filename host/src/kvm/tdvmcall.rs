@@ -1,0 +1,120 @@
+//! KVM's handling of TDG.VP.VMCALL (`tdx_emulate_vmcall`, `tdx_map_gpa`).
+
+use super::Kvm;
+use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, TDX_MAP_GPA_MAX_LEN};
+use shared_abi::vmcall::{Subfunction, GET_TDVMCALL_INFO_LEAF_BASE, TDX_HYPERCALL_STANDARD};
+use shared_abi::{Gpa, GpaRange, VmcallStatus, PAGE_SIZE};
+use tdcall::Regs;
+
+/// What KVM hands to userspace (the VMM) for a TD, and the VMM's answers.
+pub trait VmmExits {
+    /// KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE): convert the chunk; 0 = success.
+    fn hc_map_gpa_range(&self, vcpu: u32, args: MapGpaRangeArgs) -> u64;
+    /// Before forwarding a chunk of `pages`: how many pages to forward before an event
+    /// becomes pending and KVM answers RETRY (`None`: the whole chunk). Fault injection
+    /// uses this to model an interrupt arriving mid-range.
+    fn map_gpa_event_after(&self, _vcpu: u32, _pages: u64) -> Option<u64> {
+        None
+    }
+    /// TDVMCALL<Instruction.IO> (a KVM_EXIT_IO in real KVM).
+    fn io(
+        &self,
+        _vcpu: u32,
+        _size: u8,
+        _write: bool,
+        _port: u16,
+        _data: u32,
+    ) -> Result<u32, VmcallStatus> {
+        Err(VmcallStatus::SUBFUNC_UNSUPPORTED)
+    }
+    /// TDVMCALL<ReportFatalError> (KVM_EXIT_SYSTEM_EVENT / TDX_FATAL).
+    fn report_fatal_error(&self, _vcpu: u32, _regs: &Regs) {}
+}
+
+impl Kvm {
+    /// `tdx_emulate_vmcall`: serve a TDVMCALL from the host view of the registers, writing
+    /// R10 (status) and the outputs.
+    pub fn tdx_emulate_vmcall(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
+        let sub = Subfunction::from_number(regs.r11);
+        let _s = tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = sub.map(Subfunction::name).unwrap_or("?")).entered();
+        if regs.r10 != TDX_HYPERCALL_STANDARD {
+            // A KVM hypercall through TDVMCALL; none is offered to emulated TDs.
+            regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;
+            return;
+        }
+        match sub {
+            Some(Subfunction::MapGpa) => self.tdx_map_gpa(vcpu, regs, vmm),
+            Some(Subfunction::GetTdVmCallInfo) => {
+                if regs.r12 == GET_TDVMCALL_INFO_LEAF_BASE {
+                    (regs.r10, regs.r11, regs.r12, regs.r13, regs.r14) = (0, 0, 0, 0, 0);
+                } else {
+                    regs.r10 = VmcallStatus::INVALID_OPERAND.0;
+                }
+            }
+            Some(Subfunction::Io) => {
+                let size = regs.r12 as u8;
+                if !matches!(size, 1 | 2 | 4) || regs.r13 > 1 || regs.r14 > u16::MAX as u64 {
+                    regs.r10 = VmcallStatus::INVALID_OPERAND.0;
+                    return;
+                }
+                match vmm.io(vcpu, size, regs.r13 == 1, regs.r14 as u16, regs.r15 as u32) {
+                    Ok(v) => (regs.r10, regs.r11) = (0, v as u64),
+                    Err(s) => regs.r10 = s.0,
+                }
+            }
+            Some(Subfunction::ReportFatalError) => {
+                vmm.report_fatal_error(vcpu, regs);
+                regs.r10 = 0;
+            }
+            _ => regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0,
+        }
+    }
+
+    /// `tdx_map_gpa`: validate as KVM does, then forward ≤2 MiB chunks to the VMM, answering
+    /// RETRY with the resume GPA (request alias) in R11 when an event is pending.
+    fn tdx_map_gpa(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
+        let gpaw = self.cfg.gpaw;
+        let (gpa, size) = (regs.r12, regs.r13);
+        let fail = |regs: &mut Regs, s: VmcallStatus| (regs.r10, regs.r11) = (s.0, gpa);
+        if gpa % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return fail(regs, VmcallStatus::ALIGN_ERROR);
+        }
+        let end = gpa.wrapping_add(size);
+        let last = Gpa(end.wrapping_sub(1));
+        if end <= gpa
+            || !gpaw.is_valid(Gpa(gpa))
+            || !gpaw.is_valid(last)
+            || gpaw.is_shared(Gpa(gpa)) != gpaw.is_shared(last)
+        {
+            return fail(regs, VmcallStatus::INVALID_OPERAND);
+        }
+        let to = if gpaw.is_shared(Gpa(gpa)) {
+            ConversionTarget::Shared
+        } else {
+            ConversionTarget::Private
+        };
+        let mut next = gpa;
+        loop {
+            let mut chunk = (end - next).min(TDX_MAP_GPA_MAX_LEN);
+            let event = vmm.map_gpa_event_after(vcpu, chunk / PAGE_SIZE);
+            if let Some(pages) = event {
+                chunk = chunk.min(pages * PAGE_SIZE);
+            }
+            if chunk > 0 {
+                let args = MapGpaRangeArgs::for_range(GpaRange::new(Gpa(next), chunk), to, gpaw);
+                tracing::debug!(target: "kvm", gpa = %Gpa(next), bytes = chunk, to = to.name(), "KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE)");
+                if vmm.hc_map_gpa_range(vcpu, args) != 0 {
+                    return (regs.r10, regs.r11) = (VmcallStatus::INVALID_OPERAND.0, next);
+                }
+                next += chunk;
+            }
+            if next >= end {
+                return regs.r10 = VmcallStatus::SUCCESS.0;
+            }
+            if event.is_some() {
+                tracing::debug!(target: "kvm", resume = %Gpa(next), "MapGPA RETRY (event pending)");
+                return (regs.r10, regs.r11) = (VmcallStatus::RETRY.0, next);
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! The simulator's backend: in-process shared frames, the private frames the TDX module
+//! guards, and per-vCPU state for kick-and-wait.
+//!
+//! Every frame carries a generation, bumped whenever the frame stops backing what it backed
+//! (discarded, migrated, removed from the TD). A software-TLB entry remembers the generation it
+//! was filled at, so using a translation that outlived its frame is detected exactly.
+
+use crate::kvm::{Alias, Backend};
+use crate::seam::{PrivateMem, SimPrivateMem};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::{Arc, Mutex};
+
+/// Written into a frame when it is retired: a stale access reads this.
+pub const POISON: u64 = 0xDEAD_BEEF_DEAD_BEEF;
+const NO_FRAME: u64 = u64::MAX;
+/// vCPU mode: executing guest code.
+pub const IN_GUEST: u8 = 1;
+/// vCPU mode: in the host (handling an exit, or between operations).
+pub const OUTSIDE_GUEST: u8 = 0;
+
+/// Per-vCPU state a kicker can see.
+#[derive(Default)]
+pub struct VcpuShared {
+    /// IN_GUEST or OUTSIDE_GUEST (`vcpu->mode`).
+    pub mode: AtomicU8,
+    /// KVM_REQ_TLB_FLUSH pending.
+    pub flush_req: AtomicBool,
+    /// An IPI is pending: leave guest mode at the next instruction.
+    pub kick_req: AtomicBool,
+    /// Exits from guest mode so far.
+    pub exits: AtomicU64,
+}
+
+/// Host memory that backs the shared alias, frame by frame.
+pub struct SharedFrames {
+    words: Vec<AtomicU64>,
+    gen: Vec<AtomicU64>,
+    free: Mutex<Vec<u64>>,
+    map: Vec<AtomicU64>,
+}
+
+impl SharedFrames {
+    fn new(gfns: u64, frames: u64) -> SharedFrames {
+        SharedFrames {
+            words: (0..frames * 512).map(|_| AtomicU64::new(0)).collect(),
+            gen: (0..frames).map(|_| AtomicU64::new(0)).collect(),
+            free: Mutex::new((0..frames).rev().collect()),
+            map: (0..gfns).map(|_| AtomicU64::new(NO_FRAME)).collect(),
+        }
+    }
+    fn alloc(&self) -> u64 {
+        let f = self
+            .free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .expect("shared frame pool sized for the run");
+        self.gen[f as usize].fetch_add(1, AcqRel);
+        for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
+            w.store(0, Relaxed);
+        }
+        f
+    }
+    fn retire(&self, f: u64) {
+        self.gen[f as usize].fetch_add(1, AcqRel);
+        for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
+            w.store(POISON, Relaxed);
+        }
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(0, f);
+    }
+    /// The frame backing `gfn`, allocated (zeroed) on first touch.
+    pub fn frame_of(&self, gfn: u64) -> u64 {
+        let slot = &self.map[gfn as usize];
+        let cur = slot.load(Acquire);
+        if cur != NO_FRAME {
+            return cur;
+        }
+        let f = self.alloc();
+        match slot.compare_exchange(NO_FRAME, f, AcqRel, Acquire) {
+            Ok(_) => f,
+            Err(other) => {
+                self.retire(f);
+                other
+            }
+        }
+    }
+    /// The frame backing `gfn` if any.
+    pub fn current(&self, gfn: u64) -> Option<u64> {
+        Some(self.map[gfn as usize].load(Acquire)).filter(|f| *f != NO_FRAME)
+    }
+    /// A frame's generation.
+    pub fn gen(&self, f: u64) -> u64 {
+        self.gen[f as usize].load(Acquire)
+    }
+    /// Read a word.
+    pub fn read(&self, f: u64, word: u64) -> u64 {
+        self.words[(f * 512 + word) as usize].load(Relaxed)
+    }
+    /// Write a word.
+    pub fn write(&self, f: u64, word: u64, v: u64) {
+        self.words[(f * 512 + word) as usize].store(v, Relaxed)
+    }
+    fn discard(&self, gfn: u64) {
+        let old = self.map[gfn as usize].swap(NO_FRAME, AcqRel);
+        if old != NO_FRAME {
+            self.retire(old);
+        }
+    }
+    /// Move `gfn` to a new frame with the same contents (what numad / compaction do).
+    pub fn migrate(&self, gfn: u64) {
+        let Some(old) = self.current(gfn) else { return };
+        let new = self.alloc();
+        for w in 0..512 {
+            self.write(new, w, self.read(old, w));
+        }
+        self.map[gfn as usize].store(new, Release);
+        self.retire(old);
+    }
+}
+
+/// The simulator's backend.
+pub struct SimBackend {
+    /// vCPUs.
+    pub vcpus: Vec<VcpuShared>,
+    /// Shared alias backing.
+    pub shared: SharedFrames,
+    /// Private backing (frame = gfn: one guest_memfd at offset 0).
+    pub private: Arc<SimPrivateMem>,
+    private_gen: Vec<AtomicU64>,
+    /// Kick requests served.
+    pub kicks: AtomicU64,
+}
+
+impl SimBackend {
+    /// A backend for `gfns` of RAM, with `spare` extra shared frames for migrations.
+    pub fn new(vcpus: u32, gfns: u64, spare: u64) -> SimBackend {
+        SimBackend {
+            vcpus: (0..vcpus).map(|_| VcpuShared::default()).collect(),
+            shared: SharedFrames::new(gfns, gfns + spare),
+            private: Arc::new(SimPrivateMem::new(gfns)),
+            private_gen: (0..gfns).map(|_| AtomicU64::new(0)).collect(),
+            kicks: AtomicU64::new(0),
+        }
+    }
+    /// A private frame's generation.
+    pub fn private_gen(&self, hpa: u64) -> u64 {
+        self.private_gen[hpa as usize].load(Acquire)
+    }
+}
+
+impl Backend for SimBackend {
+    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool) {
+        if alias == Alias::Private && !accessible {
+            for g in gfn..gfn + npages {
+                self.private_gen[g as usize].fetch_add(1, AcqRel);
+            }
+        }
+    }
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64) {
+        match alias {
+            Alias::Shared => (gfn..gfn + npages).for_each(|g| self.shared.discard(g)),
+            Alias::Private => {
+                self.private.zero(gfn, npages);
+                for g in gfn..gfn + npages {
+                    self.private_gen[g as usize].fetch_add(1, AcqRel);
+                }
+            }
+        }
+    }
+    fn kick_all_vcpus(&self, flush_tlb: bool) {
+        self.kicks.fetch_add(1, Relaxed);
+        for v in &self.vcpus {
+            if flush_tlb {
+                v.flush_req.store(true, SeqCst);
+            }
+            v.kick_req.store(true, SeqCst);
+        }
+        for v in &self.vcpus {
+            let seen = v.exits.load(SeqCst);
+            while v.mode.load(SeqCst) == IN_GUEST && v.exits.load(SeqCst) == seen {
+                std::thread::yield_now();
+            }
+        }
+    }
+    fn shared_pfn(&self, gfn: u64) -> u64 {
+        self.shared.frame_of(gfn)
+    }
+}

@@ -1,0 +1,127 @@
+//! Memory conversion in the VMM (`kvm_handle_hc_map_gpa_range` → `kvm_convert_memory`).
+
+use crate::kvm::{Alias, Kvm, VmmExits};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, MemoryAttributes};
+use shared_abi::Gpa;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+
+/// Seeded fault injection into the host's answers.
+pub struct Injector {
+    /// Probability that a MapGPA chunk is cut short by a pending event (RETRY mid-range).
+    pub retry_p: f64,
+    rng: Mutex<StdRng>,
+    /// RETRYs injected.
+    pub retries: AtomicU64,
+}
+
+impl Injector {
+    /// No injection.
+    pub fn none() -> Injector {
+        Injector::new(0.0, 0)
+    }
+    /// Inject MapGPA RETRYs with probability `retry_p`, seeded.
+    pub fn new(retry_p: f64, seed: u64) -> Injector {
+        Injector {
+            retry_p,
+            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            retries: AtomicU64::new(0),
+        }
+    }
+}
+
+/// The VMM's side of a TD: conversions and exits.
+pub struct Vmm {
+    kvm: Arc<Kvm>,
+    /// Refuse implicit conversions (alias/attribute mismatch is fatal).
+    pub strict: bool,
+    /// Fault injection.
+    pub inject: Injector,
+    /// Conversions done, by direction.
+    pub conversions_to_private: AtomicU64,
+    /// Conversions to shared.
+    pub conversions_to_shared: AtomicU64,
+    /// Implicit conversions done.
+    pub implicit_conversions: AtomicU64,
+}
+
+impl Vmm {
+    /// A VMM for `kvm`.
+    pub fn new(kvm: Arc<Kvm>, strict: bool, inject: Injector) -> Vmm {
+        Vmm {
+            kvm,
+            strict,
+            inject,
+            conversions_to_private: AtomicU64::new(0),
+            conversions_to_shared: AtomicU64::new(0),
+            implicit_conversions: AtomicU64::new(0),
+        }
+    }
+
+    /// The VM.
+    pub fn kvm(&self) -> &Arc<Kvm> {
+        &self.kvm
+    }
+
+    /// `kvm_convert_memory`: set the attributes, then discard the other alias's backing
+    /// (shared pages on to-private, guest_memfd pages on to-shared).
+    pub fn kvm_convert_memory(
+        &self,
+        start_gfn: u64,
+        npages: u64,
+        to: ConversionTarget,
+    ) -> Result<(), String> {
+        let end = start_gfn
+            .checked_add(npages)
+            .filter(|e| *e <= self.kvm.config().mem_pages);
+        let Some(end) = end else {
+            return Err(format!(
+                "conversion of gfns {start_gfn:#x}+{npages} is outside guest memory"
+            ));
+        };
+        let _s = tracing::debug_span!(target: "vmm", "kvm_convert_memory", gpa = %Gpa(start_gfn << 12), npages, to = to.name()).entered();
+        self.kvm
+            .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))
+            .map_err(|e| e.to_string())?;
+        match to {
+            ConversionTarget::Private => {
+                self.kvm.backend().discard(Alias::Shared, start_gfn, npages);
+                self.conversions_to_private.fetch_add(1, Relaxed);
+            }
+            ConversionTarget::Shared => {
+                self.kvm
+                    .kvm_gmem_punch_hole(start_gfn, end)
+                    .map_err(|e| e.to_string())?;
+                self.conversions_to_shared.fetch_add(1, Relaxed);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl VmmExits for Vmm {
+    fn hc_map_gpa_range(&self, _vcpu: u32, args: MapGpaRangeArgs) -> u64 {
+        let npages = args.npages * args.page_size.pages_4k();
+        match self.kvm_convert_memory(args.gpa.0 >> 12, npages, args.to) {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::warn!(target: "vmm", "MapGPA conversion failed: {e}");
+                1
+            }
+        }
+    }
+
+    fn map_gpa_event_after(&self, _vcpu: u32, pages: u64) -> Option<u64> {
+        if self.inject.retry_p <= 0.0 || pages < 2 {
+            return None;
+        }
+        let mut rng = self.inject.rng.lock().unwrap_or_else(|e| e.into_inner());
+        if !rng.random_bool(self.inject.retry_p.min(1.0)) {
+            return None;
+        }
+        self.inject.retries.fetch_add(1, Relaxed);
+        Some(rng.random_range(1..pages))
+    }
+}

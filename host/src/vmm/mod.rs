@@ -1,0 +1,9 @@
+//! The VMM role (QEMU's part): what userspace does with KVM's exits for a TD — converting
+//! memory on MapGPA, implicit conversion on memory-fault exits — and the loop that serves one
+//! TDCALL through the TDX module, KVM and the VMM.
+
+mod convert;
+mod exits;
+
+pub use convert::{Injector, Vmm};
+pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
