@@ -354,7 +354,7 @@ impl<'w> Vcpu<'w> {
     }
 
     /// Private → shared in Linux's order: PTE gets the shared bit, local flush, MapGPA.
-    fn to_shared(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
+    fn convert_to_shared(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         self.flush_local(i, n, Alias::Private);
         self.map_gpa(i, n, ConversionTarget::Shared)?;
         for p in i..i + n {
@@ -369,7 +369,7 @@ impl<'w> Vcpu<'w> {
     }
 
     /// Shared → private in Linux's order: MapGPA, accept, then the PTE turns private.
-    fn to_private(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
+    fn convert_to_private(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         self.map_gpa(i, n, ConversionTarget::Private)?;
         self.accept(i, n)?;
         self.flush_local(i, n, Alias::Shared);
@@ -430,9 +430,9 @@ impl<'w> Vcpu<'w> {
                 .take_while(|p| self.pages[*p].shared == shared)
                 .count();
             if shared {
-                self.to_private(i, len)
+                self.convert_to_private(i, len)
             } else {
-                self.to_shared(i, len)
+                self.convert_to_shared(i, len)
             }
         } else if roll < 45 && self.pages[i].shared {
             self.host_invalidate(i)
