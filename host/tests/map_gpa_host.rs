@@ -1,0 +1,192 @@
+//! KVM's and the VMM's handling of TDG.VP.VMCALL<MapGPA>: validation, chunking, RETRY.
+
+use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs};
+use shared_abi::vmcall::Subfunction;
+use shared_abi::{Gpa, GpaRange, Gpaw, VmcallStatus};
+use std::sync::{Arc, Mutex};
+use tdcall::{Regs, Tdx, Transport};
+use tdxlab::kvm::{Kvm, KvmConfig, NullBackend, VmmExits};
+use tdxlab::seam::{SimPrivateMem, TdParams, TdxModule};
+use tdxlab::vmm::{handle_tdcall, Injector, Vmm};
+
+const S: u64 = 1 << 47;
+const PAGES: u64 = 4096; // 16 MiB
+
+fn td() -> (Arc<TdxModule>, Arc<Kvm>) {
+    let t = Arc::new(TdxModule::new(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(PAGES)),
+    ));
+    t.tdh_mr_finalize().unwrap();
+    let kvm = Arc::new(Kvm::new(
+        KvmConfig::td(PAGES),
+        Some(t.clone()),
+        Arc::new(NullBackend),
+    ));
+    (t, kvm)
+}
+
+/// A VMM that records the chunks it is handed and can cut one short.
+#[derive(Default)]
+struct Recorder {
+    chunks: Mutex<Vec<MapGpaRangeArgs>>,
+    event_after: Option<u64>,
+    fail: bool,
+}
+
+impl VmmExits for Recorder {
+    fn hc_map_gpa_range(&self, _: u32, args: MapGpaRangeArgs) -> u64 {
+        self.chunks.lock().unwrap().push(args);
+        self.fail as u64
+    }
+    fn map_gpa_event_after(&self, _: u32, pages: u64) -> Option<u64> {
+        self.event_after.filter(|n| *n < pages)
+    }
+}
+
+fn vmcall(kvm: &Kvm, vmm: &dyn VmmExits, gpa: u64, size: u64) -> Regs {
+    let mut r = Regs {
+        r11: Subfunction::MapGpa as u64,
+        r12: gpa,
+        r13: size,
+        ..Regs::default()
+    };
+    kvm.tdx_emulate_vmcall(0, &mut r, vmm);
+    r
+}
+
+#[test]
+fn kvm_validates_like_tdx_map_gpa() {
+    let (_, kvm) = td();
+    let rec = Recorder::default();
+    let cases = [
+        (0x1000 + 0x10, 0x1000, VmcallStatus::ALIGN_ERROR),
+        (0x1000, 0x800, VmcallStatus::ALIGN_ERROR),
+        (0x1000, 0, VmcallStatus::INVALID_OPERAND),
+        (S - 0x1000, 0x2000, VmcallStatus::INVALID_OPERAND),
+        (1 << 48, 0x1000, VmcallStatus::INVALID_OPERAND),
+        (u64::MAX & !0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
+    ];
+    for (gpa, size, status) in cases {
+        let r = vmcall(&kvm, &rec, gpa, size);
+        assert_eq!(
+            (VmcallStatus(r.r10), r.r11),
+            (status, gpa),
+            "gpa {gpa:#x} size {size:#x}"
+        );
+    }
+    assert!(
+        rec.chunks.lock().unwrap().is_empty(),
+        "nothing reached the VMM"
+    );
+}
+
+#[test]
+fn kvm_forwards_at_most_2m_per_exit() {
+    let (_, kvm) = td();
+    let rec = Recorder::default();
+    let r = vmcall(&kvm, &rec, 0x20_0000 | S, 5 << 20);
+    assert_eq!(VmcallStatus(r.r10), VmcallStatus::SUCCESS);
+    let chunks = rec.chunks.lock().unwrap();
+    let got: Vec<(u64, u64, ConversionTarget)> =
+        chunks.iter().map(|a| (a.gpa.0, a.npages, a.to)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (0x20_0000, 512, ConversionTarget::Shared),
+            (0x40_0000, 512, ConversionTarget::Shared),
+            (0x60_0000, 256, ConversionTarget::Shared)
+        ],
+        "shared bit stripped, 4K pages, <= 2 MiB each"
+    );
+}
+
+#[test]
+fn a_pending_event_answers_retry_with_the_resume_gpa_in_the_request_alias() {
+    let (_, kvm) = td();
+    let rec = Recorder {
+        event_after: Some(3),
+        ..Default::default()
+    };
+    let r = vmcall(&kvm, &rec, 0x10_0000 | S, 0x10_000);
+    assert_eq!(
+        (VmcallStatus(r.r10), r.r11),
+        (VmcallStatus::RETRY, (0x10_0000 + 0x3000) | S)
+    );
+    let r = vmcall(&kvm, &rec, 0x10_0000, 0x10_000);
+    assert_eq!(
+        (VmcallStatus(r.r10), r.r11),
+        (VmcallStatus::RETRY, 0x10_3000),
+        "to private: no shared bit"
+    );
+}
+
+#[test]
+fn a_vmm_failure_is_invalid_operand_at_the_failing_chunk() {
+    let (_, kvm) = td();
+    let rec = Recorder {
+        fail: true,
+        ..Default::default()
+    };
+    let r = vmcall(&kvm, &rec, 0x40_0000, 0x1000);
+    assert_eq!(
+        (VmcallStatus(r.r10), r.r11),
+        (VmcallStatus::INVALID_OPERAND, 0x40_0000)
+    );
+}
+
+/// The guest's tdcall crate talking to the emulated host directly.
+struct Host<'a> {
+    seam: &'a TdxModule,
+    vmm: &'a Vmm,
+}
+impl Transport for Host<'_> {
+    fn call(&mut self, regs: &mut Regs) {
+        handle_tdcall(self.seam, self.vmm, 0, regs).unwrap();
+    }
+}
+
+#[test]
+fn guest_loop_completes_against_injected_retries_and_sets_attributes() {
+    let (seam, kvm) = td();
+    let vmm = Vmm::new(kvm.clone(), false, Injector::new(0.7, 5));
+    let mut tdx = Tdx::new(Host {
+        seam: &seam,
+        vmm: &vmm,
+    });
+    let range = GpaRange::new(Gpa(0x10_0000), 3 << 20);
+    let stats = tdx
+        .map_gpa(range, ConversionTarget::Shared, Gpaw::GPAW_48)
+        .unwrap();
+    assert!(
+        stats.retries > 0
+            && vmm
+                .inject
+                .retries
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+    );
+    let attrs = kvm.attributes();
+    assert!(attrs.range_has(
+        0x100,
+        0x100 + 768,
+        shared_abi::convert::MemoryAttributes::SHARED
+    ));
+    assert!(
+        attrs.get(0xFF).is_private() && attrs.get(0x100 + 768).is_private(),
+        "nothing outside the range changed"
+    );
+    // And back, with accept: the pages come back zeroed and accepted once.
+    tdx.map_gpa(range, ConversionTarget::Private, Gpaw::GPAW_48)
+        .unwrap();
+    let acc = tdx.accept(range).unwrap();
+    assert_eq!(
+        (acc.total_accepted(), acc.already_accepted_bytes),
+        (3 << 20, 0)
+    );
+    assert!(kvm.check_invariants().is_empty());
+}

@@ -1,0 +1,224 @@
+//! proptest: random sequences of attribute changes, faults and zaps. After every step the
+//! DESIGN.md invariants hold and the MMU agrees with a flat reference model
+//! (GFN → attribute, mapped in which root).
+
+use proptest::prelude::*;
+use shared_abi::convert::MemoryAttributes;
+use shared_abi::{Gpa, Gpaw, PageLevel};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tdxlab::kvm::{FaultOutcome, Kvm, KvmConfig, NullBackend, RootKind, ZapPolicy};
+use tdxlab::seam::{SimPrivateMem, TdParams, TdxModule};
+
+const PAGES: u64 = 96;
+
+#[derive(Clone, Debug)]
+enum Op {
+    SetAttr { start: u64, len: u64, private: bool },
+    Fault { gfn: u64, shared: bool },
+    Notifier { start: u64, len: u64 },
+    PunchHole { start: u64, len: u64 },
+    MemslotDelete { start: u64, len: u64 },
+}
+
+fn range() -> impl Strategy<Value = (u64, u64)> {
+    (0..PAGES).prop_flat_map(|s| (Just(s), 1..=(PAGES - s).min(24)))
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        2 => (range(), any::<bool>()).prop_map(|((start, len), private)| Op::SetAttr { start, len, private }),
+        5 => (0..PAGES, any::<bool>()).prop_map(|(gfn, shared)| Op::Fault { gfn, shared }),
+        1 => range().prop_map(|(start, len)| Op::Notifier { start, len }),
+        1 => range().prop_map(|(start, len)| Op::PunchHole { start, len }),
+        1 => range().prop_map(|(start, len)| Op::MemslotDelete { start, len }),
+    ]
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Mapped {
+    No,
+    Direct,
+    Mirror,
+}
+
+/// The flat reference: what KVM's documentation says each operation does.
+struct Model {
+    private: Vec<bool>,
+    mapped: Vec<Mapped>,
+}
+
+impl Model {
+    fn apply(&mut self, op: &Op) {
+        match *op {
+            Op::SetAttr {
+                start,
+                len,
+                private,
+            } => {
+                for g in start..start + len {
+                    if self.private[g as usize] != private {
+                        // Converting away zaps the old alias's mapping.
+                        self.mapped[g as usize] = Mapped::No;
+                    }
+                    self.private[g as usize] = private;
+                }
+            }
+            Op::Fault { gfn, shared } => {
+                if shared != self.private[gfn as usize] {
+                    self.mapped[gfn as usize] = if shared {
+                        Mapped::Direct
+                    } else {
+                        Mapped::Mirror
+                    };
+                }
+            }
+            Op::Notifier { start, len } => self.unmap(start, len, Mapped::Direct),
+            Op::PunchHole { start, len } => self.unmap(start, len, Mapped::Mirror),
+            Op::MemslotDelete { start, len } => {
+                self.unmap(start, len, Mapped::Direct);
+                self.unmap(start, len, Mapped::Mirror);
+            }
+        }
+    }
+    fn unmap(&mut self, start: u64, len: u64, which: Mapped) {
+        for g in start..start + len {
+            if self.mapped[g as usize] == which {
+                self.mapped[g as usize] = Mapped::No;
+            }
+        }
+    }
+}
+
+fn observe(kvm: &Kvm, seam: &TdxModule) -> Vec<Mapped> {
+    let mut m = vec![Mapped::No; PAGES as usize];
+    for (gfn, level, _) in kvm.root(RootKind::Direct).unwrap().leaves() {
+        assert_eq!(level, 0);
+        m[gfn as usize] = Mapped::Direct;
+    }
+    let mirror: BTreeMap<u64, u8> = kvm
+        .root(RootKind::Mirror)
+        .unwrap()
+        .leaves()
+        .into_iter()
+        .map(|(g, l, _)| (g, l))
+        .collect();
+    let sept: BTreeMap<u64, u8> = seam
+        .leaves()
+        .into_iter()
+        .map(|(g, l, _)| (g.0 >> 12, l))
+        .collect();
+    assert_eq!(mirror, sept, "the mirror root mirrors the S-EPT exactly");
+    for gfn in mirror.keys() {
+        m[*gfn as usize] = Mapped::Mirror;
+    }
+    m
+}
+
+fn check(policy: ZapPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
+    let seam = Arc::new(TdxModule::new(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(PAGES)),
+    ));
+    seam.tdh_mr_finalize().unwrap();
+    let mut cfg = KvmConfig::td(PAGES);
+    cfg.policy = policy;
+    let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
+    let mut model = Model {
+        private: vec![true; PAGES as usize],
+        mapped: vec![Mapped::No; PAGES as usize],
+    };
+    for op in ops {
+        match *op {
+            Op::SetAttr {
+                start,
+                len,
+                private,
+            } => {
+                let a = if private {
+                    MemoryAttributes::PRIVATE
+                } else {
+                    MemoryAttributes::SHARED
+                };
+                kvm.kvm_vm_set_mem_attributes(start, start + len, a)
+                    .unwrap();
+            }
+            Op::Fault { gfn, shared } => {
+                let gpa = if shared {
+                    Gpaw::GPAW_48.to_shared(Gpa(gfn << 12))
+                } else {
+                    Gpa(gfn << 12)
+                };
+                let out = kvm.kvm_mmu_page_fault(gpa, PageLevel::Size4K);
+                let expect_mismatch = shared == model.private[gfn as usize];
+                prop_assert_eq!(
+                    matches!(out, FaultOutcome::MemoryFault { .. }),
+                    expect_mismatch,
+                    "{:?}",
+                    out
+                );
+                prop_assert!(
+                    matches!(out, FaultOutcome::Mapped | FaultOutcome::MemoryFault { .. }),
+                    "{:?}",
+                    out
+                );
+            }
+            Op::Notifier { start, len } => kvm
+                .kvm_mmu_notifier_invalidate_range(start, start + len, || {})
+                .unwrap(),
+            Op::PunchHole { start, len } => kvm.kvm_gmem_punch_hole(start, start + len).unwrap(),
+            Op::MemslotDelete { start, len } => kvm
+                .kvm_arch_flush_shadow_memslot(start, start + len)
+                .unwrap(),
+        }
+        model.apply(op);
+        let bad = kvm.check_invariants();
+        prop_assert!(bad.is_empty(), "after {:?}: {:?}", op, bad);
+        let attrs = kvm.attributes();
+        for g in 0..PAGES {
+            prop_assert_eq!(
+                attrs.get(g).is_private(),
+                model.private[g as usize],
+                "attribute of gfn {} after {:?}",
+                g,
+                op
+            );
+        }
+        prop_assert_eq!(observe(&kvm, &seam), model.mapped.clone(), "after {:?}", op);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn filter_policy_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
+        check(ZapPolicy::Filter, &ops)?;
+    }
+
+    #[test]
+    fn exclude_policy_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
+        check(ZapPolicy::Exclude, &ops)?;
+    }
+}
+
+#[test]
+fn attributes_store_runs_minimally() {
+    let mut a = tdxlab::kvm::Attributes::new(100, MemoryAttributes::PRIVATE);
+    a.set(10, 20, MemoryAttributes::SHARED);
+    a.set(20, 30, MemoryAttributes::SHARED);
+    assert_eq!(a.runs(), 3);
+    assert!(
+        a.range_has(10, 30, MemoryAttributes::SHARED)
+            && !a.range_has(9, 30, MemoryAttributes::SHARED)
+    );
+    a.set(10, 30, MemoryAttributes::PRIVATE);
+    assert_eq!(a.runs(), 1);
+    a.set(95, 200, MemoryAttributes::SHARED);
+    assert!(a.get(99).0 == 0 && a.get(94).is_private());
+}
