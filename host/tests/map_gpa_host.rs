@@ -69,7 +69,7 @@ fn kvm_validates_like_tdx_map_gpa() {
         (0x1000, 0, VmcallStatus::INVALID_OPERAND),
         (S - 0x1000, 0x2000, VmcallStatus::INVALID_OPERAND),
         (1 << 48, 0x1000, VmcallStatus::INVALID_OPERAND),
-        (u64::MAX & !0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
+        (!0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
     ];
     for (gpa, size, status) in cases {
         let r = vmcall(&kvm, &rec, gpa, size);
