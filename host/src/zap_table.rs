@@ -3,7 +3,7 @@
 //! with leaves in both roots, not written down by hand.
 
 use crate::kvm::{Kvm, KvmConfig, NullBackend, RootKind, ZapCaller, ZapPolicy};
-use crate::seam::{SimPrivateMem, TdParams, TdxModule};
+use crate::seam::{NullPrivateMem, TdParams, TdxModule};
 use serde::Serialize;
 use shared_abi::convert::MemoryAttributes;
 use shared_abi::{Gpa, Gpaw, PageLevel};
@@ -59,7 +59,7 @@ pub fn measure(
                 attributes: 0,
                 num_vcpus: 1,
             },
-            Arc::new(SimPrivateMem::new(PAGES)),
+            Arc::new(NullPrivateMem),
         );
         t.tdh_mr_finalize().expect("fresh TD finalizes");
         Arc::new(t)

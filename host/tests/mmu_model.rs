@@ -222,3 +222,44 @@ fn attributes_store_runs_minimally() {
     a.set(95, 200, MemoryAttributes::SHARED);
     assert!(a.get(99).0 == 0 && a.get(94).is_private());
 }
+
+#[test]
+fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
+    let seam = Arc::new(TdxModule::new(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(1024)),
+    ));
+    seam.tdh_mr_finalize().unwrap();
+    let mut cfg = KvmConfig::td(1024);
+    cfg.private_max_level = PageLevel::Size2M;
+    let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
+    // A 4K fault builds the page table under the first 2M entry; zapping the leaf keeps it.
+    assert_eq!(
+        kvm.kvm_mmu_page_fault(Gpa(0x1000), PageLevel::Size4K),
+        FaultOutcome::Mapped
+    );
+    kvm.kvm_gmem_punch_hole(0, 512).unwrap();
+    // A 2M fault there must still map the faulting page, at 4K.
+    assert_eq!(
+        kvm.kvm_mmu_page_fault(Gpa(0x5000), PageLevel::Size2M),
+        FaultOutcome::Mapped
+    );
+    assert_eq!(kvm.root(RootKind::Mirror).unwrap().lookup(5), Some((5, 0)));
+    assert_eq!(
+        seam.leaves(),
+        vec![(Gpa(0x5000), 0, shared_abi::sept::SeptState::Pending)]
+    );
+    // Where no table exists the fault maps 2M.
+    assert_eq!(
+        kvm.kvm_mmu_page_fault(Gpa(0x20_3000), PageLevel::Size2M),
+        FaultOutcome::Mapped
+    );
+    assert_eq!(
+        kvm.root(RootKind::Mirror).unwrap().lookup(0x203),
+        Some((0x203, 1))
+    );
+}

@@ -78,25 +78,28 @@ impl Kvm {
                 l,
                 pfn,
                 |g, lv| self.tdx_sept_link_private_spt(g, lv),
-                |g, lv| self.tdx_sept_set_private_spte(g, lv, pfn),
+                |g, lv, p| self.tdx_sept_set_private_spte(g, lv, p),
             )
         } else {
-            root.map(gfn, l, pfn, |_, _| Ok::<(), TdxStatus>(()), |_, _| Ok(()))
+            root.map(
+                gfn,
+                l,
+                pfn,
+                |_, _| Ok::<(), TdxStatus>(()),
+                |_, _, _| Ok(()),
+            )
         };
         match result {
-            Ok(MapOutcome::Installed) => {
+            Ok(MapOutcome::Installed(lv)) => {
+                let n = 1u64 << (9 * lv as u32);
+                let first = gfn & !(n - 1);
                 if is_private {
-                    self.stats
-                        .installed_mirror
-                        .fetch_add(level.pages_4k(), Relaxed);
+                    self.stats.installed_mirror.fetch_add(n, Relaxed);
                 } else {
-                    self.stats
-                        .installed_direct
-                        .fetch_add(level.pages_4k(), Relaxed);
-                    self.backend
-                        .set_accessible(Alias::Shared, base, level.pages_4k(), true);
+                    self.stats.installed_direct.fetch_add(n, Relaxed);
+                    self.backend.set_accessible(Alias::Shared, first, n, true);
                 }
-                tracing::debug!(target: "kvm", gpa = %gpa, level = %level, root = kind.name(), "kvm_tdp_mmu_map");
+                tracing::debug!(target: "kvm", gpa = %gpa, level = lv, root = kind.name(), "kvm_tdp_mmu_map");
                 FaultOutcome::Mapped
             }
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,

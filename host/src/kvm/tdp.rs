@@ -63,8 +63,9 @@ fn span(level: u8) -> u64 {
 /// The result of installing a leaf.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum MapOutcome {
-    /// The leaf is now present.
-    Installed,
+    /// A leaf is now present at this level (lower than asked when a table already existed
+    /// at the asked level: a huge page is never installed over a table).
+    Installed(u8),
     /// A leaf covering the GFN was already present (a spurious fault).
     AlreadyMapped,
     /// Another thread holds the entry frozen: retry the fault.
@@ -143,18 +144,18 @@ impl TdpRoot {
         }
     }
 
-    /// Install a leaf for `gfn` at `level` mapping `pfn` (aligned to the level), with
-    /// `mmu_lock` held for read. `link` runs before a new table is linked at a level (the
-    /// mirror root's `link_external_spt` → TDH.MEM.SEPT.ADD); `leaf` runs before the leaf is
-    /// published (`set_external_spte` → TDH.MEM.PAGE.AUG). Either failing leaves the entry as
-    /// it was and returns the error.
+    /// Install a leaf for `gfn` at `level` mapping `pfn` (the frame of the level-aligned
+    /// base), with `mmu_lock` held for read. `link(gfn, level)` runs before a new table is
+    /// linked (the mirror root's `link_external_spt` → TDH.MEM.SEPT.ADD); `leaf(gfn, level,
+    /// pfn)` runs before the leaf is published (`set_external_spte` → TDH.MEM.PAGE.AUG).
+    /// Either failing leaves the entry as it was and returns the error.
     pub fn map<E>(
         &self,
         gfn: u64,
-        level: u8,
-        pfn: u64,
+        mut level: u8,
+        mut pfn: u64,
         mut link: impl FnMut(u64, u8) -> Result<(), E>,
-        leaf: impl FnOnce(u64, u8) -> Result<(), E>,
+        leaf: impl FnOnce(u64, u8, u64) -> Result<(), E>,
     ) -> Result<MapOutcome, E> {
         let mut p = self.top;
         let mut l = ROOT_LEVEL;
@@ -163,6 +164,15 @@ impl TdpRoot {
             let cur = e.load(Acquire);
             if cur == FROZEN_SPTE {
                 return Ok(MapOutcome::Retry);
+            }
+            if l == level && cur & SPTE_PRESENT != 0 && !is_leaf(cur, l) {
+                // A table already hangs here: map below it, one level down.
+                let base = gfn & !(span(l) - 1);
+                level -= 1;
+                pfn += (gfn & !(span(level) - 1)) - base;
+                p = child(cur);
+                l -= 1;
+                continue;
             }
             if l == level {
                 if cur & SPTE_PRESENT != 0 {
@@ -174,11 +184,11 @@ impl TdpRoot {
                     return Ok(MapOutcome::Retry);
                 }
                 let base = gfn & !(span(level) - 1);
-                return match leaf(base, level) {
+                return match leaf(base, level, pfn) {
                     Ok(()) => {
                         let large = if level > 0 { SPTE_LEAF_LARGE } else { 0 };
                         e.store(pfn << 12 | SPTE_PRESENT | large, Release);
-                        Ok(MapOutcome::Installed)
+                        Ok(MapOutcome::Installed(level))
                     }
                     Err(err) => {
                         e.store(cur, Release);

@@ -10,7 +10,7 @@ mod sept;
 mod tdcall;
 
 pub use epoch::EpochState;
-pub use mem::{PrivateMem, SimPrivateMem};
+pub use mem::{NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
 pub use tdcall::TdcallExit;
 
