@@ -142,16 +142,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// `--trace`: every kvm/seam/vmm span and event to stderr, indented by span.
-pub fn init_trace() {
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(std::io::stderr)
-        .with_target(true)
-        .without_time()
-        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::NEW)
-        .try_init();
-}
+pub use crate::trace::init as init_trace;
 
 fn parse_page_size(s: &str) -> Result<shared_abi::PageLevel, String> {
     match s.to_ascii_lowercase().as_str() {

@@ -14,5 +14,6 @@ pub mod cli;
 pub mod kvm;
 pub mod seam;
 pub mod sim;
+pub mod trace;
 pub mod vmm;
 pub mod zap_table;

@@ -60,6 +60,7 @@ impl Kvm {
             return Ok(());
         }
         self.tdh_do_no_vcpus("TDH.MEM.TRACK", || tdx.tdh_mem_track())?;
+        tracing::trace!(target: "kvm", "kick all vCPUs and wait (KVM_REQ_OUTSIDE_GUEST_MODE)");
         self.stats.kicks.fetch_add(1, Relaxed);
         self.backend.kick_all_vcpus(false);
         Ok(())
@@ -96,6 +97,7 @@ impl Kvm {
                 "TDH.MEM.PAGE.REMOVE of {gpa} returned frame {hpa:#x}, mirror had {pfn:#x}"
             )));
         }
+        tracing::trace!(target: "kvm", hpa, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
         tdx.tdx_clear_page(hpa, level);
         self.backend
             .set_accessible(Alias::Private, gfn, 1 << (9 * level as u32), false);

@@ -70,6 +70,7 @@ impl Kvm {
 
     /// `kvm_flush_remote_tlbs`.
     pub fn kvm_flush_remote_tlbs(&self) {
+        tracing::trace!(target: "kvm", "kvm_flush_remote_tlbs");
         self.stats.flushes.fetch_add(1, Relaxed);
         self.stats.kicks.fetch_add(1, Relaxed);
         self.backend.kick_all_vcpus(true);
@@ -168,7 +169,7 @@ impl Kvm {
                 range.attr_filter,
             )
             .map_err(|b| self.bug(b.to_string()))?;
-            tracing::trace!(target: "kvm", root = root.kind().name(), ?action, "root");
+            tracing::trace!(target: "kvm", root = root.kind().name(), ?action, "visit");
             match action {
                 RootAction::Zap => {
                     let z = self.tdp_mmu_zap_leafs(root, range.start, range.end)?;
