@@ -15,15 +15,14 @@ use tdxlab::seam::{NullPrivateMem, TdParams, TdxModule};
 const GIB_PAGES: u64 = 1 << 18;
 
 fn td(gib: u64, private_max: PageLevel) -> Kvm {
-    let seam = Arc::new(TdxModule::new(
+    let seam = TdxModule::runnable(
         TdParams {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(NullPrivateMem),
-    ));
-    seam.tdh_mr_finalize().unwrap();
+    );
     let mut cfg = KvmConfig::td(gib * GIB_PAGES);
     cfg.private_max_level = private_max;
     let kvm = Kvm::new(cfg, Some(seam), Arc::new(NullBackend));

@@ -52,18 +52,12 @@ pub fn measure(
     cfg.is_td = is_td;
     cfg.policy = policy;
     cfg.root_order = root_order.to_vec();
-    let tdx = is_td.then(|| {
-        let t = TdxModule::new(
-            TdParams {
-                gpaw: Gpaw::GPAW_48,
-                attributes: 0,
-                num_vcpus: 1,
-            },
-            Arc::new(NullPrivateMem),
-        );
-        t.tdh_mr_finalize().expect("fresh TD finalizes");
-        Arc::new(t)
-    });
+    let params = TdParams {
+        gpaw: Gpaw::GPAW_48,
+        attributes: 0,
+        num_vcpus: 1,
+    };
+    let tdx = is_td.then(|| TdxModule::runnable(params, Arc::new(NullPrivateMem)));
     let kvm = Kvm::new(cfg, tdx, Arc::new(NullBackend));
     let shared_bit = if is_td {
         Gpaw::GPAW_48.shared_mask()

@@ -27,15 +27,14 @@ fn stale_direct_leaves(kvm: &Kvm, b: &SimBackend) -> Vec<String> {
 
 fn race(seed: u64) {
     let b = Arc::new(SimBackend::new(0, PAGES, PAGES * 64));
-    let seam = Arc::new(TdxModule::new(
+    let seam = TdxModule::runnable(
         TdParams {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
         },
         b.private.clone(),
-    ));
-    seam.tdh_mr_finalize().unwrap();
+    );
     let kvm = Arc::new(Kvm::new(KvmConfig::td(PAGES), Some(seam), b.clone()));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {

@@ -13,15 +13,14 @@ const S: u64 = 1 << 47;
 const PAGES: u64 = 4096; // 16 MiB
 
 fn td() -> (Arc<TdxModule>, Arc<Kvm>) {
-    let t = Arc::new(TdxModule::new(
+    let t = TdxModule::runnable(
         TdParams {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
-    ));
-    t.tdh_mr_finalize().unwrap();
+    );
     let kvm = Arc::new(Kvm::new(
         KvmConfig::td(PAGES),
         Some(t.clone()),

@@ -116,15 +116,14 @@ fn observe(kvm: &Kvm, seam: &TdxModule) -> Vec<Mapped> {
 }
 
 fn check(policy: ZapPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
-    let seam = Arc::new(TdxModule::new(
+    let seam = TdxModule::runnable(
         TdParams {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
-    ));
-    seam.tdh_mr_finalize().unwrap();
+    );
     let mut cfg = KvmConfig::td(PAGES);
     cfg.policy = policy;
     let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
@@ -225,15 +224,14 @@ fn attributes_store_runs_minimally() {
 
 #[test]
 fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
-    let seam = Arc::new(TdxModule::new(
+    let seam = TdxModule::runnable(
         TdParams {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(1024)),
-    ));
-    seam.tdh_mr_finalize().unwrap();
+    );
     let mut cfg = KvmConfig::td(1024);
     cfg.private_max_level = PageLevel::Size2M;
     let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));

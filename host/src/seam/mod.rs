@@ -114,6 +114,14 @@ impl TdxModule {
         }
     }
 
+    /// A TD already finalized (TDH.MNG.CREATE, TDH.MNG.INIT, TDH.MR.FINALIZE): op-state
+    /// RUNNABLE, ready for PAGE.AUG and guest TDCALLs.
+    pub fn runnable(params: TdParams, mem: Arc<dyn PrivateMem>) -> Arc<TdxModule> {
+        let td = TdxModule::new(params, mem);
+        td.lock().op_state = OpState::Runnable;
+        Arc::new(td)
+    }
+
     /// The TD's parameters.
     pub fn params(&self) -> &TdParams {
         &self.params

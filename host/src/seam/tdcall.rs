@@ -68,17 +68,8 @@ impl TdxModule {
             vcpu_index: vcpu,
             sys_rd_available: false,
         };
-        let (rcx, rdx, r8, r9, r10) = info.encode();
-        *regs = Regs {
-            rax: 0,
-            rcx,
-            rdx,
-            r8,
-            r9,
-            r10,
-            r11: 0,
-            ..*regs
-        };
+        set_outputs(regs, info.encode());
+        regs.r11 = 0;
     }
 
     /// TDG.VP.VEINFO.GET (`tdg_vp_veinfo_get`): read and clear this vCPU's #VE info.
@@ -90,18 +81,7 @@ impl TdxModule {
             .and_then(Option::take);
         match taken {
             None => regs.rax = TdxStatus::NO_VALID_VE_INFO.0,
-            Some(ve) => {
-                let (rcx, rdx, r8, r9, r10) = ve.encode();
-                *regs = Regs {
-                    rax: 0,
-                    rcx,
-                    rdx,
-                    r8,
-                    r9,
-                    r10,
-                    ..*regs
-                };
-            }
+            Some(ve) => set_outputs(regs, ve.encode()),
         }
     }
 
@@ -212,6 +192,19 @@ impl TdxModule {
         take(15, &mut guest.r15, host.r15);
         guest.rax = 0;
     }
+}
+
+/// Success with the (RCX, RDX, R8, R9, R10) outputs TDG.VP.INFO and VEINFO.GET both use.
+fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u64)) {
+    *regs = Regs {
+        rax: 0,
+        rcx,
+        rdx,
+        r8,
+        r9,
+        r10,
+        ..*regs
+    };
 }
 
 fn accept_leaf(sept: &mut Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) {

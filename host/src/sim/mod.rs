@@ -138,8 +138,7 @@ impl World {
             attributes: SEPT_VE_DISABLE,
             num_vcpus: cfg.vcpus,
         };
-        let seam = Arc::new(TdxModule::new(params, backend.private.clone()));
-        seam.tdh_mr_finalize().expect("a new TD finalizes");
+        let seam = TdxModule::runnable(params, backend.private.clone());
         let mut kc = KvmConfig::td(gfns);
         kc.policy = cfg.policy;
         kc.private_max_level = cfg.private_max_level;
