@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the tests use (none yet beyond the base image).
-PACKAGES=()
+# Debian packages the tests use: ovmf ships /usr/share/ovmf/OVMF.fd, a third-party TDVF image
+# that `tdxlab inspect` is tested against.
+PACKAGES=(ovmf)
 
 if command -v rustup >/dev/null; then
   # Reads rust-toolchain.toml; installs the channel, components and targets it lists.

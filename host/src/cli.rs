@@ -60,6 +60,14 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Validate a TDVF firmware image with QEMU's rules and list its sections.
+    Inspect {
+        /// The image file.
+        image: std::path::PathBuf,
+        /// Print the description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
     ZapTable {
         /// Print the table as JSON.
@@ -77,6 +85,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Caps { json } => crate::caps::run(json),
         Command::ZapTable { json } => crate::zap_table::run(json),
+        Command::Inspect { image, json } => crate::image::inspect(&image, json),
         Command::Sim {
             vcpus,
             ops,

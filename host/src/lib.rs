@@ -11,6 +11,7 @@
 
 pub mod caps;
 pub mod cli;
+pub mod image;
 pub mod kvm;
 pub mod seam;
 pub mod sim;
