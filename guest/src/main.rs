@@ -5,8 +5,44 @@
 //! `cargo clippy --workspace --all-targets` and `cargo test --workspace` working from the root.
 #![cfg_attr(target_os = "none", no_std, no_main)]
 
+/// The memory layout the host's packer shares.
+#[allow(dead_code)]
+mod layout {
+    include!("../layout.rs");
+}
+
 #[cfg(target_os = "none")]
+#[macro_use]
 mod bare;
+#[cfg(target_os = "none")]
+mod boot;
+
+/// What every vCPU runs once in long mode.
+#[cfg(target_os = "none")]
+fn main(vcpu: u32) -> ! {
+    let info = match bare::tdx().tdg_vp_info() {
+        Ok(i) => i,
+        Err(e) => panic!("TDG.VP.INFO: {e}"),
+    };
+    println!(
+        "vCPU {vcpu}: online (TDG.VP.INFO: index {}, {} vCPUs, GPAW {})",
+        info.vcpu_index,
+        info.num_vcpus,
+        info.gpaw.bits()
+    );
+    let n = bare::arrive();
+    if vcpu != 0 {
+        bare::park();
+    }
+    while bare::arrived() < info.num_vcpus {
+        core::hint::spin_loop();
+    }
+    println!(
+        "all {} vCPUs online after {n} arrivals; exiting",
+        info.num_vcpus
+    );
+    bare::exit(0)
+}
 
 #[cfg(not(target_os = "none"))]
 fn main() {

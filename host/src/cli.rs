@@ -9,13 +9,17 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: host error (no usable KVM, bad image, I/O).
 pub const EXIT_HOST: u8 = 3;
+/// Exit code: the guest failed (exit value ≠ 0, fatal error, triple fault).
+pub const EXIT_GUEST: u8 = 1;
+/// Exit code: the guest did not finish in time.
+pub const EXIT_TIMEOUT: u8 = 4;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "tdxlab",
     version,
     about = "Emulated Intel TDX on stock Linux KVM: a confidential unikernel guest and its host",
-    after_help = "Exit codes: 0 success, 2 bad usage, 3 host error (no usable /dev/kvm, MAXPHYADDR < 48, I/O)."
+    after_help = "Exit codes: 0 success; 1 the guest (or sim) reported a failure; 2 bad usage; 3 host error (no usable /dev/kvm, MAXPHYADDR < 48, bad image, I/O); 4 timeout."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +64,33 @@ enum Command {
         #[arg(long)]
         trace: bool,
     },
+    /// Boot the emulated TD on KVM and run its workload.
+    Run {
+        /// TDVF image to boot (default: the built-in tdxlab guest).
+        #[arg(long)]
+        image: Option<std::path::PathBuf>,
+        /// vCPUs.
+        #[arg(long, default_value_t = 2)]
+        vcpus: u32,
+        /// Guest RAM, e.g. 256M or 1G.
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        mem: u64,
+        /// Zap semantics of the MMU model.
+        #[arg(long, value_enum, default_value_t = crate::kvm::ZapPolicy::Filter)]
+        zap_policy: crate::kvm::ZapPolicy,
+        /// Refuse implicit conversions: an alias/attribute mismatch stops the TD.
+        #[arg(long)]
+        strict: bool,
+        /// Print every kernel/module step as a tree.
+        #[arg(long)]
+        trace: bool,
+        /// Stop the TD after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+    },
     /// Validate a TDVF firmware image with QEMU's rules and list its sections.
     Inspect {
         /// The image file.
@@ -86,6 +117,37 @@ pub fn main() -> ExitCode {
         Command::Caps { json } => crate::caps::run(json),
         Command::ZapTable { json } => crate::zap_table::run(json),
         Command::Inspect { image, json } => crate::image::inspect(&image, json),
+        Command::Run {
+            image,
+            vcpus,
+            mem,
+            zap_policy,
+            strict,
+            trace,
+            timeout,
+            report,
+        } => {
+            if trace {
+                init_trace();
+            }
+            let image = match image {
+                Some(p) => crate::image::read_image(&p),
+                None => Ok(crate::GUEST_IMAGE.to_vec()),
+            };
+            image.and_then(|image| {
+                let cfg = crate::vmm::machine::RunConfig {
+                    image,
+                    vcpus,
+                    mem_bytes: mem,
+                    policy: zap_policy,
+                    strict,
+                    timeout: std::time::Duration::from_secs(timeout),
+                    flags: 0,
+                    echo: true,
+                };
+                run_td(&cfg, report.as_deref())
+            })
+        }
         Command::Sim {
             vcpus,
             ops,
@@ -152,6 +214,58 @@ fn usage_error(e: clap::Error) -> ExitCode {
 }
 
 pub use crate::trace::init as init_trace;
+
+fn run_td(
+    cfg: &crate::vmm::machine::RunConfig,
+    report: Option<&std::path::Path>,
+) -> anyhow::Result<u8> {
+    let r = crate::vmm::machine::run(cfg)?;
+    if let Some(p) = report {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", p.display()))?;
+    }
+    eprintln!(
+        "tdxlab: {} ({}): {} vCPUs, {} MiB, boot {:.1} ms, {} TDCALLs, {:.2} s",
+        r.exit.kind,
+        r.exit.message,
+        r.vcpus,
+        r.mem_bytes >> 20,
+        r.boot_ms,
+        r.tdcalls.values().sum::<u64>(),
+        r.elapsed_s
+    );
+    Ok(match (r.exit.kind, r.exit.code) {
+        ("guest", 0) => EXIT_OK,
+        ("timeout", _) => EXIT_TIMEOUT,
+        ("host_error", _) => EXIT_HOST,
+        _ => EXIT_GUEST,
+    })
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        None => (t, 1u64),
+        Some((i, _)) => {
+            let m = match t[i..]
+                .to_ascii_uppercase()
+                .trim_end_matches("IB")
+                .trim_end_matches('B')
+            {
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "" => 1,
+                _ => return Err(format!("'{s}' is not a size (use e.g. 256M or 1G)")),
+            };
+            (&t[..i], m)
+        }
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(|| format!("'{s}' is not a size (use e.g. 256M or 1G)"))
+}
 
 fn parse_page_size(s: &str) -> Result<shared_abi::PageLevel, String> {
     match s.to_ascii_lowercase().as_str() {

@@ -13,8 +13,12 @@ pub mod caps;
 pub mod cli;
 pub mod image;
 pub mod kvm;
+pub mod pack;
 pub mod seam;
 pub mod sim;
 pub mod trace;
 pub mod vmm;
 pub mod zap_table;
+
+/// The built-in guest image (`tdxlab-guest.bin`), packed by the build script.
+pub const GUEST_IMAGE: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tdxlab-guest.bin"));

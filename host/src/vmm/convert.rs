@@ -45,6 +45,8 @@ pub struct Vmm {
     pub conversions_to_shared: AtomicU64,
     /// Implicit conversions done.
     pub implicit_conversions: AtomicU64,
+    /// Console and exit port (absent in model-only runs).
+    pub io: Option<super::GuestIo>,
 }
 
 impl Vmm {
@@ -57,6 +59,7 @@ impl Vmm {
             conversions_to_private: AtomicU64::new(0),
             conversions_to_shared: AtomicU64::new(0),
             implicit_conversions: AtomicU64::new(0),
+            io: None,
         }
     }
 
@@ -110,6 +113,26 @@ impl VmmExits for Vmm {
                 tracing::warn!(target: "vmm", "MapGPA conversion failed: {e}");
                 1
             }
+        }
+    }
+
+    fn io(
+        &self,
+        vcpu: u32,
+        size: u8,
+        write: bool,
+        port: u16,
+        data: u32,
+    ) -> Result<u32, shared_abi::VmcallStatus> {
+        match &self.io {
+            Some(io) => Ok(io.io(vcpu, size, write, port, data)),
+            None => Err(shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED),
+        }
+    }
+
+    fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
+        if let Some(io) = &self.io {
+            io.report_fatal_error(vcpu, regs);
         }
     }
 

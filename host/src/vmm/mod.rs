@@ -4,6 +4,9 @@
 
 mod convert;
 mod exits;
+mod io;
+pub mod machine;
 
 pub use convert::{Injector, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
+pub use io::{GuestExit, GuestIo};

@@ -1,0 +1,29 @@
+// The guest's memory layout, shared by the guest (include!) and the host's image packer.
+// Firmware window: the image occupies [4 GiB - IMAGE_SIZE, 4 GiB); its last page holds the
+// TDVF descriptor, the OVMF table and the reset vector.
+/// Image size (a multiple of 64 KiB).
+pub const IMAGE_SIZE: u64 = 512 << 10;
+/// First byte of the image in guest physical memory.
+pub const IMAGE_BASE: u64 = (1 << 32) - IMAGE_SIZE;
+/// The page the packer owns: descriptor, sections, OVMF table, reset vector.
+pub const METADATA_PAGE: u64 = (1 << 32) - 4096;
+/// TEMP_MEM: .bss, page tables, the AP mailbox and the stacks (zeroed, accepted).
+pub const TEMP_MEM_BASE: u64 = 0x10_0000;
+/// TEMP_MEM size.
+pub const TEMP_MEM_SIZE: u64 = 0x10_0000;
+/// .bss lives at the start of TEMP_MEM.
+pub const BSS_BASE: u64 = TEMP_MEM_BASE;
+/// Boot page tables (16 pages).
+pub const PT_BASE: u64 = 0x14_0000;
+/// The mailbox: boot flag, arrival counter, commands.
+pub const MAILBOX: u64 = 0x15_0000;
+/// Stacks grow down from here, STACK_SIZE per vCPU.
+pub const STACK_TOP: u64 = 0x20_0000;
+/// Per-vCPU stack.
+pub const STACK_SIZE: u64 = 0x8000;
+/// Most vCPUs the layout has stacks for.
+pub const MAX_VCPUS: u64 = 16;
+/// TD_HOB section (8 KiB), written by the host.
+pub const TD_HOB_BASE: u64 = 0x20_0000;
+/// TD_HOB size.
+pub const TD_HOB_SIZE: u64 = 0x2000;

@@ -1,0 +1,96 @@
+//! Reset-vector target: 32-bit protected mode (the TD start state) → long mode.
+//!
+//! Every vCPU starts here at once (EBX = GPAW, ECX = R8 = TD HOB, ESI = vCPU index). The BSP
+//! builds identity page tables for the low 4 GiB with 2 MiB pages and raises the mailbox flag;
+//! the APs wait for it. All then enable paging (EFER.LME is already set in a TD), load a 64-bit
+//! GDT, and call `rust_main(vcpu_index, hob)` on their own stack.
+
+use crate::layout::{MAILBOX, PT_BASE, STACK_SIZE, STACK_TOP};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.entry32, "ax"
+    .code32
+    .global _start32
+_start32:
+    cli
+    mov edi, ecx
+    test esi, esi
+    jnz 3f
+    mov dword ptr [{pt}], {pt} + 0x1000 + 3
+    mov dword ptr [{pt} + 4], 0
+    xor ecx, ecx
+1:  mov eax, ecx
+    shl eax, 12
+    add eax, {pt} + 0x2000 + 3
+    mov dword ptr [{pt} + 0x1000 + ecx * 8], eax
+    mov dword ptr [{pt} + 0x1000 + ecx * 8 + 4], 0
+    inc ecx
+    cmp ecx, 4
+    jne 1b
+    xor ecx, ecx
+2:  mov eax, ecx
+    shl eax, 21
+    or eax, 0x83
+    mov dword ptr [{pt} + 0x2000 + ecx * 8], eax
+    mov eax, ecx
+    shr eax, 11
+    mov dword ptr [{pt} + 0x2000 + ecx * 8 + 4], eax
+    inc ecx
+    cmp ecx, 2048
+    jne 2b
+    mov byte ptr [{mailbox}], 1
+    jmp 4f
+3:  pause
+    cmp byte ptr [{mailbox}], 1
+    jne 3b
+4:  mov eax, {pt}
+    mov cr3, eax
+    mov eax, cr4
+    or eax, 0x20
+    mov cr4, eax
+    mov eax, cr0
+    or eax, 0x80000000
+    mov cr0, eax
+    lgdt [tdxlab_gdt_ptr]
+    mov eax, offset tdxlab_start64
+    push 0x08
+    push eax
+    retf
+
+    .code64
+tdxlab_start64:
+    mov ax, 0x10
+    mov ds, ax
+    mov es, ax
+    mov ss, ax
+    xor eax, eax
+    mov fs, ax
+    mov gs, ax
+    mov eax, esi
+    imul rax, rax, {stack_size}
+    mov rsp, {stack_top}
+    sub rsp, rax
+    mov r8d, edi
+    mov edi, esi
+    mov esi, r8d
+    call {rust_main}
+5:  hlt
+    jmp 5b
+
+    .section .rodata.tdxlab_gdt, "a"
+    .p2align 4
+tdxlab_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF
+    .quad 0x00CF92000000FFFF
+tdxlab_gdt_ptr:
+    .word 23
+    .long tdxlab_gdt
+"#,
+    pt = const PT_BASE,
+    mailbox = const MAILBOX,
+    stack_size = const STACK_SIZE,
+    stack_top = const STACK_TOP,
+    rust_main = sym crate::bare::rust_main,
+);

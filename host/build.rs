@@ -1,0 +1,58 @@
+//! Build the guest for x86_64-unknown-none and pack it into the TDVF image the host embeds.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+#[path = "src/pack.rs"]
+#[allow(dead_code)]
+mod pack;
+
+fn main() {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let root = manifest.parent().unwrap().to_path_buf();
+    for p in [
+        "guest/src",
+        "guest/layout.rs",
+        "guest/linker.ld",
+        "guest/build.rs",
+        "guest/Cargo.toml",
+        "tdcall/src",
+        "shared-abi/src",
+        ".cargo/config.toml",
+    ] {
+        println!("cargo:rerun-if-changed={}", root.join(p).display());
+    }
+    println!("cargo:rerun-if-changed=src/pack.rs");
+    // A separate target dir: the outer build holds the lock on the main one.
+    let target_dir = root.join("target").join("guest");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "tdxlab-guest",
+            "--target",
+            "x86_64-unknown-none",
+            "--target-dir",
+        ])
+        .arg(&target_dir)
+        // The outer build's flags and wrappers (clippy, coverage) are not the guest's.
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET")
+        .status()
+        .expect("run cargo to build the guest");
+    if !status.success() {
+        panic!("building the guest for x86_64-unknown-none failed (is the target installed? scripts/setup.sh installs it)");
+    }
+    let elf_path = target_dir.join("x86_64-unknown-none/release/tdxlab-guest");
+    let elf = std::fs::read(&elf_path).expect("read the guest ELF");
+    let image = pack::pack(&elf).unwrap_or_else(|e| panic!("packing the guest image: {e}"));
+    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("tdxlab-guest.bin");
+    std::fs::write(&out, image).expect("write tdxlab-guest.bin");
+}

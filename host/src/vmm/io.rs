@@ -1,0 +1,126 @@
+//! The devices a TD reaches through TDVMCALL<Instruction.IO> and <ReportFatalError>: COM1
+//! (printed line by line with a `[guest]` prefix) and the isa-debug-exit port 0xf4.
+
+use serde::Serialize;
+use shared_abi::doorbell::{COM1_PORT, DEBUG_EXIT_PORT};
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Mutex;
+
+/// How the TD ended.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct GuestExit {
+    /// "guest" (exit port), "fatal" (ReportFatalError, access before accept, alias mismatch),
+    /// "triple_fault", "host_error" or "timeout".
+    pub kind: &'static str,
+    /// The guest's exit value (exit port) or error code.
+    pub code: u64,
+    /// What happened, in one line.
+    pub message: String,
+}
+
+/// Console and exit state shared by all vCPU threads.
+pub struct GuestIo {
+    lines: Mutex<Vec<Vec<u8>>>,
+    /// Every complete console line, in order.
+    pub output: Mutex<Vec<String>>,
+    exit: Mutex<Option<GuestExit>>,
+    /// Set once the TD must stop (exit, fatal error, timeout).
+    pub stop: AtomicBool,
+    /// Echo console lines to stdout.
+    pub echo: bool,
+}
+
+impl GuestIo {
+    /// State for `vcpus` vCPUs.
+    pub fn new(vcpus: u32, echo: bool) -> GuestIo {
+        GuestIo {
+            lines: Mutex::new(vec![Vec::new(); vcpus as usize]),
+            output: Mutex::new(Vec::new()),
+            exit: Mutex::new(None),
+            stop: AtomicBool::new(false),
+            echo,
+        }
+    }
+
+    /// Record how the TD ended (the first report wins) and stop it.
+    pub fn finish(&self, e: GuestExit) {
+        let mut g = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        if g.is_none() {
+            *g = Some(e);
+        }
+        self.stop.store(true, SeqCst);
+    }
+
+    /// How the TD ended, if it has.
+    pub fn exit(&self) -> Option<GuestExit> {
+        self.exit.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn put(&self, vcpu: u32, b: u8) {
+        let mut lines = self.lines.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(buf) = lines.get_mut(vcpu as usize) else {
+            return;
+        };
+        if b != b'\n' {
+            if buf.len() < 4096 {
+                buf.push(b);
+            }
+            return;
+        }
+        let line = String::from_utf8_lossy(buf).into_owned();
+        buf.clear();
+        drop(lines);
+        if self.echo {
+            println!("[guest] {line}");
+        }
+        self.output
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(line);
+    }
+
+    /// An I/O access; unknown ports read as all ones and ignore writes, as on a PC.
+    pub fn io(&self, vcpu: u32, size: u8, write: bool, port: u16, data: u32) -> u32 {
+        match (port, write) {
+            (COM1_PORT, true) => {
+                self.put(vcpu, data as u8);
+                0
+            }
+            (p, false) if p == COM1_PORT + 5 => 0x60, // LSR: transmitter empty
+            (DEBUG_EXIT_PORT, true) => {
+                let message = if data == 0 {
+                    "guest reported success".into()
+                } else {
+                    format!("guest reported failure {data:#x}")
+                };
+                self.finish(GuestExit {
+                    kind: "guest",
+                    code: data as u64,
+                    message,
+                });
+                0
+            }
+            (_, false) => u32::MAX >> (32 - 8 * size as u32),
+            (_, true) => 0,
+        }
+    }
+
+    /// TDVMCALL<ReportFatalError>: the guest's 64-byte message from R14, R15, RBX, RDI, RSI,
+    /// R8, R9, RDX.
+    pub fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
+        let words = [
+            regs.r14, regs.r15, regs.rbx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.rdx,
+        ];
+        let bytes: Vec<u8> = words
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .take_while(|b| *b != 0)
+            .collect();
+        let msg = String::from_utf8_lossy(&bytes);
+        self.finish(GuestExit {
+            kind: "fatal",
+            code: regs.r12,
+            message: format!("vCPU {vcpu} reported a fatal error: {msg}"),
+        });
+    }
+}

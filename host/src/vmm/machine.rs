@@ -1,0 +1,702 @@
+//! The emulated TD on KVM (`tdxlab run`): QEMU's part of booting a TDVF image in TDX mode,
+//! on a stock KVM VM.
+//!
+//! Memory: one anonymous mapping backs the private alias `[0, mem)`, another the shared alias
+//! `[mem | bit 47)`, a third the firmware window `[4 GiB − image, 4 GiB)`. The image is loaded
+//! as QEMU loads it (td-boot.md §2), the TD HOB built as QEMU builds it plus tdxlab's emulation
+//! HOB, every vCPU started at 0xFFFFFFF0 in the TD start state, and each TDCALL (the guest's
+//! `out` to the doorbell port) served by the TDX module model, KVM's MMU model and the VMM.
+
+use super::{handle_tdcall, GuestExit, GuestIo, Injector, Vmm};
+use crate::kvm::{Alias, Backend, Kvm, KvmConfig, ZapPolicy};
+use crate::seam::{Hpa, PrivateMem, TdParams, TdxModule};
+use anyhow::{bail, Context};
+use kvm_bindings::{
+    kvm_msr_entry, kvm_userspace_memory_region, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES,
+};
+use kvm_ioctls::{VcpuExit, VcpuFd, VmFd};
+use serde::Serialize;
+use shared_abi::doorbell::{DEFAULT_DOORBELL_PORT, DOORBELL_ABI_VERSION};
+use shared_abi::layout::guid::TDXLAB_HOB;
+use shared_abi::layout::hob::{
+    resource_attr, resource_type, HobWriter, ResourceDescriptor, TdxlabHob,
+};
+use shared_abi::layout::tdvf::{SectionType, TdvfMetadata};
+use shared_abi::layout::Guid;
+use shared_abi::td::{
+    attributes::SEPT_VE_DISABLE, TDX_SIGNATURE_EBX, TDX_SIGNATURE_ECX, TDX_SIGNATURE_EDX,
+};
+use shared_abi::tdcall::{decode_rax, TdcallLeaf};
+use shared_abi::vmcall::Subfunction;
+use shared_abi::{Gpa, Gpaw, PageLevel};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const GIB: u64 = 1 << 30;
+/// Largest RAM the emulated TD takes (all of it below the 32-bit PCI hole for now).
+pub const MAX_MEM: u64 = 2 * GIB;
+/// Smallest RAM: the image's TEMP_MEM and TD_HOB sections must fit.
+pub const MIN_MEM: u64 = 16 << 20;
+const TSS_ADDR: usize = 0xFEFF_D000;
+const APIC_BASE: u64 = 0xFEE0_0000;
+
+/// What `tdxlab run` boots.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The TDVF image.
+    pub image: Vec<u8>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM bytes.
+    pub mem_bytes: u64,
+    /// Zap semantics of the MMU model.
+    pub policy: ZapPolicy,
+    /// Refuse implicit conversions.
+    pub strict: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Guest configuration flags (shared_abi::layout::hob::config).
+    pub flags: u32,
+    /// Echo guest console lines.
+    pub echo: bool,
+}
+
+/// The report of `tdxlab run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// How the TD ended.
+    pub exit: GuestExit,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM bytes.
+    pub mem_bytes: u64,
+    /// From starting the vCPUs to the guest's first console line.
+    pub boot_ms: f64,
+    /// TDCALLs by leaf.
+    pub tdcalls: BTreeMap<String, u64>,
+    /// TDVMCALLs by sub-function.
+    pub tdvmcalls: BTreeMap<String, u64>,
+    /// Bytes the guest accepted.
+    pub accepted_bytes: u64,
+    /// MapGPA conversions to shared.
+    pub conversions_to_shared: u64,
+    /// MapGPA conversions to private.
+    pub conversions_to_private: u64,
+    /// EPT violations served.
+    pub ept_violations: u64,
+    /// Leaves zapped (4K units).
+    pub zaps: Zaps,
+    /// Kick-all-vCPUs requests.
+    pub kicks: u64,
+    /// Wall time.
+    pub elapsed_s: f64,
+    /// The guest's console.
+    pub console: Vec<String>,
+}
+
+/// Zapped leaves per root.
+#[derive(Debug, Clone, Serialize)]
+pub struct Zaps {
+    /// Mirror (private).
+    pub mirror: u64,
+    /// Direct (shared).
+    pub direct: u64,
+}
+
+/// An anonymous host mapping backing guest memory.
+struct Mapping {
+    ptr: *mut u8,
+    len: usize,
+}
+// SAFETY: the mapping is plain memory shared with the guest; all host access is through
+// raw pointers by design (the guest writes it concurrently anyway).
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    fn new(len: u64) -> anyhow::Result<Mapping> {
+        // SAFETY: a fresh private anonymous mapping; checked for failure.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!(
+                "cannot map {} MiB of guest memory: {}",
+                len >> 20,
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(Mapping {
+            ptr: p as *mut u8,
+            len: len as usize,
+        })
+    }
+    fn write(&self, off: u64, bytes: &[u8]) {
+        assert!(off as usize + bytes.len() <= self.len);
+        // SAFETY: in bounds (asserted) of a live mapping.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off as usize), bytes.len())
+        }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping what `new` mapped.
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+/// Private memory as the TDX module model sees it: the private-alias backing.
+struct KvmPrivateMem(Arc<Mapping>);
+
+impl PrivateMem for KvmPrivateMem {
+    fn zero(&self, hpa: Hpa, pages: u64) {
+        let off = hpa * 4096;
+        let len = (pages * 4096).min(self.0.len as u64 - off.min(self.0.len as u64));
+        // SAFETY: in bounds of the live mapping (clamped above).
+        unsafe { std::ptr::write_bytes(self.0.ptr.add(off as usize), 0, len as usize) }
+    }
+    fn read(&self, hpa: Hpa, offset: u64) -> u64 {
+        // SAFETY: the caller names a frame of this mapping; unaligned-safe read.
+        unsafe {
+            std::ptr::read_volatile(self.0.ptr.add((hpa * 4096 + offset) as usize) as *const u64)
+        }
+    }
+    fn write(&self, hpa: Hpa, offset: u64, v: u64) {
+        // SAFETY: as above.
+        unsafe {
+            std::ptr::write_volatile(
+                self.0.ptr.add((hpa * 4096 + offset) as usize) as *mut u64,
+                v,
+            )
+        }
+    }
+}
+
+/// The KVM backend of the MMU model: kicks force vCPU threads out of KVM_RUN.
+struct KvmBackend {
+    threads: Mutex<Vec<libc::pthread_t>>,
+    kicks: AtomicU64,
+}
+
+impl Backend for KvmBackend {
+    fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) {}
+    fn discard(&self, _: Alias, _: u64, _: u64) {}
+    fn kick_all_vcpus(&self, _flush_tlb: bool) {
+        self.kicks.fetch_add(1, Relaxed);
+    }
+    fn shared_pfn(&self, gfn: u64) -> u64 {
+        gfn
+    }
+}
+
+extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
+
+/// Boot and run a TD until it exits, fails, or times out.
+pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    let start = Instant::now();
+    let meta = TdvfMetadata::parse(&cfg.image)
+        .map_err(|e| anyhow::anyhow!("the image is not a loadable TDVF image: {e}"))?;
+    if !(1..=crate::pack::MAX_VCPUS as u32).contains(&cfg.vcpus) {
+        bail!(
+            "--vcpus {} is out of range (1..={})",
+            cfg.vcpus,
+            crate::pack::MAX_VCPUS
+        );
+    }
+    if cfg.mem_bytes % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&cfg.mem_bytes) {
+        bail!(
+            "--mem must be a multiple of 2 MiB between {} MiB and {} MiB",
+            MIN_MEM >> 20,
+            MAX_MEM >> 20
+        );
+    }
+    let caps = crate::caps::probe();
+    if !caps.problems.is_empty() {
+        bail!(
+            "this host cannot run emulated TDs: {}",
+            caps.problems.join("; ")
+        );
+    }
+    let mem = cfg.mem_bytes;
+    let pages = mem >> 12;
+    let gpaw = Gpaw::GPAW_48;
+    let image_size = cfg.image.len() as u64;
+    let image_base = (1u64 << 32) - image_size;
+
+    let kvm = kvm_ioctls::Kvm::new().context("cannot open /dev/kvm")?;
+    let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
+    vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
+    vm.create_irq_chip().context("KVM_CREATE_IRQCHIP")?;
+
+    let private = Arc::new(Mapping::new(mem)?);
+    let shared = Mapping::new(mem)?;
+    let firmware = Mapping::new(image_size)?;
+    firmware.write(0, &cfg.image);
+    let slots = [
+        (0u64, &*private),
+        (gpaw.shared_mask(), &shared),
+        (image_base, &firmware),
+    ];
+    for (i, (gpa, m)) in slots.iter().enumerate() {
+        let region = kvm_userspace_memory_region {
+            slot: i as u32,
+            flags: 0,
+            guest_phys_addr: *gpa,
+            memory_size: m.len as u64,
+            userspace_addr: m.ptr as u64,
+        };
+        // SAFETY: the mapping outlives the VM (both dropped at the end of this function, VM first).
+        unsafe { vm.set_user_memory_region(region) }
+            .with_context(|| format!("memslot at {gpa:#x}"))?;
+    }
+
+    // The TD: its module, KVM's MMU and the VMM, over the private backing.
+    let params = TdParams {
+        gpaw,
+        attributes: SEPT_VE_DISABLE,
+        num_vcpus: cfg.vcpus,
+    };
+    let seam = Arc::new(TdxModule::new(
+        params,
+        Arc::new(KvmPrivateMem(private.clone())),
+    ));
+    let backend = Arc::new(KvmBackend {
+        threads: Mutex::new(Vec::new()),
+        kicks: AtomicU64::new(0),
+    });
+    let mut kc = KvmConfig::td(pages);
+    kc.policy = cfg.policy;
+    let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
+    let mut vmm = Vmm::new(kvm_model.clone(), cfg.strict, Injector::none());
+    vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
+    let vmm = Arc::new(vmm);
+
+    // QEMU's tdx_finalize_vm: TD_HOB and TEMP_MEM are zeroed and added (accepted) private
+    // memory inside RAM; BFV/CFV are copied from the image (already in the firmware window).
+    let mut accepted: Vec<(u64, u64)> = Vec::new();
+    let mut hob_at = None;
+    for s in meta.sections() {
+        match s.kind() {
+            Some(SectionType::TdHob | SectionType::TempMem) => {
+                if s.memory_address + s.memory_size > mem {
+                    bail!(
+                        "--mem {} MiB is too small: the image needs RAM up to {:#x}",
+                        mem >> 20,
+                        s.memory_address + s.memory_size
+                    );
+                }
+                accepted.push((s.memory_address, s.memory_size));
+                if s.kind() == Some(SectionType::TdHob) && hob_at.is_none() {
+                    hob_at = Some((s.memory_address, s.memory_size));
+                }
+            }
+            Some(SectionType::Bfv | SectionType::Cfv) if s.memory_address < image_base => {
+                bail!(
+                    "image section at {:#x} lies outside the firmware window",
+                    s.memory_address
+                )
+            }
+            _ => {}
+        }
+    }
+    let (hob_gpa, hob_size) = hob_at.expect("TdvfMetadata::parse checked for a TD_HOB");
+    for &(gpa, size) in &accepted {
+        for p in (gpa..gpa + size).step_by(4096) {
+            match kvm_model.kvm_mmu_page_fault(Gpa(p), PageLevel::Size4K) {
+                crate::kvm::FaultOutcome::Mapped => {}
+                other => bail!("adding private page {p:#x}: {other:?}"),
+            }
+        }
+    }
+    let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, cfg.flags)?;
+    private.write(hob_gpa, &hob);
+    seam.tdh_mr_finalize()
+        .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
+
+    // vCPUs in the TD start state.
+    let cpuid = td_cpuid(&kvm)?;
+    let mut vcpus = Vec::new();
+    for i in 0..cfg.vcpus {
+        vcpus.push(create_vcpu(&vm, i, &cpuid, hob_gpa)?);
+    }
+
+    vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), on_kick).ok();
+    let counters = Arc::new(Counters::default());
+    let boot_at = Instant::now();
+    let first_line = Arc::new(Mutex::new(None::<Instant>));
+    let io = || vmm.io.as_ref().expect("set above");
+    std::thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (i, vcpu) in vcpus.into_iter().enumerate() {
+            let (seam, vmm, counters, backend) = (&seam, &vmm, &counters, &backend);
+            handles.push(s.spawn(move || {
+                // SAFETY: pthread_self has no preconditions.
+                let me = unsafe { libc::pthread_self() };
+                backend
+                    .threads
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(me);
+                vcpu_loop(i as u32, vcpu, seam, vmm, counters)
+            }));
+        }
+        while !io().stop.load(SeqCst) {
+            if first_line
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_none()
+                && !io()
+                    .output
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .is_empty()
+            {
+                *first_line.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+            if boot_at.elapsed() > cfg.timeout {
+                io().finish(GuestExit {
+                    kind: "timeout",
+                    code: 0,
+                    message: format!(
+                        "the guest did not finish within {} s",
+                        cfg.timeout.as_secs()
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Force every vCPU thread out of KVM_RUN (a parked vCPU sits in HLT in the kernel).
+        while handles.iter().any(|h| !h.is_finished()) {
+            // Scoped threads are joined only when the scope ends, so every registered id is
+            // still valid; a finished thread just ignores the signal.
+            for t in backend
+                .threads
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+            {
+                // SAFETY: signalling a thread of this process; the handler does nothing, so
+                // KVM_RUN returns EINTR and the loop sees `stop`.
+                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    let io = vmm.io.as_ref().expect("set above");
+    let exit = io.exit().unwrap_or(GuestExit {
+        kind: "host_error",
+        code: 0,
+        message: "the TD stopped without an exit".into(),
+    });
+    let console = io.output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let boot_ms = first_line
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .map(|t| (t - boot_at).as_secs_f64() * 1e3)
+        .unwrap_or(0.0);
+    let k = &kvm_model.stats;
+    let tdcalls = counters
+        .tdcalls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let tdvmcalls = counters
+        .tdvmcalls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    Ok(RunReport {
+        exit,
+        vcpus: cfg.vcpus,
+        mem_bytes: mem,
+        boot_ms,
+        tdcalls,
+        tdvmcalls,
+        accepted_bytes: seam.stats.accepted_4k.load(Relaxed) * 4096,
+        conversions_to_shared: vmm.conversions_to_shared.load(Relaxed),
+        conversions_to_private: vmm.conversions_to_private.load(Relaxed),
+        ept_violations: k.faults.load(Relaxed),
+        zaps: Zaps {
+            mirror: k.zapped_mirror.load(Relaxed),
+            direct: k.zapped_direct.load(Relaxed),
+        },
+        kicks: backend.kicks.load(Relaxed),
+        elapsed_s: start.elapsed().as_secs_f64(),
+        console,
+    })
+}
+
+#[derive(Default)]
+struct Counters {
+    tdcalls: Mutex<BTreeMap<String, u64>>,
+    tdvmcalls: Mutex<BTreeMap<String, u64>>,
+}
+
+/// QEMU's TD HOB (td-boot.md §3) plus tdxlab's emulation HOB.
+fn build_td_hob(
+    base: u64,
+    size: u64,
+    mem: u64,
+    accepted: &[(u64, u64)],
+    flags: u32,
+) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut w = HobWriter::new(&mut buf, base)?;
+    let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
+    let mut acc = accepted.to_vec();
+    acc.sort();
+    let mut at = 0;
+    for (s, l) in acc {
+        if s > at {
+            ranges.push((at, s - at, resource_type::MEMORY_UNACCEPTED));
+        }
+        ranges.push((s, l, resource_type::SYSTEM_MEMORY));
+        at = s + l;
+    }
+    if at < mem {
+        ranges.push((at, mem - at, resource_type::MEMORY_UNACCEPTED));
+    }
+    for (start, length, ty) in ranges {
+        w.resource(&ResourceDescriptor {
+            owner: Guid([0; 16]),
+            resource_type: ty,
+            attributes: resource_attr::RAM,
+            start,
+            length,
+        })?;
+    }
+    let tdxlab = TdxlabHob {
+        version: DOORBELL_ABI_VERSION,
+        doorbell_port: DEFAULT_DOORBELL_PORT,
+        flags,
+        workload: 0,
+        param: 0,
+        seed: 0,
+    };
+    w.guid_extension(TDXLAB_HOB, &tdxlab.encode())?;
+    w.finish()?;
+    Ok(buf)
+}
+
+/// KVM's supported CPUID plus the TDX signature leaf 0x21 and the hypervisor and x2APIC bits.
+fn td_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
+    let base = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .context("KVM_GET_SUPPORTED_CPUID")?;
+    let mut entries: Vec<_> = base.as_slice().to_vec();
+    for e in entries.iter_mut() {
+        match e.function {
+            0 => e.eax = e.eax.max(0x21),
+            1 => e.ecx |= 1 << 31 | 1 << 21,
+            _ => {}
+        }
+    }
+    entries.retain(|e| e.function != 0x21);
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: 0x21,
+        index: 0,
+        flags: 0,
+        eax: 0,
+        ebx: TDX_SIGNATURE_EBX,
+        ecx: TDX_SIGNATURE_ECX,
+        edx: TDX_SIGNATURE_EDX,
+        ..Default::default()
+    });
+    CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
+}
+
+/// A vCPU in the TD start state (td-boot.md §4).
+fn create_vcpu(vm: &VmFd, index: u32, cpuid: &CpuId, hob: u64) -> anyhow::Result<VcpuFd> {
+    let vcpu = vm
+        .create_vcpu(index as u64)
+        .with_context(|| format!("KVM_CREATE_VCPU {index}"))?;
+    vcpu.set_cpuid2(cpuid).context("KVM_SET_CPUID2")?;
+    let mut s = vcpu.get_sregs().context("KVM_GET_SREGS")?;
+    let code = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector: 0x08,
+        type_: 0xB,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let data = kvm_bindings::kvm_segment {
+        selector: 0x10,
+        type_: 0x3,
+        ..code
+    };
+    s.cs = code;
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
+    s.tr = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xFFFF,
+        selector: 0,
+        type_: 0xB,
+        present: 1,
+        s: 0,
+        db: 0,
+        g: 0,
+        ..code
+    };
+    s.cr0 = 0x21;
+    s.cr4 = 0x40;
+    s.efer = 0x901;
+    vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0xFFFF_FFF0,
+        rflags: 0x2,
+        rbx: 48,
+        rcx: hob,
+        r8: hob,
+        rsi: index as u64,
+        rdx: core::arch::x86_64::__cpuid(1).eax as u64,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).context("KVM_SET_REGS")?;
+    let apic = APIC_BASE | 0xC00 | if index == 0 { 0x100 } else { 0 };
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x1B,
+        data: apic,
+        ..Default::default()
+    }])
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    vcpu.set_msrs(&msrs).context("KVM_SET_MSRS (x2APIC base)")?;
+    // A TD has no INIT/SIPI: every vCPU is runnable at once (KVM would park APs until SIPI).
+    let runnable = kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+    };
+    vcpu.set_mp_state(runnable).context("KVM_SET_MP_STATE")?;
+    Ok(vcpu)
+}
+
+fn vcpu_loop(index: u32, mut vcpu: VcpuFd, seam: &TdxModule, vmm: &Vmm, counters: &Counters) {
+    let io = vmm.io.as_ref().expect("machine VMMs have I/O");
+    let fatal = |kind: &'static str, message: String| {
+        io.finish(GuestExit {
+            kind,
+            code: 0,
+            message,
+        })
+    };
+    while !io.stop.load(SeqCst) {
+        let exit = match vcpu.run() {
+            Ok(e) => e,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) => return fatal("host_error", format!("vCPU {index}: KVM_RUN failed: {e}")),
+        };
+        match exit {
+            VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => {
+                if let Err(e) = doorbell(index, &vcpu, seam, vmm, counters) {
+                    return fatal("fatal", e);
+                }
+            }
+            VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return fatal("fatal", format!("vCPU {index}: raw port I/O to {port:#x} at RIP {rip:#x} (a TD reaches ports only through TDVMCALL)"));
+            }
+            VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return fatal(
+                    "fatal",
+                    format!("vCPU {index}: access to unbacked gpa {gpa:#x} at RIP {rip:#x}"),
+                );
+            }
+            VcpuExit::Hlt => {}
+            VcpuExit::Shutdown => {
+                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+                return io.finish(GuestExit {
+                    kind: "triple_fault",
+                    code: 0,
+                    message: format!("vCPU {index} triple-faulted (last RIP {rip:#x})"),
+                });
+            }
+            VcpuExit::FailEntry(reason, cpu) => {
+                return fatal(
+                    "host_error",
+                    format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
+                )
+            }
+            VcpuExit::InternalError => {
+                return fatal("host_error", format!("vCPU {index}: KVM internal error"))
+            }
+            other => {
+                return fatal(
+                    "host_error",
+                    format!("vCPU {index}: unexpected exit {other:?}"),
+                )
+            }
+        }
+    }
+}
+
+/// The emulation doorbell: every TDCALL register in place, RDX carried in RBP.
+fn doorbell(
+    index: u32,
+    vcpu: &VcpuFd,
+    seam: &TdxModule,
+    vmm: &Vmm,
+    counters: &Counters,
+) -> Result<(), String> {
+    let mut k = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    let mut r = tdcall::Regs {
+        rax: k.rax,
+        rcx: k.rcx,
+        rdx: k.rbp,
+        rbx: k.rbx,
+        rsi: k.rsi,
+        rdi: k.rdi,
+        r8: k.r8,
+        r9: k.r9,
+        r10: k.r10,
+        r11: k.r11,
+        r12: k.r12,
+        r13: k.r13,
+        r14: k.r14,
+        r15: k.r15,
+    };
+    let name = decode_rax(r.rax)
+        .and_then(|(l, _)| TdcallLeaf::from_number(l))
+        .map(|l| l.name())
+        .unwrap_or("unknown");
+    *counters
+        .tdcalls
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .entry(name.into())
+        .or_default() += 1;
+    if r.rax == 0 {
+        let sub = Subfunction::from_number(r.r11)
+            .map(|s| s.name())
+            .unwrap_or("unknown");
+        *counters
+            .tdvmcalls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(sub.into())
+            .or_default() += 1;
+    }
+    handle_tdcall(seam, vmm, index, &mut r).map_err(|e| e.to_string())?;
+    (k.rax, k.rcx, k.rbp, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rdx, r.rbx, r.rsi, r.rdi);
+    (k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14, k.r15) =
+        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+    vcpu.set_regs(&k).map_err(|e| format!("KVM_SET_REGS: {e}"))
+}
