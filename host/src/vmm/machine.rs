@@ -7,7 +7,7 @@
 //! HOB, every vCPU started at 0xFFFFFFF0 in the TD start state, and each TDCALL (the guest's
 //! `out` to the doorbell port) served by the TDX module model, KVM's MMU model and the VMM.
 
-use super::{handle_tdcall, GuestExit, GuestIo, Injector, Vmm};
+use super::{handle_tdcall, Backing, GuestExit, GuestIo, Injector, Vmm};
 use crate::kvm::{Alias, Backend, Kvm, KvmConfig, ZapPolicy};
 use crate::seam::{Hpa, PrivateMem, TdParams, TdxModule};
 use anyhow::{bail, Context};
@@ -30,7 +30,7 @@ use shared_abi::tdcall::{decode_rax, TdcallLeaf};
 use shared_abi::vmcall::Subfunction;
 use shared_abi::{Gpa, Gpaw, PageLevel};
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -157,44 +157,79 @@ impl Drop for Mapping {
     }
 }
 
-/// Private memory as the TDX module model sees it: the private-alias backing.
-struct KvmPrivateMem(Arc<Mapping>);
+/// Private memory as the TDX module model sees it: the private backing's host view.
+struct KvmPrivateMem(Arc<Backing>);
 
 impl PrivateMem for KvmPrivateMem {
     fn zero(&self, hpa: Hpa, pages: u64) {
-        let off = hpa * 4096;
-        let len = (pages * 4096).min(self.0.len as u64 - off.min(self.0.len as u64));
-        // SAFETY: in bounds of the live mapping (clamped above).
-        unsafe { std::ptr::write_bytes(self.0.ptr.add(off as usize), 0, len as usize) }
+        self.0.zero(hpa * 4096, pages * 4096);
     }
     fn read(&self, hpa: Hpa, offset: u64) -> u64 {
-        // SAFETY: the caller names a frame of this mapping; unaligned-safe read.
-        unsafe {
-            std::ptr::read_volatile(self.0.ptr.add((hpa * 4096 + offset) as usize) as *const u64)
-        }
+        let mut b = [0u8; 8];
+        self.0.read(hpa * 4096 + offset, &mut b);
+        u64::from_le_bytes(b)
     }
     fn write(&self, hpa: Hpa, offset: u64, v: u64) {
-        // SAFETY: as above.
-        unsafe {
-            std::ptr::write_volatile(
-                self.0.ptr.add((hpa * 4096 + offset) as usize) as *mut u64,
-                v,
-            )
-        }
+        self.0.write(hpa * 4096 + offset, &v.to_le_bytes());
     }
 }
 
-/// The KVM backend of the MMU model: kicks force vCPU threads out of KVM_RUN.
+/// Per-vCPU state a kicker needs.
+#[derive(Default)]
+struct VcpuCtl {
+    /// Inside KVM_RUN (guest mode).
+    in_run: AtomicBool,
+    /// KVM_RUN returns so far.
+    exits: AtomicU64,
+    /// The thread, for signals (0 until it registered).
+    thread: AtomicU64,
+}
+
+/// The KVM backend of the MMU model.
 struct KvmBackend {
-    threads: Mutex<Vec<libc::pthread_t>>,
+    private: Arc<Backing>,
+    shared: Arc<Backing>,
+    vcpus: Vec<VcpuCtl>,
     kicks: AtomicU64,
 }
 
+impl KvmBackend {
+    fn backing(&self, alias: Alias) -> &Backing {
+        match alias {
+            Alias::Private => &self.private,
+            Alias::Shared => &self.shared,
+        }
+    }
+    fn signal(&self, v: &VcpuCtl) {
+        let t = v.thread.load(SeqCst);
+        if t != 0 {
+            // SAFETY: a registered vCPU thread of this process; the handler does nothing, so
+            // KVM_RUN returns EINTR.
+            unsafe { libc::pthread_kill(t as libc::pthread_t, vmm_sys_util::signal::SIGRTMIN()) };
+        }
+    }
+}
+
 impl Backend for KvmBackend {
-    fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) {}
-    fn discard(&self, _: Alias, _: u64, _: u64) {}
+    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool) {
+        self.backing(alias)
+            .set_accessible(gfn * 4096, npages * 4096, accessible);
+    }
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64) {
+        self.backing(alias).punch_hole(gfn * 4096, npages * 4096);
+    }
+    /// Force every vCPU in KVM_RUN out with a signal and wait until it has left: it leaves
+    /// its TD epoch on the way out. (KVM's own TLBs were already flushed by the mprotect
+    /// that unmapped the page, through the host kernel's mmu notifier.)
     fn kick_all_vcpus(&self, _flush_tlb: bool) {
         self.kicks.fetch_add(1, Relaxed);
+        for v in &self.vcpus {
+            let seen = v.exits.load(SeqCst);
+            while v.in_run.load(SeqCst) && v.exits.load(SeqCst) == seen {
+                self.signal(v);
+                std::thread::sleep(Duration::from_micros(20));
+            }
+        }
     }
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn
@@ -240,22 +275,23 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
     vm.create_irq_chip().context("KVM_CREATE_IRQCHIP")?;
 
-    let private = Arc::new(Mapping::new(mem)?);
-    let shared = Mapping::new(mem)?;
+    // Both aliases start unreachable: a page is mapped only once the model has a leaf for it.
+    let private = Arc::new(Backing::new("tdxlab-private", mem, false)?);
+    let shared = Arc::new(Backing::new("tdxlab-shared", mem, false)?);
     let firmware = Mapping::new(image_size)?;
     firmware.write(0, &cfg.image);
     let slots = [
-        (0u64, &*private),
-        (gpaw.shared_mask(), &shared),
-        (image_base, &firmware),
+        (0u64, private.slot_addr(), mem),
+        (gpaw.shared_mask(), shared.slot_addr(), mem),
+        (image_base, firmware.ptr as u64, image_size),
     ];
-    for (i, (gpa, m)) in slots.iter().enumerate() {
+    for (i, (gpa, addr, len)) in slots.iter().enumerate() {
         let region = kvm_userspace_memory_region {
             slot: i as u32,
             flags: 0,
             guest_phys_addr: *gpa,
-            memory_size: m.len as u64,
-            userspace_addr: m.ptr as u64,
+            memory_size: *len,
+            userspace_addr: *addr,
         };
         // SAFETY: the mapping outlives the VM (both dropped at the end of this function, VM first).
         unsafe { vm.set_user_memory_region(region) }
@@ -273,7 +309,9 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         Arc::new(KvmPrivateMem(private.clone())),
     ));
     let backend = Arc::new(KvmBackend {
-        threads: Mutex::new(Vec::new()),
+        private: private.clone(),
+        shared: shared.clone(),
+        vcpus: (0..cfg.vcpus).map(|_| VcpuCtl::default()).collect(),
         kicks: AtomicU64::new(0),
     });
     let mut kc = KvmConfig::td(pages);
@@ -319,6 +357,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                 other => bail!("adding private page {p:#x}: {other:?}"),
             }
         }
+        private.set_accessible(gpa, size, true);
     }
     let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, cfg.flags)?;
     private.write(hob_gpa, &hob);
@@ -333,23 +372,25 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
 
     vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), on_kick).ok();
-    let counters = Arc::new(Counters::default());
+    let counters = Counters::default();
     let boot_at = Instant::now();
     let first_line = Arc::new(Mutex::new(None::<Instant>));
     let io = || vmm.io.as_ref().expect("set above");
     std::thread::scope(|s| {
         let mut handles = Vec::new();
         for (i, vcpu) in vcpus.into_iter().enumerate() {
-            let (seam, vmm, counters, backend) = (&seam, &vmm, &counters, &backend);
+            let ctx = Ctx {
+                seam: &seam,
+                vmm: &vmm,
+                counters: &counters,
+                backend: &backend,
+                mem,
+            };
             handles.push(s.spawn(move || {
                 // SAFETY: pthread_self has no preconditions.
                 let me = unsafe { libc::pthread_self() };
-                backend
-                    .threads
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(me);
-                vcpu_loop(i as u32, vcpu, seam, vmm, counters)
+                ctx.backend.vcpus[i].thread.store(me as u64, SeqCst);
+                vcpu_loop(i as u32, vcpu, &ctx)
             }));
         }
         while !io().stop.load(SeqCst) {
@@ -381,15 +422,8 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         while handles.iter().any(|h| !h.is_finished()) {
             // Scoped threads are joined only when the scope ends, so every registered id is
             // still valid; a finished thread just ignores the signal.
-            for t in backend
-                .threads
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-            {
-                // SAFETY: signalling a thread of this process; the handler does nothing, so
-                // KVM_RUN returns EINTR and the loop sees `stop`.
-                unsafe { libc::pthread_kill(*t, vmm_sys_util::signal::SIGRTMIN()) };
+            for v in &backend.vcpus {
+                backend.signal(v);
             }
             std::thread::sleep(Duration::from_millis(1));
         }
@@ -588,8 +622,17 @@ fn create_vcpu(vm: &VmFd, index: u32, cpuid: &CpuId, hob: u64) -> anyhow::Result
     Ok(vcpu)
 }
 
-fn vcpu_loop(index: u32, mut vcpu: VcpuFd, seam: &TdxModule, vmm: &Vmm, counters: &Counters) {
-    let io = vmm.io.as_ref().expect("machine VMMs have I/O");
+/// What a vCPU thread works with.
+struct Ctx<'a> {
+    seam: &'a TdxModule,
+    vmm: &'a Vmm,
+    counters: &'a Counters,
+    backend: &'a KvmBackend,
+    mem: u64,
+}
+
+fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
+    let io = ctx.vmm.io.as_ref().expect("machine VMMs have I/O");
     let fatal = |kind: &'static str, message: String| {
         io.finish(GuestExit {
             kind,
@@ -597,65 +640,118 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, seam: &TdxModule, vmm: &Vmm, counters
             message,
         })
     };
+    let ctl = &ctx.backend.vcpus[index as usize];
     while !io.stop.load(SeqCst) {
-        let exit = match vcpu.run() {
+        // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
+        ctx.seam.td_vcpu_enter(index);
+        ctl.in_run.store(true, SeqCst);
+        let result = vcpu.run();
+        ctl.in_run.store(false, SeqCst);
+        ctl.exits.fetch_add(1, SeqCst);
+        ctx.seam.td_vcpu_exit(index);
+        let exit = match result {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
             Err(e) => return fatal("host_error", format!("vCPU {index}: KVM_RUN failed: {e}")),
         };
-        match exit {
+        // The exit borrows the vCPU's run area; anything that needs RIP is reported after.
+        let mut rung = false;
+        let outcome: Option<(&'static str, String)> = match exit {
             VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => {
-                if let Err(e) = doorbell(index, &vcpu, seam, vmm, counters) {
-                    return fatal("fatal", e);
-                }
+                rung = true;
+                None
             }
-            VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => {
-                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                return fatal("fatal", format!("vCPU {index}: raw port I/O to {port:#x} at RIP {rip:#x} (a TD reaches ports only through TDVMCALL)"));
-            }
-            VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => {
-                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                return fatal(
-                    "fatal",
-                    format!("vCPU {index}: access to unbacked gpa {gpa:#x} at RIP {rip:#x}"),
-                );
-            }
-            VcpuExit::Hlt => {}
-            VcpuExit::Shutdown => {
-                let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-                return io.finish(GuestExit {
-                    kind: "triple_fault",
-                    code: 0,
-                    message: format!("vCPU {index} triple-faulted (last RIP {rip:#x})"),
-                });
-            }
-            VcpuExit::FailEntry(reason, cpu) => {
-                return fatal(
-                    "host_error",
-                    format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
-                )
-            }
-            VcpuExit::InternalError => {
-                return fatal("host_error", format!("vCPU {index}: KVM internal error"))
-            }
-            other => {
-                return fatal(
-                    "host_error",
-                    format!("vCPU {index}: unexpected exit {other:?}"),
-                )
+            VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => Some((
+                "fatal",
+                format!("vCPU {index}: raw port I/O to {port:#x} (a TD reaches ports only through TDVMCALL)"),
+            )),
+            VcpuExit::MmioRead(gpa, data) => ept_violation(index, gpa, Access::Read(data), ctx).err().map(|e| ("fatal", e)),
+            VcpuExit::MmioWrite(gpa, data) => ept_violation(index, gpa, Access::Write(data), ctx).err().map(|e| ("fatal", e)),
+            VcpuExit::Hlt => None,
+            VcpuExit::Shutdown => Some(("triple_fault", format!("vCPU {index} triple-faulted"))),
+            VcpuExit::FailEntry(reason, cpu) => Some(("host_error", format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"))),
+            VcpuExit::InternalError => Some(("host_error", format!("vCPU {index}: KVM internal error"))),
+            other => Some(("host_error", format!("vCPU {index}: unexpected exit {other:?}"))),
+        };
+        let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+        if let Some((kind, message)) = outcome {
+            return fatal(kind, format!("{message} (RIP {rip:#x})"));
+        }
+        if rung {
+            if let Err(e) = doorbell(index, &vcpu, ctx) {
+                return fatal("fatal", e);
             }
         }
     }
 }
 
+/// The guest access that left KVM_RUN as an MMIO exit.
+enum Access<'a> {
+    Read(&'a mut [u8]),
+    Write(&'a [u8]),
+}
+
+/// A guest access to a page the host keeps unmapped: DESIGN.md's EPT violation. Resolve it
+/// through KVM's fault path (and the VMM's implicit conversion unless --strict), then complete
+/// the access from the backing; KVM finishes the instruction on the next KVM_RUN.
+fn ept_violation(index: u32, gpa: u64, access: Access, ctx: &Ctx) -> Result<(), String> {
+    let gpaw = Gpaw::GPAW_48;
+    let shared = gpaw.is_shared(Gpa(gpa));
+    let pgpa = gpaw.to_private(Gpa(gpa)).0;
+    if pgpa >= ctx.mem || gpa >> 48 != 0 {
+        return Err(format!("vCPU {index}: access to unbacked gpa {gpa:#x}"));
+    }
+    let since = Instant::now();
+    loop {
+        if since.elapsed() > super::FAULT_PROGRESS_TIMEOUT {
+            return Err(format!(
+                "vCPU {index}: gpa {gpa:#x} still faulting after {} s",
+                super::FAULT_PROGRESS_TIMEOUT.as_secs()
+            ));
+        }
+        if !shared {
+            match ctx.seam.leaf_state(Gpa(pgpa)) {
+                Some((shared_abi::sept::SeptState::Mapped, _)) => break,
+                Some((state, _)) if state != shared_abi::sept::SeptState::Blocked => {
+                    return Err(format!(
+                        "vCPU {index}: access before accept: private gpa {pgpa:#x} is {}",
+                        state.name()
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let fault = ctx
+            .vmm
+            .kvm()
+            .kvm_mmu_page_fault(Gpa(gpa), PageLevel::Size4K);
+        match fault {
+            crate::kvm::FaultOutcome::Mapped if shared => break,
+            crate::kvm::FaultOutcome::Mapped | crate::kvm::FaultOutcome::Retry => {}
+            crate::kvm::FaultOutcome::MemoryFault { .. } => {
+                super::resolve_ept_violation(ctx.vmm, index, Gpa(gpa), PageLevel::Size4K)
+                    .map_err(|e| e.to_string())?;
+            }
+            crate::kvm::FaultOutcome::Error(e) => {
+                return Err(format!("vCPU {index}: EPT violation at {gpa:#x}: {e}"))
+            }
+        }
+    }
+    let backing = if shared {
+        &ctx.backend.shared
+    } else {
+        &ctx.backend.private
+    };
+    match access {
+        Access::Read(data) => backing.read(pgpa, data),
+        Access::Write(data) => backing.write(pgpa, data),
+    }
+    Ok(())
+}
+
 /// The emulation doorbell: every TDCALL register in place, RDX carried in RBP.
-fn doorbell(
-    index: u32,
-    vcpu: &VcpuFd,
-    seam: &TdxModule,
-    vmm: &Vmm,
-    counters: &Counters,
-) -> Result<(), String> {
+fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), String> {
+    let (seam, vmm, counters) = (ctx.seam, ctx.vmm, ctx.counters);
     let mut k = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
     let mut r = tdcall::Regs {
         rax: k.rax,

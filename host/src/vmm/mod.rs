@@ -2,11 +2,13 @@
 //! memory on MapGPA, implicit conversion on memory-fault exits — and the loop that serves one
 //! TDCALL through the TDX module, KVM and the VMM.
 
+mod backing;
 mod convert;
 mod exits;
 mod io;
 pub mod machine;
 
+pub use backing::Backing;
 pub use convert::{Injector, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use io::{GuestExit, GuestIo};
