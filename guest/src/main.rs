@@ -17,6 +17,9 @@ mod bare;
 #[cfg(target_os = "none")]
 mod boot;
 
+#[cfg(target_os = "none")]
+mod workload;
+
 /// What every vCPU runs once in long mode.
 #[cfg(target_os = "none")]
 fn main(vcpu: u32) -> ! {
@@ -30,6 +33,7 @@ fn main(vcpu: u32) -> ! {
         info.num_vcpus,
         info.gpaw.bits()
     );
+    workload::conversion_round_trip(vcpu, &info);
     let n = bare::arrive();
     if vcpu != 0 {
         bare::park();
@@ -38,7 +42,7 @@ fn main(vcpu: u32) -> ! {
         core::hint::spin_loop();
     }
     println!(
-        "all {} vCPUs online after {n} arrivals; exiting",
+        "all {} vCPUs passed the conversion round trip ({n} arrived when vCPU 0 finished); exiting",
         info.num_vcpus
     );
     bare::exit(0)

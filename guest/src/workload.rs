@@ -1,0 +1,96 @@
+//! The default workload, on every vCPU: accept a private region, convert part of it to
+//! shared, write a pattern through the shared alias, convert it back, and check that the
+//! re-accepted pages read zero. Linux's order: to shared = MapGPA (the shared window is
+//! always mapped); to private = MapGPA, then accept.
+
+use shared_abi::convert::ConversionTarget;
+use shared_abi::td::VpInfo;
+use shared_abi::{Gpa, GpaRange};
+
+/// Each vCPU's region starts here, `STRIDE` apart.
+pub const REGION_BASE: u64 = 4 << 20;
+/// Distance between vCPU regions.
+pub const STRIDE: u64 = 4 << 20;
+/// Region size: one 2 MiB block plus one page, so accept uses both sizes.
+pub const REGION: u64 = (2 << 20) + 4096;
+/// Pages converted to shared and back.
+pub const CONVERT_PAGES: u64 = 16;
+/// Where the guest page tables map the shared alias.
+pub const SHARED_WINDOW: u64 = 0xFFFF_8000_0000_0000;
+
+fn private_ptr(gpa: u64) -> *mut u64 {
+    gpa as *mut u64
+}
+
+fn shared_ptr(gpa: u64) -> *mut u64 {
+    (SHARED_WINDOW + gpa) as *mut u64
+}
+
+fn pattern(vcpu: u32, page: u64, shared: bool) -> u64 {
+    (if shared { 0x55 } else { 0xAA }) << 56 | (vcpu as u64) << 32 | page
+}
+
+/// Run the round trip; panics (and so reports a fatal error) on the first failure.
+pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
+    let mut tdx = crate::bare::tdx();
+    let base = REGION_BASE + vcpu as u64 * STRIDE;
+    let region = GpaRange::new(Gpa(base), REGION);
+    let acc = tdx
+        .accept(region)
+        .unwrap_or_else(|e| panic!("accept {region}: {e}"));
+    for p in 0..REGION / 4096 {
+        // SAFETY: the page was just accepted and is identity-mapped.
+        unsafe { private_ptr(base + p * 4096).write_volatile(pattern(vcpu, p, false)) };
+    }
+    let conv = GpaRange::new(Gpa(base), CONVERT_PAGES * 4096);
+    tdx.map_gpa(conv, ConversionTarget::Shared, info.gpaw)
+        .unwrap_or_else(|e| panic!("MapGPA {conv} to shared: {e}"));
+    for p in 0..CONVERT_PAGES {
+        let gpa = base + p * 4096;
+        // SAFETY: the page is shared now and mapped through the shared window.
+        let before = unsafe { shared_ptr(gpa).read_volatile() };
+        if before >> 56 == 0xAA {
+            panic!("private data {before:#x} visible through the shared alias of {gpa:#x}");
+        }
+        // SAFETY: as above.
+        unsafe { shared_ptr(gpa).write_volatile(pattern(vcpu, p, true)) };
+        // SAFETY: as above.
+        let back = unsafe { shared_ptr(gpa).read_volatile() };
+        if back != pattern(vcpu, p, true) {
+            panic!(
+                "shared page {gpa:#x} read {back:#x} after writing {:#x}",
+                pattern(vcpu, p, true)
+            );
+        }
+    }
+    tdx.map_gpa(conv, ConversionTarget::Private, info.gpaw)
+        .unwrap_or_else(|e| panic!("MapGPA {conv} to private: {e}"));
+    let re = tdx
+        .accept(conv)
+        .unwrap_or_else(|e| panic!("re-accept {conv}: {e}"));
+    if re.already_accepted_bytes != 0 {
+        panic!(
+            "{} bytes of {conv} were still accepted: the host did not remove them",
+            re.already_accepted_bytes
+        );
+    }
+    for p in 0..CONVERT_PAGES {
+        let gpa = base + p * 4096;
+        // SAFETY: re-accepted just now.
+        let v = unsafe { private_ptr(gpa).read_volatile() };
+        if v != 0 {
+            panic!("re-accepted page {gpa:#x} reads {v:#x}, not zero");
+        }
+    }
+    // SAFETY: untouched by the conversion, still private and accepted.
+    let kept = unsafe { private_ptr(base + CONVERT_PAGES * 4096).read_volatile() };
+    if kept != pattern(vcpu, CONVERT_PAGES, false) {
+        panic!("page after the converted range lost its data: {kept:#x}");
+    }
+    println!(
+        "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed",
+        acc.total_accepted() >> 10,
+        acc.calls,
+        acc.fallbacks
+    );
+}
