@@ -11,6 +11,13 @@ use tdcall::Tdx;
 
 /// 0 until the BSP found the transport; then the doorbell port + 1, or u32::MAX for TDCALL.
 static TRANSPORT: AtomicU32 = AtomicU32::new(0);
+/// The configuration flags of the tdxlab HOB (`shared_abi::layout::hob::config`).
+static FLAGS: AtomicU32 = AtomicU32::new(0);
+
+/// The host's configuration flags for this guest.
+pub fn flags() -> u32 {
+    FLAGS.load(Ordering::Acquire)
+}
 
 fn transport() -> AnyTransport {
     match TRANSPORT.load(Ordering::Acquire) {
@@ -74,10 +81,9 @@ pub extern "C" fn rust_main(vcpu: u32, hob: u32) -> ! {
         // SAFETY: the host wrote the TD HOB list at `hob`, inside the TD_HOB section.
         let bytes =
             unsafe { core::slice::from_raw_parts(hob as usize as *const u8, TD_HOB_SIZE as usize) };
-        let port = HobList::parse(bytes)
-            .ok()
-            .and_then(|l| l.tdxlab())
-            .map(|h| h.doorbell_port as u32 + 1);
+        let tdxlab = HobList::parse(bytes).ok().and_then(|l| l.tdxlab());
+        FLAGS.store(tdxlab.map(|h| h.flags).unwrap_or(0), Ordering::Release);
+        let port = tdxlab.map(|h| h.doorbell_port as u32 + 1);
         TRANSPORT.store(port.unwrap_or(u32::MAX), Ordering::Release);
         mailbox(0).store(1, Ordering::Release);
     } else {

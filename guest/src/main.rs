@@ -33,6 +33,9 @@ fn main(vcpu: u32) -> ! {
         info.num_vcpus,
         info.gpaw.bits()
     );
+    if vcpu == 0 {
+        workload::misbehave_if_asked(bare::flags());
+    }
     workload::conversion_round_trip(vcpu, &info);
     let n = bare::arrive();
     if vcpu != 0 {

@@ -94,3 +94,24 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         acc.fallbacks
     );
 }
+
+/// Negative tests the host asks for through the tdxlab HOB's flags.
+pub fn misbehave_if_asked(flags: u32) {
+    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, TOUCH_UNACCEPTED};
+    if flags & TOUCH_UNACCEPTED != 0 {
+        let gpa = 64u64 << 20;
+        println!("touching private gpa {gpa:#x} before accepting it, as asked");
+        // SAFETY: deliberately wrong: the host must stop the TD here.
+        let v = unsafe { private_ptr(gpa).read_volatile() };
+        panic!("read {v:#x} from unaccepted memory and the host let it happen");
+    }
+    if flags & ALIAS_MISMATCH != 0 {
+        let gpa = 96u64 << 20;
+        println!("writing private gpa {gpa:#x} through the shared alias without MapGPA, as asked");
+        // SAFETY: deliberately wrong alias; without --strict the host converts implicitly.
+        unsafe { shared_ptr(gpa).write_volatile(0x1234) };
+        // SAFETY: as above.
+        let back = unsafe { shared_ptr(gpa).read_volatile() };
+        println!("implicit conversion to shared: read back {back:#x}");
+    }
+}

@@ -90,6 +90,10 @@ enum Command {
         /// Write the JSON report here.
         #[arg(long)]
         report: Option<std::path::PathBuf>,
+        /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
+        /// touch-unaccepted or alias-mismatch.
+        #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch"])]
+        misbehave: Option<String>,
     },
     /// Validate a TDVF firmware image with QEMU's rules and list its sections.
     Inspect {
@@ -126,6 +130,7 @@ pub fn main() -> ExitCode {
             trace,
             timeout,
             report,
+            misbehave,
         } => {
             if trace {
                 init_trace();
@@ -142,7 +147,13 @@ pub fn main() -> ExitCode {
                     policy: zap_policy,
                     strict,
                     timeout: std::time::Duration::from_secs(timeout),
-                    flags: 0,
+                    flags: match misbehave.as_deref() {
+                        Some("touch-unaccepted") => {
+                            shared_abi::layout::hob::config::TOUCH_UNACCEPTED
+                        }
+                        Some("alias-mismatch") => shared_abi::layout::hob::config::ALIAS_MISMATCH,
+                        _ => 0,
+                    },
                     echo: true,
                 };
                 run_td(&cfg, report.as_deref())

@@ -50,9 +50,71 @@ fn boot(vcpus: u32) {
             format!("[guest] vCPU {i}: online (TDG.VP.INFO: index {i}, {vcpus} vCPUs, GPAW 48)");
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
     }
+    for i in 0..vcpus {
+        let line = format!("[guest] vCPU {i}: accepted 2052 KiB");
+        assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
+    }
     assert!(
-        stdout.contains(&format!("[guest] all {vcpus} vCPUs online")),
+        stdout.contains(&format!(
+            "[guest] all {vcpus} vCPUs passed the conversion round trip"
+        )),
         "{stdout}"
+    );
+    // The default workload converted 16 pages per vCPU both ways through the whole path.
+    assert_eq!(r["conversions_to_shared"], vcpus);
+    assert_eq!(r["conversions_to_private"], vcpus);
+    assert_eq!(r["zaps"]["mirror"], 16 * vcpus, "{r}");
+    assert_eq!(r["zaps"]["direct"], 16 * vcpus, "{r}");
+    assert_eq!(r["tdvmcalls"]["MapGPA"], 2 * vcpus);
+    assert!(r["accepted_bytes"].as_u64().unwrap() >= vcpus as u64 * ((2 << 20) + 4096 + 16 * 4096));
+    assert!(r["ept_violations"].as_u64().unwrap() > 0 && r["kicks"].as_u64().unwrap() > 0);
+}
+
+fn misbehave(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = tdxlab(args);
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn touching_unaccepted_private_memory_stops_the_td() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "touch-unaccepted"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("vCPU 0: access before accept: private gpa 0x4000000 is PENDING (RIP 0x"),
+        "{err}"
+    );
+    assert!(!out.contains("host let it happen"), "{out}");
+}
+
+#[test]
+fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let (code, out, err) = misbehave(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--strict",
+        "--misbehave",
+        "alias-mismatch",
+    ]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("vCPU 0: shared access to gpa 0x800006000000 whose attribute is private (--strict forbids implicit conversion) (RIP 0x"), "{err}");
+    let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "alias-mismatch"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("[guest] implicit conversion to shared: read back 0x1234"),
+        "{out}"
     );
 }
 
