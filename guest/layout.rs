@@ -27,3 +27,11 @@ pub const MAX_VCPUS: u64 = 16;
 pub const TD_HOB_BASE: u64 = 0x20_0000;
 /// TD_HOB size.
 pub const TD_HOB_SIZE: u64 = 0x2000;
+/// Workload id in the tdxlab HOB: the default conversion round trip.
+pub const WORKLOAD_DEFAULT: u32 = 0;
+/// Workload id: the doorbell benchmark.
+pub const WORKLOAD_BENCH_DOORBELL: u32 = 1;
+/// The benchmark's bare exit: an `out` the host answers by re-entering at once.
+pub const BENCH_BARE_PORT: u16 = 0x0DB1;
+/// TDCALLs (and bare exits) the doorbell benchmark times.
+pub const BENCH_SAMPLES: usize = 1000;

@@ -14,9 +14,41 @@ static TRANSPORT: AtomicU32 = AtomicU32::new(0);
 /// The configuration flags of the tdxlab HOB (`shared_abi::layout::hob::config`).
 static FLAGS: AtomicU32 = AtomicU32::new(0);
 
+/// The workload the host asked for (`layout::WORKLOAD_*`).
+static WORKLOAD: AtomicU32 = AtomicU32::new(0);
+
 /// The host's configuration flags for this guest.
 pub fn flags() -> u32 {
     FLAGS.load(Ordering::Acquire)
+}
+
+/// The workload the host asked for.
+pub fn workload() -> u32 {
+    WORKLOAD.load(Ordering::Acquire)
+}
+
+/// The unaccepted RAM ranges of the TD HOB (at most 8), as (start, length).
+pub fn unaccepted_ram() -> ([(u64, u64); 8], usize) {
+    let mut out = [(0, 0); 8];
+    let mut n = 0;
+    // SAFETY: the TD HOB section is TEMP-like accepted memory the host wrote before boot.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            crate::layout::TD_HOB_BASE as *const u8,
+            TD_HOB_SIZE as usize,
+        )
+    };
+    if let Ok(list) = HobList::parse(bytes) {
+        for r in list.resources() {
+            if r.resource_type == shared_abi::layout::hob::resource_type::MEMORY_UNACCEPTED
+                && n < out.len()
+            {
+                out[n] = (r.start, r.length);
+                n += 1;
+            }
+        }
+    }
+    (out, n)
 }
 
 fn transport() -> AnyTransport {
@@ -83,6 +115,7 @@ pub extern "C" fn rust_main(vcpu: u32, hob: u32) -> ! {
             unsafe { core::slice::from_raw_parts(hob as usize as *const u8, TD_HOB_SIZE as usize) };
         let tdxlab = HobList::parse(bytes).ok().and_then(|l| l.tdxlab());
         FLAGS.store(tdxlab.map(|h| h.flags).unwrap_or(0), Ordering::Release);
+        WORKLOAD.store(tdxlab.map(|h| h.workload).unwrap_or(0), Ordering::Release);
         let port = tdxlab.map(|h| h.doorbell_port as u32 + 1);
         TRANSPORT.store(port.unwrap_or(u32::MAX), Ordering::Release);
         mailbox(0).store(1, Ordering::Release);

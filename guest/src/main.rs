@@ -35,6 +35,13 @@ fn main(vcpu: u32) -> ! {
     );
     if vcpu == 0 {
         workload::misbehave_if_asked(bare::flags());
+        if bare::flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {
+            workload::accept_all_ram();
+        }
+        if bare::workload() == layout::WORKLOAD_BENCH_DOORBELL {
+            workload::bench_doorbell();
+            bare::exit(0);
+        }
     }
     workload::conversion_round_trip(vcpu, &info);
     let n = bare::arrive();

@@ -115,3 +115,51 @@ pub fn misbehave_if_asked(flags: u32) {
         println!("implicit conversion to shared: read back {back:#x}");
     }
 }
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+fn median(samples: &mut [u64]) -> u64 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+/// Time a null TDCALL (TDG.VP.INFO) and a bare port-I/O exit, median of each.
+pub fn bench_doorbell() {
+    use crate::layout::{BENCH_BARE_PORT, BENCH_SAMPLES};
+    let mut tdx = crate::bare::tdx();
+    let mut s = [0u64; BENCH_SAMPLES];
+    for x in s.iter_mut() {
+        let t = rdtsc();
+        let _ = tdx.tdg_vp_info();
+        *x = rdtsc() - t;
+    }
+    let tdcall = median(&mut s);
+    for x in s.iter_mut() {
+        let t = rdtsc();
+        // SAFETY: an OUT to the host's benchmark port, which it answers by re-entering.
+        unsafe {
+            core::arch::asm!("out dx, al", in("dx") BENCH_BARE_PORT, in("al") 0u8, options(nomem, nostack))
+        };
+        *x = rdtsc() - t;
+    }
+    let bare = median(&mut s);
+    println!("bench-doorbell n={BENCH_SAMPLES} tdcall_cycles={tdcall} bare_cycles={bare}");
+}
+
+/// Accept every unaccepted range of the TD HOB and report how long it took.
+pub fn accept_all_ram() {
+    let (ranges, n) = crate::bare::unaccepted_ram();
+    let mut tdx = crate::bare::tdx();
+    let t = rdtsc();
+    let mut bytes = 0;
+    for &(start, len) in &ranges[..n] {
+        let s = tdx
+            .accept(GpaRange::new(Gpa(start), len))
+            .unwrap_or_else(|e| panic!("accepting RAM: {e}"));
+        bytes += s.total_accepted();
+    }
+    println!("accepted all RAM: {bytes} bytes in {} cycles", rdtsc() - t);
+}

@@ -94,6 +94,14 @@ enum Command {
         /// touch-unaccepted or alias-mismatch.
         #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch"])]
         misbehave: Option<String>,
+        /// Accept all RAM at boot (instead of lazily) and report how long it took.
+        #[arg(long)]
+        accept_all: bool,
+    },
+    /// Benchmarks of the emulated TD.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
     },
     /// Validate a TDVF firmware image with QEMU's rules and list its sections.
     Inspect {
@@ -111,6 +119,17 @@ enum Command {
     },
 }
 
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The round trip of a null TDCALL (TDG.VP.INFO) through the doorbell, next to a bare KVM
+    /// port-I/O exit measured in the same run: the floor every conversion figure is judged by.
+    Doorbell {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Parse `std::env::args` and run.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -121,6 +140,9 @@ pub fn main() -> ExitCode {
         Command::Caps { json } => crate::caps::run(json),
         Command::ZapTable { json } => crate::zap_table::run(json),
         Command::Inspect { image, json } => crate::image::inspect(&image, json),
+        Command::Bench {
+            which: BenchCommand::Doorbell { json },
+        } => crate::vmm::bench::doorbell(json),
         Command::Run {
             image,
             vcpus,
@@ -131,6 +153,7 @@ pub fn main() -> ExitCode {
             timeout,
             report,
             misbehave,
+            accept_all,
         } => {
             if trace {
                 init_trace();
@@ -153,7 +176,12 @@ pub fn main() -> ExitCode {
                         }
                         Some("alias-mismatch") => shared_abi::layout::hob::config::ALIAS_MISMATCH,
                         _ => 0,
+                    } | if accept_all {
+                        shared_abi::layout::hob::config::ACCEPT_ALL
+                    } else {
+                        0
                     },
+                    workload: crate::pack::WORKLOAD_DEFAULT,
                     echo: true,
                 };
                 run_td(&cfg, report.as_deref())

@@ -186,3 +186,63 @@ fn the_built_in_image_passes_qemus_checks() {
         "{target:#x}"
     );
 }
+
+#[test]
+fn bench_doorbell_reports_both_round_trips() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let out = tdxlab(&["bench", "doorbell", "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["samples"], 1000);
+    let (t, b) = (
+        v["tdcall_cycles"].as_u64().unwrap(),
+        v["bare_exit_cycles"].as_u64().unwrap(),
+    );
+    assert!(t > 0 && b > 0, "{v}");
+    assert!(v["tsc_hz"].as_f64().unwrap() > 1e8, "{v}");
+    assert!((v["ratio"].as_f64().unwrap() - t as f64 / b as f64).abs() < 1e-6);
+}
+
+#[test]
+fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let report = std::env::temp_dir().join(format!("tdxlab-acceptall-{}.json", std::process::id()));
+    let out = tdxlab(&[
+        "run",
+        "--vcpus",
+        "1",
+        "--mem",
+        "32M",
+        "--accept-all",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).ok();
+    // 32 MiB minus the 1 MiB TEMP_MEM and 8 KiB TD_HOB the host added before boot.
+    let expect = (32u64 << 20) - (1 << 20) - 8192;
+    assert!(
+        stdout.contains(&format!("[guest] accepted all RAM: {expect} bytes in ")),
+        "{stdout}"
+    );
+    assert!(r["accept_all_s"].as_f64().unwrap() > 0.0, "{r}");
+    // The default workload then finds its region already accepted, and still converts.
+    assert!(
+        stdout.contains("[guest] vCPU 0: accepted 0 KiB"),
+        "{stdout}"
+    );
+    assert_eq!(r["exit"]["kind"], "guest");
+}

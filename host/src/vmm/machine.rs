@@ -61,6 +61,8 @@ pub struct RunConfig {
     pub flags: u32,
     /// Echo guest console lines.
     pub echo: bool,
+    /// Which guest workload (`pack::WORKLOAD_*`).
+    pub workload: u32,
 }
 
 /// The report of `tdxlab run`.
@@ -94,6 +96,10 @@ pub struct RunReport {
     pub elapsed_s: f64,
     /// The guest's console.
     pub console: Vec<String>,
+    /// The TSC rate measured during the run (guest cycle counts divide by this).
+    pub tsc_hz: f64,
+    /// With --accept-all: how long accepting all RAM took.
+    pub accept_all_s: Option<f64>,
 }
 
 /// Zapped leaves per root.
@@ -241,6 +247,7 @@ extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_v
 /// Boot and run a TD until it exits, fails, or times out.
 pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let start = Instant::now();
+    let tsc_start = rdtsc();
     let meta = TdvfMetadata::parse(&cfg.image)
         .map_err(|e| anyhow::anyhow!("the image is not a loadable TDVF image: {e}"))?;
     if !(1..=crate::pack::MAX_VCPUS as u32).contains(&cfg.vcpus) {
@@ -359,7 +366,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         }
         private.set_accessible(gpa, size, true);
     }
-    let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, cfg.flags)?;
+    let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, cfg.flags, cfg.workload)?;
     private.write(hob_gpa, &hob);
     seam.tdh_mr_finalize()
         .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
@@ -380,6 +387,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         let mut handles = Vec::new();
         for (i, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = Ctx {
+                bench: cfg.workload == crate::pack::WORKLOAD_BENCH_DOORBELL,
                 seam: &seam,
                 vmm: &vmm,
                 counters: &counters,
@@ -441,6 +449,12 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         .map(|t| (t - boot_at).as_secs_f64() * 1e3)
         .unwrap_or(0.0);
     let k = &kvm_model.stats;
+    let tsc_hz = (rdtsc() - tsc_start) as f64 / start.elapsed().as_secs_f64();
+    let accept_all_s = console.iter().find_map(|l| {
+        let rest = l.strip_prefix("accepted all RAM: ")?;
+        let cycles: f64 = rest.split(" in ").nth(1)?.split(' ').next()?.parse().ok()?;
+        Some(cycles / tsc_hz)
+    });
     let tdcalls = counters
         .tdcalls
         .lock()
@@ -469,7 +483,14 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         kicks: backend.kicks.load(Relaxed),
         elapsed_s: start.elapsed().as_secs_f64(),
         console,
+        tsc_hz,
+        accept_all_s,
     })
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
 }
 
 #[derive(Default)]
@@ -485,6 +506,7 @@ fn build_td_hob(
     mem: u64,
     accepted: &[(u64, u64)],
     flags: u32,
+    workload: u32,
 ) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![0u8; size as usize];
     let mut w = HobWriter::new(&mut buf, base)?;
@@ -515,7 +537,7 @@ fn build_td_hob(
         version: DOORBELL_ABI_VERSION,
         doorbell_port: DEFAULT_DOORBELL_PORT,
         flags,
-        workload: 0,
+        workload,
         param: 0,
         seed: 0,
     };
@@ -624,6 +646,8 @@ fn create_vcpu(vm: &VmFd, index: u32, cpuid: &CpuId, hob: u64) -> anyhow::Result
 
 /// What a vCPU thread works with.
 struct Ctx<'a> {
+    /// The doorbell benchmark runs: the bare bench port is answered by re-entering.
+    bench: bool,
     seam: &'a TdxModule,
     vmm: &'a Vmm,
     counters: &'a Counters,
@@ -661,6 +685,7 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 rung = true;
                 None
             }
+            VcpuExit::IoOut(crate::pack::BENCH_BARE_PORT, _) if ctx.bench => None,
             VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => Some((
                 "fatal",
                 format!("vCPU {index}: raw port I/O to {port:#x} (a TD reaches ports only through TDVMCALL)"),

@@ -3,6 +3,7 @@
 //! TDCALL through the TDX module, KVM and the VMM.
 
 mod backing;
+pub mod bench;
 mod convert;
 mod exits;
 mod io;
