@@ -97,7 +97,13 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
 
 /// Negative tests the host asks for through the tdxlab HOB's flags.
 pub fn misbehave_if_asked(flags: u32) {
-    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, TOUCH_UNACCEPTED};
+    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, HANG, TOUCH_UNACCEPTED};
+    if flags & HANG != 0 {
+        println!("spinning forever, as asked");
+        loop {
+            core::hint::spin_loop();
+        }
+    }
     if flags & TOUCH_UNACCEPTED != 0 {
         let gpa = 64u64 << 20;
         println!("touching private gpa {gpa:#x} before accepting it, as asked");

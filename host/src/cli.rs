@@ -91,8 +91,8 @@ enum Command {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
         /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
-        /// touch-unaccepted or alias-mismatch.
-        #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch"])]
+        /// touch-unaccepted, alias-mismatch or hang.
+        #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch", "hang"])]
         misbehave: Option<String>,
         /// Accept all RAM at boot (instead of lazily) and report how long it took.
         #[arg(long)]
@@ -175,6 +175,7 @@ pub fn main() -> ExitCode {
                             shared_abi::layout::hob::config::TOUCH_UNACCEPTED
                         }
                         Some("alias-mismatch") => shared_abi::layout::hob::config::ALIAS_MISMATCH,
+                        Some("hang") => shared_abi::layout::hob::config::HANG,
                         _ => 0,
                     } | if accept_all {
                         shared_abi::layout::hob::config::ACCEPT_ALL

@@ -246,3 +246,26 @@ fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
     );
     assert_eq!(r["exit"]["kind"], "guest");
 }
+
+#[test]
+fn a_hung_guest_times_out_naming_each_vcpus_rip() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let (code, out, err) = misbehave(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--misbehave",
+        "hang",
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(code, Some(4), "{out}\n{err}");
+    assert!(
+        err.contains("the guest did not finish within 2 s; vCPU 0 at RIP 0x"),
+        "{err}"
+    );
+    assert!(err.contains(", vCPU 1 at RIP 0x"), "{err}");
+}

@@ -189,6 +189,8 @@ struct VcpuCtl {
     exits: AtomicU64,
     /// The thread, for signals (0 until it registered).
     thread: AtomicU64,
+    /// RIP when the vCPU was stopped from outside (for timeout diagnostics).
+    stopped_rip: AtomicU64,
 }
 
 /// The KVM backend of the MMU model.
@@ -437,11 +439,20 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         }
     });
     let io = vmm.io.as_ref().expect("set above");
-    let exit = io.exit().unwrap_or(GuestExit {
+    let mut exit = io.exit().unwrap_or(GuestExit {
         kind: "host_error",
         code: 0,
         message: "the TD stopped without an exit".into(),
     });
+    if exit.kind == "timeout" {
+        let where_: Vec<String> = backend
+            .vcpus
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("vCPU {i} at RIP {:#x}", v.stopped_rip.load(SeqCst)))
+            .collect();
+        exit.message = format!("{}; {}", exit.message, where_.join(", "));
+    }
     let console = io.output.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let boot_ms = first_line
         .lock()
@@ -675,7 +686,13 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         ctx.seam.td_vcpu_exit(index);
         let exit = match result {
             Ok(e) => e,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                if io.stop.load(SeqCst) {
+                    ctl.stopped_rip
+                        .store(vcpu.get_regs().map(|r| r.rip).unwrap_or(0), SeqCst);
+                }
+                continue;
+            }
             Err(e) => return fatal("host_error", format!("vCPU {index}: KVM_RUN failed: {e}")),
         };
         // The exit borrows the vCPU's run area; anything that needs RIP is reported after.

@@ -109,6 +109,8 @@ pub mod config {
     pub const TOUCH_UNACCEPTED: u32 = 1 << 1;
     /// Deliberately access a page through the wrong alias (negative test).
     pub const ALIAS_MISMATCH: u32 = 1 << 2;
+    /// Deliberately never finish (negative test of the host's timeout).
+    pub const HANG: u32 = 1 << 3;
 }
 
 /// Encoded size of [`TdxlabHob`].
