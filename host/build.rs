@@ -23,6 +23,7 @@ fn main() {
         println!("cargo:rerun-if-changed={}", root.join(p).display());
     }
     println!("cargo:rerun-if-changed=src/pack.rs");
+    ensure_target_installed();
     // A separate target dir: the outer build holds the lock on the main one.
     let target_dir = root.join("target").join("guest");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -55,4 +56,23 @@ fn main() {
     let image = pack::pack(&elf).unwrap_or_else(|e| panic!("packing the guest image: {e}"));
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("tdxlab-guest.bin");
     std::fs::write(&out, image).expect("write tdxlab-guest.bin");
+}
+
+/// `cargo run` on a fresh machine must need nothing else: add the bare-metal target through
+/// rustup when the toolchain lacks it (rust-toolchain.toml names it, but an already-installed
+/// toolchain is not always topped up).
+fn ensure_target_installed() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output();
+    let Ok(out) = sysroot else { return };
+    let root = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    if root.join("lib/rustlib/x86_64-unknown-none").exists() {
+        return;
+    }
+    println!(
+        "cargo:warning=installing the x86_64-unknown-none target for the guest (rustup target add)"
+    );
+    let _ = Command::new("rustup")
+        .args(["target", "add", "x86_64-unknown-none"])
+        .status();
 }

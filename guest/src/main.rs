@@ -16,6 +16,8 @@ mod layout {
 mod bare;
 #[cfg(target_os = "none")]
 mod boot;
+#[cfg(target_os = "none")]
+mod idt;
 
 #[cfg(target_os = "none")]
 mod workload;
@@ -23,6 +25,7 @@ mod workload;
 /// What every vCPU runs once in long mode.
 #[cfg(target_os = "none")]
 fn main(vcpu: u32) -> ! {
+    idt::init();
     let info = match bare::tdx().tdg_vp_info() {
         Ok(i) => i,
         Err(e) => panic!("TDG.VP.INFO: {e}"),

@@ -97,7 +97,12 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
 
 /// Negative tests the host asks for through the tdxlab HOB's flags.
 pub fn misbehave_if_asked(flags: u32) {
-    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, HANG, TOUCH_UNACCEPTED};
+    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, FAULT, HANG, TOUCH_UNACCEPTED};
+    if flags & FAULT != 0 {
+        println!("executing ud2, as asked");
+        // SAFETY: deliberately raises #UD; the exception handler stops the TD.
+        unsafe { core::arch::asm!("ud2") };
+    }
     if flags & HANG != 0 {
         println!("spinning forever, as asked");
         loop {

@@ -269,3 +269,21 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
     );
     assert!(err.contains(", vCPU 1 at RIP 0x"), "{err}");
 }
+
+#[test]
+fn a_guest_exception_is_reported_with_vector_and_rip() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "fault"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        out.contains("[guest] EXCEPTION vector 6 (#UD invalid opcode) at RIP 0x"),
+        "{out}"
+    );
+    assert!(
+        err.contains("vCPU 0 reported a fatal error: exception 6 at RIP 0x"),
+        "{err}"
+    );
+}

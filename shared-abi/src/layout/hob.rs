@@ -111,6 +111,8 @@ pub mod config {
     pub const ALIAS_MISMATCH: u32 = 1 << 2;
     /// Deliberately never finish (negative test of the host's timeout).
     pub const HANG: u32 = 1 << 3;
+    /// Deliberately raise an exception (negative test of the guest's IDT).
+    pub const FAULT: u32 = 1 << 4;
 }
 
 /// Encoded size of [`TdxlabHob`].
