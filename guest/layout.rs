@@ -35,3 +35,7 @@ pub const WORKLOAD_BENCH_DOORBELL: u32 = 1;
 pub const BENCH_BARE_PORT: u16 = 0x0DB1;
 /// TDCALLs (and bare exits) the doorbell benchmark times.
 pub const BENCH_SAMPLES: usize = 1000;
+/// The guest heap: accepted by the BSP at boot.
+pub const HEAP_BASE: u64 = 0x30_0000;
+/// Heap size.
+pub const HEAP_SIZE: u64 = 0x10_0000;

@@ -163,3 +163,15 @@ impl Write for Buf<'_> {
         Ok(())
     }
 }
+
+/// The BSP set up the heap: other vCPUs may allocate now.
+pub fn heap_ready() {
+    mailbox(2).store(1, Ordering::Release);
+}
+
+/// Wait until the BSP set up the heap.
+pub fn wait_heap_ready() {
+    while mailbox(2).load(Ordering::Acquire) == 0 {
+        core::hint::spin_loop();
+    }
+}

@@ -17,7 +17,11 @@ mod bare;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod heap;
+#[cfg(target_os = "none")]
 mod idt;
+#[cfg(target_os = "none")]
+extern crate alloc;
 
 #[cfg(target_os = "none")]
 mod workload;
@@ -37,6 +41,9 @@ fn main(vcpu: u32) -> ! {
         info.gpaw.bits()
     );
     if vcpu == 0 {
+        heap::init_log();
+        heap::init();
+        bare::heap_ready();
         workload::misbehave_if_asked(bare::flags());
         if bare::flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {
             workload::accept_all_ram();
@@ -46,6 +53,7 @@ fn main(vcpu: u32) -> ! {
             bare::exit(0);
         }
     }
+    bare::wait_heap_ready();
     workload::conversion_round_trip(vcpu, &info);
     let n = bare::arrive();
     if vcpu != 0 {

@@ -87,12 +87,13 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
     if kept != pattern(vcpu, CONVERT_PAGES, false) {
         panic!("page after the converted range lost its data: {kept:#x}");
     }
-    println!(
+    let summary = alloc::format!(
         "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed",
         acc.total_accepted() >> 10,
         acc.calls,
         acc.fallbacks
     );
+    println!("{summary}");
 }
 
 /// Negative tests the host asks for through the tdxlab HOB's flags.
@@ -141,7 +142,7 @@ fn median(samples: &mut [u64]) -> u64 {
 pub fn bench_doorbell() {
     use crate::layout::{BENCH_BARE_PORT, BENCH_SAMPLES};
     let mut tdx = crate::bare::tdx();
-    let mut s = [0u64; BENCH_SAMPLES];
+    let mut s = alloc::vec![0u64; BENCH_SAMPLES];
     for x in s.iter_mut() {
         let t = rdtsc();
         let _ = tdx.tdg_vp_info();

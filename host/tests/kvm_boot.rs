@@ -66,6 +66,10 @@ fn boot(vcpus: u32) {
     assert_eq!(r["zaps"]["mirror"], 16 * vcpus, "{r}");
     assert_eq!(r["zaps"]["direct"], 16 * vcpus, "{r}");
     assert_eq!(r["tdvmcalls"]["MapGPA"], 2 * vcpus);
+    assert!(
+        stdout.contains("[guest] INFO: heap: 1024 KiB at 0x300000"),
+        "the heap is accepted and logged: {stdout}"
+    );
     assert!(r["accepted_bytes"].as_u64().unwrap() >= vcpus as u64 * ((2 << 20) + 4096 + 16 * 4096));
     assert!(r["ept_violations"].as_u64().unwrap() > 0 && r["kicks"].as_u64().unwrap() > 0);
 }
@@ -232,8 +236,9 @@ fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     std::fs::remove_file(&report).ok();
-    // 32 MiB minus the 1 MiB TEMP_MEM and 8 KiB TD_HOB the host added before boot.
-    let expect = (32u64 << 20) - (1 << 20) - 8192;
+    // 32 MiB minus the 1 MiB TEMP_MEM and 8 KiB TD_HOB the host added before boot and the
+    // 1 MiB heap the guest accepted first.
+    let expect = (32u64 << 20) - (1 << 20) - 8192 - (1 << 20);
     assert!(
         stdout.contains(&format!("[guest] accepted all RAM: {expect} bytes in ")),
         "{stdout}"
