@@ -175,3 +175,17 @@ pub fn wait_heap_ready() {
         core::hint::spin_loop();
     }
 }
+
+/// Bytes of RAM the TD HOB describes (the end of its highest resource).
+pub fn ram_size() -> u64 {
+    // SAFETY: the TD HOB section is accepted memory the host wrote before boot.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            crate::layout::TD_HOB_BASE as *const u8,
+            TD_HOB_SIZE as usize,
+        )
+    };
+    HobList::parse(bytes)
+        .map(|l| l.resources().map(|r| r.start + r.length).max().unwrap_or(0))
+        .unwrap_or(0)
+}

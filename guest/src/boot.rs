@@ -1,9 +1,8 @@
 //! Reset-vector target: 32-bit protected mode (the TD start state) → long mode.
 //!
 //! Every vCPU starts here at once (EBX = GPAW, ECX = R8 = TD HOB, ESI = vCPU index). The BSP
-//! builds identity page tables for the low 4 GiB with 2 MiB pages, plus a shared window
-//! (`crate::layout`-independent: VA 0xFFFF_8000_0000_0000 + gpa → gpa | shared bit, first
-//! 2 GiB), and raises the mailbox flag;
+//! builds identity page tables for the low 4 GiB with 2 MiB pages (the shared window is added
+//! later, in Rust, by `paging`) and raises the mailbox flag;
 //! the APs wait for it. All then enable paging (EFER.LME is already set in a TD), load a 64-bit
 //! GDT, and call `rust_main(vcpu_index, hob)` on their own stack.
 
@@ -41,27 +40,6 @@ _start32:
     inc ecx
     cmp ecx, 2048
     jne 2b
-    /* Shared window: PML4[256] -> PDPT_S (PT+0x6000) -> PD_S0/1 (PT+0x7000, +0x8000),
-       2M pages whose physical addresses carry the shared bit (47): VA 0xFFFF800000000000 + gpa
-       reaches gpa | bit 47, for the first 2 GiB. */
-    mov dword ptr [{pt} + 256 * 8], {pt} + 0x6000 + 3
-    mov dword ptr [{pt} + 256 * 8 + 4], 0
-    mov dword ptr [{pt} + 0x6000], {pt} + 0x7000 + 3
-    mov dword ptr [{pt} + 0x6000 + 4], 0
-    mov dword ptr [{pt} + 0x6000 + 8], {pt} + 0x8000 + 3
-    mov dword ptr [{pt} + 0x6000 + 12], 0
-    xor ecx, ecx
-6:  mov eax, ecx
-    shl eax, 21
-    or eax, 0x83
-    mov dword ptr [{pt} + 0x7000 + ecx * 8], eax
-    mov eax, ecx
-    shr eax, 11
-    or eax, 0x8000
-    mov dword ptr [{pt} + 0x7000 + ecx * 8 + 4], eax
-    inc ecx
-    cmp ecx, 1024
-    jne 6b
     mov byte ptr [{mailbox}], 1
     jmp 4f
 3:  pause

@@ -21,6 +21,8 @@ mod heap;
 #[cfg(target_os = "none")]
 mod idt;
 #[cfg(target_os = "none")]
+mod paging;
+#[cfg(target_os = "none")]
 extern crate alloc;
 
 #[cfg(target_os = "none")]
@@ -43,6 +45,7 @@ fn main(vcpu: u32) -> ! {
     if vcpu == 0 {
         heap::init_log();
         heap::init();
+        paging::map_shared_window(bare::ram_size(), info.gpaw.shared_bit());
         bare::heap_ready();
         workload::misbehave_if_asked(bare::flags());
         if bare::flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {

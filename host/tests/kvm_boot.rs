@@ -67,6 +67,11 @@ fn boot(vcpus: u32) {
     assert_eq!(r["zaps"]["direct"], 16 * vcpus, "{r}");
     assert_eq!(r["tdvmcalls"]["MapGPA"], 2 * vcpus);
     assert!(
+        stdout
+            .contains("[guest] INFO: shared window: 256 MiB at 0xffff800000000000 (shared bit 47)"),
+        "{stdout}"
+    );
+    assert!(
         stdout.contains("[guest] INFO: heap: 1024 KiB at 0x300000"),
         "the heap is accepted and logged: {stdout}"
     );
