@@ -1,7 +1,8 @@
-//! The IDT: every exception (vectors 0–31) lands in one handler that reports the vector, RIP,
-//! error code and CR2 on the console and through TDVMCALL<ReportFatalError>, then stops the TD.
-//! (A #VE handler — vector 20 on real TDX — is not written yet: the emulated host never
-//! injects one.)
+//! The IDT: every exception (vectors 0–31) lands in one handler. A #VE (vector 20) is served
+//! like Linux's `tdx_handle_virt_exception`: TDG.VP.VEINFO.GET, then the instruction the TDX
+//! module refused is done through TDG.VP.VMCALL and RIP skips it. Every other exception is
+//! reported (vector, RIP, error code, CR2) on the console and through ReportFatalError, and
+//! the TD stops.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,10 +56,27 @@ tdxlab_exc_common:
     push r14
     push r15
     mov rdi, rsp
+    mov rbx, rsp
     and rsp, -16
     call {handler}
-2:  hlt
-    jmp 2b
+    mov rsp, rbx
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    iretq
 
     .section .rodata.tdxlab_exc_table, "a"
     .p2align 3
@@ -136,7 +154,62 @@ const NAMES: [&str; 32] = [
     "reserved",
 ];
 
-extern "C" fn exception(f: &Frame) -> ! {
+const RAX: usize = 14;
+const RBX: usize = 13;
+const RCX: usize = 12;
+const RDX: usize = 11;
+
+/// Serve a #VE; `Err` names why it cannot be served.
+fn handle_ve(f: &mut Frame) -> Result<(), alloc::string::String> {
+    use shared_abi::ve::{exit_reason, IoQualification};
+    let mut tdx = crate::bare::tdx();
+    let ve = tdx.tdg_vp_veinfo_get().map_err(|e| alloc::format!("{e}"))?;
+    match ve.exit_reason {
+        exit_reason::IO => {
+            let q = IoQualification::decode(ve.exit_qualification);
+            if q.is_string {
+                return Err(alloc::format!("string I/O on port {:#x}", q.port));
+            }
+            let mask = (1u64 << (8 * q.size as u32)) - 1;
+            let rax = f.regs[RAX];
+            if q.is_in {
+                let v = tdx
+                    .io_read(q.size, q.port)
+                    .map_err(|e| alloc::format!("{e}"))? as u64
+                    & mask;
+                // A 32-bit IN zero-extends into RAX; narrower ones keep the upper bytes.
+                f.regs[RAX] = if q.size == 4 { v } else { (rax & !mask) | v };
+            } else {
+                tdx.io_write(q.size, q.port, (rax & mask) as u32)
+                    .map_err(|e| alloc::format!("{e}"))?;
+            }
+        }
+        exit_reason::CPUID => {
+            let r = tdx
+                .cpuid(f.regs[RAX] as u32, f.regs[RCX] as u32)
+                .map_err(|e| alloc::format!("{e}"))?;
+            (f.regs[RAX], f.regs[RBX], f.regs[RCX], f.regs[RDX]) =
+                (r[0] as u64, r[1] as u64, r[2] as u64, r[3] as u64);
+        }
+        exit_reason::EPT_VIOLATION => {
+            return Err(alloc::format!(
+                "EPT-violation #VE at gpa {:#x}: private memory the host took away",
+                ve.gpa
+            ));
+        }
+        other => return Err(alloc::format!("#VE for exit reason {other}")),
+    }
+    f.rip += ve.instr_len as u64;
+    Ok(())
+}
+
+extern "C" fn exception(f: &mut Frame) {
+    if f.vector == shared_abi::ve::X86_TRAP_VE as u64 {
+        match handle_ve(f) {
+            Ok(()) => return,
+            Err(why) => panic!("unhandled #VE at RIP {:#x}: {why}", f.rip),
+        }
+    }
     let cr2: u64;
     // SAFETY: reading CR2 has no side effects.
     unsafe { core::arch::asm!("mov {}, cr2", out(reg) cr2, options(nomem, nostack)) };

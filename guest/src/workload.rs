@@ -98,7 +98,36 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
 
 /// Negative tests the host asks for through the tdxlab HOB's flags.
 pub fn misbehave_if_asked(flags: u32) {
-    use shared_abi::layout::hob::config::{ALIAS_MISMATCH, FAULT, HANG, TOUCH_UNACCEPTED};
+    use shared_abi::layout::hob::config::{
+        ALIAS_MISMATCH, FAULT, HANG, RAW_IO, TOUCH_UNACCEPTED, TRIPLE_FAULT,
+    };
+    if flags & TRIPLE_FAULT != 0 {
+        println!("loading an empty IDT and faulting, as asked");
+        let empty = [0u16; 5];
+        // SAFETY: deliberately fatal: #UD with no IDT escalates to a triple fault.
+        unsafe { core::arch::asm!("lidt [{}]", "ud2", in(reg) empty.as_ptr()) };
+    }
+    if flags & RAW_IO != 0 {
+        // Raw port I/O #VEs in a TD; the handler does it through TDVMCALL<Instruction.IO>.
+        for b in b"raw OUT to COM1 through #VE\n" {
+            // SAFETY: served by the #VE handler.
+            unsafe {
+                core::arch::asm!("out dx, al", in("dx") 0x3F8u16, in("al") *b, options(nomem, nostack))
+            };
+        }
+        let lsr: u8;
+        // SAFETY: as above.
+        unsafe {
+            core::arch::asm!("in al, dx", in("dx") 0x3FDu16, out("al") lsr, options(nomem, nostack))
+        };
+        let post: u8;
+        // SAFETY: as above (imm8 form).
+        unsafe {
+            core::arch::asm!("out 0x80, al", in("al") 0x42u8, options(nomem, nostack));
+            core::arch::asm!("in al, 0x80", out("al") post, options(nomem, nostack));
+        }
+        println!("raw IN through #VE: COM1 LSR {lsr:#x}, port 0x80 {post:#x}");
+    }
     if flags & FAULT != 0 {
         println!("executing ud2, as asked");
         // SAFETY: deliberately raises #UD; the exception handler stops the TD.

@@ -91,8 +91,8 @@ enum Command {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
         /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
-        /// touch-unaccepted, alias-mismatch, hang or fault.
-        #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault"])]
+        /// touch-unaccepted, alias-mismatch, hang, fault, raw-io or triple-fault.
+        #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
         misbehave: Option<String>,
         /// Accept all RAM at boot (instead of lazily) and report how long it took.
         #[arg(long)]
@@ -177,6 +177,8 @@ pub fn main() -> ExitCode {
                         Some("alias-mismatch") => shared_abi::layout::hob::config::ALIAS_MISMATCH,
                         Some("hang") => shared_abi::layout::hob::config::HANG,
                         Some("fault") => shared_abi::layout::hob::config::FAULT,
+                        Some("raw-io") => shared_abi::layout::hob::config::RAW_IO,
+                        Some("triple-fault") => shared_abi::layout::hob::config::TRIPLE_FAULT,
                         _ => 0,
                     } | if accept_all {
                         shared_abi::layout::hob::config::ACCEPT_ALL

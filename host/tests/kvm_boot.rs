@@ -297,3 +297,49 @@ fn a_guest_exception_is_reported_with_vector_and_rip() {
         "{err}"
     );
 }
+
+#[test]
+fn raw_port_io_is_served_through_the_ve_handler() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let report = std::env::temp_dir().join(format!("tdxlab-ve-{}.json", std::process::id()));
+    let (code, out, err) = misbehave(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--misbehave",
+        "raw-io",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("[guest] raw OUT to COM1 through #VE"), "{out}");
+    assert!(
+        out.contains("[guest] raw IN through #VE: COM1 LSR 0x60, port 0x80 0xff"),
+        "{out}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).ok();
+    let ves = r["ves_injected"].as_u64().unwrap();
+    assert_eq!(ves, "raw OUT to COM1 through #VE\n".len() as u64 + 3, "{r}");
+    assert_eq!(
+        r["tdcalls"]["TDG.VP.VEINFO.GET"], ves,
+        "one VEINFO.GET per #VE: {r}"
+    );
+}
+
+#[test]
+fn a_triple_fault_is_reported_with_the_vcpu() {
+    if !kvm_usable() {
+        println!("SKIPPED: no usable /dev/kvm");
+        return;
+    }
+    let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "triple-fault"]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("triple_fault (vCPU 0 triple-faulted (RIP 0x"),
+        "{err}"
+    );
+}

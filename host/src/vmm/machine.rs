@@ -92,6 +92,8 @@ pub struct RunReport {
     pub zaps: Zaps,
     /// Kick-all-vCPUs requests.
     pub kicks: u64,
+    /// #VEs injected (raw port I/O the module turned into #VE).
+    pub ves_injected: u64,
     /// Wall time.
     pub elapsed_s: f64,
     /// The guest's console.
@@ -389,6 +391,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         let mut handles = Vec::new();
         for (i, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = Ctx {
+                firmware: (&firmware, image_base),
                 bench: cfg.workload == crate::pack::WORKLOAD_BENCH_DOORBELL,
                 seam: &seam,
                 vmm: &vmm,
@@ -492,6 +495,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             direct: k.zapped_direct.load(Relaxed),
         },
         kicks: backend.kicks.load(Relaxed),
+        ves_injected: counters.ves.load(Relaxed),
         elapsed_s: start.elapsed().as_secs_f64(),
         console,
         tsc_hz,
@@ -506,6 +510,7 @@ fn rdtsc() -> u64 {
 
 #[derive(Default)]
 struct Counters {
+    ves: AtomicU64,
     tdcalls: Mutex<BTreeMap<String, u64>>,
     tdvmcalls: Mutex<BTreeMap<String, u64>>,
 }
@@ -657,6 +662,8 @@ fn create_vcpu(vm: &VmFd, index: u32, cpuid: &CpuId, hob: u64) -> anyhow::Result
 
 /// What a vCPU thread works with.
 struct Ctx<'a> {
+    /// The firmware window's mapping and where it starts.
+    firmware: (&'a Mapping, u64),
     /// The doorbell benchmark runs: the bare bench port is answered by re-entering.
     bench: bool,
     seam: &'a TdxModule,
@@ -697,33 +704,194 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         };
         // The exit borrows the vCPU's run area; anything that needs RIP is reported after.
         let mut rung = false;
+        let mut raw_io: Option<(u16, u8, bool)> = None;
         let outcome: Option<(&'static str, String)> = match exit {
             VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => {
                 rung = true;
                 None
             }
             VcpuExit::IoOut(crate::pack::BENCH_BARE_PORT, _) if ctx.bench => None,
-            VcpuExit::IoOut(port, _) | VcpuExit::IoIn(port, _) => Some((
-                "fatal",
-                format!("vCPU {index}: raw port I/O to {port:#x} (a TD reaches ports only through TDVMCALL)"),
-            )),
-            VcpuExit::MmioRead(gpa, data) => ept_violation(index, gpa, Access::Read(data), ctx).err().map(|e| ("fatal", e)),
-            VcpuExit::MmioWrite(gpa, data) => ept_violation(index, gpa, Access::Write(data), ctx).err().map(|e| ("fatal", e)),
+            VcpuExit::IoOut(port, data) => {
+                raw_io = Some((port, data.len() as u8, false));
+                None
+            }
+            VcpuExit::IoIn(port, data) => {
+                raw_io = Some((port, data.len() as u8, true));
+                None
+            }
+            VcpuExit::MmioRead(gpa, data) => ept_violation(index, gpa, Access::Read(data), ctx)
+                .err()
+                .map(|e| ("fatal", e)),
+            VcpuExit::MmioWrite(gpa, data) => ept_violation(index, gpa, Access::Write(data), ctx)
+                .err()
+                .map(|e| ("fatal", e)),
             VcpuExit::Hlt => None,
             VcpuExit::Shutdown => Some(("triple_fault", format!("vCPU {index} triple-faulted"))),
-            VcpuExit::FailEntry(reason, cpu) => Some(("host_error", format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"))),
-            VcpuExit::InternalError => Some(("host_error", format!("vCPU {index}: KVM internal error"))),
-            other => Some(("host_error", format!("vCPU {index}: unexpected exit {other:?}"))),
+            VcpuExit::FailEntry(reason, cpu) => Some((
+                "host_error",
+                format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
+            )),
+            VcpuExit::InternalError => {
+                Some(("host_error", format!("vCPU {index}: KVM internal error")))
+            }
+            other => Some((
+                "host_error",
+                format!("vCPU {index}: unexpected exit {other:?}"),
+            )),
         };
         let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
         if let Some((kind, message)) = outcome {
             return fatal(kind, format!("{message} (RIP {rip:#x})"));
+        }
+        if let Some((port, size, is_in)) = raw_io {
+            let r = if is_in {
+                inject_in_ve(index, &mut vcpu, ctx, port, size)
+            } else {
+                inject_io_ve(index, &vcpu, ctx, port, size, false)
+            };
+            if let Err(e) = r {
+                return fatal("fatal", e);
+            }
         }
         if rung {
             if let Err(e) = doorbell(index, &vcpu, ctx) {
                 return fatal("fatal", e);
             }
         }
+    }
+}
+
+/// Raw port I/O in a TD is not executed: the TDX module turns it into a #VE (exit reason 30,
+/// the I/O exit qualification, the instruction length) for the guest to serve through
+/// TDVMCALL<Instruction.IO>. KVM reports an OUT exit with RIP already past the instruction, so
+/// decode its length backwards (IN/OUT with DX: 1 byte; with imm8: 2; 0x66 prefix: +1),
+/// put RIP back on it (which also cancels KVM's completion of an IN), and inject vector 20.
+fn inject_io_ve(
+    index: u32,
+    vcpu: &VcpuFd,
+    ctx: &Ctx,
+    port: u16,
+    size: u8,
+    is_in: bool,
+) -> Result<(), String> {
+    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    let after = regs.rip;
+    let mut code = [0u8; 3];
+    read_guest(ctx, after.wrapping_sub(3), &mut code);
+    let wide = size > 1;
+    let dx_op = match (is_in, wide) {
+        (true, false) => 0xEC,
+        (true, true) => 0xED,
+        (false, false) => 0xEE,
+        (false, true) => 0xEF,
+    };
+    let len: usize = if code[2] == dx_op && regs.rdx as u16 == port {
+        1
+    } else if code[1] == dx_op - 8 && code[2] as u16 == port {
+        2
+    } else {
+        return Err(format!("vCPU {index}: raw port I/O to {port:#x} at RIP {after:#x} with an instruction the host cannot decode"));
+    };
+    let prefixed = size == 2 && code[3 - len - 1] == 0x66;
+    let len = (len + prefixed as usize) as u64;
+    let ve = shared_abi::ve::VeInfo {
+        exit_reason: shared_abi::ve::exit_reason::IO,
+        exit_qualification: shared_abi::ve::IoQualification {
+            size,
+            is_in,
+            is_string: false,
+            port,
+        }
+        .encode(),
+        gla: 0,
+        gpa: 0,
+        instr_len: len as u32,
+        instr_info: 0,
+    };
+    ctx.seam.inject_ve(index, ve);
+    regs.rip = after - len;
+    vcpu.set_regs(&regs)
+        .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
+    let mut ev = vcpu
+        .get_vcpu_events()
+        .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+    ev.exception.injected = 1;
+    ev.exception.nr = shared_abi::ve::X86_TRAP_VE;
+    ev.exception.has_error_code = 0;
+    ev.exception.error_code = 0;
+    vcpu.set_vcpu_events(&ev)
+        .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))?;
+    ctx.counters.ves.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// A raw IN: KVM reports it with RIP still on the instruction and completes it on the next
+/// KVM_RUN (writing the exit's data into AL/AX/EAX and skipping it), so the #VE can only be
+/// delivered after it. Feed KVM the guest's own RAX bytes (an IN that changes nothing), and
+/// inject the #VE with `instr_len` 0: the guest's handler does the IN through TDVMCALL and
+/// resumes where it is. (Real TDX reports the IN's length with RIP on it; the handler is the
+/// same code either way.)
+fn inject_in_ve(
+    index: u32,
+    vcpu: &mut VcpuFd,
+    ctx: &Ctx,
+    port: u16,
+    size: u8,
+) -> Result<(), String> {
+    let rax = vcpu
+        .get_regs()
+        .map_err(|e| format!("KVM_GET_REGS: {e}"))?
+        .rax;
+    let run = vcpu.get_kvm_run();
+    // SAFETY: for KVM_EXIT_IO the `io` member of the exit union is valid; its data lives at
+    // data_offset inside the vCPU's kvm_run mapping, `size` bytes long.
+    unsafe {
+        let off = run.__bindgen_anon_1.io.data_offset as usize;
+        let base = run as *mut kvm_bindings::kvm_run as *mut u8;
+        std::ptr::copy_nonoverlapping(rax.to_le_bytes().as_ptr(), base.add(off), size as usize);
+    }
+    let ve = shared_abi::ve::VeInfo {
+        exit_reason: shared_abi::ve::exit_reason::IO,
+        exit_qualification: shared_abi::ve::IoQualification {
+            size,
+            is_in: true,
+            is_string: false,
+            port,
+        }
+        .encode(),
+        gla: 0,
+        gpa: 0,
+        instr_len: 0,
+        instr_info: 0,
+    };
+    ctx.seam.inject_ve(index, ve);
+    let mut ev = vcpu
+        .get_vcpu_events()
+        .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+    ev.exception.injected = 1;
+    ev.exception.nr = shared_abi::ve::X86_TRAP_VE;
+    ev.exception.has_error_code = 0;
+    ev.exception.error_code = 0;
+    vcpu.set_vcpu_events(&ev)
+        .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))?;
+    ctx.counters.ves.fetch_add(1, Relaxed);
+    Ok(())
+}
+
+/// Read guest memory by guest-physical address (firmware window or private RAM).
+fn read_guest(ctx: &Ctx, gpa: u64, out: &mut [u8]) {
+    let (fw, base) = ctx.firmware;
+    if gpa >= base && gpa + out.len() as u64 <= 1 << 32 {
+        // SAFETY: inside the firmware mapping (bounds checked above).
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                fw.ptr.add((gpa - base) as usize),
+                out.as_mut_ptr(),
+                out.len(),
+            )
+        };
+    } else if gpa + (out.len() as u64) <= ctx.mem {
+        ctx.backend.private.read(gpa, out);
     }
 }
 

@@ -113,6 +113,10 @@ pub mod config {
     pub const HANG: u32 = 1 << 3;
     /// Deliberately raise an exception (negative test of the guest's IDT).
     pub const FAULT: u32 = 1 << 4;
+    /// Execute raw IN/OUT, which a TD cannot: served through #VE (test of the #VE path).
+    pub const RAW_IO: u32 = 1 << 5;
+    /// Deliberately triple-fault (test of the host's shutdown handling).
+    pub const TRIPLE_FAULT: u32 = 1 << 6;
 }
 
 /// Encoded size of [`TdxlabHob`].
