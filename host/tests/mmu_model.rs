@@ -261,3 +261,45 @@ fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
         Some((0x203, 1))
     );
 }
+
+/// Records what the MMU asks of the backend.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(u64, u64, bool)>>);
+
+impl tdxlab::kvm::Backend for Recorder {
+    fn set_accessible(&self, alias: tdxlab::kvm::Alias, gfn: u64, n: u64, accessible: bool) {
+        if alias == tdxlab::kvm::Alias::Shared {
+            self.0.lock().unwrap().push((gfn, n, accessible));
+        }
+    }
+    fn discard(&self, _: tdxlab::kvm::Alias, _: u64, _: u64) {}
+    fn kick_all_vcpus(&self, _: bool) {}
+    fn shared_pfn(&self, gfn: u64) -> u64 {
+        gfn
+    }
+}
+
+#[test]
+fn adjacent_shared_zaps_reach_the_backend_as_one_range() {
+    let seam = TdxModule::runnable(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(64)),
+    );
+    let rec = Arc::new(Recorder::default());
+    let kvm = Kvm::new(KvmConfig::td(64), Some(seam), rec.clone());
+    kvm.kvm_vm_set_mem_attributes(0, 64, MemoryAttributes::SHARED)
+        .unwrap();
+    for g in (8..16).chain(20..22) {
+        assert_eq!(
+            kvm.kvm_mmu_page_fault(Gpaw::GPAW_48.to_shared(Gpa(g << 12)), PageLevel::Size4K),
+            FaultOutcome::Mapped
+        );
+    }
+    rec.0.lock().unwrap().clear();
+    kvm.kvm_mmu_notifier_invalidate_range(0, 64, || {}).unwrap();
+    assert_eq!(*rec.0.lock().unwrap(), vec![(8, 8, false), (20, 2, false)]);
+}

@@ -206,6 +206,9 @@ impl Kvm {
             }
         };
         let mut errs: Vec<KvmBug> = Vec::new();
+        // Adjacent shared leaves are unmapped from the backend in one call (one mprotect on
+        // KVM); the walk visits leaves in address order.
+        let mut run: Option<(u64, u64)> = None;
         let mut zapped = |gfn: u64, level: u8, pfn: u64| {
             let n = 1u64 << (9 * level as u32);
             tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level, "zap leaf");
@@ -216,10 +219,20 @@ impl Kvm {
                 }
             } else {
                 self.stats.zapped_direct.fetch_add(n, Relaxed);
-                self.backend.set_accessible(Alias::Shared, gfn, n, false);
+                run = match run {
+                    Some((s, len)) if s + len == gfn => Some((s, len + n)),
+                    Some((s, len)) => {
+                        self.backend.set_accessible(Alias::Shared, s, len, false);
+                        Some((gfn, n))
+                    }
+                    None => Some((gfn, n)),
+                };
             }
         };
         let any = root.zap_leafs(start, end, &mut split, &mut zapped);
+        if let Some((s, len)) = run {
+            self.backend.set_accessible(Alias::Shared, s, len, false);
+        }
         match err.or(errs.into_iter().next()) {
             Some(e) => Err(e),
             None => Ok(any),
