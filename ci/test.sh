@@ -9,8 +9,9 @@ step "cargo fmt --check"
 cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
-step "guest build (x86_64-unknown-none)"
+step "guest build and clippy (x86_64-unknown-none)"
 cargo build -p tdxlab-guest --target x86_64-unknown-none --release
+cargo clippy -p tdxlab-guest --target x86_64-unknown-none -- -D warnings
 step "cargo test --workspace"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

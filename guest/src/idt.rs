@@ -1,6 +1,7 @@
 //! The IDT: every exception (vectors 0–31) lands in one handler. A #VE (vector 20) is served
 //! like Linux's `tdx_handle_virt_exception`: TDG.VP.VEINFO.GET, then the instruction the TDX
-//! module refused is done through TDG.VP.VMCALL and RIP skips it. Every other exception is
+//! module refused (I/O, CPUID, HLT, RDMSR, WRMSR) is done through TDG.VP.VMCALL and RIP skips
+//! it; an EPT-violation #VE is fatal. Every other exception is
 //! reported (vector, RIP, error code, CR2) on the console and through ReportFatalError, and
 //! the TD stops.
 
@@ -190,6 +191,21 @@ fn handle_ve(f: &mut Frame) -> Result<(), alloc::string::String> {
                 .map_err(|e| alloc::format!("{e}"))?;
             (f.regs[RAX], f.regs[RBX], f.regs[RCX], f.regs[RDX]) =
                 (r[0] as u64, r[1] as u64, r[2] as u64, r[3] as u64);
+        }
+        exit_reason::HLT => {
+            let irqs_disabled = f.rflags & (1 << 9) == 0;
+            tdx.hlt(irqs_disabled).map_err(|e| alloc::format!("{e}"))?;
+        }
+        exit_reason::RDMSR => {
+            let v = tdx
+                .rdmsr(f.regs[RCX] as u32)
+                .map_err(|e| alloc::format!("{e}"))?;
+            (f.regs[RAX], f.regs[RDX]) = (v & 0xFFFF_FFFF, v >> 32);
+        }
+        exit_reason::WRMSR => {
+            let v = (f.regs[RDX] & 0xFFFF_FFFF) << 32 | (f.regs[RAX] & 0xFFFF_FFFF);
+            tdx.wrmsr(f.regs[RCX] as u32, v)
+                .map_err(|e| alloc::format!("{e}"))?;
         }
         exit_reason::EPT_VIOLATION => {
             return Err(alloc::format!(

@@ -189,3 +189,43 @@ fn guest_loop_completes_against_injected_retries_and_sets_attributes() {
     );
     assert!(kvm.check_invariants().is_empty());
 }
+
+#[test]
+fn hlt_and_msr_tdvmcalls_get_ghci_statuses() {
+    let (_, kvm) = td();
+    let rec = Recorder::default();
+    let call = |sub: Subfunction, r12: u64| {
+        let mut r = Regs {
+            r11: sub as u64,
+            r12,
+            ..Regs::default()
+        };
+        kvm.tdx_emulate_vmcall(0, &mut r, &rec);
+        VmcallStatus(r.r10)
+    };
+    assert_eq!(call(Subfunction::Hlt, 0), VmcallStatus::SUCCESS);
+    assert_eq!(
+        call(Subfunction::Rdmsr, 0x1B),
+        VmcallStatus::INVALID_OPERAND,
+        "no MSR is virtualised"
+    );
+    assert_eq!(
+        call(Subfunction::Wrmsr, 0x1B),
+        VmcallStatus::INVALID_OPERAND
+    );
+    assert_eq!(
+        call(Subfunction::GetQuote, 0),
+        VmcallStatus::SUBFUNC_UNSUPPORTED
+    );
+    let mut r = Regs {
+        r10: 1,
+        r11: 12,
+        ..Regs::default()
+    };
+    kvm.tdx_emulate_vmcall(0, &mut r, &rec);
+    assert_eq!(
+        VmcallStatus(r.r10),
+        VmcallStatus::SUBFUNC_UNSUPPORTED,
+        "KVM hypercalls through TDVMCALL are not offered"
+    );
+}

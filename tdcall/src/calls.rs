@@ -134,6 +134,34 @@ impl<T: Transport> Tdx<T> {
         Ok([o.r12 as u32, o.r13 as u32, o.r14 as u32, o.r15 as u32])
     }
 
+    /// TDVMCALL<Instruction.HLT>: R12 = 1 when the guest halts with interrupts disabled.
+    pub fn hlt(&mut self, irqs_disabled: bool) -> Result<(), Error> {
+        let r = Regs {
+            r12: irqs_disabled as u64,
+            ..Regs::default()
+        };
+        self.vmcall_ok(Subfunction::Hlt, r).map(drop)
+    }
+
+    /// TDVMCALL<Instruction.RDMSR>: R12 = MSR → R11 = value.
+    pub fn rdmsr(&mut self, msr: u32) -> Result<u64, Error> {
+        let r = Regs {
+            r12: msr as u64,
+            ..Regs::default()
+        };
+        Ok(self.vmcall_ok(Subfunction::Rdmsr, r)?.r11)
+    }
+
+    /// TDVMCALL<Instruction.WRMSR>: R12 = MSR, R13 = value.
+    pub fn wrmsr(&mut self, msr: u32, value: u64) -> Result<(), Error> {
+        let r = Regs {
+            r12: msr as u64,
+            r13: value,
+            ..Regs::default()
+        };
+        self.vmcall_ok(Subfunction::Wrmsr, r).map(drop)
+    }
+
     /// TDVMCALL<GetTdVmCallInfo>(leaf): R11..R14.
     pub fn get_td_vmcall_info(&mut self, leaf: u64) -> Result<[u64; 4], Error> {
         let r = Regs {

@@ -157,3 +157,27 @@ fn report_fatal_error_spreads_the_message_like_linux() {
     let got: Vec<u8> = order.iter().flat_map(|w| w.to_le_bytes()).collect();
     assert_eq!(got, msg);
 }
+
+#[test]
+fn hlt_rdmsr_wrmsr_use_the_ghci_registers() {
+    let mut tdx = Tdx::new(scripted(|r| {
+        vmcall_answer(
+            0,
+            if r.r11 == Subfunction::Rdmsr as u64 {
+                0xFEE0_0C00
+            } else {
+                0
+            },
+        )
+    }));
+    tdx.hlt(true).unwrap();
+    assert_eq!(tdx.rdmsr(0x1B).unwrap(), 0xFEE0_0C00);
+    tdx.wrmsr(0x1B, 0x1234).unwrap();
+    let c = &tdx.transport().calls;
+    assert_eq!((c[0].r11, c[0].r12), (Subfunction::Hlt as u64, 1));
+    assert_eq!((c[1].r11, c[1].r12), (Subfunction::Rdmsr as u64, 0x1B));
+    assert_eq!(
+        (c[2].r11, c[2].r12, c[2].r13),
+        (Subfunction::Wrmsr as u64, 0x1B, 0x1234)
+    );
+}

@@ -27,6 +27,14 @@ pub trait VmmExits {
     ) -> Result<u32, VmcallStatus> {
         Err(VmcallStatus::SUBFUNC_UNSUPPORTED)
     }
+    /// TDVMCALL<Instruction.RDMSR>: the emulated host virtualises no MSR for the guest.
+    fn rdmsr(&self, _vcpu: u32, _msr: u32) -> Result<u64, VmcallStatus> {
+        Err(VmcallStatus::INVALID_OPERAND)
+    }
+    /// TDVMCALL<Instruction.WRMSR>.
+    fn wrmsr(&self, _vcpu: u32, _msr: u32, _value: u64) -> Result<(), VmcallStatus> {
+        Err(VmcallStatus::INVALID_OPERAND)
+    }
     /// TDVMCALL<ReportFatalError> (KVM_EXIT_SYSTEM_EVENT / TDX_FATAL).
     fn report_fatal_error(&self, _vcpu: u32, _regs: &Regs) {}
 }
@@ -60,6 +68,19 @@ impl Kvm {
                 match vmm.io(vcpu, size, regs.r13 == 1, regs.r14 as u16, regs.r15 as u32) {
                     Ok(v) => (regs.r10, regs.r11) = (0, v as u64),
                     Err(s) => regs.r10 = s.0,
+                }
+            }
+            // The vCPU thread goes on at once: nothing in the emulated TD wakes a halted vCPU,
+            // and the guest halts only where a spin would do.
+            Some(Subfunction::Hlt) => regs.r10 = 0,
+            Some(Subfunction::Rdmsr) => match vmm.rdmsr(vcpu, regs.r12 as u32) {
+                Ok(v) => (regs.r10, regs.r11) = (0, v),
+                Err(s) => regs.r10 = s.0,
+            },
+            Some(Subfunction::Wrmsr) => {
+                regs.r10 = match vmm.wrmsr(vcpu, regs.r12 as u32, regs.r13) {
+                    Ok(()) => 0,
+                    Err(s) => s.0,
                 }
             }
             Some(Subfunction::ReportFatalError) => {
