@@ -1,28 +1,11 @@
 //! The `tdxlab` binary as a user runs it.
 
-use std::process::Command;
-
-fn tdxlab(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tdxlab"))
-        .args(args)
-        .output()
-        .expect("run tdxlab")
-}
-
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
+mod common;
+use common::tdxlab;
 
 #[test]
 fn caps_reports_kvm_and_maxphyaddr() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let out = tdxlab(&["caps", "--json"]);
     let v: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("caps --json prints JSON");

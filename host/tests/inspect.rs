@@ -1,16 +1,11 @@
 //! `tdxlab inspect` on Debian's OVMF.fd and on a corpus of deliberately broken images.
 
+mod common;
+use common::tdxlab;
+
 use shared_abi::layout::guid;
 use shared_abi::layout::ovmf::write_table;
 use shared_abi::layout::tdvf::{write_descriptor, SectionType, TdvfSection, ATTR_MR_EXTEND};
-use std::process::Command;
-
-fn tdxlab(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tdxlab"))
-        .args(args)
-        .output()
-        .expect("run tdxlab")
-}
 
 const DEBIAN_OVMF: &str = "/usr/share/ovmf/OVMF.fd";
 

@@ -2,22 +2,8 @@
 //! reaches Rust and talks to the TDX module model through the doorbell; bad input is refused
 //! in one line.
 
-use std::process::Command;
-
-fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok()
-}
-
-fn tdxlab(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_tdxlab"))
-        .args(args)
-        .output()
-        .expect("run tdxlab")
-}
+mod common;
+use common::tdxlab;
 
 fn boot(vcpus: u32) {
     let report =
@@ -90,10 +76,7 @@ fn misbehave(args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn touching_unaccepted_private_memory_stops_the_td() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "touch-unaccepted"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
@@ -105,10 +88,7 @@ fn touching_unaccepted_private_memory_stops_the_td() {
 
 #[test]
 fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let (code, out, err) = misbehave(&[
         "run",
         "--vcpus",
@@ -129,28 +109,19 @@ fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
 
 #[test]
 fn boots_on_one_vcpu() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     boot(1);
 }
 
 #[test]
 fn boots_on_four_vcpus() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     boot(4);
 }
 
 #[test]
 fn bad_run_input_is_one_line_and_exit_3() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let bad = std::env::temp_dir().join(format!("tdxlab-bad-{}.bin", std::process::id()));
     std::fs::write(&bad, vec![0u8; 64 << 10]).unwrap();
     let cases: [(&[&str], &str); 5] = [
@@ -198,10 +169,7 @@ fn the_built_in_image_passes_qemus_checks() {
 
 #[test]
 fn bench_doorbell_reports_both_round_trips() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let out = tdxlab(&["bench", "doorbell", "--json"]);
     assert_eq!(
         out.status.code(),
@@ -222,10 +190,7 @@ fn bench_doorbell_reports_both_round_trips() {
 
 #[test]
 fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let report = std::env::temp_dir().join(format!("tdxlab-acceptall-{}.json", std::process::id()));
     let out = tdxlab(&[
         "run",
@@ -259,10 +224,7 @@ fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
 
 #[test]
 fn a_hung_guest_times_out_naming_each_vcpus_rip() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let (code, out, err) = misbehave(&[
         "run",
         "--vcpus",
@@ -282,10 +244,7 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
 
 #[test]
 fn a_guest_exception_is_reported_with_vector_and_rip() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "fault"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
@@ -300,10 +259,7 @@ fn a_guest_exception_is_reported_with_vector_and_rip() {
 
 #[test]
 fn raw_port_io_is_served_through_the_ve_handler() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let report = std::env::temp_dir().join(format!("tdxlab-ve-{}.json", std::process::id()));
     let (code, out, err) = misbehave(&[
         "run",
@@ -332,10 +288,7 @@ fn raw_port_io_is_served_through_the_ve_handler() {
 
 #[test]
 fn a_triple_fault_is_reported_with_the_vcpu() {
-    if !kvm_usable() {
-        println!("SKIPPED: no usable /dev/kvm");
-        return;
-    }
+    require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "triple-fault"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(

@@ -794,35 +794,10 @@ fn inject_io_ve(
     };
     let prefixed = size == 2 && code[3 - len - 1] == 0x66;
     let len = (len + prefixed as usize) as u64;
-    let ve = shared_abi::ve::VeInfo {
-        exit_reason: shared_abi::ve::exit_reason::IO,
-        exit_qualification: shared_abi::ve::IoQualification {
-            size,
-            is_in,
-            is_string: false,
-            port,
-        }
-        .encode(),
-        gla: 0,
-        gpa: 0,
-        instr_len: len as u32,
-        instr_info: 0,
-    };
-    ctx.seam.inject_ve(index, ve);
     regs.rip = after - len;
     vcpu.set_regs(&regs)
         .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
-    let mut ev = vcpu
-        .get_vcpu_events()
-        .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
-    ev.exception.injected = 1;
-    ev.exception.nr = shared_abi::ve::X86_TRAP_VE;
-    ev.exception.has_error_code = 0;
-    ev.exception.error_code = 0;
-    vcpu.set_vcpu_events(&ev)
-        .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))?;
-    ctx.counters.ves.fetch_add(1, Relaxed);
-    Ok(())
+    deliver_io_ve(index, vcpu, ctx, (port, size, is_in), len)
 }
 
 /// A raw IN: KVM reports it with RIP still on the instruction and completes it on the next
@@ -850,18 +825,30 @@ fn inject_in_ve(
         let base = run as *mut kvm_bindings::kvm_run as *mut u8;
         std::ptr::copy_nonoverlapping(rax.to_le_bytes().as_ptr(), base.add(off), size as usize);
     }
+    deliver_io_ve(index, vcpu, ctx, (port, size, true), 0)
+}
+
+/// What the TDX module does for an instruction it refuses: fill this vCPU's VEINFO (exit
+/// reason 30 with the I/O qualification and `instr_len`) and inject vector 20.
+fn deliver_io_ve(
+    index: u32,
+    vcpu: &VcpuFd,
+    ctx: &Ctx,
+    (port, size, is_in): (u16, u8, bool),
+    instr_len: u64,
+) -> Result<(), String> {
     let ve = shared_abi::ve::VeInfo {
         exit_reason: shared_abi::ve::exit_reason::IO,
         exit_qualification: shared_abi::ve::IoQualification {
             size,
-            is_in: true,
+            is_in,
             is_string: false,
             port,
         }
         .encode(),
         gla: 0,
         gpa: 0,
-        instr_len: 0,
+        instr_len: instr_len as u32,
         instr_info: 0,
     };
     ctx.seam.inject_ve(index, ve);
