@@ -4,8 +4,10 @@
 //! always mapped); to private = MapGPA, then accept.
 
 use shared_abi::convert::ConversionTarget;
+use shared_abi::hostcheck::HostCheckOp;
 use shared_abi::td::VpInfo;
 use shared_abi::{Gpa, GpaRange};
+use tdcall::HostCheck;
 
 /// Each vCPU's region starts here, `STRIDE` apart.
 pub const REGION_BASE: u64 = 4 << 20;
@@ -52,15 +54,39 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         if before >> 56 == 0xAA {
             panic!("private data {before:#x} visible through the shared alias of {gpa:#x}");
         }
-        // SAFETY: as above.
-        unsafe { shared_ptr(gpa).write_volatile(pattern(vcpu, p, true)) };
-        // SAFETY: as above.
-        let back = unsafe { shared_ptr(gpa).read_volatile() };
-        if back != pattern(vcpu, p, true) {
-            panic!(
-                "shared page {gpa:#x} read {back:#x} after writing {:#x}",
-                pattern(vcpu, p, true)
-            );
+        // SAFETY: as above; the first touch maps the page, then the fill runs at memory speed.
+        unsafe {
+            shared_ptr(gpa).write_volatile(0x1111_1111_1111_1111);
+            core::ptr::write_bytes(shared_ptr(gpa) as *mut u8, 0x11, 4096);
+        }
+    }
+    // The host checks the shared pages from its side and rewrites them (SYNC_SHARED).
+    let mut checks = 0;
+    match tdx.host_check(HostCheckOp::SyncShared, conv, 0x11, 0x22) {
+        Ok(HostCheck::Passed) => checks += 1,
+        Ok(HostCheck::Mismatch { offset, found }) => {
+            panic!("SYNC_SHARED: host saw {found:#x} at {conv}+{offset:#x}, not 0x11")
+        }
+        // No tdxlab host (real TDX): do the host's write ourselves.
+        Ok(HostCheck::Unsupported(_)) => unsafe {
+            core::ptr::write_bytes(shared_ptr(base) as *mut u8, 0x22, conv.len as usize)
+        },
+        Err(e) => panic!("SYNC_SHARED: {e}"),
+    }
+    for p in 0..CONVERT_PAGES {
+        for off in [0, 2048, 4095] {
+            // SAFETY: shared and mapped.
+            let b = unsafe {
+                (shared_ptr(base + p * 4096) as *const u8)
+                    .add(off)
+                    .read_volatile()
+            };
+            if b != 0x22 {
+                panic!(
+                    "shared page {:#x} reads {b:#x} at {off}, not the host's 0x22",
+                    base + p * 4096
+                );
+            }
         }
     }
     tdx.map_gpa(conv, ConversionTarget::Private, info.gpaw)
@@ -82,13 +108,25 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             panic!("re-accepted page {gpa:#x} reads {v:#x}, not zero");
         }
     }
+    // Private data in the re-accepted pages must stay invisible to the host, which
+    // discarded the shared pages when they turned private (SYNC_PRIVATE: it sees zeroes).
+    // SAFETY: re-accepted, identity-mapped.
+    unsafe { core::ptr::write_bytes(private_ptr(base) as *mut u8, 0x33, conv.len as usize) };
+    match tdx.host_check(HostCheckOp::SyncPrivate, conv, 0, 0) {
+        Ok(HostCheck::Passed) => checks += 1,
+        Ok(HostCheck::Mismatch { offset, found }) => {
+            panic!("SYNC_PRIVATE: host sees {found:#x} at {conv}+{offset:#x} after private writes")
+        }
+        Ok(HostCheck::Unsupported(_)) => {}
+        Err(e) => panic!("SYNC_PRIVATE: {e}"),
+    }
     // SAFETY: untouched by the conversion, still private and accepted.
     let kept = unsafe { private_ptr(base + CONVERT_PAGES * 4096).read_volatile() };
     if kept != pattern(vcpu, CONVERT_PAGES, false) {
         panic!("page after the converted range lost its data: {kept:#x}");
     }
     let summary = alloc::format!(
-        "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed",
+        "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed; {checks} host checks passed",
         acc.total_accepted() >> 10,
         acc.calls,
         acc.fallbacks

@@ -97,6 +97,10 @@ enum Command {
         /// Accept all RAM at boot (instead of lazily) and report how long it took.
         #[arg(long)]
         accept_all: bool,
+        /// Test-only hook: the host leaks a private byte into shared memory before each
+        /// SYNC_PRIVATE host check (the run must fail).
+        #[arg(long, hide = true)]
+        test_plant_leak: bool,
     },
     /// Benchmarks of the emulated TD.
     Bench {
@@ -154,6 +158,7 @@ pub fn main() -> ExitCode {
             report,
             misbehave,
             accept_all,
+            test_plant_leak,
         } => {
             if trace {
                 init_trace();
@@ -186,6 +191,7 @@ pub fn main() -> ExitCode {
                         0
                     },
                     workload: crate::pack::WORKLOAD_DEFAULT,
+                    plant_leak: test_plant_leak,
                     echo: true,
                 };
                 run_td(&cfg, report.as_deref())

@@ -52,6 +52,12 @@ fn boot(vcpus: u32) {
     assert_eq!(r["zaps"]["mirror"], 16 * vcpus, "{r}");
     assert_eq!(r["zaps"]["direct"], 16 * vcpus, "{r}");
     assert_eq!(r["tdvmcalls"]["MapGPA"], 2 * vcpus);
+    assert_eq!(
+        r["host_checks"],
+        2 * vcpus,
+        "SYNC_SHARED and SYNC_PRIVATE per vCPU: {r}"
+    );
+    assert_eq!(r["host_check_mismatches"], 0);
     assert!(
         stdout
             .contains("[guest] INFO: shared window: 256 MiB at 0xffff800000000000 (shared bit 47)"),
@@ -295,4 +301,26 @@ fn a_triple_fault_is_reported_with_the_vcpu() {
         err.contains("triple_fault (vCPU 0 triple-faulted (RIP 0x"),
         "{err}"
     );
+}
+
+#[test]
+fn a_planted_private_leak_fails_the_host_check_and_the_run() {
+    require_kvm!();
+    let report = std::env::temp_dir().join(format!("tdxlab-leak-{}.json", std::process::id()));
+    let (code, out, err) = misbehave(&[
+        "run",
+        "--vcpus",
+        "1",
+        "--test-plant-leak",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("reported a fatal error: SYNC_PRIVATE: host sees 0x33"),
+        "{err}"
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).ok();
+    assert_eq!(r["host_check_mismatches"], 1, "{r}");
 }

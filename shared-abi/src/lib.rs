@@ -9,6 +9,7 @@
 pub mod convert;
 pub mod doorbell;
 pub mod gpa;
+pub mod hostcheck;
 pub mod kvm;
 pub mod layout;
 pub mod seamcall;

@@ -432,3 +432,17 @@ fn boot_layout_values_match_td_boot() {
     );
     assert_eq!((DEBUG_EXIT_PORT, COM1_PORT), (0xF4, 0x3F8));
 }
+
+#[test]
+fn host_check_protocol_values() {
+    use shared_abi::hostcheck::*;
+    assert_eq!(TDXLAB_HYPERCALL.to_be_bytes()[4..], *b"tdxl");
+    assert_ne!(
+        TDXLAB_HYPERCALL,
+        shared_abi::vmcall::TDX_HYPERCALL_STANDARD,
+        "must not be a GHCI call"
+    );
+    assert_eq!(HostCheckOp::from_u64(1), Some(HostCheckOp::SyncShared));
+    assert_eq!(HostCheckOp::from_u64(2), Some(HostCheckOp::SyncPrivate));
+    assert_eq!(HostCheckOp::from_u64(3), None);
+}

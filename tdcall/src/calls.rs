@@ -13,6 +13,22 @@ pub struct Tdx<T> {
     transport: T,
 }
 
+/// The host's answer to a host check (`shared_abi::hostcheck`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum HostCheck {
+    /// The host saw what it was told to expect (and, for SYNC_SHARED, wrote the new byte).
+    Passed,
+    /// The host saw `found` at byte `offset` of the range.
+    Mismatch {
+        /// Offset of the first differing byte.
+        offset: u64,
+        /// The byte the host saw there.
+        found: u8,
+    },
+    /// No tdxlab host behind the TD (real TDX): the guest checks by itself.
+    Unsupported(VmcallStatus),
+}
+
 /// The registers a TDVMCALL returns, after a successful TDCALL.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct VmcallOut {
@@ -204,6 +220,38 @@ impl<T: Transport> Tdx<T> {
             r.r13 = g.0;
         }
         self.vmcall_ok(Subfunction::ReportFatalError, r).map(drop)
+    }
+
+    /// Ask the host to check a range from its side (`shared_abi::hostcheck`): SYNC_SHARED
+    /// (host sees `expect` everywhere, then writes `new`) or SYNC_PRIVATE (host still sees
+    /// `expect`).
+    pub fn host_check(
+        &mut self,
+        op: shared_abi::hostcheck::HostCheckOp,
+        range: shared_abi::GpaRange,
+        expect: u8,
+        new: u8,
+    ) -> Result<HostCheck, Error> {
+        let regs = Regs {
+            rax: shared_abi::tdcall::leaf_rax(TdcallLeaf::VpVmcall, 0),
+            rcx: select::LINUX_EXPOSE_MASK,
+            r10: shared_abi::hostcheck::TDXLAB_HYPERCALL,
+            r11: op as u64,
+            r12: range.start.0,
+            r13: range.len,
+            r14: expect as u64,
+            r15: new as u64,
+            ..Regs::default()
+        };
+        let o = self.leaf(TdcallLeaf::VpVmcall, regs)?;
+        Ok(match VmcallStatus(o.r10) {
+            VmcallStatus::SUCCESS => HostCheck::Passed,
+            VmcallStatus::INVALID_OPERAND if o.r11 < range.len => HostCheck::Mismatch {
+                offset: o.r11,
+                found: o.r12 as u8,
+            },
+            other => HostCheck::Unsupported(other),
+        })
     }
 
     /// One raw TDVMCALL<MapGPA>: `(R10 status, R11)`. Use [`Tdx::map_gpa`] for the loop.

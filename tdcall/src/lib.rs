@@ -20,7 +20,7 @@ mod regs;
 pub mod transport;
 
 pub use accept::{AcceptStats, ACCEPT_MAX_BUSY_RETRIES};
-pub use calls::Tdx;
+pub use calls::{HostCheck, Tdx, VmcallOut};
 pub use error::{AcceptError, Error, MapGpaError};
 pub use map_gpa::MapGpaStats;
 pub use regs::Regs;

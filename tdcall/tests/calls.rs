@@ -181,3 +181,47 @@ fn hlt_rdmsr_wrmsr_use_the_ghci_registers() {
         (Subfunction::Wrmsr as u64, 0x1B, 0x1234)
     );
 }
+
+#[test]
+fn host_check_uses_a_vendor_r10_and_decodes_the_answer() {
+    use shared_abi::hostcheck::{HostCheckOp, TDXLAB_HYPERCALL};
+    use shared_abi::GpaRange;
+    use tdcall::HostCheck;
+    let range = GpaRange::new(Gpa(0x40_0000), 0x2000);
+    let answers = [
+        vmcall_answer(0, 0),
+        vmcall_answer(VmcallStatus::INVALID_OPERAND.0, 0x1234),
+        vmcall_answer(0xFFFF_FFFF_FFFF_FC18, 0),
+    ];
+    let mut i = 0;
+    let mut tdx = Tdx::new(scripted(move |_| {
+        i += 1;
+        let mut a = answers[i - 1];
+        a.r12 = 0x5A;
+        a
+    }));
+    assert_eq!(
+        tdx.host_check(HostCheckOp::SyncShared, range, 0x11, 0x22)
+            .unwrap(),
+        HostCheck::Passed
+    );
+    assert_eq!(
+        tdx.host_check(HostCheckOp::SyncPrivate, range, 0, 0)
+            .unwrap(),
+        HostCheck::Mismatch {
+            offset: 0x1234,
+            found: 0x5A
+        }
+    );
+    assert_eq!(
+        tdx.host_check(HostCheckOp::SyncPrivate, range, 0, 0)
+            .unwrap(),
+        HostCheck::Unsupported(VmcallStatus(0xFFFF_FFFF_FFFF_FC18)),
+        "real KVM fails an unknown KVM hypercall: the guest falls back to self-checks"
+    );
+    let c = tdx.transport().calls[0];
+    assert_eq!(
+        (c.rax, c.r10, c.r11, c.r12, c.r13, c.r14, c.r15),
+        (0, TDXLAB_HYPERCALL, 1, 0x40_0000, 0x2000, 0x11, 0x22)
+    );
+}

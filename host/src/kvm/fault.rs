@@ -29,7 +29,10 @@ impl Kvm {
     /// `max_level` (`kvm_tdp_mmu_page_fault`).
     pub fn kvm_mmu_page_fault(&self, gpa: Gpa, max_level: PageLevel) -> FaultOutcome {
         if self.is_bugged() {
-            return FaultOutcome::Error("VM is bugged".into());
+            return FaultOutcome::Error(format!(
+                "VM is bugged: {}",
+                self.bug_reason().unwrap_or_default()
+            ));
         }
         self.stats.faults.fetch_add(1, Relaxed);
         let gpaw = self.cfg.gpaw;

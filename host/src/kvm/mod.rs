@@ -113,6 +113,8 @@ pub struct Kvm {
     tdx: Option<Arc<TdxModule>>,
     backend: Arc<dyn Backend>,
     bugged: AtomicBool,
+    /// The first KVM_BUG's message.
+    first_bug: Mutex<Option<String>>,
     /// What the MMU did.
     pub stats: KvmStats,
 }
@@ -151,6 +153,7 @@ impl Kvm {
             tdx,
             backend,
             bugged: AtomicBool::new(false),
+            first_bug: Mutex::new(None),
             stats: KvmStats::default(),
         }
     }
@@ -171,9 +174,20 @@ impl Kvm {
     pub fn is_bugged(&self) -> bool {
         self.bugged.load(Relaxed)
     }
+    /// Why the VM is bugged (the first KVM_BUG), if it is.
+    pub fn bug_reason(&self) -> Option<String> {
+        self.first_bug
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
     fn bug(&self, what: impl Into<String>) -> KvmBug {
-        self.bugged.store(true, Relaxed);
         let b = KvmBug(what.into());
+        self.first_bug
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| b.0.clone());
+        self.bugged.store(true, Relaxed);
         tracing::error!(target: "kvm", "{b}");
         b
     }

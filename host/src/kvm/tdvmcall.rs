@@ -35,6 +35,10 @@ pub trait VmmExits {
     fn wrmsr(&self, _vcpu: u32, _msr: u32, _value: u64) -> Result<(), VmcallStatus> {
         Err(VmcallStatus::INVALID_OPERAND)
     }
+    /// A tdxlab host check (`shared_abi::hostcheck`): answer in R10 (and R11/R12).
+    fn host_check(&self, _vcpu: u32, regs: &mut Regs) {
+        regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;
+    }
     /// TDVMCALL<ReportFatalError> (KVM_EXIT_SYSTEM_EVENT / TDX_FATAL).
     fn report_fatal_error(&self, _vcpu: u32, _regs: &Regs) {}
 }
@@ -45,6 +49,9 @@ impl Kvm {
     pub fn tdx_emulate_vmcall(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
         let sub = Subfunction::from_number(regs.r11);
         let _s = tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = sub.map(Subfunction::name).unwrap_or("?")).entered();
+        if regs.r10 == shared_abi::hostcheck::TDXLAB_HYPERCALL {
+            return vmm.host_check(vcpu, regs);
+        }
         if regs.r10 != TDX_HYPERCALL_STANDARD {
             // A KVM hypercall through TDVMCALL; none is offered to emulated TDs.
             regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;

@@ -41,6 +41,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         flags: 0,
         echo: false,
         workload: crate::pack::WORKLOAD_BENCH_DOORBELL,
+        plant_leak: false,
     };
     let r = run(&cfg)?;
     let line = r

@@ -47,6 +47,13 @@ pub struct Vmm {
     pub implicit_conversions: AtomicU64,
     /// Console and exit port (absent in model-only runs).
     pub io: Option<super::GuestIo>,
+    /// Host checks served.
+    pub host_checks: AtomicU64,
+    /// Host checks that failed.
+    pub host_check_mismatches: AtomicU64,
+    /// Test-only hook: leak a private byte into the shared backing before each SYNC_PRIVATE,
+    /// to prove the check catches a leaking host.
+    pub plant_leak: std::sync::atomic::AtomicBool,
 }
 
 impl Vmm {
@@ -60,6 +67,9 @@ impl Vmm {
             conversions_to_shared: AtomicU64::new(0),
             implicit_conversions: AtomicU64::new(0),
             io: None,
+            host_checks: AtomicU64::new(0),
+            host_check_mismatches: AtomicU64::new(0),
+            plant_leak: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -128,6 +138,51 @@ impl VmmExits for Vmm {
             Some(io) => Ok(io.io(vcpu, size, write, port, data)),
             None => Err(shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED),
         }
+    }
+
+    /// SYNC_SHARED / SYNC_PRIVATE: look at the shared backing from the host's side.
+    fn host_check(&self, vcpu: u32, regs: &mut tdcall::Regs) {
+        use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
+        let bad = |regs: &mut tdcall::Regs| {
+            (regs.r10, regs.r11) = (shared_abi::VmcallStatus::INVALID_OPERAND.0, u64::MAX)
+        };
+        let Some(op) = HostCheckOp::from_u64(regs.r11) else {
+            return bad(regs);
+        };
+        let (gpa, len, expect, new) = (regs.r12, regs.r13, regs.r14 as u8, regs.r15 as u8);
+        let mem = self.kvm.config().mem_pages << 12;
+        if gpa % 4096 != 0
+            || len % 4096 != 0
+            || len == 0
+            || len > HOST_CHECK_MAX_LEN
+            || gpa.checked_add(len).is_none_or(|e| e > mem)
+        {
+            return bad(regs);
+        }
+        if op == HostCheckOp::SyncPrivate && self.plant_leak.load(Relaxed) {
+            self.kvm.backend().shared_write(gpa + 123, &[0x33]);
+        }
+        let mut buf = vec![0u8; len as usize];
+        if !self.kvm.backend().shared_read(gpa, &mut buf) {
+            regs.r10 = shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED.0;
+            return;
+        }
+        self.host_checks.fetch_add(1, Relaxed);
+        if let Some(i) = buf.iter().position(|b| *b != expect) {
+            self.host_check_mismatches.fetch_add(1, Relaxed);
+            tracing::warn!(target: "vmm", vcpu, op = op.name(), gpa, offset = i, found = buf[i], expect, "host check mismatch");
+            (regs.r10, regs.r11, regs.r12) = (
+                shared_abi::VmcallStatus::INVALID_OPERAND.0,
+                i as u64,
+                buf[i] as u64,
+            );
+            return;
+        }
+        if op == HostCheckOp::SyncShared {
+            buf.fill(new);
+            self.kvm.backend().shared_write(gpa, &buf);
+        }
+        regs.r10 = 0;
     }
 
     fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {

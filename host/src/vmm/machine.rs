@@ -63,6 +63,8 @@ pub struct RunConfig {
     pub echo: bool,
     /// Which guest workload (`pack::WORKLOAD_*`).
     pub workload: u32,
+    /// Test-only: make the host leak a private byte before each SYNC_PRIVATE check.
+    pub plant_leak: bool,
 }
 
 /// The report of `tdxlab run`.
@@ -94,6 +96,10 @@ pub struct RunReport {
     pub kicks: u64,
     /// #VEs injected (raw port I/O the module turned into #VE).
     pub ves_injected: u64,
+    /// Host checks (SYNC_SHARED / SYNC_PRIVATE) served.
+    pub host_checks: u64,
+    /// Host checks that found something other than what the guest expected.
+    pub host_check_mismatches: u64,
     /// Wall time.
     pub elapsed_s: f64,
     /// The guest's console.
@@ -244,6 +250,20 @@ impl Backend for KvmBackend {
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn
     }
+    fn shared_read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        if gpa + buf.len() as u64 > self.shared.len as u64 {
+            return false;
+        }
+        self.shared.read(gpa, buf);
+        true
+    }
+    fn shared_write(&self, gpa: u64, buf: &[u8]) -> bool {
+        if gpa + buf.len() as u64 > self.shared.len as u64 {
+            return false;
+        }
+        self.shared.write(gpa, buf);
+        true
+    }
 }
 
 extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}
@@ -330,6 +350,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
     let mut vmm = Vmm::new(kvm_model.clone(), cfg.strict, Injector::none());
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
+    vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     let vmm = Arc::new(vmm);
 
     // QEMU's tdx_finalize_vm: TD_HOB and TEMP_MEM are zeroed and added (accepted) private
@@ -496,6 +517,8 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         },
         kicks: backend.kicks.load(Relaxed),
         ves_injected: counters.ves.load(Relaxed),
+        host_checks: vmm.host_checks.load(Relaxed),
+        host_check_mismatches: vmm.host_check_mismatches.load(Relaxed),
         elapsed_s: start.elapsed().as_secs_f64(),
         console,
         tsc_hz,
@@ -684,13 +707,16 @@ fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     };
     let ctl = &ctx.backend.vcpus[index as usize];
     while !io.stop.load(SeqCst) {
-        // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
-        ctx.seam.td_vcpu_enter(index);
+        // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit. Order
+        // matters, as with KVM's vcpu->mode: be visibly in guest mode before joining the
+        // epoch, so a kicker right after TDH.MEM.TRACK either waits for this vCPU or this vCPU
+        // joins the new epoch; and leave the epoch before the kicker may stop waiting.
         ctl.in_run.store(true, SeqCst);
+        ctx.seam.td_vcpu_enter(index);
         let result = vcpu.run();
-        ctl.in_run.store(false, SeqCst);
-        ctl.exits.fetch_add(1, SeqCst);
         ctx.seam.td_vcpu_exit(index);
+        ctl.exits.fetch_add(1, SeqCst);
+        ctl.in_run.store(false, SeqCst);
         let exit = match result {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
