@@ -7,7 +7,11 @@ pub mod bench;
 mod convert;
 mod exits;
 mod io;
+mod kvm_backend;
 pub mod machine;
+mod td_setup;
+mod vcpu;
+mod ve;
 
 pub use backing::Backing;
 pub use convert::{Injector, Vmm};

@@ -1,0 +1,166 @@
+//! Building the TD as QEMU and the TDX module do: the TD HOB, the CPUID table, and vCPUs in
+//! the TD start state.
+
+use anyhow::Context;
+use kvm_bindings::{kvm_msr_entry, CpuId, Msrs, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::{VcpuFd, VmFd};
+use shared_abi::doorbell::{DEFAULT_DOORBELL_PORT, DOORBELL_ABI_VERSION};
+use shared_abi::layout::guid::TDXLAB_HOB;
+use shared_abi::layout::hob::{
+    resource_attr, resource_type, HobWriter, ResourceDescriptor, TdxlabHob,
+};
+use shared_abi::layout::Guid;
+use shared_abi::td::{TDX_SIGNATURE_EBX, TDX_SIGNATURE_ECX, TDX_SIGNATURE_EDX};
+
+/// The local APIC's base address (x2APIC mode is enabled on top of it).
+const APIC_BASE: u64 = 0xFEE0_0000;
+
+/// QEMU's TD HOB (td-boot.md §3) plus tdxlab's emulation HOB.
+pub(super) fn build_td_hob(
+    base: u64,
+    size: u64,
+    mem: u64,
+    accepted: &[(u64, u64)],
+    flags: u32,
+    workload: u32,
+) -> anyhow::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    let mut w = HobWriter::new(&mut buf, base)?;
+    let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
+    let mut acc = accepted.to_vec();
+    acc.sort();
+    let mut at = 0;
+    for (s, l) in acc {
+        if s > at {
+            ranges.push((at, s - at, resource_type::MEMORY_UNACCEPTED));
+        }
+        ranges.push((s, l, resource_type::SYSTEM_MEMORY));
+        at = s + l;
+    }
+    if at < mem {
+        ranges.push((at, mem - at, resource_type::MEMORY_UNACCEPTED));
+    }
+    for (start, length, ty) in ranges {
+        w.resource(&ResourceDescriptor {
+            owner: Guid([0; 16]),
+            resource_type: ty,
+            attributes: resource_attr::RAM,
+            start,
+            length,
+        })?;
+    }
+    let tdxlab = TdxlabHob {
+        version: DOORBELL_ABI_VERSION,
+        doorbell_port: DEFAULT_DOORBELL_PORT,
+        flags,
+        workload,
+        param: 0,
+        seed: 0,
+    };
+    w.guid_extension(TDXLAB_HOB, &tdxlab.encode())?;
+    w.finish()?;
+    Ok(buf)
+}
+
+/// KVM's supported CPUID plus the TDX signature leaf 0x21 and the hypervisor and x2APIC bits.
+pub(super) fn td_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
+    let base = kvm
+        .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+        .context("KVM_GET_SUPPORTED_CPUID")?;
+    let mut entries: Vec<_> = base.as_slice().to_vec();
+    for e in entries.iter_mut() {
+        match e.function {
+            0 => e.eax = e.eax.max(0x21),
+            1 => e.ecx |= 1 << 31 | 1 << 21,
+            _ => {}
+        }
+    }
+    entries.retain(|e| e.function != 0x21);
+    entries.push(kvm_bindings::kvm_cpuid_entry2 {
+        function: 0x21,
+        index: 0,
+        flags: 0,
+        eax: 0,
+        ebx: TDX_SIGNATURE_EBX,
+        ecx: TDX_SIGNATURE_ECX,
+        edx: TDX_SIGNATURE_EDX,
+        ..Default::default()
+    });
+    CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
+}
+
+/// A vCPU in the TD start state (td-boot.md §4).
+pub(super) fn create_vcpu(
+    vm: &VmFd,
+    index: u32,
+    cpuid: &CpuId,
+    hob: u64,
+) -> anyhow::Result<VcpuFd> {
+    let vcpu = vm
+        .create_vcpu(index as u64)
+        .with_context(|| format!("KVM_CREATE_VCPU {index}"))?;
+    vcpu.set_cpuid2(cpuid).context("KVM_SET_CPUID2")?;
+    let mut s = vcpu.get_sregs().context("KVM_GET_SREGS")?;
+    let code = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xFFFF_FFFF,
+        selector: 0x08,
+        type_: 0xB,
+        present: 1,
+        dpl: 0,
+        db: 1,
+        s: 1,
+        l: 0,
+        g: 1,
+        avl: 0,
+        unusable: 0,
+        padding: 0,
+    };
+    let data = kvm_bindings::kvm_segment {
+        selector: 0x10,
+        type_: 0x3,
+        ..code
+    };
+    s.cs = code;
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
+    s.tr = kvm_bindings::kvm_segment {
+        base: 0,
+        limit: 0xFFFF,
+        selector: 0,
+        type_: 0xB,
+        present: 1,
+        s: 0,
+        db: 0,
+        g: 0,
+        ..code
+    };
+    s.cr0 = 0x21;
+    s.cr4 = 0x40;
+    s.efer = 0x901;
+    vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
+    let regs = kvm_bindings::kvm_regs {
+        rip: 0xFFFF_FFF0,
+        rflags: 0x2,
+        rbx: 48,
+        rcx: hob,
+        r8: hob,
+        rsi: index as u64,
+        rdx: core::arch::x86_64::__cpuid(1).eax as u64,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).context("KVM_SET_REGS")?;
+    let apic = APIC_BASE | 0xC00 | if index == 0 { 0x100 } else { 0 };
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: 0x1B,
+        data: apic,
+        ..Default::default()
+    }])
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    vcpu.set_msrs(&msrs).context("KVM_SET_MSRS (x2APIC base)")?;
+    // A TD has no INIT/SIPI: every vCPU is runnable at once (KVM would park APs until SIPI).
+    let runnable = kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+    };
+    vcpu.set_mp_state(runnable).context("KVM_SET_MP_STATE")?;
+    Ok(vcpu)
+}
