@@ -17,6 +17,8 @@ mod bare;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
+mod convert;
+#[cfg(target_os = "none")]
 mod heap;
 #[cfg(target_os = "none")]
 mod idt;

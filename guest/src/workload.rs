@@ -3,7 +3,6 @@
 //! re-accepted pages read zero. Linux's order: to shared = MapGPA (the shared window is
 //! always mapped); to private = MapGPA, then accept.
 
-use shared_abi::convert::ConversionTarget;
 use shared_abi::hostcheck::HostCheckOp;
 use shared_abi::td::VpInfo;
 use shared_abi::{Gpa, GpaRange};
@@ -45,19 +44,19 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         unsafe { private_ptr(base + p * 4096).write_volatile(pattern(vcpu, p, false)) };
     }
     let conv = GpaRange::new(Gpa(base), CONVERT_PAGES * 4096);
-    tdx.map_gpa(conv, ConversionTarget::Shared, info.gpaw)
-        .unwrap_or_else(|e| panic!("MapGPA {conv} to shared: {e}"));
+    // The conversion engine flips the PTEs: the same address now reaches the shared alias.
+    crate::convert::to_shared(conv, info.gpaw).unwrap_or_else(|e| panic!("{conv} to shared: {e}"));
     for p in 0..CONVERT_PAGES {
         let gpa = base + p * 4096;
-        // SAFETY: the page is shared now and mapped through the shared window.
-        let before = unsafe { shared_ptr(gpa).read_volatile() };
+        // SAFETY: the page is shared now; its PTE carries the shared bit.
+        let before = unsafe { private_ptr(gpa).read_volatile() };
         if before >> 56 == 0xAA {
             panic!("private data {before:#x} visible through the shared alias of {gpa:#x}");
         }
         // SAFETY: as above; the first touch maps the page, then the fill runs at memory speed.
         unsafe {
-            shared_ptr(gpa).write_volatile(0x1111_1111_1111_1111);
-            core::ptr::write_bytes(shared_ptr(gpa) as *mut u8, 0x11, 4096);
+            private_ptr(gpa).write_volatile(0x1111_1111_1111_1111);
+            core::ptr::write_bytes(private_ptr(gpa) as *mut u8, 0x11, 4096);
         }
     }
     // The host checks the shared pages from its side and rewrites them (SYNC_SHARED).
@@ -69,7 +68,7 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         }
         // No tdxlab host (real TDX): do the host's write ourselves.
         Ok(HostCheck::Unsupported(_)) => unsafe {
-            core::ptr::write_bytes(shared_ptr(base) as *mut u8, 0x22, conv.len as usize)
+            core::ptr::write_bytes(private_ptr(base) as *mut u8, 0x22, conv.len as usize)
         },
         Err(e) => panic!("SYNC_SHARED: {e}"),
     }
@@ -77,7 +76,7 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         for off in [0, 2048, 4095] {
             // SAFETY: shared and mapped.
             let b = unsafe {
-                (shared_ptr(base + p * 4096) as *const u8)
+                (private_ptr(base + p * 4096) as *const u8)
                     .add(off)
                     .read_volatile()
             };
@@ -89,20 +88,11 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             }
         }
     }
-    tdx.map_gpa(conv, ConversionTarget::Private, info.gpaw)
-        .unwrap_or_else(|e| panic!("MapGPA {conv} to private: {e}"));
-    let re = tdx
-        .accept(conv)
-        .unwrap_or_else(|e| panic!("re-accept {conv}: {e}"));
-    if re.already_accepted_bytes != 0 {
-        panic!(
-            "{} bytes of {conv} were still accepted: the host did not remove them",
-            re.already_accepted_bytes
-        );
-    }
+    crate::convert::to_private(conv, info.gpaw)
+        .unwrap_or_else(|e| panic!("{conv} to private: {e}"));
     for p in 0..CONVERT_PAGES {
         let gpa = base + p * 4096;
-        // SAFETY: re-accepted just now.
+        // SAFETY: re-accepted just now; its PTE is private again.
         let v = unsafe { private_ptr(gpa).read_volatile() };
         if v != 0 {
             panic!("re-accepted page {gpa:#x} reads {v:#x}, not zero");
