@@ -39,8 +39,3 @@ pub const BENCH_SAMPLES: usize = 1000;
 pub const HEAP_BASE: u64 = 0x30_0000;
 /// Heap size.
 pub const HEAP_SIZE: u64 = 0x10_0000;
-/// Page tables the conversion engine adds when it splits a 2 MiB mapping (TEMP_MEM: always
-/// mapped; see docs/emulation.md on why not the heap).
-pub const SPLIT_PT_POOL: u64 = 0x16_0000;
-/// Pages in that pool.
-pub const SPLIT_PT_PAGES: u64 = 32;

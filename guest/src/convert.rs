@@ -4,12 +4,11 @@
 //!   error), then the PTE loses the shared bit and the TLB entry is flushed.
 //!
 //! The identity map uses 2 MiB pages; a conversion that covers part of one first splits it
-//! into 4 KiB PTEs, with a page table from a TEMP_MEM pool. (Not from the heap: on the
-//! emulated host, KVM keeps treating a page it once saw unmapped as MMIO after the host maps
-//! it again, and a page-table walk through it faults; see docs/emulation.md.) The same virtual
-//! address then reaches the private or the shared alias.
+//! into 4 KiB PTEs, with a page table taken from the heap (accepted, identity-mapped memory).
+//! The same virtual address then reaches the private or the shared alias.
 
-use crate::layout::{PT_BASE, SPLIT_PT_PAGES, SPLIT_PT_POOL};
+use crate::layout::PT_BASE;
+use alloc::alloc::{alloc_zeroed, Layout};
 use shared_abi::convert::ConversionTarget;
 use shared_abi::{GpaRange, Gpaw};
 use tdcall::AcceptStats;
@@ -63,17 +62,15 @@ fn pte(va: u64) -> Result<*mut u64, ConvertError> {
     // SAFETY: as above.
     let e = unsafe { pde.read_volatile() };
     if e & HUGE != 0 {
-        // Under PT_LOCK: take the next page of the TEMP_MEM pool (zeroed by the host).
-        static NEXT: core::sync::atomic::AtomicU64 =
-            core::sync::atomic::AtomicU64::new(SPLIT_PT_POOL);
-        let at = NEXT.load(core::sync::atomic::Ordering::Relaxed);
-        if at >= SPLIT_PT_POOL + SPLIT_PT_PAGES * 4096 {
+        let layout = Layout::from_size_align(4096, 4096).expect("valid layout");
+        // SAFETY: a fresh zeroed page from the heap (accepted, identity-mapped memory), never
+        // freed: page tables live as long as the TD.
+        let pt = unsafe { alloc_zeroed(layout) } as *mut u64;
+        if pt.is_null() {
             return Err(ConvertError::Paging(
-                "no page left in the split page-table pool",
+                "heap exhausted while splitting a 2 MiB mapping",
             ));
         }
-        NEXT.store(at + 4096, core::sync::atomic::Ordering::Relaxed);
-        let pt = at as *mut u64;
         if pt.is_null() {
             return Err(ConvertError::Paging(
                 "heap exhausted while splitting a 2 MiB mapping",

@@ -58,6 +58,10 @@ fn boot(vcpus: u32) {
         "SYNC_SHARED and SYNC_PRIVATE per vCPU: {r}"
     );
     assert_eq!(r["host_check_mismatches"], 0);
+    assert_eq!(
+        r["exits_on_mapped_private"], 0,
+        "every accepted page is mapped for the guest: {r}"
+    );
     assert!(
         stdout
             .contains("[guest] INFO: shared window: 256 MiB at 0xffff800000000000 (shared bit 47)"),

@@ -86,6 +86,9 @@ pub struct RunReport {
     pub kicks: u64,
     /// #VEs injected (raw port I/O the module turned into #VE).
     pub ves_injected: u64,
+    /// EPT-violation exits on private pages that were already accepted (MAPPED): pages the
+    /// host failed to map. Must stay 0.
+    pub exits_on_mapped_private: u64,
     /// Host checks (SYNC_SHARED / SYNC_PRIVATE) served.
     pub host_checks: u64,
     /// Host checks that found something other than what the guest expected.
@@ -364,6 +367,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         },
         kicks: backend.kicks.load(Relaxed),
         ves_injected: counters.ves.load(Relaxed),
+        exits_on_mapped_private: counters.exits_on_mapped.load(Relaxed),
         host_checks: vmm.host_checks.load(Relaxed),
         host_check_mismatches: vmm.host_check_mismatches.load(Relaxed),
         elapsed_s: start.elapsed().as_secs_f64(),

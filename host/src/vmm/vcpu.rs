@@ -16,6 +16,7 @@ use std::time::Instant;
 
 #[derive(Default)]
 pub(super) struct Counters {
+    pub(super) exits_on_mapped: AtomicU64,
     pub(super) ves: AtomicU64,
     pub(super) tdcalls: Mutex<BTreeMap<&'static str, u64>>,
     pub(super) tdvmcalls: Mutex<BTreeMap<&'static str, u64>>,
@@ -151,7 +152,12 @@ fn ept_violation(index: u32, gpa: u64, access: Access, ctx: &Ctx) -> Result<(), 
         }
         if !shared {
             match ctx.seam.leaf_state(Gpa(pgpa)) {
-                Some((shared_abi::sept::SeptState::Mapped, _)) => break,
+                Some((shared_abi::sept::SeptState::Mapped, _)) => {
+                    // The host should have mapped an accepted page: every exit here is a
+                    // page the backend forgot (counted, and asserted zero by the tests).
+                    ctx.counters.exits_on_mapped.fetch_add(1, SeqCst);
+                    break;
+                }
                 Some((state, _)) if state != shared_abi::sept::SeptState::Blocked => {
                     return Err(format!(
                         "vCPU {index}: access before accept: private gpa {pgpa:#x} is {}",
