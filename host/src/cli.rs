@@ -101,6 +101,10 @@ enum Command {
         /// SYNC_PRIVATE host check (the run must fail).
         #[arg(long, hide = true)]
         test_plant_leak: bool,
+        /// Probability that the host answers a MapGPA chunk with RETRY after part of it
+        /// (fault injection: the guest's RETRY loop must resume from R11).
+        #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+        inject_retry: f64,
     },
     /// Benchmarks of the emulated TD.
     Bench {
@@ -159,6 +163,7 @@ pub fn main() -> ExitCode {
             misbehave,
             accept_all,
             test_plant_leak,
+            inject_retry,
         } => {
             if trace {
                 init_trace();
@@ -192,6 +197,7 @@ pub fn main() -> ExitCode {
                     },
                     workload: crate::pack::WORKLOAD_DEFAULT,
                     plant_leak: test_plant_leak,
+                    inject_retry,
                     echo: true,
                 };
                 run_td(&cfg, report.as_deref())

@@ -328,3 +328,34 @@ fn a_planted_private_leak_fails_the_host_check_and_the_run() {
     std::fs::remove_file(&report).ok();
     assert_eq!(r["host_check_mismatches"], 1, "{r}");
 }
+
+#[test]
+fn injected_map_gpa_retries_are_resumed_by_the_guest() {
+    require_kvm!();
+    let report = std::env::temp_dir().join(format!("tdxlab-retry-{}.json", std::process::id()));
+    let (code, out, err) = misbehave(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--inject-retry",
+        "1.0",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    std::fs::remove_file(&report).ok();
+    let retries = r["map_gpa_retries_injected"].as_u64().unwrap();
+    assert!(
+        retries >= 4,
+        "every conversion of 16 pages is cut at least once: {r}"
+    );
+    // Each RETRY costs the guest exactly one more MapGPA call (it resumes from R11).
+    assert_eq!(
+        r["tdvmcalls"]["MapGPA"].as_u64().unwrap(),
+        4 + retries,
+        "{r}"
+    );
+    assert_eq!(r["host_check_mismatches"], 0);
+    assert_eq!(r["exits_on_mapped_private"], 0);
+}

@@ -42,6 +42,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         echo: false,
         workload: crate::pack::WORKLOAD_BENCH_DOORBELL,
         plant_leak: false,
+        inject_retry: 0.0,
     };
     let r = run(&cfg)?;
     let line = r

@@ -55,6 +55,8 @@ pub struct RunConfig {
     pub workload: u32,
     /// Test-only: make the host leak a private byte before each SYNC_PRIVATE check.
     pub plant_leak: bool,
+    /// Probability that the host cuts a MapGPA short with RETRY (fault injection).
+    pub inject_retry: f64,
 }
 
 /// The report of `tdxlab run`.
@@ -89,6 +91,8 @@ pub struct RunReport {
     /// EPT-violation exits on private pages that were already accepted (MAPPED): pages the
     /// host failed to map. Must stay 0.
     pub exits_on_mapped_private: u64,
+    /// MapGPA RETRYs the host injected.
+    pub map_gpa_retries_injected: u64,
     /// Host checks (SYNC_SHARED / SYNC_PRIVATE) served.
     pub host_checks: u64,
     /// Host checks that found something other than what the guest expected.
@@ -192,7 +196,11 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let mut kc = KvmConfig::td(pages);
     kc.policy = cfg.policy;
     let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
-    let mut vmm = Vmm::new(kvm_model.clone(), cfg.strict, Injector::none());
+    let mut vmm = Vmm::new(
+        kvm_model.clone(),
+        cfg.strict,
+        Injector::new(cfg.inject_retry, 0x7d78_6c61),
+    );
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     let vmm = Arc::new(vmm);
@@ -368,6 +376,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         kicks: backend.kicks.load(Relaxed),
         ves_injected: counters.ves.load(Relaxed),
         exits_on_mapped_private: counters.exits_on_mapped.load(Relaxed),
+        map_gpa_retries_injected: vmm.inject.retries.load(Relaxed),
         host_checks: vmm.host_checks.load(Relaxed),
         host_check_mismatches: vmm.host_check_mismatches.load(Relaxed),
         elapsed_s: start.elapsed().as_secs_f64(),
