@@ -3,25 +3,12 @@
 //! in one line.
 
 mod common;
-use common::tdxlab;
+use common::{run_with_report, tdxlab};
 
 fn boot(vcpus: u32) {
-    let report =
-        std::env::temp_dir().join(format!("tdxlab-boot-{}-{vcpus}.json", std::process::id()));
-    let out = tdxlab(&[
-        "run",
-        "--vcpus",
-        &vcpus.to_string(),
-        "--timeout",
-        "60",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    std::fs::remove_file(&report).ok();
+    let run = run_with_report(&["run", "--vcpus", &vcpus.to_string(), "--timeout", "60"]);
+    let (stdout, r) = (&run.out, &run.report);
+    assert_eq!(run.code, Some(0), "{stdout}\n{}", run.err);
     assert_eq!(r["exit"]["kind"], "guest", "{r}");
     assert_eq!(r["exit"]["code"], 0);
     assert_eq!(r["vcpus"], vcpus);
@@ -201,21 +188,9 @@ fn bench_doorbell_reports_both_round_trips() {
 #[test]
 fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
     require_kvm!();
-    let report = std::env::temp_dir().join(format!("tdxlab-acceptall-{}.json", std::process::id()));
-    let out = tdxlab(&[
-        "run",
-        "--vcpus",
-        "1",
-        "--mem",
-        "32M",
-        "--accept-all",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    std::fs::remove_file(&report).ok();
+    let run = run_with_report(&["run", "--vcpus", "1", "--mem", "32M", "--accept-all"]);
+    let (stdout, r) = (&run.out, &run.report);
+    assert_eq!(run.code, Some(0), "{stdout}");
     // 32 MiB minus the 1 MiB TEMP_MEM and 8 KiB TD_HOB the host added before boot and the
     // 1 MiB heap the guest accepted first.
     let expect = (32u64 << 20) - (1 << 20) - 8192 - (1 << 20);
@@ -270,24 +245,14 @@ fn a_guest_exception_is_reported_with_vector_and_rip() {
 #[test]
 fn raw_port_io_is_served_through_the_ve_handler() {
     require_kvm!();
-    let report = std::env::temp_dir().join(format!("tdxlab-ve-{}.json", std::process::id()));
-    let (code, out, err) = misbehave(&[
-        "run",
-        "--vcpus",
-        "2",
-        "--misbehave",
-        "raw-io",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let run = run_with_report(&["run", "--vcpus", "2", "--misbehave", "raw-io"]);
+    let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(out.contains("[guest] raw OUT to COM1 through #VE"), "{out}");
     assert!(
         out.contains("[guest] raw IN through #VE: COM1 LSR 0x60, port 0x80 0xff"),
         "{out}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    std::fs::remove_file(&report).ok();
     let ves = r["ves_injected"].as_u64().unwrap();
     assert_eq!(ves, "raw OUT to COM1 through #VE\n".len() as u64 + 3, "{r}");
     assert_eq!(
@@ -310,41 +275,22 @@ fn a_triple_fault_is_reported_with_the_vcpu() {
 #[test]
 fn a_planted_private_leak_fails_the_host_check_and_the_run() {
     require_kvm!();
-    let report = std::env::temp_dir().join(format!("tdxlab-leak-{}.json", std::process::id()));
-    let (code, out, err) = misbehave(&[
-        "run",
-        "--vcpus",
-        "1",
-        "--test-plant-leak",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let run = run_with_report(&["run", "--vcpus", "1", "--test-plant-leak"]);
+    let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
         err.contains("reported a fatal error: SYNC_PRIVATE: host sees 0x33"),
         "{err}"
     );
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    std::fs::remove_file(&report).ok();
     assert_eq!(r["host_check_mismatches"], 1, "{r}");
 }
 
 #[test]
 fn injected_map_gpa_retries_are_resumed_by_the_guest() {
     require_kvm!();
-    let report = std::env::temp_dir().join(format!("tdxlab-retry-{}.json", std::process::id()));
-    let (code, out, err) = misbehave(&[
-        "run",
-        "--vcpus",
-        "2",
-        "--inject-retry",
-        "1.0",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
+    let run = run_with_report(&["run", "--vcpus", "2", "--inject-retry", "1.0"]);
+    let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
     assert_eq!(code, Some(0), "{out}\n{err}");
-    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    std::fs::remove_file(&report).ok();
     let retries = r["map_gpa_retries_injected"].as_u64().unwrap();
     assert!(
         retries >= 4,

@@ -30,3 +30,33 @@ macro_rules! require_kvm {
         }
     };
 }
+
+/// What a `tdxlab run` left behind: exit code, stdout, stderr and its JSON report.
+pub struct Run {
+    pub code: Option<i32>,
+    pub out: String,
+    pub err: String,
+    pub report: serde_json::Value,
+}
+
+/// Run `tdxlab` with `args` plus `--report <temp file>`, and read the report back
+/// (`Null` when the run wrote none).
+pub fn run_with_report(args: &[&str]) -> Run {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("tdxlab-test-{}-{n}.json", std::process::id()));
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--report", path.to_str().expect("temp paths are UTF-8")]);
+    let o = tdxlab(&all);
+    let report = std::fs::read(&path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(serde_json::Value::Null);
+    std::fs::remove_file(&path).ok();
+    Run {
+        code: o.status.code(),
+        out: String::from_utf8_lossy(&o.stdout).into_owned(),
+        err: String::from_utf8_lossy(&o.stderr).into_owned(),
+        report,
+    }
+}
