@@ -31,6 +31,11 @@ pub const TD_HOB_SIZE: u64 = 0x2000;
 pub const WORKLOAD_DEFAULT: u32 = 0;
 /// Workload id: the doorbell benchmark.
 pub const WORKLOAD_BENCH_DOORBELL: u32 = 1;
+/// Workload id: a conversion stress scenario (`shared_abi::stress`).
+pub const WORKLOAD_STRESS: u32 = 2;
+/// Workload id: the conversion benchmark (round trips, then 1 GiB accepted at 2 MiB next to
+/// memset over the same memory).
+pub const WORKLOAD_BENCH_CONVERT: u32 = 3;
 /// The benchmark's bare exit: an `out` the host answers by re-entering at once.
 pub const BENCH_BARE_PORT: u16 = 0x0DB1;
 /// TDCALLs (and bare exits) the doorbell benchmark times.

@@ -176,6 +176,21 @@ pub fn wait_heap_ready() {
     }
 }
 
+/// The tdxlab HOB (all zero on real TDX, where the host wrote none).
+pub fn tdxlab_hob() -> shared_abi::layout::hob::TdxlabHob {
+    // SAFETY: the TD HOB section is accepted memory the host wrote before boot.
+    let bytes = unsafe {
+        core::slice::from_raw_parts(
+            crate::layout::TD_HOB_BASE as *const u8,
+            TD_HOB_SIZE as usize,
+        )
+    };
+    HobList::parse(bytes)
+        .ok()
+        .and_then(|l| l.tdxlab())
+        .unwrap_or_default()
+}
+
 /// Bytes of RAM the TD HOB describes (the end of its highest resource).
 pub fn ram_size() -> u64 {
     // SAFETY: the TD HOB section is accepted memory the host wrote before boot.

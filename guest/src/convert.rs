@@ -71,11 +71,6 @@ fn pte(va: u64) -> Result<*mut u64, ConvertError> {
                 "heap exhausted while splitting a 2 MiB mapping",
             ));
         }
-        if pt.is_null() {
-            return Err(ConvertError::Paging(
-                "heap exhausted while splitting a 2 MiB mapping",
-            ));
-        }
         let base = e & ADDR_2M;
         for i in 0..512u64 {
             // SAFETY: within the new table.
@@ -97,7 +92,9 @@ fn pte(va: u64) -> Result<*mut u64, ConvertError> {
 }
 
 /// Point the PTEs of `range` at the shared (`shared`) or private alias, flushing each.
-fn set_alias(range: GpaRange, shared: bool, gpaw: Gpaw) -> Result<(), ConvertError> {
+/// Without MapGPA this is what an implicit conversion starts from: the next access goes to
+/// the other alias and the host converts on the memory fault (or refuses under --strict).
+pub fn set_alias(range: GpaRange, shared: bool, gpaw: Gpaw) -> Result<(), ConvertError> {
     let _g = PT_LOCK.lock();
     for va in (range.start.0..range.start.0 + range.len).step_by(4096) {
         let p = pte(va)?;

@@ -28,6 +28,8 @@ mod paging;
 extern crate alloc;
 
 #[cfg(target_os = "none")]
+mod stress;
+#[cfg(target_os = "none")]
 mod workload;
 
 /// What every vCPU runs once in long mode.
@@ -57,9 +59,19 @@ fn main(vcpu: u32) -> ! {
             workload::bench_doorbell();
             bare::exit(0);
         }
+        if bare::workload() == layout::WORKLOAD_BENCH_CONVERT {
+            stress::bench_convert(info.gpaw);
+            bare::exit(0);
+        }
     }
     bare::wait_heap_ready();
-    workload::conversion_round_trip(vcpu, &info);
+    let what = if bare::workload() == layout::WORKLOAD_STRESS {
+        stress::run(vcpu, info.num_vcpus, info.gpaw);
+        "the stress scenario"
+    } else {
+        workload::conversion_round_trip(vcpu, &info);
+        "the conversion round trip"
+    };
     let n = bare::arrive();
     if vcpu != 0 {
         bare::park();
@@ -68,7 +80,7 @@ fn main(vcpu: u32) -> ! {
         core::hint::spin_loop();
     }
     println!(
-        "all {} vCPUs passed the conversion round trip ({n} arrived when vCPU 0 finished); exiting",
+        "all {} vCPUs passed {what} ({n} arrived when vCPU 0 finished); exiting",
         info.num_vcpus
     );
     bare::exit(0)

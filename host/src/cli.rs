@@ -106,6 +106,54 @@ enum Command {
         #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
         inject_retry: f64,
     },
+    /// Conversion stress: every vCPU converts memory private <-> shared under a scenario while
+    /// the host checks that nothing leaks or is lost (the main job).
+    Stress {
+        /// explicit, punch-hole, implicit, boundary or random.
+        #[arg(long, default_value = "random", value_parser = parse_scenario)]
+        scenario: shared_abi::stress::Scenario,
+        /// vCPUs.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
+        vcpus: u32,
+        /// Guest RAM, e.g. 256M or 1G.
+        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        mem: u64,
+        /// How long the scenario repeats (at least one pass).
+        #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
+        seconds: f64,
+        /// Seed of every vCPU's operation sequence and of the host's injection.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Stop each vCPU after this many operations (0: run for --seconds).
+        #[arg(long, default_value_t = 0)]
+        ops: u32,
+        /// Zap semantics of the MMU model.
+        #[arg(long, value_enum, default_value_t = crate::kvm::ZapPolicy::Filter)]
+        zap_policy: crate::kvm::ZapPolicy,
+        /// Refuse implicit conversions (the implicit scenario must then be stopped).
+        #[arg(long)]
+        strict: bool,
+        /// Fault injection, comma-separated and combinable: retry=P, busy=P,
+        /// private-page-size=4k|2m, host-invalidate-hz=N.
+        #[arg(long)]
+        inject: Vec<String>,
+        /// Skip vCPU 0's doorbell-floor and round-trip measurements.
+        #[arg(long)]
+        no_measure: bool,
+        /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
+        #[arg(long)]
+        timeout: Option<u64>,
+        /// Write the JSON report here.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
+        /// Print every kernel/module step as a tree (very verbose).
+        #[arg(long)]
+        trace: bool,
+        /// Test-only hook: the host leaks a private byte into shared memory before each
+        /// SYNC_PRIVATE host check (the run must fail).
+        #[arg(long, hide = true)]
+        test_plant_leak: bool,
+    },
     /// Benchmarks of the emulated TD.
     Bench {
         #[command(subcommand)]
@@ -136,6 +184,13 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Conversion costs in one run: the doorbell floor, 4K and 2M round trips, and 1 GiB
+    /// accepted with 2 MiB pages next to memset over the same memory (boots a 1.5 GiB TD).
+    Convert {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Parse `std::env::args` and run.
@@ -151,6 +206,52 @@ pub fn main() -> ExitCode {
         Command::Bench {
             which: BenchCommand::Doorbell { json },
         } => crate::vmm::bench::doorbell(json),
+        Command::Bench {
+            which: BenchCommand::Convert { json },
+        } => crate::vmm::bench::convert(json),
+        Command::Stress {
+            scenario,
+            vcpus,
+            mem,
+            seconds,
+            seed,
+            ops,
+            zap_policy,
+            strict,
+            inject,
+            no_measure,
+            timeout,
+            report,
+            trace,
+            test_plant_leak,
+        } => {
+            if trace {
+                init_trace();
+            }
+            match parse_inject(&inject) {
+                Err(e) => {
+                    eprintln!("tdxlab: {e} (try --help)");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                Ok(inject) => {
+                    let args = crate::stress::StressArgs {
+                        scenario,
+                        vcpus,
+                        mem,
+                        seconds,
+                        seed,
+                        ops,
+                        policy: zap_policy,
+                        strict,
+                        inject,
+                        no_measure,
+                        timeout: timeout.map(std::time::Duration::from_secs),
+                        plant_leak: test_plant_leak,
+                    };
+                    crate::stress::main(&args, report.as_deref())
+                }
+            }
+        }
         Command::Run {
             image,
             vcpus,
@@ -197,7 +298,11 @@ pub fn main() -> ExitCode {
                     },
                     workload: crate::pack::WORKLOAD_DEFAULT,
                     plant_leak: test_plant_leak,
-                    inject_retry,
+                    inject: crate::vmm::machine::InjectConfig {
+                        retry: inject_retry,
+                        ..Default::default()
+                    },
+                    stress: None,
                     echo: true,
                 };
                 run_td(&cfg, report.as_deref())
@@ -328,6 +433,59 @@ fn parse_page_size(s: &str) -> Result<shared_abi::PageLevel, String> {
         "2m" => Ok(shared_abi::PageLevel::Size2M),
         _ => Err(format!("'{s}' is not a private page size (4k or 2m)")),
     }
+}
+
+fn parse_scenario(s: &str) -> Result<shared_abi::stress::Scenario, String> {
+    shared_abi::stress::Scenario::parse(s).ok_or_else(|| {
+        format!("'{s}' is not a scenario (explicit, punch-hole, implicit, boundary or random)")
+    })
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
+        _ => Err(format!("'{s}' is not a duration in seconds (0 to 86400)")),
+    }
+}
+
+/// `--inject retry=P,busy=P,private-page-size=4k|2m,host-invalidate-hz=N` (repeatable).
+pub fn parse_inject(items: &[String]) -> Result<crate::vmm::machine::InjectConfig, String> {
+    let mut c = crate::vmm::machine::InjectConfig::default();
+    for item in items.iter().flat_map(|s| s.split(',')).map(str::trim) {
+        if item.is_empty() {
+            continue;
+        }
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("--inject '{item}' is not NAME=VALUE"));
+        };
+        match k {
+            "retry" => {
+                c.retry = parse_probability(v).map_err(|e| format!("--inject retry: {e}"))?
+            }
+            "busy" => c.busy = parse_probability(v).map_err(|e| format!("--inject busy: {e}"))?,
+            "private-page-size" => {
+                c.private_page_size =
+                    parse_page_size(v).map_err(|e| format!("--inject private-page-size: {e}"))?
+            }
+            "host-invalidate-hz" => {
+                c.host_invalidate_hz =
+                    v.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n <= 10_000)
+                        .ok_or_else(|| {
+                            format!(
+                                "--inject host-invalidate-hz: '{v}' is not a rate from 0 to 10000"
+                            )
+                        })?
+            }
+            _ => {
+                return Err(format!(
+                "--inject '{k}' is unknown (retry, busy, private-page-size, host-invalidate-hz)"
+            ))
+            }
+        }
+    }
+    Ok(c)
 }
 
 fn parse_probability(s: &str) -> Result<f64, String> {

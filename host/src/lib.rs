@@ -16,6 +16,7 @@ pub mod kvm;
 pub mod pack;
 pub mod seam;
 pub mod sim;
+pub mod stress;
 pub mod trace;
 pub mod vmm;
 pub mod zap_table;

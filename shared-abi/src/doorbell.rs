@@ -9,7 +9,7 @@
 /// Default doorbell I/O port (unused by q35 devices; "DB" for doorbell).
 pub const DEFAULT_DOORBELL_PORT: u16 = 0x0DB0;
 /// Version of the doorbell ABI and of [`crate::layout::hob::TdxlabHob`].
-pub const DOORBELL_ABI_VERSION: u16 = 1;
+pub const DOORBELL_ABI_VERSION: u16 = 2;
 /// The isa-debug-exit-compatible exit port: the host exits with status `(v << 1) | 1`.
 pub const DEBUG_EXIT_PORT: u16 = 0xF4;
 /// COM1, the guest's console, reached through TDVMCALL<Instruction.IO>.

@@ -29,6 +29,10 @@ pub enum HostCheckOp {
     /// The host still sees R14 everywhere in the range: the guest's private writes to these
     /// GPAs are invisible to it.
     SyncPrivate = 2,
+    /// Test-only fault, as the selftest's MAP_GPA with FALLOCATE and no SET_ATTRIBUTES: the
+    /// host punches a hole in the private backing of the range, which stays private. The
+    /// guest must re-accept the pages and find them zeroed. R14 and R15 are ignored.
+    PunchHole = 3,
 }
 
 impl HostCheckOp {
@@ -37,6 +41,7 @@ impl HostCheckOp {
         match v {
             1 => Some(HostCheckOp::SyncShared),
             2 => Some(HostCheckOp::SyncPrivate),
+            3 => Some(HostCheckOp::PunchHole),
             _ => None,
         }
     }
@@ -45,6 +50,7 @@ impl HostCheckOp {
         match self {
             HostCheckOp::SyncShared => "SYNC_SHARED",
             HostCheckOp::SyncPrivate => "SYNC_PRIVATE",
+            HostCheckOp::PunchHole => "PUNCH_HOLE",
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod layout;
 pub mod seamcall;
 pub mod sept;
 pub mod status;
+pub mod stress;
 pub mod td;
 pub mod tdcall;
 pub mod ve;

@@ -444,5 +444,25 @@ fn host_check_protocol_values() {
     );
     assert_eq!(HostCheckOp::from_u64(1), Some(HostCheckOp::SyncShared));
     assert_eq!(HostCheckOp::from_u64(2), Some(HostCheckOp::SyncPrivate));
-    assert_eq!(HostCheckOp::from_u64(3), None);
+    assert_eq!(HostCheckOp::from_u64(3), Some(HostCheckOp::PunchHole));
+    assert_eq!(HostCheckOp::from_u64(0), None);
+    assert_eq!(HostCheckOp::from_u64(4), None);
+}
+
+#[test]
+fn stress_scenarios_round_trip_and_result_fields_parse() {
+    use shared_abi::stress::{field, Scenario};
+    for s in Scenario::ALL {
+        assert_eq!(Scenario::from_u32(s as u32), Some(s));
+        assert_eq!(Scenario::parse(s.name()), Some(s));
+        assert!(s.min_chunk() >= 4 << 20 && s.min_chunk() % (2 << 20) == 0);
+    }
+    assert_eq!(Scenario::from_u32(0), None);
+    assert_eq!(Scenario::parse("sideways"), None);
+    let line = "stress-result vcpu=3 ops=17 hash=0xdeadbeef pages=0";
+    assert_eq!(field(line, "vcpu"), Some(3));
+    assert_eq!(field(line, "hash"), Some(0xdead_beef));
+    assert_eq!(field(line, "pages"), Some(0));
+    assert_eq!(field(line, "checks"), None);
+    assert_eq!(field("ops=x", "ops"), None);
 }

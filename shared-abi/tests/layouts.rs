@@ -229,6 +229,9 @@ fn hob_list_round_trips_as_qemu_lays_it_out() {
         workload: 3,
         param: 10_000,
         seed: 42,
+        duration_tsc: 1 << 40,
+        ops: 77,
+        options: 5,
     };
     let mut w = HobWriter::new(&mut buf, base).unwrap();
     for r in &res {
@@ -237,7 +240,7 @@ fn hob_list_round_trips_as_qemu_lays_it_out() {
     w.guid_extension(guid::TDXLAB_HOB, &tdxlab.encode())
         .unwrap();
     let len = w.finish().unwrap();
-    assert_eq!(len, 56 + 2 * 48 + 8 + 16 + 24 + 8);
+    assert_eq!(len, 56 + 2 * 48 + 8 + 16 + 40 + 8);
     let list = HobList::parse(&buf).unwrap();
     assert_eq!(list.phit.version, 9);
     assert_eq!(
@@ -338,8 +341,8 @@ proptest! {
     }
 
     #[test]
-    fn tdxlab_hob_round_trips(v: u16, p: u16, f: u32, w: u32, pa: u32, seed: u64) {
-        let h = TdxlabHob { version: v, doorbell_port: p, flags: f, workload: w, param: pa, seed };
+    fn tdxlab_hob_round_trips(v: u16, p: u16, f: u32, w: u32, pa: u32, seed: u64, d: u64, ops: u32, o: u32) {
+        let h = TdxlabHob { version: v, doorbell_port: p, flags: f, workload: w, param: pa, seed, duration_tsc: d, ops, options: o };
         prop_assert_eq!(TdxlabHob::decode(&h.encode()), Some(h));
     }
 

@@ -82,6 +82,10 @@ impl Attributes {
             }
         }
     }
+    /// The maximal runs `(start, end, attributes)`, in GFN order.
+    pub fn iter_runs(&self) -> impl Iterator<Item = (u64, u64, MemoryAttributes)> + '_ {
+        self.runs.iter().map(|(&s, &(e, a))| (s, e, a))
+    }
     /// Number of runs (for tests).
     pub fn runs(&self) -> usize {
         self.runs.len()

@@ -72,6 +72,38 @@ pub struct SeamStats {
     pub tables_freed_while_runnable: AtomicU64,
     /// Pages removed that were not blocked and tracked first (invariant 5: must stay 0).
     pub removed_untracked: AtomicU64,
+    /// TDG.MEM.PAGE.ACCEPTs answered PAGE_SIZE_MISMATCH (the host mapped the range smaller).
+    pub accept_size_mismatch: AtomicU64,
+    /// TDG.MEM.PAGE.ACCEPTs answered OPERAND_BUSY by fault injection.
+    pub accept_busy_injected: AtomicU64,
+}
+
+/// Fault injection inside the module: contention it would report under load.
+pub struct SeamInject {
+    /// Probability that TDG.MEM.PAGE.ACCEPT finds the S-EPT tree lock taken (OPERAND_BUSY).
+    pub accept_busy_p: f64,
+    rng: Mutex<rand::rngs::StdRng>,
+}
+
+impl SeamInject {
+    /// Inject OPERAND_BUSY into accepts with probability `p`, seeded.
+    pub fn new(accept_busy_p: f64, seed: u64) -> SeamInject {
+        use rand::SeedableRng;
+        SeamInject {
+            accept_busy_p,
+            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
+        }
+    }
+    /// Does this accept see contention?
+    pub(crate) fn accept_busy(&self) -> bool {
+        use rand::Rng;
+        self.accept_busy_p > 0.0
+            && self
+                .rng
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .random_bool(self.accept_busy_p.min(1.0))
+    }
 }
 
 pub(crate) struct SeamInner {
@@ -89,6 +121,8 @@ pub struct TdxModule {
     mem: Arc<dyn PrivateMem>,
     /// What the module did.
     pub stats: SeamStats,
+    /// Fault injection (none unless set before the TD runs).
+    pub inject: Option<SeamInject>,
 }
 
 /// A SEAMCALL result: success value or the module's status.
@@ -111,6 +145,7 @@ impl TdxModule {
             params,
             mem,
             stats: SeamStats::default(),
+            inject: None,
         }
     }
 

@@ -110,6 +110,15 @@ impl TdxModule {
                 return TdcallExit::Done;
             }
         };
+        // Injected contention: the real module returns before touching the entry, and the
+        // guest retries the same call.
+        if self.inject.as_ref().is_some_and(|i| i.accept_busy()) {
+            self.stats.accept_busy_injected.fetch_add(1, Relaxed);
+            regs.rax = TdxStatus::OPERAND_BUSY
+                .with_details(shared_abi::status::operand::SEPT_TREE)
+                .0;
+            return TdcallExit::Done;
+        }
         let mut g = self.lock();
         let status = match g.sept.walk(gpa, level) {
             Walk::Leaf { entry, level: at } if at > level => match entry.state {
@@ -131,7 +140,10 @@ impl TdxModule {
                 SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
                 _ => return TdcallExit::EptViolation { gpa, level },
             },
-            Walk::NonLeaf { .. } => TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32),
+            Walk::NonLeaf { .. } => {
+                self.stats.accept_size_mismatch.fetch_add(1, Relaxed);
+                TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32)
+            }
             Walk::Free { .. } => return TdcallExit::EptViolation { gpa, level },
         };
         regs.rax = status.0;

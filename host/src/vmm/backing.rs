@@ -139,6 +139,42 @@ impl Backing {
             std::ptr::copy_nonoverlapping(self.host.add(off as usize), out.as_mut_ptr(), out.len())
         }
     }
+    /// The offset of the first non-zero byte in `[off, off + len)`, reading only the
+    /// extents that hold data (SEEK_DATA / SEEK_HOLE skip punched and never-written pages, so
+    /// an audit of a mostly empty 2 GiB backing allocates nothing).
+    pub fn first_nonzero(&self, off: u64, len: u64) -> Option<u64> {
+        let end = (off + len).min(self.len as u64);
+        let mut at = off;
+        let mut buf = vec![0u8; 1 << 20];
+        while at < end {
+            // SAFETY: lseek on our own fd.
+            let data = unsafe { libc::lseek(self.fd, at as libc::off_t, libc::SEEK_DATA) };
+            if data < 0 || data as u64 >= end {
+                return None; // ENXIO: no data up to EOF.
+            }
+            // SAFETY: as above.
+            let hole = unsafe { libc::lseek(self.fd, data, libc::SEEK_HOLE) };
+            let stop = if hole < 0 {
+                end
+            } else {
+                (hole as u64).min(end)
+            };
+            let mut p = data as u64;
+            while p < stop {
+                let n = ((stop - p) as usize).min(buf.len());
+                // SAFETY: in bounds of the host view (p + n <= len).
+                unsafe {
+                    std::ptr::copy_nonoverlapping(self.host.add(p as usize), buf.as_mut_ptr(), n)
+                };
+                if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+                    return Some(p + i as u64);
+                }
+                p += n as u64;
+            }
+            at = stop.max(at + 1);
+        }
+        None
+    }
     /// Zero through the host view.
     pub fn zero(&self, off: u64, len: u64) {
         if self.check(off, len) {

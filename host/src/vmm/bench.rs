@@ -24,10 +24,7 @@ pub struct DoorbellBench {
     pub ratio: f64,
 }
 
-fn field(line: &str, key: &str) -> Option<u64> {
-    line.split_whitespace()
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
-}
+use shared_abi::stress::field;
 
 /// Run the benchmark guest and report.
 pub fn doorbell(json: bool) -> anyhow::Result<u8> {
@@ -42,7 +39,8 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         echo: false,
         workload: crate::pack::WORKLOAD_BENCH_DOORBELL,
         plant_leak: false,
-        inject_retry: 0.0,
+        inject: Default::default(),
+        stress: None,
     };
     let r = run(&cfg)?;
     let line = r
@@ -88,5 +86,115 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         );
         println!("  ratio: {:.2}", out.ratio);
     }
+    Ok(0)
+}
+
+/// `tdxlab bench convert`: conversion costs measured in one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvertBench {
+    /// Round trips and the floor.
+    #[serde(flatten)]
+    pub round_trips: crate::stress::Measured,
+    /// Bytes accepted with 2 MiB pages.
+    pub accept_bytes: u64,
+    /// How long accepting them took.
+    pub accept_s: f64,
+    /// Accept bandwidth.
+    pub accept_bytes_per_s: f64,
+    /// TDG.MEM.PAGE.ACCEPT calls it took (512 when every 2 MiB accept succeeds).
+    pub accept_calls: u64,
+    /// memset over the same memory, first touch after accept.
+    pub memset_cold_bytes_per_s: f64,
+    /// memset over the same memory again.
+    pub memset_warm_bytes_per_s: f64,
+    /// accept / warm memset bandwidth.
+    pub accept_to_memset: f64,
+}
+
+/// Boot a 1.5 GiB TD whose vCPU 0 measures the conversion costs; print them.
+pub fn convert(json: bool) -> anyhow::Result<u8> {
+    let cfg = RunConfig {
+        image: crate::GUEST_IMAGE.to_vec(),
+        vcpus: 1,
+        mem_bytes: 1536 << 20,
+        policy: ZapPolicy::Filter,
+        strict: false,
+        timeout: Duration::from_secs(600),
+        flags: 0,
+        echo: false,
+        workload: crate::pack::WORKLOAD_BENCH_CONVERT,
+        plant_leak: false,
+        inject: super::machine::InjectConfig {
+            private_page_size: shared_abi::PageLevel::Size2M,
+            ..Default::default()
+        },
+        stress: None,
+    };
+    let r = run(&cfg)?;
+    let failed = || {
+        anyhow::anyhow!(
+            "the benchmark guest reported nothing ({}: {})",
+            r.exit.kind,
+            r.exit.message
+        )
+    };
+    let rt = crate::stress::Measured::from_console(&r.console, r.tsc_hz).ok_or_else(failed)?;
+    let line = r
+        .console
+        .iter()
+        .find(|l| l.starts_with("bench-convert "))
+        .ok_or_else(failed)?;
+    let get = |k: &str| field(line, k).ok_or_else(|| anyhow::anyhow!("no {k} in: {line}"));
+    let (bytes, accept, calls) = (get("bytes")?, get("accept")?, get("accept_calls")?);
+    let (cold, warm) = (get("memset_cold")?, get("memset_warm")?);
+    let bw = |cycles: u64| bytes as f64 / (cycles as f64 / r.tsc_hz);
+    let out = ConvertBench {
+        round_trips: rt,
+        accept_bytes: bytes,
+        accept_s: accept as f64 / r.tsc_hz,
+        accept_bytes_per_s: bw(accept),
+        accept_calls: calls,
+        memset_cold_bytes_per_s: bw(cold),
+        memset_warm_bytes_per_s: bw(warm),
+        accept_to_memset: bw(accept) / bw(warm),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(0);
+    }
+    let m = &out.round_trips;
+    let gib = |b: f64| b / (1u64 << 30) as f64;
+    println!(
+        "conversion costs, measured in one run (1 vCPU, private pages mapped at up to 2 MiB):"
+    );
+    println!(
+        "  doorbell floor (null TDCALL)      {:>9.1} us",
+        m.doorbell_floor_us
+    );
+    println!(
+        "  4K private->shared->private       {:>9.1} us  = {:.1} floors",
+        m.round_trip_4k_us, m.round_trip_4k_floors
+    );
+    println!(
+        "  2M private->shared->private       {:>9.1} us  = {:.1} floors",
+        m.round_trip_2m_us, m.round_trip_2m_floors
+    );
+    println!(
+        "  accept 1 GiB at 2M ({} calls)     {:>9.3} s   {:.2} GiB/s",
+        out.accept_calls,
+        out.accept_s,
+        gib(out.accept_bytes_per_s)
+    );
+    println!(
+        "  memset 1 GiB, first touch         {:>9.3} s   {:.2} GiB/s",
+        bytes as f64 / out.memset_cold_bytes_per_s,
+        gib(out.memset_cold_bytes_per_s)
+    );
+    println!(
+        "  memset 1 GiB, again               {:>9.3} s   {:.2} GiB/s",
+        bytes as f64 / out.memset_warm_bytes_per_s,
+        gib(out.memset_warm_bytes_per_s)
+    );
+    println!("  accept / memset bandwidth: {:.2}", out.accept_to_memset);
     Ok(0)
 }

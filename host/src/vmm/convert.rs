@@ -51,6 +51,8 @@ pub struct Vmm {
     pub host_checks: AtomicU64,
     /// Host checks that failed.
     pub host_check_mismatches: AtomicU64,
+    /// Pages whose attribute a conversion changed (requested pages, both directions).
+    pub pages_converted: AtomicU64,
     /// Test-only hook: leak a private byte into the shared backing before each SYNC_PRIVATE,
     /// to prove the check catches a leaking host.
     pub plant_leak: std::sync::atomic::AtomicBool,
@@ -69,6 +71,7 @@ impl Vmm {
             io: None,
             host_checks: AtomicU64::new(0),
             host_check_mismatches: AtomicU64::new(0),
+            pages_converted: AtomicU64::new(0),
             plant_leak: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -76,6 +79,11 @@ impl Vmm {
     /// The VM.
     pub fn kvm(&self) -> &Arc<Kvm> {
         &self.kvm
+    }
+
+    /// Conversions so far: MapGPA chunks and implicit conversions, both directions.
+    pub fn conversions(&self) -> u64 {
+        self.conversions_to_private.load(Relaxed) + self.conversions_to_shared.load(Relaxed)
     }
 
     /// `kvm_convert_memory`: set the attributes, then discard the other alias's backing
@@ -98,6 +106,7 @@ impl Vmm {
         self.kvm
             .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))
             .map_err(|e| e.to_string())?;
+        self.pages_converted.fetch_add(npages, Relaxed);
         match to {
             ConversionTarget::Private => {
                 self.kvm.backend().discard(Alias::Shared, start_gfn, npages);
@@ -158,6 +167,26 @@ impl VmmExits for Vmm {
             || gpa.checked_add(len).is_none_or(|e| e > mem)
         {
             return bad(regs);
+        }
+        if op == HostCheckOp::PunchHole {
+            // The attribute stays private; KVM zaps the private leaves (BLOCK, TRACK,
+            // REMOVE) and the backing is discarded. The guest must re-accept.
+            let (start, end) = (gpa >> 12, (gpa + len) >> 12);
+            if !self
+                .kvm
+                .attributes()
+                .range_has(start, end, MemoryAttributes::PRIVATE)
+            {
+                return bad(regs);
+            }
+            if let Err(e) = self.kvm.kvm_gmem_punch_hole(start, end) {
+                tracing::error!(target: "vmm", "PUNCH_HOLE: {e}");
+                regs.r10 = shared_abi::VmcallStatus::INVALID_OPERAND.0;
+                return;
+            }
+            self.host_checks.fetch_add(1, Relaxed);
+            regs.r10 = 0;
+            return;
         }
         if op == HostCheckOp::SyncPrivate && self.plant_leak.load(Relaxed) {
             self.kvm.backend().shared_write(gpa + 123, &[0x33]);

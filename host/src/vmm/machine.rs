@@ -13,10 +13,11 @@ use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use super::vcpu::{vcpu_loop, Counters, Ctx};
 use super::{Backing, GuestExit, GuestIo, Injector, Vmm};
 use crate::kvm::{Kvm, KvmConfig, ZapPolicy};
-use crate::seam::{TdParams, TdxModule};
+use crate::seam::{SeamInject, TdParams, TdxModule};
 use anyhow::{bail, Context};
 use kvm_bindings::kvm_userspace_memory_region;
 use serde::Serialize;
+use shared_abi::layout::hob::TdxlabHob;
 use shared_abi::layout::tdvf::{SectionType, TdvfMetadata};
 use shared_abi::td::attributes::SEPT_VE_DISABLE;
 use shared_abi::{Gpa, Gpaw, PageLevel};
@@ -55,8 +56,72 @@ pub struct RunConfig {
     pub workload: u32,
     /// Test-only: make the host leak a private byte before each SYNC_PRIVATE check.
     pub plant_leak: bool,
-    /// Probability that the host cuts a MapGPA short with RETRY (fault injection).
-    pub inject_retry: f64,
+    /// Fault injection.
+    pub inject: InjectConfig,
+    /// The stress workload's parameters (with `workload` = `pack::WORKLOAD_STRESS`).
+    pub stress: Option<StressParams>,
+}
+
+/// What `--inject` asks for; every injected event is counted in the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectConfig {
+    /// Probability that MapGPA answers RETRY part-way through a chunk.
+    pub retry: f64,
+    /// Probability that TDG.MEM.PAGE.ACCEPT answers OPERAND_BUSY.
+    pub busy: f64,
+    /// The largest page KVM maps private memory with (4K is KVM today: 2 MiB accepts get
+    /// PAGE_SIZE_MISMATCH and fall back).
+    pub private_page_size: PageLevel,
+    /// mmu-notifier invalidations of shared memory per second (0: none).
+    pub host_invalidate_hz: u32,
+}
+
+impl Default for InjectConfig {
+    fn default() -> InjectConfig {
+        InjectConfig {
+            retry: 0.0,
+            busy: 0.0,
+            private_page_size: PageLevel::Size4K,
+            host_invalidate_hz: 0,
+        }
+    }
+}
+
+impl InjectConfig {
+    /// Is anything injected?
+    pub fn any(&self) -> bool {
+        self.retry > 0.0 || self.busy > 0.0 || self.host_invalidate_hz > 0
+    }
+}
+
+/// The stress workload's parameters, handed to the guest in the tdxlab HOB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StressParams {
+    /// Which scenario.
+    pub scenario: shared_abi::stress::Scenario,
+    /// Seed of the per-vCPU operation sequences.
+    pub seed: u64,
+    /// How long to keep repeating (at least one pass).
+    pub seconds: f64,
+    /// Most operations per vCPU (0: no limit).
+    pub ops: u32,
+    /// vCPU 0 measures the doorbell floor and the 4K / 2M round trips first.
+    pub measure: bool,
+}
+
+/// Live counters, handed to the progress callback a few times a second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Since the vCPUs started.
+    pub elapsed_s: f64,
+    /// MapGPA and implicit conversions so far.
+    pub conversions: u64,
+    /// Pages whose attribute changed so far.
+    pub pages_converted: u64,
+    /// Host checks served so far.
+    pub host_checks: u64,
+    /// Host checks that failed so far.
+    pub mismatches: u64,
 }
 
 /// The report of `tdxlab run`.
@@ -105,6 +170,18 @@ pub struct RunReport {
     pub tsc_hz: f64,
     /// With --accept-all: how long accepting all RAM took.
     pub accept_all_s: Option<f64>,
+    /// MapGPA and implicit conversions (each hypercall chunk or memory-fault exit).
+    pub conversions: u64,
+    /// Pages whose attribute the VMM changed.
+    pub pages_converted: u64,
+    /// Implicit conversions (memory-fault exits QEMU-style converted).
+    pub implicit_conversions: u64,
+    /// Injected events by name (retry, busy, host_invalidate) and the accepts that got
+    /// PAGE_SIZE_MISMATCH.
+    pub injected: BTreeMap<String, u64>,
+    /// What the end-of-run audit found: each a violated DESIGN.md invariant (a leak or a
+    /// lost guarantee). Empty on a clean run.
+    pub audit: Vec<String>,
 }
 
 /// Zapped leaves per root.
@@ -118,6 +195,14 @@ pub struct Zaps {
 
 /// Boot and run a TD until it exits, fails, or times out.
 pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    run_with_progress(cfg, &|_| {})
+}
+
+/// [`run`], calling `progress` about four times a second while the TD runs.
+pub fn run_with_progress(
+    cfg: &RunConfig,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<RunReport> {
     let start = Instant::now();
     let tsc_start = rdtsc();
     let meta = TdvfMetadata::parse(&cfg.image)
@@ -183,10 +268,11 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         attributes: SEPT_VE_DISABLE,
         num_vcpus: cfg.vcpus,
     };
-    let seam = Arc::new(TdxModule::new(
-        params,
-        Arc::new(KvmPrivateMem(private.clone())),
-    ));
+    let mut module = TdxModule::new(params, Arc::new(KvmPrivateMem(private.clone())));
+    if cfg.inject.busy > 0.0 {
+        module.inject = Some(SeamInject::new(cfg.inject.busy, 0xb05e ^ seed_of(cfg)));
+    }
+    let seam = Arc::new(module);
     let backend = Arc::new(KvmBackend {
         private: private.clone(),
         shared: shared.clone(),
@@ -195,11 +281,13 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     });
     let mut kc = KvmConfig::td(pages);
     kc.policy = cfg.policy;
+    kc.private_max_level = cfg.inject.private_page_size;
     let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
+    let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let mut vmm = Vmm::new(
         kvm_model.clone(),
         cfg.strict,
-        Injector::new(cfg.inject_retry, 0x7d78_6c61),
+        Injector::new(cfg.inject.retry, 0x7d78_6c61 ^ seed),
     );
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
@@ -243,24 +331,39 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         }
         private.set_accessible(gpa, size, true);
     }
-    let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, cfg.flags, cfg.workload)?;
-    private.write(hob_gpa, &hob);
-    seam.tdh_mr_finalize()
-        .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
-
-    // vCPUs in the TD start state.
+    // vCPUs in the TD start state (created before finalization, as QEMU does).
     let cpuid = td_cpuid(&kvm)?;
     let mut vcpus = Vec::new();
     for i in 0..cfg.vcpus {
         vcpus.push(create_vcpu(&vm, i, &cpuid, hob_gpa)?);
     }
+    let guest = guest_config(cfg, &vcpus[0]);
+    let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, &guest)?;
+    private.write(hob_gpa, &hob);
+    seam.tdh_mr_finalize()
+        .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
 
     vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), on_kick).ok();
     let counters = Counters::default();
     let boot_at = Instant::now();
     let first_line = Arc::new(Mutex::new(None::<Instant>));
     let io = || vmm.io.as_ref().expect("set above");
+    let invalidations = AtomicU64::new(0);
+    let mut last_progress = Instant::now();
     std::thread::scope(|s| {
+        if cfg.inject.host_invalidate_hz > 0 {
+            let (kvm, io, n) = (&kvm_model, io(), &invalidations);
+            let hz = cfg.inject.host_invalidate_hz;
+            s.spawn(move || {
+                if let Err(e) = host_invalidator(kvm, hz, seed_of(cfg), &io.stop, n) {
+                    io.finish(GuestExit {
+                        kind: "host_error",
+                        code: 0,
+                        message: format!("mmu-notifier invalidation failed: {e}"),
+                    });
+                }
+            });
+        }
         let mut handles = Vec::new();
         for (i, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = Ctx {
@@ -300,6 +403,16 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
                         "the guest did not finish within {} s",
                         cfg.timeout.as_secs()
                     ),
+                });
+            }
+            if last_progress.elapsed() >= Duration::from_millis(250) {
+                last_progress = Instant::now();
+                progress(Progress {
+                    elapsed_s: boot_at.elapsed().as_secs_f64(),
+                    conversions: vmm.conversions(),
+                    pages_converted: vmm.pages_converted.load(Relaxed),
+                    host_checks: vmm.host_checks.load(Relaxed),
+                    mismatches: vmm.host_check_mismatches.load(Relaxed),
                 });
             }
             std::thread::sleep(Duration::from_millis(2));
@@ -352,6 +465,35 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    let mut injected = BTreeMap::new();
+    for (name, n, on) in [
+        (
+            "retry",
+            vmm.inject.retries.load(Relaxed),
+            cfg.inject.retry > 0.0,
+        ),
+        (
+            "busy",
+            seam.stats.accept_busy_injected.load(Relaxed),
+            cfg.inject.busy > 0.0,
+        ),
+        (
+            "host_invalidate",
+            invalidations.load(Relaxed),
+            cfg.inject.host_invalidate_hz > 0,
+        ),
+        (
+            "page_size_mismatch",
+            seam.stats.accept_size_mismatch.load(Relaxed),
+            true,
+        ),
+    ] {
+        if on {
+            injected.insert(name.to_string(), n);
+        }
+    }
+    // The audit runs with every vCPU stopped: nothing moves under it.
+    let audit = super::audit::audit(&kvm_model, &seam, &private, &shared);
     Ok(RunReport {
         exit,
         vcpus: cfg.vcpus,
@@ -383,7 +525,80 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         console,
         tsc_hz,
         accept_all_s,
+        conversions: vmm.conversions(),
+        pages_converted: vmm.pages_converted.load(Relaxed),
+        implicit_conversions: vmm.implicit_conversions.load(Relaxed),
+        injected,
+        audit,
     })
+}
+
+fn seed_of(cfg: &RunConfig) -> u64 {
+    cfg.stress.as_ref().map_or(0, |s| s.seed)
+}
+
+/// The tdxlab HOB's workload fields. A timed workload's duration is handed over in TSC
+/// cycles at the rate KVM runs the guest's TSC (KVM_GET_TSC_KHZ).
+fn guest_config(cfg: &RunConfig, vcpu0: &kvm_ioctls::VcpuFd) -> TdxlabHob {
+    let mut h = TdxlabHob {
+        flags: cfg.flags,
+        workload: cfg.workload,
+        ..Default::default()
+    };
+    if let Some(st) = &cfg.stress {
+        let khz = vcpu0
+            .get_tsc_khz()
+            .map(u64::from)
+            .unwrap_or_else(|_| calibrate_tsc_khz());
+        h.param = st.scenario as u32;
+        h.seed = st.seed;
+        h.ops = st.ops;
+        h.duration_tsc = (st.seconds.max(0.0) * khz as f64 * 1e3) as u64;
+        h.options = if st.measure {
+            shared_abi::stress::options::MEASURE
+        } else {
+            0
+        };
+    }
+    h
+}
+
+/// The host's TSC rate when KVM cannot say: count cycles over 20 ms.
+fn calibrate_tsc_khz() -> u64 {
+    let (t, c) = (Instant::now(), rdtsc());
+    std::thread::sleep(Duration::from_millis(20));
+    ((rdtsc() - c) as f64 / t.elapsed().as_secs_f64() / 1e3) as u64
+}
+
+/// `--inject host-invalidate-hz=N`: N times a second the host changes a random 2 MiB block
+/// of guest memory behind KVM's back (as a page migration or swap would), so KVM zaps its
+/// shared leaves there through the mmu notifier (SHARED filter). Contents are kept; the
+/// guest's next access faults the pages back in.
+fn host_invalidator(
+    kvm: &Kvm,
+    hz: u32,
+    seed: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    n: &AtomicU64,
+) -> Result<(), crate::kvm::KvmBug> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x1a7a);
+    let blocks = (kvm.config().mem_pages >> 9).max(1);
+    let period = Duration::from_secs_f64(1.0 / hz as f64);
+    let mut next = Instant::now() + period;
+    while !stop.load(SeqCst) {
+        let now = Instant::now();
+        if now < next {
+            std::thread::sleep((next - now).min(Duration::from_millis(5)));
+            continue;
+        }
+        next += period;
+        let start = rng.random_range(0..blocks) << 9;
+        let end = (start + 512).min(kvm.config().mem_pages);
+        kvm.kvm_mmu_notifier_invalidate_range(start, end, || {})?;
+        n.fetch_add(1, Relaxed);
+    }
+    Ok(())
 }
 
 fn rdtsc() -> u64 {

@@ -2,6 +2,7 @@
 //! memory on MapGPA, implicit conversion on memory-fault exits — and the loop that serves one
 //! TDCALL through the TDX module, KVM and the VMM.
 
+mod audit;
 mod backing;
 pub mod bench;
 mod convert;

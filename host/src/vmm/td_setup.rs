@@ -21,8 +21,7 @@ pub(super) fn build_td_hob(
     size: u64,
     mem: u64,
     accepted: &[(u64, u64)],
-    flags: u32,
-    workload: u32,
+    guest: &TdxlabHob,
 ) -> anyhow::Result<Vec<u8>> {
     let mut buf = vec![0u8; size as usize];
     let mut w = HobWriter::new(&mut buf, base)?;
@@ -52,10 +51,7 @@ pub(super) fn build_td_hob(
     let tdxlab = TdxlabHob {
         version: DOORBELL_ABI_VERSION,
         doorbell_port: DEFAULT_DOORBELL_PORT,
-        flags,
-        workload,
-        param: 0,
-        seed: 0,
+        ..*guest
     };
     w.guid_extension(TDXLAB_HOB, &tdxlab.encode())?;
     w.finish()?;

@@ -95,10 +95,16 @@ pub struct TdxlabHob {
     pub flags: u32,
     /// Which workload the guest runs (defined by the guest).
     pub workload: u32,
-    /// Workload parameter (e.g. duration in milliseconds).
+    /// Workload parameter (the stress workload: a [`crate::stress::Scenario`]).
     pub param: u32,
     /// Seed for seeded workloads.
     pub seed: u64,
+    /// How long a timed workload runs, in TSC cycles (0: one pass).
+    pub duration_tsc: u64,
+    /// Most operations per vCPU of a seeded workload (0: no limit).
+    pub ops: u32,
+    /// Workload-specific option bits (the stress workload: [`crate::stress::options`]).
+    pub options: u32,
 }
 
 /// [`TdxlabHob::flags`] bits.
@@ -120,7 +126,7 @@ pub mod config {
 }
 
 /// Encoded size of [`TdxlabHob`].
-pub const TDXLAB_HOB_DATA_SIZE: usize = 24;
+pub const TDXLAB_HOB_DATA_SIZE: usize = 40;
 
 impl TdxlabHob {
     /// Little-endian bytes.
@@ -132,6 +138,9 @@ impl TdxlabHob {
         b[8..12].copy_from_slice(&self.workload.to_le_bytes());
         b[12..16].copy_from_slice(&self.param.to_le_bytes());
         b[16..24].copy_from_slice(&self.seed.to_le_bytes());
+        b[24..32].copy_from_slice(&self.duration_tsc.to_le_bytes());
+        b[32..36].copy_from_slice(&self.ops.to_le_bytes());
+        b[36..40].copy_from_slice(&self.options.to_le_bytes());
         b
     }
     /// Decode; `None` when short.
@@ -143,6 +152,9 @@ impl TdxlabHob {
             workload: rd_u32(b, 8)?,
             param: rd_u32(b, 12)?,
             seed: rd_u64(b, 16)?,
+            duration_tsc: rd_u64(b, 24)?,
+            ops: rd_u32(b, 32)?,
+            options: rd_u32(b, 36)?,
         })
     }
 }

@@ -1,0 +1,374 @@
+//! `tdxlab stress`: boot the emulated TD with the conversion stress workload, show live
+//! progress, and judge the run: the guest's own checks, the host checks, and the end-of-run
+//! audit (nothing leaked, nothing lost).
+
+use crate::cli::{EXIT_GUEST, EXIT_HOST, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::vmm::machine::{run_with_progress, InjectConfig, Progress, RunConfig, RunReport};
+use serde::Serialize;
+use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+/// Where the guest's chunks start and the measurement area's size (guest/src/stress.rs).
+const CHUNK_BASE: u64 = 4 << 20;
+const MEASURE_AREA: u64 = 4 << 20;
+
+/// What `tdxlab stress` runs.
+#[derive(Clone, Debug)]
+pub struct StressArgs {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM bytes.
+    pub mem: u64,
+    /// How long the scenario repeats.
+    pub seconds: f64,
+    /// Seed of the per-vCPU operation sequences (and of the host's injection).
+    pub seed: u64,
+    /// Most operations per vCPU (0: until `seconds`).
+    pub ops: u32,
+    /// Zap semantics.
+    pub policy: crate::kvm::ZapPolicy,
+    /// Refuse implicit conversions.
+    pub strict: bool,
+    /// Fault injection.
+    pub inject: InjectConfig,
+    /// Skip vCPU 0's round-trip measurements.
+    pub no_measure: bool,
+    /// Give up after this long (default: twice `seconds` plus two minutes).
+    pub timeout: Option<Duration>,
+    /// Test-only: the host leaks a private byte before each SYNC_PRIVATE.
+    pub plant_leak: bool,
+}
+
+/// One vCPU's result line.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct VcpuResult {
+    /// vCPU.
+    pub vcpu: u64,
+    /// Operations done.
+    pub ops: u64,
+    /// Conversions the guest asked for.
+    pub conversions: u64,
+    /// Pages in them.
+    pub pages: u64,
+    /// Host checks that passed.
+    pub checks: u64,
+    /// Hash of the operation sequence: equal seeds and op counts give equal hashes.
+    pub hash: u64,
+}
+
+/// vCPU 0's round-trip measurements, converted to time.
+#[derive(Clone, Debug, Serialize)]
+pub struct Measured {
+    /// Null TDCALL (TDG.VP.INFO) median.
+    pub doorbell_floor_us: f64,
+    /// 4 KiB private → shared (first touch) → private, median.
+    pub round_trip_4k_us: f64,
+    /// The same in doorbell floors.
+    pub round_trip_4k_floors: f64,
+    /// 2 MiB block round trip (first page touched), median.
+    pub round_trip_2m_us: f64,
+    /// The same in doorbell floors.
+    pub round_trip_2m_floors: f64,
+    /// Conversions per second at 4 KiB (two per round trip).
+    pub conversions_per_s_4k: f64,
+    /// Bytes converted per second at 4 KiB.
+    pub bytes_per_s_4k: f64,
+    /// Conversions per second at 2 MiB.
+    pub conversions_per_s_2m: f64,
+    /// Bytes converted per second at 2 MiB.
+    pub bytes_per_s_2m: f64,
+}
+
+impl Measured {
+    /// Parse the guest's measurement line from a console (cycles at `tsc_hz`).
+    pub fn from_console(console: &[String], tsc_hz: f64) -> Option<Measured> {
+        let line = console.iter().find(|l| l.starts_with(MEASURE_LINE))?;
+        let us = |k: &str| field(line, k).map(|c| c as f64 / tsc_hz * 1e6);
+        let (floor, rt4k, rt2m) = (us("floor")?, us("rt4k")?, us("rt2m")?);
+        Some(Measured {
+            doorbell_floor_us: floor,
+            round_trip_4k_us: rt4k,
+            round_trip_4k_floors: rt4k / floor,
+            round_trip_2m_us: rt2m,
+            round_trip_2m_floors: rt2m / floor,
+            conversions_per_s_4k: 2e6 / rt4k,
+            bytes_per_s_4k: 2e6 / rt4k * 4096.0,
+            conversions_per_s_2m: 2e6 / rt2m,
+            bytes_per_s_2m: 2e6 / rt2m * (2 << 20) as f64,
+        })
+    }
+}
+
+/// The stress report: the run's report plus the verdict's numbers.
+#[derive(Clone, Debug, Serialize)]
+pub struct StressReport {
+    /// Scenario name.
+    pub scenario: &'static str,
+    /// Seed.
+    pub seed: u64,
+    /// The scenario's duration asked for.
+    pub seconds: f64,
+    /// Host-check mismatches (the host saw something the guest did not put there).
+    pub mismatches: u64,
+    /// Audit findings (details in `audit`).
+    pub leaks: u64,
+    /// Conversions per second over the run.
+    pub conversions_per_s: f64,
+    /// Bytes whose attribute changed per second over the run.
+    pub bytes_converted_per_s: f64,
+    /// The null-TDCALL floor (when measured).
+    pub doorbell_floor_us: Option<f64>,
+    /// The round-trip measurements (when measured).
+    pub measured: Option<Measured>,
+    /// Per-vCPU results.
+    pub vcpu_results: Vec<VcpuResult>,
+    /// Everything passed: guest exit 0, every vCPU reported, no mismatch, no leak.
+    pub passed: bool,
+    /// The run's report.
+    #[serde(flatten)]
+    pub run: RunReport,
+}
+
+/// The smallest RAM for `vcpus` vCPUs of `scenario`.
+pub fn min_mem(scenario: Scenario, vcpus: u32, measure: bool) -> u64 {
+    CHUNK_BASE + vcpus as u64 * scenario.min_chunk() + if measure { MEASURE_AREA } else { 0 }
+}
+
+/// Run the stress TD and return the report (no printing besides `progress`).
+pub fn stress(
+    a: &StressArgs,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<StressReport> {
+    let cfg = RunConfig {
+        image: crate::GUEST_IMAGE.to_vec(),
+        vcpus: a.vcpus,
+        mem_bytes: a.mem,
+        policy: a.policy,
+        strict: a.strict,
+        timeout: a
+            .timeout
+            .unwrap_or(Duration::from_secs_f64(a.seconds * 2.0 + 120.0)),
+        flags: 0,
+        echo: false,
+        workload: crate::pack::WORKLOAD_STRESS,
+        plant_leak: a.plant_leak,
+        inject: a.inject.clone(),
+        stress: Some(crate::vmm::machine::StressParams {
+            scenario: a.scenario,
+            seed: a.seed,
+            seconds: a.seconds,
+            ops: a.ops,
+            measure: !a.no_measure,
+        }),
+    };
+    let run = run_with_progress(&cfg, progress)?;
+    let vcpu_results: Vec<VcpuResult> = run
+        .console
+        .iter()
+        .filter(|l| l.starts_with(RESULT_LINE))
+        .filter_map(|l| {
+            Some(VcpuResult {
+                vcpu: field(l, "vcpu")?,
+                ops: field(l, "ops")?,
+                conversions: field(l, "conversions")?,
+                pages: field(l, "pages")?,
+                checks: field(l, "checks")?,
+                hash: field(l, "hash")?,
+            })
+        })
+        .collect();
+    let measured = Measured::from_console(&run.console, run.tsc_hz);
+    let secs = run.elapsed_s.max(1e-9);
+    let mismatches = run.host_check_mismatches;
+    let leaks = run.audit.len() as u64;
+    let passed = run.exit.kind == "guest"
+        && run.exit.code == 0
+        && vcpu_results.len() == a.vcpus as usize
+        && mismatches == 0
+        && leaks == 0;
+    Ok(StressReport {
+        scenario: a.scenario.name(),
+        seed: a.seed,
+        seconds: a.seconds,
+        mismatches,
+        leaks,
+        conversions_per_s: run.conversions as f64 / secs,
+        bytes_converted_per_s: (run.pages_converted * 4096) as f64 / secs,
+        doorbell_floor_us: measured.as_ref().map(|m| m.doorbell_floor_us),
+        measured,
+        vcpu_results,
+        passed,
+        run,
+    })
+}
+
+/// The CLI: progress on stderr, summary on stdout, report to a file, verdict as exit code.
+pub fn main(a: &StressArgs, report: Option<&std::path::Path>) -> anyhow::Result<u8> {
+    let need = min_mem(a.scenario, a.vcpus, !a.no_measure);
+    if a.mem < need {
+        eprintln!(
+            "tdxlab: --mem {} MiB is too small for {} vCPUs of the {} scenario (needs {} MiB)",
+            a.mem >> 20,
+            a.vcpus,
+            a.scenario.name(),
+            need.div_ceil(2 << 20) * 2
+        );
+        return Ok(EXIT_USAGE);
+    }
+    let tty = std::io::stderr().is_terminal();
+    let last_line = std::sync::Mutex::new(0.0f64);
+    let progress = |p: Progress| {
+        let line = format!(
+            "[{:6.1} s] {} conversions ({:.0}/s), {} pages, {} host checks{}",
+            p.elapsed_s,
+            p.conversions,
+            p.conversions as f64 / p.elapsed_s.max(1e-9),
+            p.pages_converted,
+            p.host_checks,
+            if p.mismatches > 0 {
+                format!(", {} MISMATCHES", p.mismatches)
+            } else {
+                String::new()
+            }
+        );
+        let mut last = last_line.lock().unwrap_or_else(|e| e.into_inner());
+        // Never panic here (a closed stderr must not stop the run).
+        let mut err = std::io::stderr();
+        if tty {
+            let _ = write!(err, "\r{line}\x1b[K");
+            let _ = err.flush();
+        } else if p.elapsed_s - *last >= 2.0 {
+            *last = p.elapsed_s;
+            let _ = writeln!(err, "{line}");
+        }
+    };
+    eprintln!(
+        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{}",
+        a.scenario.name(),
+        a.vcpus,
+        a.mem >> 20,
+        a.seconds,
+        a.seed,
+        if a.inject.any() || a.inject.private_page_size != shared_abi::PageLevel::Size4K {
+            format!(", injecting {}", describe_inject(&a.inject))
+        } else {
+            String::new()
+        }
+    );
+    let r = stress(a, &progress)?;
+    if tty {
+        eprintln!();
+    }
+    if let Some(p) = report {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", p.display()))?;
+    }
+    print_summary(&r);
+    Ok(match (r.run.exit.kind, r.passed) {
+        (_, true) => EXIT_OK,
+        ("timeout", _) => EXIT_TIMEOUT,
+        ("host_error", _) => EXIT_HOST,
+        _ => EXIT_GUEST,
+    })
+}
+
+fn describe_inject(i: &InjectConfig) -> String {
+    let mut v = Vec::new();
+    if i.retry > 0.0 {
+        v.push(format!("retry={}", i.retry));
+    }
+    if i.busy > 0.0 {
+        v.push(format!("busy={}", i.busy));
+    }
+    if i.private_page_size == shared_abi::PageLevel::Size2M {
+        v.push("private-page-size=2m".into());
+    }
+    if i.host_invalidate_hz > 0 {
+        v.push(format!("host-invalidate-hz={}", i.host_invalidate_hz));
+    }
+    v.join(",")
+}
+
+fn mib(b: f64) -> f64 {
+    b / (1 << 20) as f64
+}
+
+fn print_summary(r: &StressReport) {
+    let run = &r.run;
+    println!(
+        "tdxlab stress: {} on {} vCPUs, {} MiB, seed {}: {} in {:.1} s",
+        r.scenario,
+        run.vcpus,
+        run.mem_bytes >> 20,
+        r.seed,
+        if r.passed { "PASSED" } else { "FAILED" },
+        run.elapsed_s
+    );
+    if !r.passed {
+        println!("  exit             {}: {}", run.exit.kind, run.exit.message);
+    }
+    println!(
+        "  conversions      {:>10}  {:>10.1}/s  (implicit {})",
+        run.conversions, r.conversions_per_s, run.implicit_conversions
+    );
+    println!(
+        "  pages converted  {:>10}  {:>10.2} MiB/s",
+        run.pages_converted,
+        mib(r.bytes_converted_per_s)
+    );
+    println!(
+        "  host checks      {:>10}  mismatches {}",
+        run.host_checks, r.mismatches
+    );
+    println!("  audit (leaks)    {:>10}", r.leaks);
+    for l in &run.audit {
+        println!("    {l}");
+    }
+    if !run.injected.is_empty() {
+        let inj: Vec<String> = run
+            .injected
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        println!("  injected         {}", inj.join(", "));
+    }
+    println!(
+        "  TDX activity     {} TDCALLs, {} EPT violations, {} leaves zapped (mirror {}, direct {}), {} kicks",
+        run.tdcalls.values().sum::<u64>(),
+        run.ept_violations,
+        run.zaps.mirror + run.zaps.direct,
+        run.zaps.mirror,
+        run.zaps.direct,
+        run.kicks
+    );
+    if let Some(m) = &r.measured {
+        println!(
+            "  doorbell floor   {:>10.1} us (null TDCALL)",
+            m.doorbell_floor_us
+        );
+        println!(
+            "  4K round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+            m.round_trip_4k_us,
+            m.round_trip_4k_floors,
+            m.conversions_per_s_4k,
+            mib(m.bytes_per_s_4k)
+        );
+        println!(
+            "  2M round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+            m.round_trip_2m_us,
+            m.round_trip_2m_floors,
+            m.conversions_per_s_2m,
+            mib(m.bytes_per_s_2m)
+        );
+    }
+    println!("  vCPU        ops  conversions      pages  checks  sequence hash");
+    for v in &r.vcpu_results {
+        println!(
+            "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
+            v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
+        );
+    }
+}

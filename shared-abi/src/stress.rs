@@ -1,0 +1,92 @@
+//! The conversion stress workload's vocabulary, shared by `tdxlab stress` and the guest:
+//! scenario numbers (carried in [`crate::layout::hob::TdxlabHob::param`]), option bits and the
+//! console lines the guest reports its results with.
+
+/// A stress scenario (reference/kvm-zap-path.md §4 for the first two).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
+#[repr(u32)]
+pub enum Scenario {
+    /// private_mem_conversions_test's explicit-conversion sequence.
+    Explicit = 1,
+    /// private_mem_conversions_test's punch-hole sequence: the host discards private backing.
+    PunchHole = 2,
+    /// Accesses through the other alias without MapGPA; the host converts as QEMU does.
+    Implicit = 3,
+    /// Conversions that start, end or straddle 2 MiB boundaries.
+    Boundary = 4,
+    /// Seeded random conversions, writes, reads and host checks.
+    Random = 5,
+}
+
+impl Scenario {
+    /// Every scenario, in CLI order.
+    pub const ALL: [Scenario; 5] = [
+        Scenario::Explicit,
+        Scenario::PunchHole,
+        Scenario::Implicit,
+        Scenario::Boundary,
+        Scenario::Random,
+    ];
+    /// Decode [`crate::layout::hob::TdxlabHob::param`].
+    pub const fn from_u32(v: u32) -> Option<Scenario> {
+        match v {
+            1 => Some(Scenario::Explicit),
+            2 => Some(Scenario::PunchHole),
+            3 => Some(Scenario::Implicit),
+            4 => Some(Scenario::Boundary),
+            5 => Some(Scenario::Random),
+            _ => None,
+        }
+    }
+    /// The CLI name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Scenario::Explicit => "explicit",
+            Scenario::PunchHole => "punch-hole",
+            Scenario::Implicit => "implicit",
+            Scenario::Boundary => "boundary",
+            Scenario::Random => "random",
+        }
+    }
+    /// Parse a CLI name.
+    pub fn parse(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|c| c.name() == s)
+    }
+    /// Bytes of guest RAM each vCPU's chunk needs at least.
+    pub const fn min_chunk(self) -> u64 {
+        match self {
+            // 2 MiB + 4 KiB rounded up to 2 MiB, as the selftest does.
+            Scenario::Explicit | Scenario::PunchHole | Scenario::Implicit => 4 << 20,
+            // Four 2 MiB blocks: ranges straddle three boundaries.
+            Scenario::Boundary => 8 << 20,
+            Scenario::Random => 4 << 20,
+        }
+    }
+}
+
+/// [`crate::layout::hob::TdxlabHob::options`] bits of the stress workload.
+pub mod options {
+    /// vCPU 0 measures the doorbell floor and 4K / 2M round trips before the scenario starts.
+    pub const MEASURE: u32 = 1 << 0;
+}
+
+/// Prefix of the guest's per-vCPU result line:
+/// `stress-result vcpu=V ops=N conversions=N pages=N checks=N hash=H`.
+pub const RESULT_LINE: &str = "stress-result";
+/// Prefix of vCPU 0's measurement line:
+/// `stress-measure floor=CYC rt4k=CYC rt2m=CYC n4k=N n2m=N`.
+pub const MEASURE_LINE: &str = "stress-measure";
+
+/// The value of `key=` in a `key=value` console line.
+pub fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_ascii_whitespace().find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        if k != key {
+            return None;
+        }
+        match v.strip_prefix("0x") {
+            Some(h) => u64::from_str_radix(h, 16).ok(),
+            None => v.parse().ok(),
+        }
+    })
+}
