@@ -110,15 +110,6 @@ impl TdxModule {
                 return TdcallExit::Done;
             }
         };
-        // Injected contention: the real module returns before touching the entry, and the
-        // guest retries the same call.
-        if self.inject.as_ref().is_some_and(|i| i.accept_busy()) {
-            self.stats.accept_busy_injected.fetch_add(1, Relaxed);
-            regs.rax = TdxStatus::OPERAND_BUSY
-                .with_details(shared_abi::status::operand::SEPT_TREE)
-                .0;
-            return TdcallExit::Done;
-        }
         let mut g = self.lock();
         let status = match g.sept.walk(gpa, level) {
             Walk::Leaf { entry, level: at } if at > level => match entry.state {
@@ -127,6 +118,13 @@ impl TdxModule {
                 _ => return TdcallExit::EptViolation { gpa, level },
             },
             Walk::Leaf { entry, .. } => match entry.state {
+                // Injected contention on the S-EPT tree lock, rolled once per accept that
+                // would succeed (not per re-execution after an EPT-violation exit, which
+                // would compound the probability): the guest retries the same call.
+                SeptState::Pending if self.inject.as_ref().is_some_and(|i| i.accept_busy()) => {
+                    self.stats.accept_busy_injected.fetch_add(1, Relaxed);
+                    TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE)
+                }
                 SeptState::Pending => {
                     accept_leaf(&mut g.sept, gpa, level, entry);
                     drop(g);
