@@ -1,0 +1,262 @@
+//! `tdxlab stress` on KVM: every scenario with and without fault injection on 1 and 4 vCPUs
+//! (one pass each), --strict against the implicit scenario, a planted leak that both the host
+//! check and the end-of-run audit must catch, seeded replay, and bad flags.
+
+mod common;
+use common::{run_with_report, tdxlab, Run};
+use serde_json::Value;
+
+const INJECT: &str = "retry=0.3,busy=0.2,host-invalidate-hz=200";
+
+fn stress(args: &[&str]) -> Run {
+    let mut all = vec!["stress", "--timeout", "600"];
+    all.extend_from_slice(args);
+    run_with_report(&all)
+}
+
+fn u(r: &Value, k: &str) -> u64 {
+    r[k].as_u64()
+        .unwrap_or_else(|| panic!("report field {k} missing: {r}"))
+}
+
+/// One pass of `scenario` on `vcpus` vCPUs; asserts the verdict and the report.
+fn check(scenario: &str, vcpus: u32, inject: bool) {
+    let v = vcpus.to_string();
+    let mut args = vec![
+        "--scenario",
+        scenario,
+        "--vcpus",
+        &v,
+        "--seconds",
+        "0",
+        "--no-measure",
+    ];
+    if inject {
+        args.extend(["--inject", INJECT]);
+    }
+    let r = stress(&args);
+    let rep = &r.report;
+    assert_eq!(
+        r.code,
+        Some(0),
+        "{scenario} on {vcpus} vCPUs (inject {inject}) failed: {}\n{}",
+        r.out,
+        r.err
+    );
+    assert!(r.out.contains("PASSED"), "{}", r.out);
+    assert_eq!(rep["passed"], true);
+    assert_eq!(rep["scenario"], scenario);
+    assert_eq!(u(rep, "seed"), 1);
+    assert_eq!(u(rep, "mismatches"), 0);
+    assert_eq!(u(rep, "leaks"), 0, "audit: {}", rep["audit"]);
+    assert_eq!(u(rep, "exits_on_mapped_private"), 0);
+    assert!(u(rep, "conversions") > 0 && u(rep, "pages_converted") > 0);
+    assert!(u(rep, "host_checks") > 0);
+    assert!(rep["conversions_per_s"].as_f64().unwrap() > 0.0);
+    assert!(rep["bytes_converted_per_s"].as_f64().unwrap() > 0.0);
+    let results = rep["vcpu_results"].as_array().expect("vcpu_results");
+    assert_eq!(results.len(), vcpus as usize, "one result line per vCPU");
+    for res in results {
+        assert!(u(res, "ops") > 0 && u(res, "checks") > 0, "{res}");
+    }
+    let inj = &rep["injected"];
+    if inject {
+        assert!(u(inj, "busy") > 0, "busy injected: {inj}");
+        assert!(inj.get("retry").is_some() && inj.get("host_invalidate").is_some());
+        if scenario != "implicit" {
+            // Implicit conversions never use MapGPA, so only the others can see RETRY.
+            assert!(u(inj, "retry") > 0, "retry injected: {inj}");
+        }
+    } else {
+        assert!(
+            inj.get("busy").is_none() && inj.get("retry").is_none(),
+            "{inj}"
+        );
+    }
+    if scenario == "implicit" {
+        assert!(u(rep, "implicit_conversions") > 0);
+    }
+}
+
+macro_rules! scenario_tests {
+    ($($name:ident: $scenario:expr, $vcpus:expr, $inject:expr;)*) => {$(
+        #[test]
+        fn $name() {
+            require_kvm!();
+            check($scenario, $vcpus, $inject);
+        }
+    )*};
+}
+
+scenario_tests! {
+    explicit_1: "explicit", 1, false;
+    explicit_1_inject: "explicit", 1, true;
+    explicit_4: "explicit", 4, false;
+    explicit_4_inject: "explicit", 4, true;
+    punch_hole_1: "punch-hole", 1, false;
+    punch_hole_1_inject: "punch-hole", 1, true;
+    punch_hole_4: "punch-hole", 4, false;
+    punch_hole_4_inject: "punch-hole", 4, true;
+    implicit_1: "implicit", 1, false;
+    implicit_1_inject: "implicit", 1, true;
+    implicit_4: "implicit", 4, false;
+    implicit_4_inject: "implicit", 4, true;
+    boundary_1: "boundary", 1, false;
+    boundary_1_inject: "boundary", 1, true;
+    boundary_4: "boundary", 4, false;
+    boundary_4_inject: "boundary", 4, true;
+    random_1: "random", 1, false;
+    random_1_inject: "random", 1, true;
+    random_4: "random", 4, false;
+    random_4_inject: "random", 4, true;
+}
+
+#[test]
+fn two_megabyte_private_pages_accept_without_size_mismatch() {
+    require_kvm!();
+    // KVM today maps private memory at 4K: a 2M accept gets PAGE_SIZE_MISMATCH and falls
+    // back. With 2M private mappings the same scenario accepts whole blocks.
+    let base = ["--scenario", "boundary", "--vcpus", "1", "--seconds", "0"];
+    let small = stress(&[&base[..], &["--no-measure"]].concat());
+    let big = stress(
+        &[
+            &base[..],
+            &["--no-measure", "--inject", "private-page-size=2m"],
+        ]
+        .concat(),
+    );
+    assert_eq!(small.code, Some(0), "{}", small.out);
+    assert_eq!(big.code, Some(0), "{}", big.out);
+    let mm = |r: &Run| u(&r.report["injected"], "page_size_mismatch");
+    assert!(mm(&small) > 0, "4K mappings must refuse 2M accepts");
+    assert!(
+        mm(&big) < mm(&small),
+        "2M mappings: {} mismatches vs {} at 4K",
+        mm(&big),
+        mm(&small)
+    );
+}
+
+#[test]
+fn strict_stops_the_implicit_scenario_with_the_mismatch_diagnostic() {
+    require_kvm!();
+    let r = stress(&[
+        "--scenario",
+        "implicit",
+        "--vcpus",
+        "1",
+        "--seconds",
+        "0",
+        "--no-measure",
+        "--strict",
+    ]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    assert!(r.out.contains("FAILED"));
+    assert!(
+        r.out.contains("--strict forbids implicit conversion"),
+        "{}",
+        r.out
+    );
+    assert_eq!(r.report["passed"], false);
+    assert_eq!(u(&r.report, "implicit_conversions"), 0);
+}
+
+#[test]
+fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
+    require_kvm!();
+    let r = stress(&[
+        "--scenario",
+        "explicit",
+        "--vcpus",
+        "1",
+        "--seconds",
+        "0",
+        "--no-measure",
+        "--test-plant-leak",
+    ]);
+    assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
+    assert!(u(&r.report, "mismatches") >= 1, "{}", r.out);
+    assert!(
+        u(&r.report, "leaks") >= 1,
+        "the audit must see the leaked byte"
+    );
+    let audit = r.report["audit"].to_string();
+    assert!(audit.contains("shared backing of private"), "{audit}");
+    assert!(r.out.contains("SYNC_PRIVATE"), "{}", r.out);
+}
+
+#[test]
+fn the_same_seed_replays_the_same_operation_sequences() {
+    require_kvm!();
+    let run = |seed: &str| {
+        let r = stress(&[
+            "--scenario",
+            "random",
+            "--vcpus",
+            "2",
+            "--seconds",
+            "600",
+            "--ops",
+            "150",
+            "--seed",
+            seed,
+            "--no-measure",
+        ]);
+        assert_eq!(r.code, Some(0), "{}\n{}", r.out, r.err);
+        let mut v: Vec<(u64, u64, u64)> = r.report["vcpu_results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| (u(x, "vcpu"), u(x, "ops"), u(x, "hash")))
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, b, c) = (run("7"), run("7"), run("8"));
+    assert_eq!(a, b, "same seed, same sequences");
+    assert!(a.iter().all(|(_, ops, _)| *ops == 150), "{a:?}");
+    assert_ne!(a[0].2, a[1].2, "vCPUs run different sequences");
+    assert_ne!(a[0].2, c[0].2, "another seed, another sequence");
+}
+
+#[test]
+fn measured_round_trips_are_reported_next_to_the_doorbell_floor() {
+    require_kvm!();
+    let r = stress(&["--vcpus", "1", "--seconds", "0.5"]);
+    assert_eq!(r.code, Some(0), "{}\n{}", r.out, r.err);
+    let floor = r.report["doorbell_floor_us"].as_f64().expect("floor");
+    let m = &r.report["measured"];
+    let rt4k = m["round_trip_4k_us"].as_f64().expect("4k");
+    let rt2m = m["round_trip_2m_us"].as_f64().expect("2m");
+    // A round trip is at least four TDCALLs (two MapGPAs, an accept, the touch's exit).
+    assert!(
+        floor > 0.0 && rt4k > 2.0 * floor,
+        "floor {floor}, 4K {rt4k}"
+    );
+    assert!(rt2m > rt4k, "2M {rt2m} vs 4K {rt4k}");
+    assert!(r.out.contains("doorbell floor") && r.out.contains("4K round trip"));
+}
+
+#[test]
+fn bad_stress_flags_are_one_line_usage_errors() {
+    for (args, needle) in [
+        (vec!["--inject", "bogus=1"], "unknown"),
+        (vec!["--inject", "retry=2"], "probability"),
+        (vec!["--inject", "private-page-size=1g"], "4k or 2m"),
+        (vec!["--inject", "retry"], "NAME=VALUE"),
+        (vec!["--scenario", "sideways"], "not a scenario"),
+        (vec!["--seconds=-1"], "duration"),
+        (
+            vec!["--mem", "16M", "--vcpus", "4", "--scenario", "boundary"],
+            "too small",
+        ),
+    ] {
+        let mut all = vec!["stress"];
+        all.extend(args.iter());
+        let o = tdxlab(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+}
