@@ -105,7 +105,9 @@ struct Run {
     len: u64,
     deadline: u64,
     max_ops: u64,
+    /// Operations: each step of a fixed scenario; each iteration of the random one.
     ops: u64,
+    count_steps: bool,
     conversions: u64,
     pages: u64,
     checks: u64,
@@ -118,7 +120,9 @@ impl Run {
         rdtsc() >= self.deadline || (self.max_ops != 0 && self.ops >= self.max_ops)
     }
     fn record(&mut self, what: u64, a: u64, b: u64) {
-        self.ops += 1;
+        if self.count_steps {
+            self.ops += 1;
+        }
         for v in [what, a, b] {
             for byte in v.to_le_bytes() {
                 self.hash = (self.hash ^ byte as u64).wrapping_mul(0x100_0000_01B3);
@@ -267,6 +271,7 @@ pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
         deadline: rdtsc().saturating_add(hob.duration_tsc),
         max_ops: hob.ops as u64,
         ops: 0,
+        count_steps: scenario != Scenario::Random,
         conversions: 0,
         pages: 0,
         checks: 0,
@@ -467,6 +472,7 @@ fn random(run: &mut Run, hob: &TdxlabHob) {
             break;
         }
         let choice = rng.below(100);
+        run.ops += 1;
         run.record(0, choice, 0);
         match choice {
             0..40 => random_convert(run, &mut rng, &mut st, &mut tag),
