@@ -31,6 +31,10 @@ fn check(scenario: &str, vcpus: u32, inject: bool) {
     }
     if inject {
         args.extend(["--inject", INJECT]);
+        if vcpus > 1 {
+            // 2 MiB private mappings under concurrency: partial conversions DEMOTE.
+            args.extend(["--inject", "private-page-size=2m"]);
+        }
     }
     let r = stress(&args);
     let rep = &r.report;
@@ -127,6 +131,9 @@ fn two_megabyte_private_pages_accept_without_size_mismatch() {
     assert_eq!(big.code, Some(0), "{}", big.out);
     let mm = |r: &Run| u(&r.report["injected"], "page_size_mismatch");
     assert!(mm(&small) > 0, "4K mappings must refuse 2M accepts");
+    // Converting part of a 2 MiB private mapping splits it first (TDH.MEM.PAGE.DEMOTE).
+    assert_eq!(u(&small.report, "demotes"), 0);
+    assert!(u(&big.report, "demotes") > 0, "no DEMOTE with 2M mappings");
     assert!(
         mm(&big) < mm(&small),
         "2M mappings: {} mismatches vs {} at 4K",

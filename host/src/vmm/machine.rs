@@ -176,6 +176,8 @@ pub struct RunReport {
     pub pages_converted: u64,
     /// Implicit conversions (memory-fault exits QEMU-style converted).
     pub implicit_conversions: u64,
+    /// TDH.MEM.PAGE.DEMOTEs: 2 MiB private mappings split because part of one was zapped.
+    pub demotes: u64,
     /// Injected events by name (retry, busy, host_invalidate) and the accepts that got
     /// PAGE_SIZE_MISMATCH.
     pub injected: BTreeMap<String, u64>,
@@ -528,6 +530,7 @@ pub fn run_with_progress(
         conversions: vmm.conversions(),
         pages_converted: vmm.pages_converted.load(Relaxed),
         implicit_conversions: vmm.implicit_conversions.load(Relaxed),
+        demotes: seam.stats.demote.load(Relaxed),
         injected,
         audit,
     })
