@@ -325,6 +325,8 @@ fn explicit(run: &mut Run, _pass: u64) {
             run.sync_private(r, 0);
             run.verify(r, 0x22, "private data");
             verify_outside(run, r, 0xCC);
+            // The selftest's per-page loop; with its sizes (4K here) only the even branch
+            // runs, so the whole range is still private for the zero check below.
             for p in 0..size / PAGE {
                 let page = run.range(off + p * PAGE, PAGE);
                 if p % 2 == 1 {
