@@ -8,6 +8,7 @@
 //! host to see zeroes where the selftest (which keeps the shared page) expects the old pattern.
 
 use crate::convert::{set_alias, to_private, to_shared};
+use crate::workload::{median, null_tdcall_cycles, rdtsc};
 use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
@@ -40,11 +41,6 @@ const BOUNDARY_RANGES: [(u64, u64); 8] = [
     (0, 3 * MB2 + PAGE),
     (3 * MB2 - 3 * PAGE, MB2 + 3 * PAGE),
 ];
-
-fn rdtsc() -> u64 {
-    // SAFETY: RDTSC has no side effects.
-    unsafe { core::arch::x86_64::_rdtsc() }
-}
 
 /// Fill `[va, va + len)` (8-byte multiple) with `byte` in one `rep stosq`: where the guest
 /// runs under instruction emulation a string instruction is decoded once, not per store.
@@ -582,23 +578,12 @@ fn random_convert(run: &mut Run, rng: &mut Rng, st: &mut [St], tag: &mut [u8]) {
     }
 }
 
-fn median(s: &mut [u64]) -> u64 {
-    s.sort_unstable();
-    s[s.len() / 2]
-}
-
 /// vCPU 0's measurements, in the area at the top of RAM: the doorbell floor (null TDCALL), a
 /// 4 KiB private → shared → private round trip including the first touch of the shared page,
 /// and the same for a 2 MiB block (first page touched).
 pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
+    let floor = null_tdcall_cycles(&mut [0u64; 64]);
     let mut tdx = crate::bare::tdx();
-    let mut s = [0u64; 64];
-    for x in s.iter_mut() {
-        let t = rdtsc();
-        let _ = tdx.tdg_vp_info();
-        *x = rdtsc() - t;
-    }
-    let floor = median(&mut s);
     let block = GpaRange::new(Gpa(area), MB2);
     let page = GpaRange::new(Gpa(area + MB2), PAGE);
     for r in [block, page] {

@@ -185,27 +185,34 @@ pub fn misbehave_if_asked(flags: u32) {
     }
 }
 
-fn rdtsc() -> u64 {
+/// The time-stamp counter (guest timing: cycles at the rate the host reports).
+pub fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no side effects.
     unsafe { core::arch::x86_64::_rdtsc() }
 }
 
-fn median(samples: &mut [u64]) -> u64 {
+/// The median of `samples` (sorted in place).
+pub fn median(samples: &mut [u64]) -> u64 {
     samples.sort_unstable();
     samples[samples.len() / 2]
+}
+
+/// The doorbell floor: median cycles of a null TDCALL (TDG.VP.INFO), one per sample slot.
+pub fn null_tdcall_cycles(samples: &mut [u64]) -> u64 {
+    let mut tdx = crate::bare::tdx();
+    for x in samples.iter_mut() {
+        let t = rdtsc();
+        let _ = tdx.tdg_vp_info();
+        *x = rdtsc() - t;
+    }
+    median(samples)
 }
 
 /// Time a null TDCALL (TDG.VP.INFO) and a bare port-I/O exit, median of each.
 pub fn bench_doorbell() {
     use crate::layout::{BENCH_BARE_PORT, BENCH_SAMPLES};
-    let mut tdx = crate::bare::tdx();
     let mut s = alloc::vec![0u64; BENCH_SAMPLES];
-    for x in s.iter_mut() {
-        let t = rdtsc();
-        let _ = tdx.tdg_vp_info();
-        *x = rdtsc() - t;
-    }
-    let tdcall = median(&mut s);
+    let tdcall = null_tdcall_cycles(&mut s);
     for x in s.iter_mut() {
         let t = rdtsc();
         // SAFETY: an OUT to the host's benchmark port, which it answers by re-entering.
