@@ -270,9 +270,11 @@ pub fn run_with_progress(
         attributes: SEPT_VE_DISABLE,
         num_vcpus: cfg.vcpus,
     };
+    // One seed for every injector: the stress seed (fixed for `run`).
+    let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let mut module = TdxModule::new(params, Arc::new(KvmPrivateMem(private.clone())));
     if cfg.inject.busy > 0.0 {
-        module.inject = Some(SeamInject::new(cfg.inject.busy, 0xb05e ^ seed_of(cfg)));
+        module.inject = Some(SeamInject::new(cfg.inject.busy, 0xb05e ^ seed));
     }
     let seam = Arc::new(module);
     let backend = Arc::new(KvmBackend {
@@ -285,7 +287,6 @@ pub fn run_with_progress(
     kc.policy = cfg.policy;
     kc.private_max_level = cfg.inject.private_page_size;
     let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
-    let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let mut vmm = Vmm::new(
         kvm_model.clone(),
         cfg.strict,
@@ -357,7 +358,7 @@ pub fn run_with_progress(
             let (kvm, io, n) = (&kvm_model, io(), &invalidations);
             let hz = cfg.inject.host_invalidate_hz;
             s.spawn(move || {
-                if let Err(e) = host_invalidator(kvm, hz, seed_of(cfg), &io.stop, n) {
+                if let Err(e) = host_invalidator(kvm, hz, seed, &io.stop, n) {
                     io.finish(GuestExit {
                         kind: "host_error",
                         code: 0,
@@ -534,10 +535,6 @@ pub fn run_with_progress(
         injected,
         audit,
     })
-}
-
-fn seed_of(cfg: &RunConfig) -> u64 {
-    cfg.stress.as_ref().map_or(0, |s| s.seed)
 }
 
 /// The tdxlab HOB's workload fields. A timed workload's duration is handed over in TSC
