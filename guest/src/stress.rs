@@ -13,16 +13,12 @@ use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
 use shared_abi::layout::hob::TdxlabHob;
-use shared_abi::stress::{options, Scenario, MEASURE_LINE, RESULT_LINE};
+use shared_abi::stress::{options, Scenario, CHUNK_BASE, MEASURE_AREA, MEASURE_LINE, RESULT_LINE};
 use shared_abi::{Gpa, GpaRange, Gpaw};
 use tdcall::HostCheck;
 
 const PAGE: u64 = 4096;
 const MB2: u64 = 2 << 20;
-/// vCPU chunks start here (below: the guest's own memory and heap).
-pub const CHUNK_BASE: u64 = 4 << 20;
-/// The measurement area at the top of RAM.
-const MEASURE_AREA: u64 = 4 << 20;
 /// The random scenario's chunks are at most this big (page-table splits come from the heap).
 const RANDOM_CHUNK_MAX: u64 = 32 << 20;
 

@@ -9,10 +9,6 @@ use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-/// Where the guest's chunks start and the measurement area's size (guest/src/stress.rs).
-const CHUNK_BASE: u64 = 4 << 20;
-const MEASURE_AREA: u64 = 4 << 20;
-
 /// What `tdxlab stress` runs.
 #[derive(Clone, Debug)]
 pub struct StressArgs {
@@ -132,11 +128,6 @@ pub struct StressReport {
     pub run: RunReport,
 }
 
-/// The smallest RAM for `vcpus` vCPUs of `scenario`.
-pub fn min_mem(scenario: Scenario, vcpus: u32, measure: bool) -> u64 {
-    CHUNK_BASE + vcpus as u64 * scenario.min_chunk() + if measure { MEASURE_AREA } else { 0 }
-}
-
 /// Run the stress TD and return the report (no printing besides `progress`).
 pub fn stress(
     a: &StressArgs,
@@ -207,7 +198,7 @@ pub fn stress(
 
 /// The CLI: progress on stderr, summary on stdout, report to a file, verdict as exit code.
 pub fn main(a: &StressArgs, report: Option<&std::path::Path>) -> anyhow::Result<u8> {
-    let need = min_mem(a.scenario, a.vcpus, !a.no_measure);
+    let need = a.scenario.min_mem(a.vcpus, !a.no_measure);
     if a.mem < need {
         eprintln!(
             "tdxlab: --mem {} MiB is too small for {} vCPUs of the {} scenario (needs {} MiB)",

@@ -2,6 +2,11 @@
 //! scenario numbers (carried in [`crate::layout::hob::TdxlabHob::param`]), option bits and the
 //! console lines the guest reports its results with.
 
+/// The vCPU chunks start here (below: the guest's own memory and heap).
+pub const CHUNK_BASE: u64 = 4 << 20;
+/// vCPU 0's measurement area at the top of RAM, when measuring.
+pub const MEASURE_AREA: u64 = 4 << 20;
+
 /// A stress scenario (reference/kvm-zap-path.md §4 for the first two).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[repr(u32)]
@@ -61,6 +66,10 @@ impl Scenario {
             Scenario::Boundary => 8 << 20,
             Scenario::Random => 4 << 20,
         }
+    }
+    /// The smallest RAM for `vcpus` vCPUs of this scenario (with the measurement area).
+    pub const fn min_mem(self, vcpus: u32, measure: bool) -> u64 {
+        CHUNK_BASE + vcpus as u64 * self.min_chunk() + if measure { MEASURE_AREA } else { 0 }
     }
 }
 
