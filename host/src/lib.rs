@@ -12,6 +12,7 @@
 pub mod caps;
 pub mod cli;
 pub mod image;
+pub mod inject;
 pub mod kvm;
 pub mod pack;
 pub mod seam;

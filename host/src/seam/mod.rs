@@ -78,34 +78,6 @@ pub struct SeamStats {
     pub accept_busy_injected: AtomicU64,
 }
 
-/// Fault injection inside the module: contention it would report under load.
-pub struct SeamInject {
-    /// Probability that TDG.MEM.PAGE.ACCEPT finds the S-EPT tree lock taken (OPERAND_BUSY).
-    pub accept_busy_p: f64,
-    rng: Mutex<rand::rngs::StdRng>,
-}
-
-impl SeamInject {
-    /// Inject OPERAND_BUSY into accepts with probability `p`, seeded.
-    pub fn new(accept_busy_p: f64, seed: u64) -> SeamInject {
-        use rand::SeedableRng;
-        SeamInject {
-            accept_busy_p,
-            rng: Mutex::new(rand::rngs::StdRng::seed_from_u64(seed)),
-        }
-    }
-    /// Does this accept see contention?
-    pub(crate) fn accept_busy(&self) -> bool {
-        use rand::Rng;
-        self.accept_busy_p > 0.0
-            && self
-                .rng
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .random_bool(self.accept_busy_p.min(1.0))
-    }
-}
-
 pub(crate) struct SeamInner {
     pub(crate) op_state: OpState,
     pub(crate) sept: Sept,
@@ -121,8 +93,9 @@ pub struct TdxModule {
     mem: Arc<dyn PrivateMem>,
     /// What the module did.
     pub stats: SeamStats,
-    /// Fault injection (none unless set before the TD runs).
-    pub inject: Option<SeamInject>,
+    /// Fault injection: TDG.MEM.PAGE.ACCEPT finds the S-EPT tree lock taken (OPERAND_BUSY).
+    /// None unless set before the TD runs.
+    pub inject_accept_busy: Option<crate::inject::Chance>,
 }
 
 /// A SEAMCALL result: success value or the module's status.
@@ -145,7 +118,7 @@ impl TdxModule {
             params,
             mem,
             stats: SeamStats::default(),
-            inject: None,
+            inject_accept_busy: None,
         }
     }
 

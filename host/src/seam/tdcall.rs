@@ -121,7 +121,7 @@ impl TdxModule {
                 // Injected contention on the S-EPT tree lock, rolled once per accept that
                 // would succeed (not per re-execution after an EPT-violation exit, which
                 // would compound the probability): the guest retries the same call.
-                SeptState::Pending if self.inject.as_ref().is_some_and(|i| i.accept_busy()) => {
+                SeptState::Pending if self.inject_accept_busy.as_ref().is_some_and(|c| c.hit()) => {
                     self.stats.accept_busy_injected.fetch_add(1, Relaxed);
                     TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE)
                 }

@@ -1,18 +1,17 @@
 //! Memory conversion in the VMM (`kvm_handle_hc_map_gpa_range` → `kvm_convert_memory`).
 
+use crate::inject::Chance;
 use crate::kvm::{Alias, Kvm, VmmExits};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, MemoryAttributes};
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Seeded fault injection into the host's answers.
 pub struct Injector {
-    /// Probability that a MapGPA chunk is cut short by a pending event (RETRY mid-range).
-    pub retry_p: f64,
-    rng: Mutex<StdRng>,
+    /// A MapGPA chunk is cut short by a pending event (RETRY mid-range).
+    pub retry: Chance,
     /// RETRYs injected.
     pub retries: AtomicU64,
 }
@@ -25,8 +24,7 @@ impl Injector {
     /// Inject MapGPA RETRYs with probability `retry_p`, seeded.
     pub fn new(retry_p: f64, seed: u64) -> Injector {
         Injector {
-            retry_p,
-            rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            retry: Chance::new(retry_p, seed),
             retries: AtomicU64::new(0),
         }
     }
@@ -221,14 +219,14 @@ impl VmmExits for Vmm {
     }
 
     fn map_gpa_event_after(&self, _vcpu: u32, pages: u64) -> Option<u64> {
-        if self.inject.retry_p <= 0.0 || pages < 2 {
+        if pages < 2 {
             return None;
         }
-        let mut rng = self.inject.rng.lock().unwrap_or_else(|e| e.into_inner());
-        if !rng.random_bool(self.inject.retry_p.min(1.0)) {
-            return None;
-        }
+        let after = self
+            .inject
+            .retry
+            .hit_then(|rng| rng.random_range(1..pages))?;
         self.inject.retries.fetch_add(1, Relaxed);
-        Some(rng.random_range(1..pages))
+        Some(after)
     }
 }

@@ -13,7 +13,7 @@ use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use super::vcpu::{vcpu_loop, Counters, Ctx};
 use super::{Backing, GuestExit, GuestIo, Injector, Vmm};
 use crate::kvm::{Kvm, KvmConfig, ZapPolicy};
-use crate::seam::{SeamInject, TdParams, TdxModule};
+use crate::seam::{TdParams, TdxModule};
 use anyhow::{bail, Context};
 use kvm_bindings::kvm_userspace_memory_region;
 use serde::Serialize;
@@ -274,7 +274,8 @@ pub fn run_with_progress(
     let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let mut module = TdxModule::new(params, Arc::new(KvmPrivateMem(private.clone())));
     if cfg.inject.busy > 0.0 {
-        module.inject = Some(SeamInject::new(cfg.inject.busy, 0xb05e ^ seed));
+        module.inject_accept_busy =
+            Some(crate::inject::Chance::new(cfg.inject.busy, 0xb05e ^ seed));
     }
     let seam = Arc::new(module);
     let backend = Arc::new(KvmBackend {
