@@ -145,7 +145,6 @@ impl Backing {
     pub fn first_nonzero(&self, off: u64, len: u64) -> Option<u64> {
         let end = (off + len).min(self.len as u64);
         let mut at = off;
-        let mut buf = vec![0u8; 1 << 20];
         while at < end {
             // SAFETY: lseek on our own fd.
             let data = unsafe { libc::lseek(self.fd, at as libc::off_t, libc::SEEK_DATA) };
@@ -159,17 +158,14 @@ impl Backing {
             } else {
                 (hole as u64).min(end)
             };
-            let mut p = data as u64;
-            while p < stop {
-                let n = ((stop - p) as usize).min(buf.len());
-                // SAFETY: in bounds of the host view (p + n <= len).
-                unsafe {
-                    std::ptr::copy_nonoverlapping(self.host.add(p as usize), buf.as_mut_ptr(), n)
-                };
-                if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
-                    return Some(p + i as u64);
-                }
-                p += n as u64;
+            let data = data as u64;
+            // SAFETY: [data, stop) lies in the host view (stop <= end <= len); the audit runs
+            // with every vCPU stopped, so nothing writes it meanwhile.
+            let bytes = unsafe {
+                std::slice::from_raw_parts(self.host.add(data as usize), (stop - data) as usize)
+            };
+            if let Some(i) = bytes.iter().position(|b| *b != 0) {
+                return Some(data + i as u64);
             }
             at = stop.max(at + 1);
         }
