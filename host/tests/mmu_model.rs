@@ -267,12 +267,26 @@ fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
 struct Recorder(std::sync::Mutex<Vec<(u64, u64, bool)>>);
 
 impl tdxlab::kvm::Backend for Recorder {
-    fn set_accessible(&self, alias: tdxlab::kvm::Alias, gfn: u64, n: u64, accessible: bool) {
+    fn set_accessible(
+        &self,
+        alias: tdxlab::kvm::Alias,
+        gfn: u64,
+        n: u64,
+        accessible: bool,
+    ) -> Result<(), tdxlab::kvm::BackendError> {
         if alias == tdxlab::kvm::Alias::Shared {
             self.0.lock().unwrap().push((gfn, n, accessible));
         }
+        Ok(())
     }
-    fn discard(&self, _: tdxlab::kvm::Alias, _: u64, _: u64) {}
+    fn discard(
+        &self,
+        _: tdxlab::kvm::Alias,
+        _: u64,
+        _: u64,
+    ) -> Result<(), tdxlab::kvm::BackendError> {
+        Ok(())
+    }
     fn kick_all_vcpus(&self, _: bool) {}
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn
@@ -302,4 +316,57 @@ fn adjacent_shared_zaps_reach_the_backend_as_one_range() {
     rec.0.lock().unwrap().clear();
     kvm.kvm_mmu_notifier_invalidate_range(0, 64, || {}).unwrap();
     assert_eq!(*rec.0.lock().unwrap(), vec![(8, 8, false), (20, 2, false)]);
+}
+
+/// A backend whose guest-memory calls fail (a host out of mappings, say).
+struct Failing;
+
+impl tdxlab::kvm::Backend for Failing {
+    fn set_accessible(
+        &self,
+        _: tdxlab::kvm::Alias,
+        gfn: u64,
+        _: u64,
+        _: bool,
+    ) -> Result<(), tdxlab::kvm::BackendError> {
+        Err(tdxlab::kvm::BackendError(format!(
+            "mapping gfn {gfn:#x}: ENOMEM"
+        )))
+    }
+    fn discard(
+        &self,
+        _: tdxlab::kvm::Alias,
+        _: u64,
+        _: u64,
+    ) -> Result<(), tdxlab::kvm::BackendError> {
+        Ok(())
+    }
+    fn kick_all_vcpus(&self, _: bool) {}
+    fn shared_pfn(&self, gfn: u64) -> u64 {
+        gfn
+    }
+}
+
+#[test]
+fn a_failing_backend_bugs_the_vm_instead_of_panicking() {
+    let mut cfg = KvmConfig::td(64);
+    cfg.root_order = vec![RootKind::Direct, RootKind::Mirror];
+    let seam = TdxModule::runnable(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(64)),
+    );
+    let kvm = Kvm::new(cfg, Some(seam), Arc::new(Failing));
+    kvm.kvm_vm_set_mem_attributes(0, 4, MemoryAttributes::SHARED)
+        .unwrap();
+    let shared = Gpaw::GPAW_48.to_shared(Gpa(0x1000));
+    match kvm.kvm_mmu_page_fault(shared, PageLevel::Size4K) {
+        FaultOutcome::Error(e) => assert!(e.contains("mapping gfn 0x1: ENOMEM"), "{e}"),
+        other => panic!("expected the fault to fail, got {other:?}"),
+    }
+    assert!(kvm.is_bugged());
+    assert!(kvm.bug_reason().unwrap().contains("ENOMEM"));
 }

@@ -1,7 +1,14 @@
 //! The one small interface between the hypervisor MMU and the outside world.
 //!
-//! Two implementations: the KVM backend (real guest memory: `mprotect`, hole punching, signals
-//! to vCPU threads) and the simulator's (in-process frames and software TLBs).
+//! Two implementations: the KVM backend (real guest memory: userfaultfd-controlled mappings,
+//! hole punching, signals to vCPU threads) and the simulator's (in-process frames and
+//! software TLBs).
+
+/// A backend operation that failed (a system call on guest memory, say). KVM treats it as
+/// a `KVM_BUG_ON`: the VM is marked dead and the TD stops with the message.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BackendError(pub String);
 
 /// Which alias of a GFN.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -16,9 +23,15 @@ pub enum Alias {
 pub trait Backend: Send + Sync {
     /// Make `npages` frames from `gfn` of `alias` reachable by the guest or not (a leaf was
     /// installed or zapped).
-    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool);
+    fn set_accessible(
+        &self,
+        alias: Alias,
+        gfn: u64,
+        npages: u64,
+        accessible: bool,
+    ) -> Result<(), BackendError>;
     /// Discard the contents of `alias`'s backing for the range (QEMU's discard / punch-hole).
-    fn discard(&self, alias: Alias, gfn: u64, npages: u64);
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64) -> Result<(), BackendError>;
     /// Force every vCPU out of guest mode and wait until each has left or re-entered
     /// (`kvm_make_all_cpus_request(..., KVM_REQ_OUTSIDE_GUEST_MODE)`); with `flush_tlb` each
     /// also flushes its TLB before re-entering (`kvm_flush_remote_tlbs`).
@@ -45,8 +58,12 @@ pub trait Backend: Send + Sync {
 pub struct NullBackend;
 
 impl Backend for NullBackend {
-    fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) {}
-    fn discard(&self, _: Alias, _: u64, _: u64) {}
+    fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) -> Result<(), BackendError> {
+        Ok(())
+    }
+    fn discard(&self, _: Alias, _: u64, _: u64) -> Result<(), BackendError> {
+        Ok(())
+    }
     fn kick_all_vcpus(&self, _: bool) {}
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn

@@ -100,7 +100,9 @@ impl Kvm {
                     self.stats.installed_mirror.fetch_add(n, Relaxed);
                 } else {
                     self.stats.installed_direct.fetch_add(n, Relaxed);
-                    self.backend.set_accessible(Alias::Shared, first, n, true);
+                    if let Err(e) = self.backend.set_accessible(Alias::Shared, first, n, true) {
+                        return FaultOutcome::Error(self.bug(e.to_string()).to_string());
+                    }
                 }
                 tracing::debug!(target: "kvm", gpa = %gpa, level = lv, root = kind.name(), "kvm_tdp_mmu_map");
                 FaultOutcome::Mapped

@@ -13,7 +13,7 @@ mod tdx;
 mod zap;
 
 pub use attributes::Attributes;
-pub use backend::{Alias, Backend, NullBackend};
+pub use backend::{Alias, Backend, BackendError, NullBackend};
 pub use fault::FaultOutcome;
 pub use policy::{
     root_action, FilterZeroBug, RootAction, ZapCaller, ZapPolicy, KVM_FILTER_PRIVATE,

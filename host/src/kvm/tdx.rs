@@ -49,7 +49,15 @@ impl Kvm {
                 self.backend.kick_all_vcpus(false);
                 f().map_err(|s| self.bug(format!("{what} failed twice: {s}")))
             }
-            r => r.map_err(|s| self.bug(format!("{what}: {s}"))),
+            r => r.map_err(|s| {
+                let why = if s.is(TdxStatus::TLB_TRACKING_NOT_DONE) {
+                    let epochs = self.tdx.as_deref().map(TdxModule::epoch_summary);
+                    format!(" ({})", epochs.unwrap_or_default())
+                } else {
+                    String::new()
+                };
+                self.bug(format!("{what}: {s}{why}"))
+            }),
         }
     }
 
@@ -100,8 +108,8 @@ impl Kvm {
         tracing::trace!(target: "kvm", hpa, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
         tdx.tdx_clear_page(hpa, level);
         self.backend
-            .set_accessible(Alias::Private, gfn, 1 << (9 * level as u32), false);
-        Ok(())
+            .set_accessible(Alias::Private, gfn, 1 << (9 * level as u32), false)
+            .map_err(|e| self.bug(e.to_string()))
     }
 
     /// Split a private huge leaf before a partial zap: BLOCK → TRACK → kick → DEMOTE

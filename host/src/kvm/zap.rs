@@ -206,7 +206,7 @@ impl Kvm {
             }
         };
         let mut errs: Vec<KvmBug> = Vec::new();
-        // Adjacent shared leaves are unmapped from the backend in one call (one mprotect on
+        // Adjacent shared leaves are unmapped from the backend in one call (one madvise on
         // KVM); the walk visits leaves in address order.
         let mut run: Option<(u64, u64)> = None;
         let mut zapped = |gfn: u64, level: u8, pfn: u64| {
@@ -222,7 +222,9 @@ impl Kvm {
                 run = match run {
                     Some((s, len)) if s + len == gfn => Some((s, len + n)),
                     Some((s, len)) => {
-                        self.backend.set_accessible(Alias::Shared, s, len, false);
+                        if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
+                            errs.push(self.bug(e.to_string()));
+                        }
                         Some((gfn, n))
                     }
                     None => Some((gfn, n)),
@@ -231,7 +233,9 @@ impl Kvm {
         };
         let any = root.zap_leafs(start, end, &mut split, &mut zapped);
         if let Some((s, len)) = run {
-            self.backend.set_accessible(Alias::Shared, s, len, false);
+            if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
+                errs.push(self.bug(e.to_string()));
+            }
         }
         match err.or(errs.into_iter().next()) {
             Some(e) => Err(e),
@@ -278,15 +282,24 @@ impl Kvm {
             self.kvm_mmu_invalidate_begin();
             self.kvm_mmu_invalidate_range_add(start, end);
             let flush =
-                self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::GmemPunchHole, start, end))?;
-            if flush {
-                self.kvm_flush_remote_tlbs();
+                self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::GmemPunchHole, start, end));
+            match flush {
+                Ok(true) => self.kvm_flush_remote_tlbs(),
+                Ok(false) => {}
+                Err(e) => {
+                    // Close the invalidation: faults waiting on it would retry forever.
+                    self.kvm_mmu_invalidate_end();
+                    return Err(e);
+                }
             }
         }
-        self.backend.discard(Alias::Private, start, end - start);
+        let discarded = self
+            .backend
+            .discard(Alias::Private, start, end - start)
+            .map_err(|e| self.bug(e.to_string()));
         let _w = self.lock_write();
         self.kvm_mmu_invalidate_end();
-        Ok(())
+        discarded
     }
 
     /// Memslot deletion over `[start, end)` (`kvm_arch_flush_shadow_memslot`): both

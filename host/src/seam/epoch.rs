@@ -62,4 +62,23 @@ impl EpochState {
             self.refcount[(e & 1) as usize] -= 1;
         }
     }
+
+    /// One line for diagnostics: the epoch and where each vCPU is.
+    pub fn describe(&self) -> String {
+        let inside: Vec<String> = self
+            .vcpu_epoch
+            .iter()
+            .enumerate()
+            .filter_map(|(i, e)| e.map(|e| format!("vCPU {i} in epoch {e}")))
+            .collect();
+        format!(
+            "TD epoch {}; {}",
+            self.td_epoch,
+            if inside.is_empty() {
+                "no vCPU inside".to_string()
+            } else {
+                inside.join(", ")
+            }
+        )
+    }
 }

@@ -1,6 +1,7 @@
 //! Private memory: the frames the TDX module zeroes on accept and the host clears on removal.
 
 use super::Hpa;
+use shared_abi::Gpa;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Access to the private backing, as the module and the CPU see it.
@@ -11,6 +12,13 @@ pub trait PrivateMem: Send + Sync {
     fn read(&self, hpa: Hpa, offset: u64) -> u64;
     /// Write the word at `offset` of frame `hpa` (the CPU's access).
     fn write(&self, hpa: Hpa, offset: u64, v: u64);
+    /// The S-EPT now lets the guest use `pages` frames from `hpa` at `gpa` (PAGE.ADD, or an
+    /// ACCEPT that made the leaf MAPPED): where the CPU is emulated by a real KVM VM, make
+    /// the page reachable there. Called under the module's lock, so no removal can slip in
+    /// between the state change and the mapping. Models without a CPU mapping do nothing.
+    fn map(&self, _gpa: Gpa, _hpa: Hpa, _pages: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// In-process private memory for the simulator: frames of atomic words, so racing simulated

@@ -76,6 +76,8 @@ pub struct SeamStats {
     pub accept_size_mismatch: AtomicU64,
     /// TDG.MEM.PAGE.ACCEPTs answered OPERAND_BUSY by fault injection.
     pub accept_busy_injected: AtomicU64,
+    /// Pages the host failed to make reachable when they became MAPPED (must stay 0).
+    pub map_failures: AtomicU64,
 }
 
 pub(crate) struct SeamInner {
@@ -199,8 +201,37 @@ impl TdxModule {
             return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(0));
         }
         *g.sept.entry_mut(gpa, 0) = SeptEntry::leaf(SeptState::Mapped, hpa);
+        self.map_for_cpu(gpa, hpa, 1);
         self.stats.page_add.fetch_add(1, Relaxed);
         Ok(())
+    }
+
+    /// A leaf just became MAPPED: let the CPU reach it (the caller holds the module's lock).
+    /// The module itself cannot fail here, so a host failure is counted and logged; the
+    /// guest's next touch of the page then reaches the host's fault path, which reports it.
+    pub(crate) fn map_for_cpu(&self, gpa: Gpa, hpa: Hpa, pages: u64) {
+        if let Err(e) = self.mem.map(gpa, hpa, pages) {
+            self.stats.map_failures.fetch_add(1, Relaxed);
+            tracing::error!(target: "seam", gpa = %gpa, pages, "mapping an accepted page failed: {e}");
+        }
+    }
+
+    /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
+    /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
+    /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
+    pub fn remap_if_mapped(&self, gpa: Gpa) -> Result<Option<(SeptState, SeptLevel)>, String> {
+        let g = self.lock();
+        match g.sept.walk(gpa, 0) {
+            Walk::Leaf { entry, level } => {
+                if entry.state == SeptState::Mapped {
+                    let pages = 1u64 << (9 * level as u32);
+                    let base = Gpa(gpa.0 & !((pages << 12) - 1));
+                    self.mem.map(base, entry.hpa, pages)?;
+                }
+                Ok(Some((entry.state, level)))
+            }
+            _ => Ok(None),
+        }
     }
 
     /// TDH.MEM.PAGE.AUG: add a PENDING page (4K or 2M) to a TD (`tdh_mem_page_aug`).
@@ -370,6 +401,11 @@ impl TdxModule {
     /// module must flush the vCPU's TLB because the epoch moved since its last entry.
     pub fn td_vcpu_enter(&self, vcpu: u32) -> bool {
         self.lock().epoch.enter(vcpu)
+    }
+
+    /// The TD epoch and the vCPUs inside it, in one line (for diagnostics).
+    pub fn epoch_summary(&self) -> String {
+        self.lock().epoch.describe()
     }
 
     /// The vCPU left the TD (TD exit).

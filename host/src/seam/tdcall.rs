@@ -126,12 +126,14 @@ impl TdxModule {
                     TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE)
                 }
                 SeptState::Pending => {
+                    let pages = 1 << (9 * level as u32);
                     accept_leaf(&mut g.sept, gpa, level, entry);
+                    // Zeroed and made reachable before the lock drops: a removal racing with
+                    // this accept finds the page either PENDING or MAPPED and reachable.
+                    self.mem().zero(entry.hpa, pages);
+                    self.map_for_cpu(gpa, entry.hpa, pages);
                     drop(g);
-                    self.mem().zero(entry.hpa, 1 << (9 * level as u32));
-                    self.stats
-                        .accepted_4k
-                        .fetch_add(1 << (9 * level as u32), Relaxed);
+                    self.stats.accepted_4k.fetch_add(pages, Relaxed);
                     tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
                     TdxStatus::SUCCESS
                 }

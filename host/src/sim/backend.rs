@@ -5,7 +5,7 @@
 //! (discarded, migrated, removed from the TD). A software-TLB entry remembers the generation it
 //! was filled at, so using a translation that outlived its frame is detected exactly.
 
-use crate::kvm::{Alias, Backend};
+use crate::kvm::{Alias, Backend, BackendError};
 use crate::seam::{PrivateMem, SimPrivateMem};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -152,14 +152,21 @@ impl SimBackend {
 }
 
 impl Backend for SimBackend {
-    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool) {
+    fn set_accessible(
+        &self,
+        alias: Alias,
+        gfn: u64,
+        npages: u64,
+        accessible: bool,
+    ) -> Result<(), BackendError> {
         if alias == Alias::Private && !accessible {
             for g in gfn..gfn + npages {
                 self.private_gen[g as usize].fetch_add(1, AcqRel);
             }
         }
+        Ok(())
     }
-    fn discard(&self, alias: Alias, gfn: u64, npages: u64) {
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64) -> Result<(), BackendError> {
         match alias {
             Alias::Shared => (gfn..gfn + npages).for_each(|g| self.shared.discard(g)),
             Alias::Private => {
@@ -169,6 +176,7 @@ impl Backend for SimBackend {
                 }
             }
         }
+        Ok(())
     }
     fn kick_all_vcpus(&self, flush_tlb: bool) {
         self.kicks.fetch_add(1, Relaxed);

@@ -1,20 +1,50 @@
-//! Guest memory on KVM: a memfd per alias, mapped twice — once for KVM's memslot, where
-//! `mprotect` decides what the guest can reach (a page is mapped only while the MMU model has
-//! a leaf for it), and once as the host's own view (always writable: the TDX module model
-//! zeroes and clears pages through it, the VMM checks shared memory through it).
+//! Guest memory on KVM: a memfd per alias, mapped twice — once for KVM's memslot and once as
+//! the host's own view (always writable: the TDX module model zeroes and clears pages through
+//! it, the VMM checks shared memory through it).
+//!
+//! What the guest can reach is decided by the slot view's page tables under userfaultfd
+//! (docs/emulation.md, "Memory and enforcement"): the slot view is registered for MISSING and
+//! MINOR faults, so a page the host has not mapped there is never filled in behind its back —
+//! the guest's touch becomes a fault the host reads from the userfaultfd. [`Backing::map`]
+//! installs the page table entry (`UFFDIO_CONTINUE`, which also wakes the faulting thread),
+//! [`Backing::unmap`] removes it (`MADV_DONTNEED`: the page stays in the memfd, KVM's mmu
+//! notifier drops its own mapping). Neither splits the mapping, so any pattern of reachable
+//! pages costs one VMA per view.
 
-use anyhow::bail;
 use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::Arc;
+use userfaultfd::{RegisterMode, Uffd};
+
+/// A failed memory operation on guest memory: which call, where, and the OS error.
+#[derive(Debug, thiserror::Error)]
+#[error("{call} of guest memory [{start:#x}, {end:#x}) in {name} failed: {source}")]
+pub struct BackingError {
+    /// The system call (or userfaultfd ioctl).
+    pub call: &'static str,
+    /// Which backing.
+    pub name: &'static str,
+    /// First byte offset (= GPA of the private alias).
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+    /// What the kernel said.
+    #[source]
+    pub source: io::Error,
+}
 
 /// One alias's backing.
 pub struct Backing {
-    fd: libc::c_int,
-    /// The memslot's view (mprotect-controlled).
+    name: &'static str,
+    fd: OwnedFd,
+    /// The memslot's view (userfaultfd-controlled).
     slot: *mut u8,
-    /// The host's view (always read-write).
+    /// The host's view (always read-write, never registered).
     host: *mut u8,
     /// Bytes.
     pub len: usize,
+    uffd: Arc<Uffd>,
 }
 
 // SAFETY: the mappings are plain shared memory; every access goes through raw pointers and
@@ -23,136 +53,273 @@ unsafe impl Send for Backing {}
 // SAFETY: as above.
 unsafe impl Sync for Backing {}
 
-fn map(fd: libc::c_int, len: usize, prot: libc::c_int) -> anyhow::Result<*mut u8> {
+fn map(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
     // SAFETY: mapping a memfd we own; checked for failure.
     let p = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
             len,
-            prot,
+            libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_SHARED | libc::MAP_NORESERVE,
-            fd,
+            fd.as_raw_fd(),
             0,
         )
     };
     if p == libc::MAP_FAILED {
-        bail!(
-            "cannot map {} MiB of guest memory: {}",
-            len >> 20,
-            std::io::Error::last_os_error()
-        );
+        return Err(io::Error::last_os_error());
     }
     Ok(p as *mut u8)
 }
 
+fn errno_of(e: userfaultfd::Error) -> io::Error {
+    match e {
+        userfaultfd::Error::SystemError(errno) => io::Error::from_raw_os_error(errno as i32),
+        other => io::Error::other(other.to_string()),
+    }
+}
+
 impl Backing {
-    /// `len` bytes, the slot view initially inaccessible unless `accessible`.
-    pub fn new(name: &str, len: u64, accessible: bool) -> anyhow::Result<Backing> {
-        let cname = CString::new(name).expect("no NUL in backing names");
-        // SAFETY: plain syscalls on a fresh fd; results checked.
-        let fd = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
-        if fd < 0 {
-            bail!("memfd_create: {}", std::io::Error::last_os_error());
-        }
-        // SAFETY: as above.
-        if unsafe { libc::ftruncate(fd, len as libc::off_t) } != 0 {
-            bail!(
-                "cannot size {} MiB of guest memory: {}",
-                len >> 20,
-                std::io::Error::last_os_error()
-            );
-        }
-        let prot = if accessible {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_NONE
+    /// `len` bytes named `name`, the slot view registered with `uffd` and nothing mapped
+    /// there yet.
+    pub fn new(name: &'static str, len: u64, uffd: Arc<Uffd>) -> Result<Backing, BackingError> {
+        let fail = |call, source| BackingError {
+            call,
+            name,
+            start: 0,
+            end: len,
+            source,
         };
-        let slot = map(fd, len as usize, prot)?;
-        let host = map(fd, len as usize, libc::PROT_READ | libc::PROT_WRITE)?;
-        Ok(Backing {
+        let cname = CString::new(name).map_err(|e| fail("memfd_create", io::Error::other(e)))?;
+        // SAFETY: a plain syscall; the result is checked before it is owned.
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(fail("memfd_create", io::Error::last_os_error()));
+        }
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        // SAFETY: ftruncate on our own descriptor.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } != 0 {
+            return Err(fail("ftruncate", io::Error::last_os_error()));
+        }
+        let slot = map(&fd, len as usize).map_err(|e| fail("mmap", e))?;
+        let host = match map(&fd, len as usize) {
+            Ok(h) => h,
+            Err(e) => {
+                // SAFETY: unmapping what was just mapped.
+                unsafe { libc::munmap(slot as *mut libc::c_void, len as usize) };
+                return Err(fail("mmap", e));
+            }
+        };
+        let b = Backing {
+            name,
             fd,
             slot,
             host,
             len: len as usize,
-        })
+            uffd,
+        };
+        // MISSING catches pages that are holes in the memfd (never written, or punched),
+        // MINOR the ones in its page cache: with both, no touch goes unseen.
+        b.uffd
+            .register_with_mode(
+                b.slot as *mut libc::c_void,
+                b.len,
+                RegisterMode::MISSING | RegisterMode::MINOR,
+            )
+            .map_err(|e| fail("UFFDIO_REGISTER", errno_of(e)))?;
+        Ok(b)
     }
+
     /// The address KVM's memslot uses.
     pub fn slot_addr(&self) -> u64 {
         self.slot as u64
     }
-    fn check(&self, off: u64, len: u64) -> bool {
-        off.checked_add(len).is_some_and(|e| e <= self.len as u64)
+
+    /// The byte offset of slot-view address `addr`, if it lies in this backing.
+    pub fn slot_offset(&self, addr: u64) -> Option<u64> {
+        let off = addr.checked_sub(self.slot as u64)?;
+        (off < self.len as u64).then_some(off)
     }
-    /// Let the guest reach `[off, off + len)` or not (coalesced into one mprotect).
-    pub fn set_accessible(&self, off: u64, len: u64, accessible: bool) {
-        if !self.check(off, len) {
-            return;
+
+    fn check(&self, call: &'static str, off: u64, len: u64) -> Result<(), BackingError> {
+        match off.checked_add(len) {
+            Some(end) if end <= self.len as u64 && off % 4096 == 0 && len % 4096 == 0 => Ok(()),
+            _ => Err(self.error(call, off, len, io::Error::from_raw_os_error(libc::EINVAL))),
         }
-        let prot = if accessible {
-            libc::PROT_READ | libc::PROT_WRITE
-        } else {
-            libc::PROT_NONE
-        };
-        // SAFETY: page-aligned range inside the slot mapping.
+    }
+
+    fn error(&self, call: &'static str, off: u64, len: u64, source: io::Error) -> BackingError {
+        BackingError {
+            call,
+            name: self.name,
+            start: off,
+            end: off.saturating_add(len),
+            source,
+        }
+    }
+
+    /// Let the guest reach `[off, off + len)`: give every hole a zeroed page (`fallocate`,
+    /// which keeps existing contents), then install the slot view's entries
+    /// (`UFFDIO_CONTINUE`), waking any thread that faulted there. Pages already mapped are
+    /// left as they are.
+    pub fn map(&self, off: u64, len: u64) -> Result<(), BackingError> {
+        self.check("UFFDIO_CONTINUE", off, len)?;
+        // SAFETY: fallocate on our own memfd, inside its size.
         let r = unsafe {
-            libc::mprotect(
-                self.slot.add(off as usize) as *mut libc::c_void,
-                len as usize,
-                prot,
+            libc::fallocate(
+                self.fd.as_raw_fd(),
+                0,
+                off as libc::off_t,
+                len as libc::off_t,
             )
         };
-        assert_eq!(
-            r,
-            0,
-            "mprotect of guest memory failed: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    /// Discard the contents (FALLOC_FL_PUNCH_HOLE): later reads see zeroes.
-    pub fn punch_hole(&self, off: u64, len: u64) {
-        if !self.check(off, len) {
-            return;
+        if r != 0 {
+            return Err(self.error("fallocate", off, len, io::Error::last_os_error()));
         }
+        let mut at = off;
+        while at < off + len {
+            // SAFETY: [at, off + len) lies inside the registered slot view (checked above).
+            let start = unsafe { self.slot.add(at as usize) } as *mut libc::c_void;
+            match self.uffd.r#continue(start, (off + len - at) as usize, true) {
+                Ok(n) if n > 0 => at += n,
+                Ok(_) => {
+                    return Err(self.error(
+                        "UFFDIO_CONTINUE",
+                        at,
+                        4096,
+                        io::Error::other("no progress"),
+                    ))
+                }
+                // An entry that is already there: a racing fault, or a page mapped before.
+                Err(userfaultfd::Error::SystemError(e)) if e as i32 == libc::EEXIST => at += 4096,
+                Err(e) => {
+                    return Err(self.error("UFFDIO_CONTINUE", at, off + len - at, errno_of(e)))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take `[off, off + len)` away from the guest: drop the slot view's entries
+    /// (`MADV_DONTNEED`; the contents stay in the memfd). KVM's mmu notifier zaps its own
+    /// mapping and flushes the vCPUs' TLBs before this returns.
+    pub fn unmap(&self, off: u64, len: u64) -> Result<(), BackingError> {
+        self.check("madvise(MADV_DONTNEED)", off, len)?;
+        // SAFETY: a page-aligned range inside the slot mapping (checked above).
+        let r = unsafe {
+            libc::madvise(
+                self.slot.add(off as usize) as *mut libc::c_void,
+                len as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        if r != 0 {
+            return Err(self.error(
+                "madvise(MADV_DONTNEED)",
+                off,
+                len,
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Wake the threads waiting on a fault in `[off, off + len)`: they touch the page again
+    /// and either find it mapped or fault once more.
+    pub fn wake(&self, off: u64, len: u64) -> Result<(), BackingError> {
+        self.check("UFFDIO_WAKE", off, len)?;
+        // SAFETY: inside the registered slot view (checked above).
+        let start = unsafe { self.slot.add(off as usize) } as *mut libc::c_void;
+        self.uffd
+            .wake(start, len as usize)
+            .map_err(|e| self.error("UFFDIO_WAKE", off, len, errno_of(e)))
+    }
+
+    /// Stop the TD's access to this whole view: `PROT_NONE` over the slot mapping (one VMA,
+    /// nothing split), then wake every waiting fault. A vCPU that touches it again leaves
+    /// KVM_RUN (an MMIO exit on PVM, `EFAULT` on stock KVM) instead of waiting: the only
+    /// way to get a vCPU out of a fault on every KVM (a signal does not interrupt PVM's).
+    pub fn fence(&self) -> Result<(), BackingError> {
+        let len = self.len as u64;
+        // SAFETY: the whole slot mapping, which we own.
+        let r =
+            unsafe { libc::mprotect(self.slot as *mut libc::c_void, self.len, libc::PROT_NONE) };
+        if r != 0 {
+            return Err(self.error("mprotect(PROT_NONE)", 0, len, io::Error::last_os_error()));
+        }
+        self.wake(0, len)
+    }
+
+    /// Discard the contents (FALLOC_FL_PUNCH_HOLE): later reads see zeroes, and every
+    /// mapping of the range (the slot view's included) loses its entries.
+    pub fn punch_hole(&self, off: u64, len: u64) -> Result<(), BackingError> {
+        self.check("fallocate(PUNCH_HOLE)", off, len)?;
         // SAFETY: a range inside our memfd.
-        unsafe {
+        let r = unsafe {
             libc::fallocate(
-                self.fd,
+                self.fd.as_raw_fd(),
                 libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
                 off as libc::off_t,
                 len as libc::off_t,
             )
         };
+        if r != 0 {
+            return Err(self.error(
+                "fallocate(PUNCH_HOLE)",
+                off,
+                len,
+                io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
     }
-    /// Copy `bytes` in through the host view.
-    pub fn write(&self, off: u64, bytes: &[u8]) {
-        assert!(self.check(off, bytes.len() as u64));
-        // SAFETY: in bounds of the host view.
+
+    fn in_bounds(&self, off: u64, len: usize) -> bool {
+        off.checked_add(len as u64)
+            .is_some_and(|e| e <= self.len as u64)
+    }
+
+    /// Copy `bytes` in through the host view; `false` (nothing written) when the range does
+    /// not lie inside the backing.
+    pub fn write(&self, off: u64, bytes: &[u8]) -> bool {
+        if !self.in_bounds(off, bytes.len()) {
+            return false;
+        }
+        // SAFETY: in bounds of the host view (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.host.add(off as usize), bytes.len())
         }
+        true
     }
-    /// Copy out through the host view.
-    pub fn read(&self, off: u64, out: &mut [u8]) {
-        assert!(self.check(off, out.len() as u64));
-        // SAFETY: in bounds of the host view.
+
+    /// Copy out through the host view; `false` (nothing read) when the range does not lie
+    /// inside the backing.
+    pub fn read(&self, off: u64, out: &mut [u8]) -> bool {
+        if !self.in_bounds(off, out.len()) {
+            return false;
+        }
+        // SAFETY: in bounds of the host view (checked above).
         unsafe {
             std::ptr::copy_nonoverlapping(self.host.add(off as usize), out.as_mut_ptr(), out.len())
         }
+        true
     }
+
     /// The offset of the first non-zero byte in `[off, off + len)`, reading only the
     /// extents that hold data (SEEK_DATA / SEEK_HOLE skip punched and never-written pages, so
     /// an audit of a mostly empty 2 GiB backing allocates nothing).
     pub fn first_nonzero(&self, off: u64, len: u64) -> Option<u64> {
-        let end = (off + len).min(self.len as u64);
+        let end = off.saturating_add(len).min(self.len as u64);
+        let fd = self.fd.as_raw_fd();
         let mut at = off;
         while at < end {
             // SAFETY: lseek on our own fd.
-            let data = unsafe { libc::lseek(self.fd, at as libc::off_t, libc::SEEK_DATA) };
+            let data = unsafe { libc::lseek(fd, at as libc::off_t, libc::SEEK_DATA) };
             if data < 0 || data as u64 >= end {
                 return None; // ENXIO: no data up to EOF.
             }
             // SAFETY: as above.
-            let hole = unsafe { libc::lseek(self.fd, data, libc::SEEK_HOLE) };
+            let hole = unsafe { libc::lseek(fd, data, libc::SEEK_HOLE) };
             let stop = if hole < 0 {
                 end
             } else {
@@ -171,9 +338,10 @@ impl Backing {
         }
         None
     }
-    /// Zero through the host view.
+
+    /// Zero through the host view (a range outside the backing is ignored).
     pub fn zero(&self, off: u64, len: u64) {
-        if self.check(off, len) {
+        if self.in_bounds(off, len as usize) {
             // SAFETY: in bounds of the host view.
             unsafe { std::ptr::write_bytes(self.host.add(off as usize), 0, len as usize) }
         }
@@ -182,11 +350,10 @@ impl Backing {
 
 impl Drop for Backing {
     fn drop(&mut self) {
-        // SAFETY: unmapping and closing what `new` created.
+        // SAFETY: unmapping what `new` mapped; the fd closes itself.
         unsafe {
             libc::munmap(self.slot as *mut libc::c_void, self.len);
             libc::munmap(self.host as *mut libc::c_void, self.len);
-            libc::close(self.fd);
         }
     }
 }

@@ -107,7 +107,10 @@ impl Vmm {
         self.pages_converted.fetch_add(npages, Relaxed);
         match to {
             ConversionTarget::Private => {
-                self.kvm.backend().discard(Alias::Shared, start_gfn, npages);
+                self.kvm
+                    .backend()
+                    .discard(Alias::Shared, start_gfn, npages)
+                    .map_err(|e| e.to_string())?;
                 self.conversions_to_private.fetch_add(1, Relaxed);
             }
             ConversionTarget::Shared => {

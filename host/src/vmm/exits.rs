@@ -3,10 +3,9 @@
 //! and the VMM. This is the exit loop of QEMU + KVM for one guest instruction.
 
 use super::Vmm;
-use crate::kvm::{Alias, FaultOutcome, VmmExits};
+use crate::kvm::{FaultOutcome, VmmExits};
 use crate::seam::{TdcallExit, TdxModule};
 use shared_abi::convert::ConversionTarget;
-use shared_abi::tdcall::{decode_gpa_level, TdcallLeaf};
 use shared_abi::{Gpa, PageLevel};
 use tdcall::Regs;
 
@@ -57,24 +56,11 @@ pub fn handle_tdcall(
     regs: &mut Regs,
 ) -> Result<(), TdcallError> {
     let since = std::time::Instant::now();
-    let (rax, rcx) = (regs.rax, regs.rcx);
     loop {
         match seam.tdcall(vcpu, regs) {
-            TdcallExit::Done => {
-                // An accepted page becomes reachable: the host maps it now (DESIGN.md step 6).
-                if rax == TdcallLeaf::MemPageAccept as u64 && regs.rax == 0 {
-                    if let Some((gpa, level)) = decode_gpa_level(rcx) {
-                        let pages = 1u64 << (9 * level as u32);
-                        vmm.kvm().backend().set_accessible(
-                            Alias::Private,
-                            gpa.0 >> 12,
-                            pages,
-                            true,
-                        );
-                    }
-                }
-                return Ok(());
-            }
+            // An accepted page is already reachable: the module maps it for the CPU as
+            // the leaf turns MAPPED (PrivateMem::map).
+            TdcallExit::Done => return Ok(()),
             TdcallExit::Vmcall => {
                 let mut host = TdxModule::tdg_vp_vmcall_host_view(regs);
                 vmm.kvm()

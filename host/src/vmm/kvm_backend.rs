@@ -1,12 +1,14 @@
 //! The KVM backend of the MMU model: guest-memory mappings, the private memory the TDX module
 //! model zeroes, and kicks that force vCPU threads out of KVM_RUN.
 
+use super::backing::BackingError;
 use super::Backing;
-use crate::kvm::{Alias, Backend};
-use crate::seam::{Hpa, PrivateMem};
+use crate::kvm::{Alias, Backend, BackendError};
+use crate::seam::{Hpa, PrivateMem, TdxModule};
 use anyhow::bail;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
-use std::sync::Arc;
+use shared_abi::Gpa;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// An anonymous host mapping backing guest memory.
@@ -61,7 +63,8 @@ impl Drop for Mapping {
     }
 }
 
-/// Private memory as the TDX module model sees it: the private backing's host view.
+/// Private memory as the TDX module model sees it: the private backing's host view, and its
+/// slot view for what the module lets the CPU reach.
 pub(super) struct KvmPrivateMem(pub(super) Arc<Backing>);
 
 impl PrivateMem for KvmPrivateMem {
@@ -76,19 +79,91 @@ impl PrivateMem for KvmPrivateMem {
     fn write(&self, hpa: Hpa, offset: u64, v: u64) {
         self.0.write(hpa * 4096 + offset, &v.to_le_bytes());
     }
+    /// The private memslot maps GFN n to frame n of the backing, so that is the only
+    /// translation the emulated CPU can be given.
+    fn map(&self, gpa: Gpa, hpa: Hpa, pages: u64) -> Result<(), String> {
+        if gpa.0 >> 12 != hpa {
+            return Err(format!(
+                "private gpa {gpa} cannot map frame {hpa:#x}: the memslot maps it to frame {:#x}",
+                gpa.0 >> 12
+            ));
+        }
+        self.0.map(gpa.0, pages * 4096).map_err(|e| e.to_string())
+    }
 }
 
-/// Per-vCPU state a kicker needs.
+/// Per-vCPU state a kicker and the fault service need.
 #[derive(Default)]
 pub(super) struct VcpuCtl {
-    /// Inside KVM_RUN (guest mode).
+    /// Inside KVM_RUN (guest mode, or waiting in a fault).
     pub(super) in_run: AtomicBool,
+    /// Waiting in a guest-memory fault the host has seen: an EPT-violation TD exit, so
+    /// outside the TD and its epoch (KVM's vCPU is OUTSIDE_GUEST_MODE while it faults in
+    /// a page); kicks do not wait for it.
+    pub(super) in_fault: AtomicBool,
     /// KVM_RUN returns so far.
     pub(super) exits: AtomicU64,
+    /// Serialises the TD entry/exit bookkeeping of the vCPU thread and the fault service.
+    mode: Mutex<()>,
     /// The thread, for signals (0 until it registered).
     pub(super) thread: AtomicU64,
+    /// The thread's kernel id, to tell whose fault a userfaultfd event is (0 until known).
+    pub(super) tid: AtomicI32,
     /// RIP when the vCPU was stopped from outside (for timeout diagnostics).
     pub(super) stopped_rip: AtomicU64,
+    /// Why the host refused this vCPU's access (kind, message), for the vCPU thread to
+    /// report with its RIP once the fence gets it out of KVM_RUN.
+    pub(super) refused: Mutex<Option<(&'static str, String)>>,
+}
+
+impl VcpuCtl {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// TD entry, just before KVM_RUN: visibly in guest mode before joining the epoch, so a
+    /// kicker right after TDH.MEM.TRACK either waits for this vCPU or sees it join the new
+    /// epoch (the order of KVM's `vcpu->mode`).
+    pub(super) fn enter(&self, seam: &TdxModule, index: u32) {
+        let _m = self.lock();
+        self.in_run.store(true, SeqCst);
+        seam.td_vcpu_enter(index);
+    }
+
+    /// TD exit, just after KVM_RUN: leave the epoch before a kicker may stop waiting.
+    pub(super) fn exit(&self, seam: &TdxModule, index: u32) {
+        let _m = self.lock();
+        seam.td_vcpu_exit(index);
+        self.exits.fetch_add(1, SeqCst);
+        self.in_fault.store(false, SeqCst);
+        self.in_run.store(false, SeqCst);
+    }
+
+    /// The host saw this vCPU fault on guest memory: it has left the TD until the fault is
+    /// served. Returns the KVM_RUN it faulted in, `None` when it is not in KVM_RUN or
+    /// already counted as faulting.
+    pub(super) fn fault_exit(&self, seam: &TdxModule, index: u32) -> Option<u64> {
+        let _m = self.lock();
+        if !self.in_run.load(SeqCst) || self.in_fault.load(SeqCst) {
+            return None;
+        }
+        seam.td_vcpu_exit(index);
+        self.in_fault.store(true, SeqCst);
+        Some(self.exits.load(SeqCst))
+    }
+
+    /// The fault is served: re-enter the TD in the current epoch before the vCPU is woken,
+    /// unless it left KVM_RUN meanwhile (a signal on stock KVM). Kickers read the flags
+    /// without the lock, so "outside" is withdrawn before the vCPU joins the epoch (and, in
+    /// `fault_exit`, claimed only after it left): a kicker may wait needlessly, never skip
+    /// a vCPU that is inside.
+    pub(super) fn fault_resume(&self, seam: &TdxModule, index: u32, run: u64) {
+        let _m = self.lock();
+        if self.in_fault.load(SeqCst) && self.exits.load(SeqCst) == run {
+            self.in_fault.store(false, SeqCst);
+            seam.td_vcpu_enter(index);
+        }
+    }
 }
 
 /// The KVM backend of the MMU model.
@@ -97,10 +172,12 @@ pub(super) struct KvmBackend {
     pub(super) shared: Arc<Backing>,
     pub(super) vcpus: Vec<VcpuCtl>,
     pub(super) kicks: AtomicU64,
+    /// Guest memory is fenced (the TD is being stopped): exits caused by it are expected.
+    pub(super) fenced: AtomicBool,
 }
 
 impl KvmBackend {
-    fn backing(&self, alias: Alias) -> &Backing {
+    pub(super) fn backing(&self, alias: Alias) -> &Backing {
         match alias {
             Alias::Private => &self.private,
             Alias::Shared => &self.shared,
@@ -114,24 +191,60 @@ impl KvmBackend {
             unsafe { libc::pthread_kill(t as libc::pthread_t, vmm_sys_util::signal::SIGRTMIN()) };
         }
     }
+    /// Take all guest memory away from the vCPUs at once, so every vCPU leaves KVM_RUN at
+    /// its next access, a faulting one included (see [`Backing::fence`]).
+    pub(super) fn fence(&self) -> Result<(), BackingError> {
+        self.fenced.store(true, SeqCst);
+        self.private.fence()?;
+        self.shared.fence()
+    }
+    /// The vCPU whose thread has kernel id `tid`.
+    pub(super) fn vcpu_of_tid(&self, tid: i32) -> Option<u32> {
+        self.vcpus
+            .iter()
+            .position(|v| tid != 0 && v.tid.load(SeqCst) == tid)
+            .map(|i| i as u32)
+    }
+}
+
+fn backend_error(e: BackingError) -> BackendError {
+    BackendError(e.to_string())
 }
 
 impl Backend for KvmBackend {
-    fn set_accessible(&self, alias: Alias, gfn: u64, npages: u64, accessible: bool) {
-        self.backing(alias)
-            .set_accessible(gfn * 4096, npages * 4096, accessible);
+    fn set_accessible(
+        &self,
+        alias: Alias,
+        gfn: u64,
+        npages: u64,
+        accessible: bool,
+    ) -> Result<(), BackendError> {
+        let b = self.backing(alias);
+        let (off, len) = (gfn * 4096, npages * 4096);
+        if accessible {
+            b.map(off, len).map_err(backend_error)
+        } else {
+            b.unmap(off, len).map_err(backend_error)
+        }
     }
-    fn discard(&self, alias: Alias, gfn: u64, npages: u64) {
-        self.backing(alias).punch_hole(gfn * 4096, npages * 4096);
+    fn discard(&self, alias: Alias, gfn: u64, npages: u64) -> Result<(), BackendError> {
+        self.backing(alias)
+            .punch_hole(gfn * 4096, npages * 4096)
+            .map_err(backend_error)
     }
     /// Force every vCPU in KVM_RUN out with a signal and wait until it has left: it leaves
-    /// its TD epoch on the way out. (KVM's own TLBs were already flushed by the mprotect
-    /// that unmapped the page, through the host kernel's mmu notifier.)
+    /// its TD epoch on the way out. A vCPU waiting in a guest-memory fault has left already.
+    /// (KVM's own TLBs were already flushed by the madvise that unmapped the page, through
+    /// the host kernel's mmu notifier.)
     fn kick_all_vcpus(&self, _flush_tlb: bool) {
         self.kicks.fetch_add(1, Relaxed);
         for v in &self.vcpus {
             let seen = v.exits.load(SeqCst);
-            while v.in_run.load(SeqCst) && v.exits.load(SeqCst) == seen {
+            while v.in_run.load(SeqCst)
+                && !v.in_fault.load(SeqCst)
+                && v.exits.load(SeqCst) == seen
+                && !self.fenced.load(SeqCst)
+            {
                 self.signal(v);
                 std::thread::sleep(Duration::from_micros(20));
             }
@@ -141,18 +254,10 @@ impl Backend for KvmBackend {
         gfn
     }
     fn shared_read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        if gpa + buf.len() as u64 > self.shared.len as u64 {
-            return false;
-        }
-        self.shared.read(gpa, buf);
-        true
+        self.shared.read(gpa, buf)
     }
     fn shared_write(&self, gpa: u64, buf: &[u8]) -> bool {
-        if gpa + buf.len() as u64 > self.shared.len as u64 {
-            return false;
-        }
-        self.shared.write(gpa, buf);
-        true
+        self.shared.write(gpa, buf)
     }
 }
 

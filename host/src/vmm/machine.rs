@@ -10,6 +10,7 @@
 
 use super::kvm_backend::{on_kick, KvmBackend, KvmPrivateMem, Mapping, VcpuCtl};
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
+use super::uffd::FaultService;
 use super::vcpu::{vcpu_loop, Counters, Ctx};
 use super::{Backing, GuestExit, GuestIo, Injector, Vmm};
 use crate::kvm::{Kvm, KvmConfig, ZapPolicy};
@@ -21,8 +22,8 @@ use shared_abi::layout::hob::TdxlabHob;
 use shared_abi::layout::tdvf::{SectionType, TdvfMetadata};
 use shared_abi::td::attributes::SEPT_VE_DISABLE;
 use shared_abi::{Gpa, Gpaw, PageLevel};
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -241,9 +242,11 @@ pub fn run_with_progress(
     vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
     vm.create_irq_chip().context("KVM_CREATE_IRQCHIP")?;
 
-    // Both aliases start unreachable: a page is mapped only once the model has a leaf for it.
-    let private = Arc::new(Backing::new("tdxlab-private", mem, false)?);
-    let shared = Arc::new(Backing::new("tdxlab-shared", mem, false)?);
+    // Both aliases start unreachable: a page is mapped only once the model has a leaf for it,
+    // and every touch of an unmapped page reaches the host through the userfaultfd.
+    let uffd = Arc::new(super::uffd::open_userfaultfd().map_err(anyhow::Error::msg)?);
+    let private = Arc::new(Backing::new("tdxlab-private", mem, uffd.clone())?);
+    let shared = Arc::new(Backing::new("tdxlab-shared", mem, uffd.clone())?);
     let firmware = Mapping::new(image_size)?;
     firmware.write(0, &cfg.image);
     let slots = [
@@ -283,6 +286,7 @@ pub fn run_with_progress(
         shared: shared.clone(),
         vcpus: (0..cfg.vcpus).map(|_| VcpuCtl::default()).collect(),
         kicks: AtomicU64::new(0),
+        fenced: AtomicBool::new(false),
     });
     let mut kc = KvmConfig::td(pages);
     kc.policy = cfg.policy;
@@ -333,7 +337,10 @@ pub fn run_with_progress(
                 other => bail!("adding private page {p:#x}: {other:?}"),
             }
         }
-        private.set_accessible(gpa, size, true);
+    }
+    let failed = seam.stats.map_failures.load(Relaxed);
+    if failed != 0 {
+        bail!("{failed} initial private pages could not be mapped for the guest");
     }
     // vCPUs in the TD start state (created before finalization, as QEMU does).
     let cpuid = td_cpuid(&kvm)?;
@@ -354,7 +361,19 @@ pub fn run_with_progress(
     let io = || vmm.io.as_ref().expect("set above");
     let invalidations = AtomicU64::new(0);
     let mut last_progress = Instant::now();
+    let faults = FaultService {
+        uffd: &uffd,
+        backend: &backend,
+        seam: &seam,
+        vmm: &vmm,
+        counters: &counters,
+        pending: Mutex::new(HashMap::new()),
+    };
     std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (faults, stop) = (&faults, &io().stop);
+        s.spawn(move || faults.read_faults(stop, tx));
+        s.spawn(move || faults.serve_faults(stop, rx));
         if cfg.inject.host_invalidate_hz > 0 {
             let (kvm, io, n) = (&kvm_model, io(), &invalidations);
             let hz = cfg.inject.host_invalidate_hz;
@@ -371,18 +390,17 @@ pub fn run_with_progress(
         let mut handles = Vec::new();
         for (i, vcpu) in vcpus.into_iter().enumerate() {
             let ctx = Ctx {
-                firmware: (&firmware, image_base),
                 bench: cfg.workload == crate::pack::WORKLOAD_BENCH_DOORBELL,
                 seam: &seam,
                 vmm: &vmm,
                 counters: &counters,
                 backend: &backend,
-                mem,
             };
             handles.push(s.spawn(move || {
-                // SAFETY: pthread_self has no preconditions.
-                let me = unsafe { libc::pthread_self() };
-                ctx.backend.vcpus[i].thread.store(me as u64, SeqCst);
+                // SAFETY: pthread_self and gettid have no preconditions.
+                let (me, tid) = unsafe { (libc::pthread_self(), libc::gettid()) };
+                ctx.backend.vcpus[i].thread.store(me, SeqCst);
+                ctx.backend.vcpus[i].tid.store(tid, SeqCst);
                 vcpu_loop(i as u32, vcpu, &ctx)
             }));
         }
@@ -421,7 +439,16 @@ pub fn run_with_progress(
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // Force every vCPU thread out of KVM_RUN (a parked vCPU sits in HLT in the kernel).
+        // Force every vCPU thread out of KVM_RUN: a parked vCPU sits in HLT in the kernel
+        // (a signal gets it out), one in a guest-memory fault waits on the userfaultfd (the
+        // fence gets it out: a signal does not on PVM).
+        if let Err(e) = backend.fence() {
+            io().finish(GuestExit {
+                kind: "host_error",
+                code: 0,
+                message: format!("stopping the TD: {e}"),
+            });
+        }
         while handles.iter().any(|h| !h.is_finished()) {
             // Scoped threads are joined only when the scope ends, so every registered id is
             // still valid; a finished thread just ignores the signal.

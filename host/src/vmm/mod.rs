@@ -11,6 +11,7 @@ mod io;
 mod kvm_backend;
 pub mod machine;
 mod td_setup;
+mod uffd;
 mod vcpu;
 mod ve;
 

@@ -133,6 +133,9 @@ pub(super) fn create_vcpu(
     s.cr0 = 0x21;
     s.cr4 = 0x40;
     s.efer = 0x901;
+    if std::env::var_os("TDXLAB_LANE_CR4_PAE").is_some() {
+        s.cr4 |= 0x20;
+    }
     vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
     let regs = kvm_bindings::kvm_regs {
         rip: 0xFFFF_FFF0,

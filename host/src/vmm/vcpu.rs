@@ -1,18 +1,17 @@
-//! A vCPU thread of the emulated TD: the exit loop, the doorbell, and EPT violations.
+//! A vCPU thread of the emulated TD: the exit loop and the doorbell. (Guest-memory faults
+//! reach the host through userfaultfd: `uffd`.)
 
-use super::kvm_backend::{KvmBackend, Mapping};
-use super::ve::{inject_in_ve, inject_io_ve};
+use super::kvm_backend::KvmBackend;
+use super::ve::{inject_in_ve, inject_out_ve};
 use super::{handle_tdcall, GuestExit, Vmm};
 use crate::seam::TdxModule;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
 use shared_abi::tdcall::{decode_rax, TdcallLeaf};
 use shared_abi::vmcall::Subfunction;
-use shared_abi::{Gpa, Gpaw, PageLevel};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Mutex;
-use std::time::Instant;
 
 #[derive(Default)]
 pub(super) struct Counters {
@@ -24,15 +23,12 @@ pub(super) struct Counters {
 
 /// What a vCPU thread works with.
 pub(super) struct Ctx<'a> {
-    /// The firmware window's mapping and where it starts.
-    pub(super) firmware: (&'a Mapping, u64),
     /// The doorbell benchmark runs: the bare bench port is answered by re-entering.
     pub(super) bench: bool,
     pub(super) seam: &'a TdxModule,
     pub(super) vmm: &'a Vmm,
     pub(super) counters: &'a Counters,
     pub(super) backend: &'a KvmBackend,
-    pub(super) mem: u64,
 }
 
 pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
@@ -46,16 +42,21 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     };
     let ctl = &ctx.backend.vcpus[index as usize];
     while !io.stop.load(SeqCst) {
-        // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit. Order
-        // matters, as with KVM's vcpu->mode: be visibly in guest mode before joining the
-        // epoch, so a kicker right after TDH.MEM.TRACK either waits for this vCPU or this vCPU
-        // joins the new epoch; and leave the epoch before the kicker may stop waiting.
-        ctl.in_run.store(true, SeqCst);
-        ctx.seam.td_vcpu_enter(index);
+        // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
+        ctl.enter(ctx.seam, index);
         let result = vcpu.run();
-        ctx.seam.td_vcpu_exit(index);
-        ctl.exits.fetch_add(1, SeqCst);
-        ctl.in_run.store(false, SeqCst);
+        ctl.exit(ctx.seam, index);
+        let refused = ctl.refused.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some((kind, message)) = refused {
+            drop(result);
+            let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+            return fatal(kind, format!("{message} (RIP {rip:#x})"));
+        }
+        // Guest memory was fenced to stop the TD: whatever this vCPU ran into after that
+        // (EFAULT, an MMIO exit, a fault PVM turned into a triple fault) is the fence's doing.
+        if ctx.backend.fenced.load(SeqCst) {
+            return;
+        }
         let exit = match result {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
@@ -84,12 +85,12 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 raw_io = Some((port, data.len() as u8, true));
                 None
             }
-            VcpuExit::MmioRead(gpa, data) => ept_violation(index, gpa, Access::Read(data), ctx)
-                .err()
-                .map(|e| ("fatal", e)),
-            VcpuExit::MmioWrite(gpa, data) => ept_violation(index, gpa, Access::Write(data), ctx)
-                .err()
-                .map(|e| ("fatal", e)),
+            // RAM and the firmware window are always in memslots: an MMIO exit is an access
+            // outside them.
+            VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => Some((
+                "fatal",
+                format!("vCPU {index}: access to unbacked gpa {gpa:#x}"),
+            )),
             VcpuExit::Hlt => None,
             VcpuExit::Shutdown => Some(("triple_fault", format!("vCPU {index} triple-faulted"))),
             VcpuExit::FailEntry(reason, cpu) => Some((
@@ -112,7 +113,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             let r = if is_in {
                 inject_in_ve(index, &mut vcpu, ctx, port, size)
             } else {
-                inject_io_ve(index, &vcpu, ctx, port, size, false)
+                inject_out_ve(index, &vcpu, ctx, port, size)
             };
             if let Err(e) = r {
                 return fatal("fatal", e);
@@ -124,75 +125,6 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             }
         }
     }
-}
-
-/// The guest access that left KVM_RUN as an MMIO exit.
-enum Access<'a> {
-    Read(&'a mut [u8]),
-    Write(&'a [u8]),
-}
-
-/// A guest access to a page the host keeps unmapped: DESIGN.md's EPT violation. Resolve it
-/// through KVM's fault path (and the VMM's implicit conversion unless --strict), then complete
-/// the access from the backing; KVM finishes the instruction on the next KVM_RUN.
-fn ept_violation(index: u32, gpa: u64, access: Access, ctx: &Ctx) -> Result<(), String> {
-    let gpaw = Gpaw::GPAW_48;
-    let shared = gpaw.is_shared(Gpa(gpa));
-    let pgpa = gpaw.to_private(Gpa(gpa)).0;
-    if pgpa >= ctx.mem || gpa >> 48 != 0 {
-        return Err(format!("vCPU {index}: access to unbacked gpa {gpa:#x}"));
-    }
-    let since = Instant::now();
-    loop {
-        if since.elapsed() > super::FAULT_PROGRESS_TIMEOUT {
-            return Err(format!(
-                "vCPU {index}: gpa {gpa:#x} still faulting after {} s",
-                super::FAULT_PROGRESS_TIMEOUT.as_secs()
-            ));
-        }
-        if !shared {
-            match ctx.seam.leaf_state(Gpa(pgpa)) {
-                Some((shared_abi::sept::SeptState::Mapped, _)) => {
-                    // The host should have mapped an accepted page: every exit here is a
-                    // page the backend forgot (counted, and asserted zero by the tests).
-                    ctx.counters.exits_on_mapped.fetch_add(1, SeqCst);
-                    break;
-                }
-                Some((state, _)) if state != shared_abi::sept::SeptState::Blocked => {
-                    return Err(format!(
-                        "vCPU {index}: access before accept: private gpa {pgpa:#x} is {}",
-                        state.name()
-                    ));
-                }
-                _ => {}
-            }
-        }
-        let fault = ctx
-            .vmm
-            .kvm()
-            .kvm_mmu_page_fault(Gpa(gpa), PageLevel::Size4K);
-        match fault {
-            crate::kvm::FaultOutcome::Mapped if shared => break,
-            crate::kvm::FaultOutcome::Mapped | crate::kvm::FaultOutcome::Retry => {}
-            crate::kvm::FaultOutcome::MemoryFault { .. } => {
-                super::resolve_ept_violation(ctx.vmm, index, Gpa(gpa), PageLevel::Size4K)
-                    .map_err(|e| e.to_string())?;
-            }
-            crate::kvm::FaultOutcome::Error(e) => {
-                return Err(format!("vCPU {index}: EPT violation at {gpa:#x}: {e}"))
-            }
-        }
-    }
-    let backing = if shared {
-        &ctx.backend.shared
-    } else {
-        &ctx.backend.private
-    };
-    match access {
-        Access::Read(data) => backing.read(pgpa, data),
-        Access::Write(data) => backing.write(pgpa, data),
-    }
-    Ok(())
 }
 
 /// The emulation doorbell: every TDCALL register in place, RDX carried in RBP.

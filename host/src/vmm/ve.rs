@@ -7,41 +7,21 @@ use std::sync::atomic::Ordering::*;
 
 /// Raw port I/O in a TD is not executed: the TDX module turns it into a #VE (exit reason 30,
 /// the I/O exit qualification, the instruction length) for the guest to serve through
-/// TDVMCALL<Instruction.IO>. KVM reports an OUT exit with RIP already past the instruction, so
-/// decode its length backwards (IN/OUT with DX: 1 byte; with imm8: 2; 0x66 prefix: +1),
-/// put RIP back on it (which also cancels KVM's completion of an IN), and inject vector 20.
-pub(super) fn inject_io_ve(
+/// TDVMCALL<Instruction.IO>. KVMs disagree on where RIP is during an OUT exit — PVM has
+/// already moved past the instruction, stock KVM leaves RIP on it and skips it on the next
+/// KVM_RUN (`complete_fast_pio_out`) — but after that KVM_RUN both are past it, and the
+/// OUT's data went nowhere. So the #VE is delivered there, with `instr_len` 0: the guest's
+/// handler does the OUT through TDVMCALL and resumes where it is. No guest instruction bytes
+/// are read. (Real TDX reports the OUT's length with RIP on it; the handler is the same code
+/// either way.)
+pub(super) fn inject_out_ve(
     index: u32,
     vcpu: &VcpuFd,
     ctx: &Ctx,
     port: u16,
     size: u8,
-    is_in: bool,
 ) -> Result<(), String> {
-    let mut regs = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
-    let after = regs.rip;
-    let mut code = [0u8; 3];
-    read_guest(ctx, after.wrapping_sub(3), &mut code);
-    let wide = size > 1;
-    let dx_op = match (is_in, wide) {
-        (true, false) => 0xEC,
-        (true, true) => 0xED,
-        (false, false) => 0xEE,
-        (false, true) => 0xEF,
-    };
-    let len: usize = if code[2] == dx_op && regs.rdx as u16 == port {
-        1
-    } else if code[1] == dx_op - 8 && code[2] as u16 == port {
-        2
-    } else {
-        return Err(format!("vCPU {index}: raw port I/O to {port:#x} at RIP {after:#x} with an instruction the host cannot decode"));
-    };
-    let prefixed = size == 2 && code[3 - len - 1] == 0x66;
-    let len = (len + prefixed as usize) as u64;
-    regs.rip = after - len;
-    vcpu.set_regs(&regs)
-        .map_err(|e| format!("KVM_SET_REGS: {e}"))?;
-    deliver_io_ve(index, vcpu, ctx, (port, size, is_in), len)
+    deliver_io_ve(index, vcpu, ctx, (port, size, false), 0)
 }
 
 /// A raw IN: KVM reports it with RIP still on the instruction and completes it on the next
@@ -107,21 +87,4 @@ fn deliver_io_ve(
         .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))?;
     ctx.counters.ves.fetch_add(1, Relaxed);
     Ok(())
-}
-
-/// Read guest memory by guest-physical address (firmware window or private RAM).
-fn read_guest(ctx: &Ctx, gpa: u64, out: &mut [u8]) {
-    let (fw, base) = ctx.firmware;
-    if gpa >= base && gpa + out.len() as u64 <= 1 << 32 {
-        // SAFETY: inside the firmware mapping (bounds checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                fw.ptr.add((gpa - base) as usize),
-                out.as_mut_ptr(),
-                out.len(),
-            )
-        };
-    } else if gpa + (out.len() as u64) <= ctx.mem {
-        ctx.backend.private.read(gpa, out);
-    }
 }

@@ -1,0 +1,276 @@
+//! Guest-memory faults through userfaultfd: how the host learns that the guest touched a page
+//! it may not reach yet, on every KVM (docs/emulation.md, "Memory and enforcement").
+//!
+//! A guest access to a page the slot view has no entry for makes KVM's fault-in (GUP, or
+//! PVM's shadow-paging walk) wait inside the kernel and queue a userfaultfd event that names
+//! the host address (hence the GPA) and the faulting thread. Two host threads serve them:
+//! - the reader ([`FaultService::read_faults`]) drains the userfaultfd, marks the faulting
+//!   vCPU as out of the TD (it took an EPT-violation exit, so kicks need not wait for it), and
+//!   queues each page once; it takes no MMU lock, so it never waits behind a zap;
+//! - the server ([`FaultService::serve_faults`]) runs each queued page through the EPT
+//!   violation path — KVM's fault path installs the leaf, which maps the page and wakes the
+//!   vCPU — or refuses it: the reason goes to the vCPU, and guest memory is fenced so that
+//!   the vCPU leaves KVM_RUN and stops the TD with its RIP.
+
+use super::kvm_backend::KvmBackend;
+use super::vcpu::Counters;
+use super::{resolve_ept_violation, GuestExit, Vmm, FAULT_PROGRESS_TIMEOUT};
+use crate::kvm::{Alias, FaultOutcome};
+use crate::seam::TdxModule;
+use shared_abi::sept::SeptState;
+use shared_abi::{Gpa, PageLevel};
+use std::collections::HashMap;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use userfaultfd::{Event, EventBuffer, FeatureFlags, Uffd, UffdBuilder};
+
+/// `UFFD_FEATURE_MINOR_SHMEM` (linux/userfaultfd.h): MINOR faults on shmem mappings.
+const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
+/// How often the service threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A userfaultfd for guest memory: kernel-mode faults included (KVM faults pages in from the
+/// kernel), MINOR faults on shmem, and the faulting thread's id in each event.
+pub fn open_userfaultfd() -> Result<Uffd, String> {
+    UffdBuilder::new()
+        .close_on_exec(true)
+        .non_blocking(true)
+        .user_mode_only(false)
+        .require_features(
+            FeatureFlags::MISSING_SHMEM
+                | FeatureFlags::THREAD_ID
+                | FeatureFlags::from_bits_retain(UFFD_FEATURE_MINOR_SHMEM),
+        )
+        .create()
+        .map_err(|e| match e {
+            userfaultfd::Error::SystemError(errno) => format!(
+                "userfaultfd: {} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or \
+                 sysctl vm.unprivileged_userfaultfd=1)",
+                std::io::Error::from_raw_os_error(errno as i32)
+            ),
+            other => format!("userfaultfd: {other}"),
+        })
+}
+
+/// One page the guest touched: which alias, and its offset (= private-alias GPA).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub(super) struct Fault {
+    alias: Alias,
+    off: u64,
+}
+
+/// Why the host refused a guest access: the exit kind and the message.
+type Refusal = (&'static str, String);
+
+/// The two threads' shared state.
+pub(super) struct FaultService<'a> {
+    pub(super) uffd: &'a Uffd,
+    pub(super) backend: &'a KvmBackend,
+    pub(super) seam: &'a TdxModule,
+    pub(super) vmm: &'a Vmm,
+    pub(super) counters: &'a Counters,
+    /// Queued pages and the vCPUs (with their KVM_RUN count) waiting on each.
+    pub(super) pending: Mutex<HashMap<Fault, Vec<(u32, u64)>>>,
+}
+
+impl FaultService<'_> {
+    fn io(&self) -> &super::GuestIo {
+        self.vmm.io.as_ref().expect("machine VMMs have I/O")
+    }
+
+    /// The reader thread: until `stop`, drain the userfaultfd into `tx`.
+    pub(super) fn read_faults(&self, stop: &AtomicBool, tx: Sender<Fault>) {
+        let mut buf = EventBuffer::new(64);
+        let mut poll = libc::pollfd {
+            fd: self.uffd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        while !stop.load(SeqCst) {
+            // SAFETY: one pollfd, valid for the call.
+            let n = unsafe { libc::poll(&mut poll, 1, POLL.as_millis() as i32) };
+            if n <= 0 {
+                continue; // timeout, or EINTR from a kick signal
+            }
+            let events = match self.uffd.read_events(&mut buf) {
+                Ok(events) => events,
+                Err(e) => return self.host_error(format!("reading the userfaultfd: {e:?}")),
+            };
+            for event in events {
+                match event {
+                    Ok(Event::Pagefault {
+                        addr, thread_id, ..
+                    }) => self.queue(addr as u64, thread_id.as_raw(), &tx),
+                    Ok(_) => {}
+                    Err(e) => return self.host_error(format!("a userfaultfd event: {e:?}")),
+                }
+            }
+        }
+    }
+
+    /// Record a fault: mark its vCPU as out of the TD, and queue the page unless it is queued.
+    fn queue(&self, addr: u64, tid: i32, tx: &Sender<Fault>) {
+        let fault = if let Some(off) = self.backend.private.slot_offset(addr) {
+            Fault {
+                alias: Alias::Private,
+                off: off & !0xfff,
+            }
+        } else if let Some(off) = self.backend.shared.slot_offset(addr) {
+            Fault {
+                alias: Alias::Shared,
+                off: off & !0xfff,
+            }
+        } else {
+            return self.host_error(format!(
+                "a userfaultfd fault at {addr:#x}, outside guest memory"
+            ));
+        };
+        let waiter = self.backend.vcpu_of_tid(tid).and_then(|i| {
+            self.backend.vcpus[i as usize]
+                .fault_exit(self.seam, i)
+                .map(|run| (i, run))
+        });
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        let first = !pending.contains_key(&fault);
+        pending.entry(fault).or_default().extend(waiter);
+        if first {
+            // The server only stops when the TD does; a send that fails finds it gone.
+            tx.send(fault).ok();
+        }
+    }
+
+    /// The server thread: until `stop`, serve each queued page.
+    pub(super) fn serve_faults(&self, stop: &AtomicBool, rx: Receiver<Fault>) {
+        while !stop.load(SeqCst) {
+            let fault = match rx.recv_timeout(POLL) {
+                Ok(f) => f,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let waiters = |s: &Self| {
+                s.pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&fault)
+                    .unwrap_or_default()
+            };
+            let first_vcpu = self.pending_vcpu(fault);
+            match self.ept_violation(fault, first_vcpu) {
+                Ok(()) => {
+                    for (i, run) in waiters(self) {
+                        self.backend.vcpus[i as usize].fault_resume(self.seam, i, run);
+                    }
+                    let b = self.backend.backing(fault.alias);
+                    if let Err(e) = b.wake(fault.off, 4096) {
+                        return self.host_error(e.to_string());
+                    }
+                }
+                Err(refusal) => return self.refuse(first_vcpu, refusal, stop),
+            }
+        }
+    }
+
+    fn pending_vcpu(&self, fault: Fault) -> Option<u32> {
+        let pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.get(&fault)?.first().map(|(i, _)| *i)
+    }
+
+    /// DESIGN.md's EPT violation for a page the guest touched: shared → KVM's fault path
+    /// installs the direct leaf (and maps the page), converting implicitly on an attribute
+    /// mismatch unless --strict; private → a MAPPED page is mapped again (counted: the host
+    /// should never have lost it), a PENDING one is "access before accept" (the TD has
+    /// SEPT_VE_DISABLE), a FREE one is AUGed first, a BLOCKED one waits for its removal.
+    fn ept_violation(&self, fault: Fault, vcpu: Option<u32>) -> Result<(), Refusal> {
+        let kvm = self.vmm.kvm();
+        let gpaw = kvm.config().gpaw;
+        let shared = fault.alias == Alias::Shared;
+        let gpa = if shared {
+            gpaw.to_shared(Gpa(fault.off))
+        } else {
+            Gpa(fault.off)
+        };
+        let who = vcpu.map_or(String::new(), |i| format!("vCPU {i}: "));
+        let since = Instant::now();
+        loop {
+            if since.elapsed() > FAULT_PROGRESS_TIMEOUT {
+                let secs = FAULT_PROGRESS_TIMEOUT.as_secs();
+                return Err((
+                    "fatal",
+                    format!("{who}gpa {gpa} still faulting after {secs} s"),
+                ));
+            }
+            if !shared {
+                match self.seam.remap_if_mapped(gpa) {
+                    Err(e) => return Err(("host_error", format!("{who}{e}"))),
+                    Ok(Some((SeptState::Mapped, _))) => {
+                        self.counters.exits_on_mapped.fetch_add(1, SeqCst);
+                        return Ok(());
+                    }
+                    Ok(Some((state, _))) if state != SeptState::Blocked => {
+                        let (off, name) = (fault.off, state.name());
+                        return Err((
+                            "fatal",
+                            format!("{who}access before accept: private gpa {off:#x} is {name}"),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            match kvm.kvm_mmu_page_fault(gpa, PageLevel::Size4K) {
+                FaultOutcome::Mapped if shared => return Ok(()),
+                FaultOutcome::Mapped | FaultOutcome::Retry => std::thread::yield_now(),
+                FaultOutcome::MemoryFault { .. } => {
+                    let index = vcpu.unwrap_or(u32::MAX);
+                    resolve_ept_violation(self.vmm, index, gpa, PageLevel::Size4K)
+                        .map_err(|e| ("fatal", e.to_string()))?;
+                }
+                FaultOutcome::Error(e) => {
+                    return Err(("fatal", format!("{who}EPT violation at {gpa}: {e}")))
+                }
+            }
+        }
+    }
+
+    /// Refuse the access: hand the reason to the faulting vCPU (it reports it with its RIP
+    /// once out of KVM_RUN), fence guest memory so that it gets out, and make sure the TD
+    /// stops even if no vCPU reports.
+    fn refuse(&self, vcpu: Option<u32>, (kind, message): Refusal, stop: &AtomicBool) {
+        match vcpu {
+            Some(i) => {
+                *self.backend.vcpus[i as usize]
+                    .refused
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some((kind, message.clone()))
+            }
+            None => self.finish(kind, message.clone()),
+        }
+        if let Err(e) = self.backend.fence() {
+            return self.host_error(e.to_string());
+        }
+        let since = Instant::now();
+        while !stop.load(SeqCst) && since.elapsed() < Duration::from_secs(2) {
+            std::thread::sleep(POLL);
+        }
+        self.finish(kind, message);
+    }
+
+    fn finish(&self, kind: &'static str, message: String) {
+        self.io().finish(GuestExit {
+            kind,
+            code: 0,
+            message,
+        });
+    }
+
+    /// The service itself failed: stop the TD (fenced, so no vCPU waits in a fault).
+    fn host_error(&self, message: String) {
+        self.finish(
+            "host_error",
+            format!("guest-memory fault service: {message}"),
+        );
+        self.backend.fence().ok();
+    }
+}
