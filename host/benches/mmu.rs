@@ -23,7 +23,7 @@ fn td(gib: u64, private_max: PageLevel) -> Kvm {
         },
         Arc::new(NullPrivateMem),
     );
-    let mut cfg = KvmConfig::td(gib * GIB_PAGES);
+    let mut cfg = KvmConfig::td(gib * GIB_PAGES, Gpaw::GPAW_48);
     cfg.private_max_level = private_max;
     let kvm = Kvm::new(cfg, Some(seam), Arc::new(NullBackend));
     for g in 0..gib {

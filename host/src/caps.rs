@@ -1,8 +1,11 @@
 //! `tdxlab caps`: what this host offers for emulating TDX, and whether it is enough.
 //!
-//! The emulation needs only stock KVM (any VM type) and a host MAXPHYADDR of at least 48, so
-//! that shared-alias memslots at GPA | bit 47 are legal. The other capabilities are reported
-//! because they tell a reader how far this KVM is from running real TDs.
+//! The emulation needs stock KVM (any VM type), a userfaultfd that can catch the kernel's own
+//! faults on shmem (how the host learns which page the guest touched), and a GPA width to
+//! give the TD: GPAW 52 where the host addresses 52 bits, 48 where it addresses at least 48,
+//! and otherwise a non-architectural GPAW equal to the host's MAXPHYADDR (the shared bit must
+//! be a bit the CPU lets guest page tables use). The other capabilities are reported because
+//! they tell a reader how far this KVM is from running real TDs.
 
 use crate::cli::{EXIT_HOST, EXIT_OK};
 use kvm_bindings::{
@@ -10,11 +13,58 @@ use kvm_bindings::{
     KVM_CAP_MEMORY_FAULT_INFO, KVM_CAP_VM_TYPES,
 };
 use serde::Serialize;
+use shared_abi::Gpaw;
 
-/// The GPA width the emulated TD uses; the host must address at least this much.
-pub const REQUIRED_MAXPHYADDR: u8 = 48;
 /// Bit of KVM_CAP_VM_TYPES for KVM_X86_TDX_VM.
 const KVM_X86_TDX_VM: u32 = 5;
+/// How the host learns which page a guest touched (docs/emulation.md).
+pub const ENFORCEMENT: &str = "userfaultfd (MISSING+MINOR on the memslot views)";
+
+/// The GPAW an emulated TD gets on a host with `maxphyaddr` bits: 52 or 48 where the host can
+/// back the shared alias there, else a non-architectural width equal to `maxphyaddr`.
+pub fn default_gpaw(maxphyaddr: u8) -> Option<Gpaw> {
+    match maxphyaddr {
+        52.. => Some(Gpaw::GPAW_52),
+        48..=51 => Some(Gpaw::GPAW_48),
+        bits => Gpaw::emulated(bits),
+    }
+}
+
+/// The TD's GPAW: `forced` (`--gpaw`) when the host can address it, else the default.
+pub fn td_gpaw(forced: Option<u8>, maxphyaddr: u8) -> Result<Gpaw, String> {
+    match forced {
+        None => default_gpaw(maxphyaddr).ok_or_else(|| {
+            format!(
+                "host MAXPHYADDR is {maxphyaddr} bits; an emulated TD needs at least {}",
+                Gpaw::MIN_EMULATED_BITS
+            )
+        }),
+        Some(bits) => {
+            let g = Gpaw::emulated(bits).ok_or_else(|| {
+                format!("--gpaw {bits} is outside {}..=52", Gpaw::MIN_EMULATED_BITS)
+            })?;
+            if bits > maxphyaddr {
+                return Err(format!(
+                    "--gpaw {bits} needs a host MAXPHYADDR of at least {bits} bits (this host: {maxphyaddr})"
+                ));
+            }
+            Ok(g)
+        }
+    }
+}
+
+/// "48 (shared bit 47)" or "39 (non-architectural; shared bit 38)".
+pub fn describe_gpaw(g: Gpaw) -> String {
+    if g.is_architectural() {
+        format!("{} (shared bit {})", g.bits(), g.shared_bit())
+    } else {
+        format!(
+            "{} (non-architectural; shared bit {})",
+            g.bits(),
+            g.shared_bit()
+        )
+    }
+}
 
 /// What KVM reports.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +92,16 @@ pub struct HostCaps {
     pub kvm_error: Option<String>,
     /// Host MAXPHYADDR from CPUID 0x80000008.
     pub maxphyaddr: u8,
+    /// The GPAW an emulated TD gets here (None: the host cannot run one).
+    pub td_gpaw: Option<u8>,
+    /// The TD's shared bit (`td_gpaw - 1`).
+    pub shared_bit: Option<u32>,
+    /// Whether `td_gpaw` is one the TDX module never reports (48 and 52 are architectural).
+    pub gpaw_non_architectural: bool,
+    /// How the host learns which page the guest touched.
+    pub enforcement: &'static str,
+    /// Why a userfaultfd could not be opened, if it could not.
+    pub userfaultfd_error: Option<String>,
     /// Whether KVM could run real TDs (KVM_X86_TDX_VM offered).
     pub real_tdx: bool,
     /// Problems that stop emulated TDs from running; empty when the host is usable.
@@ -83,10 +143,13 @@ pub fn probe() -> HostCaps {
         }
         Ok(_) => {}
     }
-    if maxphyaddr < REQUIRED_MAXPHYADDR {
-        problems.push(format!(
-            "host MAXPHYADDR is {maxphyaddr} bits; the emulated TD needs {REQUIRED_MAXPHYADDR} (shared bit 47)"
-        ));
+    let gpaw = td_gpaw(None, maxphyaddr);
+    if let Err(e) = &gpaw {
+        problems.push(e.clone());
+    }
+    let userfaultfd_error = crate::vmm::open_userfaultfd().err();
+    if let Some(e) = &userfaultfd_error {
+        problems.push(e.clone());
     }
     let real_tdx = kvm
         .as_ref()
@@ -96,10 +159,16 @@ pub fn probe() -> HostCaps {
         Ok(k) => (Some(k), None),
         Err(e) => (None, Some(e)),
     };
+    let gpaw = gpaw.ok();
     HostCaps {
         kvm,
         kvm_error,
         maxphyaddr,
+        td_gpaw: gpaw.map(|g| g.bits()),
+        shared_bit: gpaw.map(|g| g.shared_bit()),
+        gpaw_non_architectural: gpaw.is_some_and(|g| !g.is_architectural()),
+        enforcement: ENFORCEMENT,
+        userfaultfd_error,
         real_tdx,
         problems,
     }
@@ -169,10 +238,18 @@ fn render(c: &HostCaps) -> String {
             s += &format!("  /dev/kvm                   UNUSABLE: {e}\n")
         }
     }
-    s += &format!(
-        "  host MAXPHYADDR            {} bits (need >= {REQUIRED_MAXPHYADDR})\n",
-        c.maxphyaddr
-    );
+    s += &format!("  host MAXPHYADDR            {} bits\n", c.maxphyaddr);
+    s += &match c.td_gpaw.and_then(Gpaw::emulated) {
+        Some(g) => format!("  TD GPAW                    {}\n", describe_gpaw(g)),
+        None => format!(
+            "  TD GPAW                    NONE: an emulated TD needs MAXPHYADDR >= {}\n",
+            Gpaw::MIN_EMULATED_BITS
+        ),
+    };
+    s += &match &c.userfaultfd_error {
+        None => format!("  enforcement                {}: ok\n", c.enforcement),
+        Some(e) => format!("  enforcement                UNUSABLE: {e}\n"),
+    };
     s += if c.problems.is_empty() {
         "verdict: this host can run emulated TDs\n"
     } else {

@@ -19,7 +19,7 @@ pub const EXIT_TIMEOUT: u8 = 4;
     name = "tdxlab",
     version,
     about = "Emulated Intel TDX on stock Linux KVM: a confidential unikernel guest and its host",
-    after_help = "Exit codes: 0 success; 1 the guest (or sim) reported a failure; 2 bad usage; 3 host error (no usable /dev/kvm, MAXPHYADDR < 48, bad image, I/O); 4 timeout."
+    after_help = "Exit codes: 0 success; 1 the guest (or sim) reported a failure; 2 bad usage; 3 host error (no usable /dev/kvm or userfaultfd, bad image, I/O); 4 timeout."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -57,6 +57,10 @@ enum Command {
         /// Probability that the host cuts a MapGPA short with RETRY.
         #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
         inject_retry: f64,
+        /// The simulated TD's GPA width (shared bit GPAW - 1): 48, 52, or 36..=47 as an
+        /// emulated TD gets on a host with that MAXPHYADDR.
+        #[arg(long, default_value_t = 48, value_parser = parse_gpaw)]
+        gpaw: u8,
         /// Print the JSON report instead of the summary.
         #[arg(long)]
         json: bool,
@@ -105,6 +109,10 @@ enum Command {
         /// (fault injection: the guest's RETRY loop must resume from R11).
         #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
         inject_retry: f64,
+        /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
+        /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
+        #[arg(long, value_parser = parse_gpaw)]
+        gpaw: Option<u8>,
     },
     /// Conversion stress: every vCPU converts memory private <-> shared under a scenario while
     /// the host checks that nothing leaks or is lost (the main job).
@@ -140,6 +148,10 @@ enum Command {
         /// Skip vCPU 0's doorbell-floor and round-trip measurements.
         #[arg(long)]
         no_measure: bool,
+        /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
+        /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
+        #[arg(long, value_parser = parse_gpaw)]
+        gpaw: Option<u8>,
         /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
         #[arg(long)]
         timeout: Option<u64>,
@@ -224,6 +236,7 @@ pub fn main() -> ExitCode {
             report,
             trace,
             test_plant_leak,
+            gpaw,
         } => {
             if trace {
                 init_trace();
@@ -247,6 +260,7 @@ pub fn main() -> ExitCode {
                         no_measure,
                         timeout: timeout.map(std::time::Duration::from_secs),
                         plant_leak: test_plant_leak,
+                        gpaw,
                     };
                     crate::stress::main(&args, report.as_deref())
                 }
@@ -265,6 +279,7 @@ pub fn main() -> ExitCode {
             accept_all,
             test_plant_leak,
             inject_retry,
+            gpaw,
         } => {
             if trace {
                 init_trace();
@@ -304,6 +319,7 @@ pub fn main() -> ExitCode {
                     },
                     stress: None,
                     echo: true,
+                    gpaw,
                 };
                 run_td(&cfg, report.as_deref())
             })
@@ -316,6 +332,7 @@ pub fn main() -> ExitCode {
             region_pages,
             private_page_size,
             inject_retry,
+            gpaw,
             json,
             trace,
         } => {
@@ -330,6 +347,7 @@ pub fn main() -> ExitCode {
                 region_pages,
                 private_max_level: private_page_size,
                 retry_p: inject_retry,
+                gpaw: shared_abi::Gpaw::emulated(gpaw).expect("checked by parse_gpaw"),
                 ..Default::default()
             };
             crate::sim::cli::run(&cfg, json)
@@ -385,11 +403,12 @@ fn run_td(
             .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", p.display()))?;
     }
     eprintln!(
-        "tdxlab: {} ({}): {} vCPUs, {} MiB, boot {:.1} ms, {} TDCALLs, {:.2} s",
+        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
         r.exit.kind,
         r.exit.message,
         r.vcpus,
         r.mem_bytes >> 20,
+        r.gpaw,
         r.boot_ms,
         r.tdcalls.values().sum::<u64>(),
         r.elapsed_s
@@ -425,6 +444,19 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("'{s}' is not a size (use e.g. 256M or 1G)"))
+}
+
+fn parse_gpaw(s: &str) -> Result<u8, String> {
+    s.parse::<u8>()
+        .ok()
+        .and_then(shared_abi::Gpaw::emulated)
+        .map(|g| g.bits())
+        .ok_or_else(|| {
+            format!(
+                "'{s}' is not a GPA width ({}..=52)",
+                shared_abi::Gpaw::MIN_EMULATED_BITS
+            )
+        })
 }
 
 fn parse_page_size(s: &str) -> Result<shared_abi::PageLevel, String> {

@@ -36,6 +36,8 @@ pub struct StressArgs {
     pub timeout: Option<Duration>,
     /// Test-only: the host leaks a private byte before each SYNC_PRIVATE.
     pub plant_leak: bool,
+    /// Force the TD's GPAW (`--gpaw`; default: from the host's MAXPHYADDR).
+    pub gpaw: Option<u8>,
 }
 
 /// One vCPU's result line.
@@ -154,6 +156,7 @@ pub fn stress(
             ops: a.ops,
             measure: !a.no_measure,
         }),
+        gpaw: a.gpaw,
     };
     let run = run_with_progress(&cfg, progress)?;
     let vcpu_results: Vec<VcpuResult> = run
@@ -236,8 +239,11 @@ pub fn main(a: &StressArgs, report: Option<&std::path::Path>) -> anyhow::Result<
             let _ = writeln!(err, "{line}");
         }
     };
+    let gpaw = crate::caps::td_gpaw(a.gpaw, crate::caps::host_maxphyaddr())
+        .map(|g| format!(", GPAW {}", crate::caps::describe_gpaw(g)))
+        .unwrap_or_default();
     eprintln!(
-        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{}",
+        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}",
         a.scenario.name(),
         a.vcpus,
         a.mem >> 20,
@@ -290,10 +296,11 @@ fn mib(b: f64) -> f64 {
 fn print_summary(r: &StressReport) {
     let run = &r.run;
     println!(
-        "tdxlab stress: {} on {} vCPUs, {} MiB, seed {}: {} in {:.1} s",
+        "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}: {} in {:.1} s",
         r.scenario,
         run.vcpus,
         run.mem_bytes >> 20,
+        run.gpaw,
         r.seed,
         if r.passed { "PASSED" } else { "FAILED" },
         run.elapsed_s

@@ -48,7 +48,7 @@ pub fn measure(
     root_order: &[RootKind],
 ) -> ZapRow {
     let is_td = vm == VmKind::Td;
-    let mut cfg = KvmConfig::td(PAGES);
+    let mut cfg = KvmConfig::td(PAGES, Gpaw::GPAW_48);
     cfg.is_td = is_td;
     cfg.policy = policy;
     cfg.root_order = root_order.to_vec();
@@ -60,7 +60,7 @@ pub fn measure(
     let tdx = is_td.then(|| TdxModule::runnable(params, Arc::new(NullPrivateMem)));
     let kvm = Kvm::new(cfg, tdx, Arc::new(NullBackend));
     let shared_bit = if is_td {
-        Gpaw::GPAW_48.shared_mask()
+        kvm.config().gpaw.shared_mask()
     } else {
         0
     };

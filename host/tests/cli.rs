@@ -12,8 +12,28 @@ fn caps_reports_kvm_and_maxphyaddr() {
     assert_eq!(v["kvm"]["api_version"], 12, "{v}");
     let maxphy = v["maxphyaddr"].as_u64().unwrap();
     let usable = v["problems"].as_array().unwrap().is_empty();
-    assert_eq!(usable, maxphy >= 48, "verdict follows MAXPHYADDR: {v}");
-    assert_eq!(out.status.code(), Some(if usable { 0 } else { 3 }));
+    assert!(
+        usable,
+        "a host with KVM and userfaultfd can run emulated TDs: {v}"
+    );
+    assert_eq!(out.status.code(), Some(0));
+    // The GPAW follows MAXPHYADDR: 52, 48, or the host's own width below 48.
+    let gpaw = match maxphy {
+        52.. => 52,
+        48..=51 => 48,
+        n => n,
+    };
+    assert_eq!(v["td_gpaw"], gpaw, "{v}");
+    assert_eq!(v["shared_bit"], gpaw - 1, "{v}");
+    assert_eq!(v["gpaw_non_architectural"], gpaw < 48, "{v}");
+    assert!(
+        v["enforcement"]
+            .as_str()
+            .unwrap()
+            .starts_with("userfaultfd"),
+        "{v}"
+    );
+    assert_eq!(v["userfaultfd_error"], serde_json::Value::Null, "{v}");
     let text = tdxlab(&["caps"]);
     let text = String::from_utf8(text.stdout).unwrap();
     assert!(text.contains("KVM API version 12"), "{text}");
@@ -21,6 +41,64 @@ fn caps_reports_kvm_and_maxphyaddr() {
         text.contains(&format!("host MAXPHYADDR            {maxphy} bits")),
         "{text}"
     );
+    assert!(
+        text.contains(&format!("TD GPAW                    {gpaw} ")),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "enforcement                userfaultfd (MISSING+MINOR on the memslot views): ok"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn gpaw_flags_outside_the_range_or_the_host_are_refused() {
+    let out = tdxlab(&["run", "--gpaw", "35"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("'35' is not a GPA width (36..=52)"), "{err}");
+    let out = tdxlab(&["sim", "--gpaw", "53"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_gpaw_wider_than_the_host_is_one_line_and_exit_3() {
+    require_kvm!();
+    let caps = tdxlab(&["caps", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&caps.stdout).unwrap();
+    let maxphy = v["maxphyaddr"].as_u64().unwrap();
+    if maxphy >= 52 {
+        println!("SKIPPED: this host addresses 52 bits, every GPAW fits");
+        return;
+    }
+    let want = maxphy + 1;
+    let out = tdxlab(&["run", "--gpaw", &want.to_string()]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "--gpaw {want} needs a host MAXPHYADDR of at least {want} bits (this host: {maxphy})"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn sim_runs_clean_at_every_gpaw() {
+    for gpaw in ["36", "39", "46", "48", "52"] {
+        let out = tdxlab(&[
+            "sim", "--vcpus", "2", "--ops", "300", "--gpaw", gpaw, "--json",
+        ]);
+        assert_eq!(out.status.code(), Some(0), "GPAW {gpaw}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["private_leaks"], 0, "GPAW {gpaw}: {v}");
+        assert_eq!(v["data_mismatches"], 0, "GPAW {gpaw}: {v}");
+        assert!(v["conversions"].as_u64().unwrap() > 0, "GPAW {gpaw}: {v}");
+        assert_eq!(v["gpaw"].to_string(), gpaw, "{v}");
+    }
 }
 
 #[test]

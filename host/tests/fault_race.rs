@@ -35,7 +35,11 @@ fn race(seed: u64) {
         },
         b.private.clone(),
     );
-    let kvm = Arc::new(Kvm::new(KvmConfig::td(PAGES), Some(seam), b.clone()));
+    let kvm = Arc::new(Kvm::new(
+        KvmConfig::td(PAGES, Gpaw::GPAW_48),
+        Some(seam),
+        b.clone(),
+    ));
     let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         for t in 0..3u64 {

@@ -6,9 +6,27 @@ mod common;
 use common::{run_with_report, tdxlab};
 
 fn boot(vcpus: u32) {
-    let run = run_with_report(&["run", "--vcpus", &vcpus.to_string(), "--timeout", "60"]);
+    for gpaw in common::test_gpaws() {
+        boot_at(vcpus, gpaw);
+    }
+}
+
+fn boot_at(vcpus: u32, gpaw: u32) {
+    let run = run_with_report(&[
+        "run",
+        "--vcpus",
+        &vcpus.to_string(),
+        "--timeout",
+        "60",
+        "--gpaw",
+        &gpaw.to_string(),
+    ]);
     let (stdout, r) = (&run.out, &run.report);
-    assert_eq!(run.code, Some(0), "{stdout}\n{}", run.err);
+    assert_eq!(run.code, Some(0), "GPAW {gpaw}: {stdout}\n{}", run.err);
+    assert_eq!(r["gpaw"], gpaw, "{r}");
+    assert_eq!(r["shared_bit"], gpaw - 1, "{r}");
+    assert_eq!(r["gpaw_non_architectural"], gpaw != 48 && gpaw != 52, "{r}");
+    assert!(run.err.contains(&format!("GPAW {gpaw}")), "{}", run.err);
     assert_eq!(r["exit"]["kind"], "guest", "{r}");
     assert_eq!(r["exit"]["code"], 0);
     assert_eq!(r["vcpus"], vcpus);
@@ -19,8 +37,9 @@ fn boot(vcpus: u32) {
     assert!(r["tdvmcalls"]["Instruction.IO"].as_u64().unwrap() > 0);
     assert!(r["boot_ms"].as_f64().unwrap() > 0.0);
     for i in 0..vcpus {
-        let line =
-            format!("[guest] vCPU {i}: online (TDG.VP.INFO: index {i}, {vcpus} vCPUs, GPAW 48)");
+        let line = format!(
+            "[guest] vCPU {i}: online (TDG.VP.INFO: index {i}, {vcpus} vCPUs, GPAW {gpaw})"
+        );
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
     }
     for i in 0..vcpus {
@@ -49,11 +68,11 @@ fn boot(vcpus: u32) {
         r["exits_on_mapped_private"], 0,
         "every accepted page is mapped for the guest: {r}"
     );
-    assert!(
-        stdout
-            .contains("[guest] INFO: shared window: 256 MiB at 0xffff800000000000 (shared bit 47)"),
-        "{stdout}"
+    let window = format!(
+        "[guest] INFO: shared window: 256 MiB at 0xffff800000000000 (shared bit {})",
+        gpaw - 1
     );
+    assert!(stdout.contains(&window), "{stdout}");
     assert!(
         stdout.contains("[guest] INFO: heap: 1024 KiB at 0x300000"),
         "the heap is accepted and logged: {stdout}"
@@ -95,7 +114,9 @@ fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
         "alias-mismatch",
     ]);
     assert_eq!(code, Some(1), "{out}\n{err}");
-    assert!(err.contains("vCPU 0: shared access to gpa 0x800006000000 whose attribute is private (--strict forbids implicit conversion) (RIP 0x"), "{err}");
+    let gpa = (1u64 << (common::host_gpaw() - 1)) | 0x600_0000;
+    let want = format!("vCPU 0: shared access to gpa {gpa:#x} whose attribute is private (--strict forbids implicit conversion) (RIP 0x");
+    assert!(err.contains(&want), "{err}");
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "alias-mismatch"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
     assert!(

@@ -13,16 +13,20 @@ const S: u64 = 1 << 47;
 const PAGES: u64 = 4096; // 16 MiB
 
 fn td() -> (Arc<TdxModule>, Arc<Kvm>) {
+    td_at(Gpaw::GPAW_48)
+}
+
+fn td_at(gpaw: Gpaw) -> (Arc<TdxModule>, Arc<Kvm>) {
     let t = TdxModule::runnable(
         TdParams {
-            gpaw: Gpaw::GPAW_48,
+            gpaw,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
     );
     let kvm = Arc::new(Kvm::new(
-        KvmConfig::td(PAGES),
+        KvmConfig::td(PAGES, gpaw),
         Some(t.clone()),
         Arc::new(NullBackend),
     ));
@@ -58,50 +62,58 @@ fn vmcall(kvm: &Kvm, vmm: &dyn VmmExits, gpa: u64, size: u64) -> Regs {
     r
 }
 
+/// The widths the host may give a TD: architectural, and a small-MAXPHYADDR host's own.
+const GPAWS: [u8; 4] = [39, 46, 48, 52];
+
 #[test]
 fn kvm_validates_like_tdx_map_gpa() {
-    let (_, kvm) = td();
-    let rec = Recorder::default();
-    let cases = [
-        (0x1000 + 0x10, 0x1000, VmcallStatus::ALIGN_ERROR),
-        (0x1000, 0x800, VmcallStatus::ALIGN_ERROR),
-        (0x1000, 0, VmcallStatus::INVALID_OPERAND),
-        (S - 0x1000, 0x2000, VmcallStatus::INVALID_OPERAND),
-        (1 << 48, 0x1000, VmcallStatus::INVALID_OPERAND),
-        (!0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
-    ];
-    for (gpa, size, status) in cases {
-        let r = vmcall(&kvm, &rec, gpa, size);
-        assert_eq!(
-            (VmcallStatus(r.r10), r.r11),
-            (status, gpa),
-            "gpa {gpa:#x} size {size:#x}"
+    for bits in GPAWS {
+        let (_, kvm) = td_at(Gpaw::emulated(bits).unwrap());
+        let s = 1u64 << (bits - 1);
+        let rec = Recorder::default();
+        let cases = [
+            (0x1000 + 0x10, 0x1000, VmcallStatus::ALIGN_ERROR),
+            (0x1000, 0x800, VmcallStatus::ALIGN_ERROR),
+            (0x1000, 0, VmcallStatus::INVALID_OPERAND),
+            (s - 0x1000, 0x2000, VmcallStatus::INVALID_OPERAND),
+            (1 << bits, 0x1000, VmcallStatus::INVALID_OPERAND),
+            (!0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
+        ];
+        for (gpa, size, status) in cases {
+            let r = vmcall(&kvm, &rec, gpa, size);
+            assert_eq!(
+                (VmcallStatus(r.r10), r.r11),
+                (status, gpa),
+                "GPAW {bits}: gpa {gpa:#x} size {size:#x}"
+            );
+        }
+        assert!(
+            rec.chunks.lock().unwrap().is_empty(),
+            "nothing reached the VMM"
         );
     }
-    assert!(
-        rec.chunks.lock().unwrap().is_empty(),
-        "nothing reached the VMM"
-    );
 }
 
 #[test]
 fn kvm_forwards_at_most_2m_per_exit() {
-    let (_, kvm) = td();
-    let rec = Recorder::default();
-    let r = vmcall(&kvm, &rec, 0x20_0000 | S, 5 << 20);
-    assert_eq!(VmcallStatus(r.r10), VmcallStatus::SUCCESS);
-    let chunks = rec.chunks.lock().unwrap();
-    let got: Vec<(u64, u64, ConversionTarget)> =
-        chunks.iter().map(|a| (a.gpa.0, a.npages, a.to)).collect();
-    assert_eq!(
-        got,
-        vec![
-            (0x20_0000, 512, ConversionTarget::Shared),
-            (0x40_0000, 512, ConversionTarget::Shared),
-            (0x60_0000, 256, ConversionTarget::Shared)
-        ],
-        "shared bit stripped, 4K pages, <= 2 MiB each"
-    );
+    for bits in GPAWS {
+        let (_, kvm) = td_at(Gpaw::emulated(bits).unwrap());
+        let rec = Recorder::default();
+        let r = vmcall(&kvm, &rec, 0x20_0000 | 1 << (bits - 1), 5 << 20);
+        assert_eq!(VmcallStatus(r.r10), VmcallStatus::SUCCESS);
+        let chunks = rec.chunks.lock().unwrap();
+        let got: Vec<(u64, u64, ConversionTarget)> =
+            chunks.iter().map(|a| (a.gpa.0, a.npages, a.to)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (0x20_0000, 512, ConversionTarget::Shared),
+                (0x40_0000, 512, ConversionTarget::Shared),
+                (0x60_0000, 256, ConversionTarget::Shared)
+            ],
+            "GPAW {bits}: shared bit stripped, 4K pages, <= 2 MiB each"
+        );
+    }
 }
 
 #[test]

@@ -115,16 +115,16 @@ fn observe(kvm: &Kvm, seam: &TdxModule) -> Vec<Mapped> {
     m
 }
 
-fn check(policy: ZapPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
+fn check(policy: ZapPolicy, gpaw: Gpaw, ops: &[Op]) -> Result<(), TestCaseError> {
     let seam = TdxModule::runnable(
         TdParams {
-            gpaw: Gpaw::GPAW_48,
+            gpaw,
             attributes: 0,
             num_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
     );
-    let mut cfg = KvmConfig::td(PAGES);
+    let mut cfg = KvmConfig::td(PAGES, gpaw);
     cfg.policy = policy;
     let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
     let mut model = Model {
@@ -148,7 +148,7 @@ fn check(policy: ZapPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
             }
             Op::Fault { gfn, shared } => {
                 let gpa = if shared {
-                    Gpaw::GPAW_48.to_shared(Gpa(gfn << 12))
+                    gpaw.to_shared(Gpa(gfn << 12))
                 } else {
                     Gpa(gfn << 12)
                 };
@@ -192,17 +192,23 @@ fn check(policy: ZapPolicy, ops: &[Op]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The architectural widths and the non-architectural ones of small-MAXPHYADDR hosts.
+fn gpaw() -> impl Strategy<Value = Gpaw> {
+    prop_oneof![Just(36u8), Just(39), Just(46), Just(48), Just(52)]
+        .prop_map(|b| Gpaw::emulated(b).unwrap())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
-    fn filter_policy_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
-        check(ZapPolicy::Filter, &ops)?;
+    fn filter_policy_matches_the_reference_model(gpaw in gpaw(), ops in proptest::collection::vec(op(), 1..60)) {
+        check(ZapPolicy::Filter, gpaw, &ops)?;
     }
 
     #[test]
-    fn exclude_policy_matches_the_reference_model(ops in proptest::collection::vec(op(), 1..60)) {
-        check(ZapPolicy::Exclude, &ops)?;
+    fn exclude_policy_matches_the_reference_model(gpaw in gpaw(), ops in proptest::collection::vec(op(), 1..60)) {
+        check(ZapPolicy::Exclude, gpaw, &ops)?;
     }
 }
 
@@ -232,7 +238,7 @@ fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
         },
         Arc::new(SimPrivateMem::new(1024)),
     );
-    let mut cfg = KvmConfig::td(1024);
+    let mut cfg = KvmConfig::td(1024, Gpaw::GPAW_48);
     cfg.private_max_level = PageLevel::Size2M;
     let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
     // A 4K fault builds the page table under the first 2M entry; zapping the leaf keeps it.
@@ -304,7 +310,7 @@ fn adjacent_shared_zaps_reach_the_backend_as_one_range() {
         Arc::new(SimPrivateMem::new(64)),
     );
     let rec = Arc::new(Recorder::default());
-    let kvm = Kvm::new(KvmConfig::td(64), Some(seam), rec.clone());
+    let kvm = Kvm::new(KvmConfig::td(64, Gpaw::GPAW_48), Some(seam), rec.clone());
     kvm.kvm_vm_set_mem_attributes(0, 64, MemoryAttributes::SHARED)
         .unwrap();
     for g in (8..16).chain(20..22) {
@@ -349,7 +355,7 @@ impl tdxlab::kvm::Backend for Failing {
 
 #[test]
 fn a_failing_backend_bugs_the_vm_instead_of_panicking() {
-    let mut cfg = KvmConfig::td(64);
+    let mut cfg = KvmConfig::td(64, Gpaw::GPAW_48);
     cfg.root_order = vec![RootKind::Direct, RootKind::Mirror];
     let seam = TdxModule::runnable(
         TdParams {

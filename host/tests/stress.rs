@@ -19,10 +19,26 @@ fn u(r: &Value, k: &str) -> u64 {
         .unwrap_or_else(|| panic!("report field {k} missing: {r}"))
 }
 
-/// One pass of `scenario` on `vcpus` vCPUs; asserts the verdict and the report.
+/// One pass of `scenario` on `vcpus` vCPUs; asserts the verdict and the report. The 4-vCPU
+/// injection runs use the narrowest GPAW tested here (39, the Intel client width, unless the
+/// host is narrower), the others the host's own: both shared-bit positions see every scenario.
 fn check(scenario: &str, vcpus: u32, inject: bool) {
     let v = vcpus.to_string();
-    let mut args = vec!["--scenario", scenario, "--vcpus", &v, "--no-measure"];
+    let gpaw = if inject && vcpus > 1 {
+        common::test_gpaws().into_iter().min().unwrap()
+    } else {
+        common::host_gpaw()
+    };
+    let g = gpaw.to_string();
+    let mut args = vec![
+        "--scenario",
+        scenario,
+        "--vcpus",
+        &v,
+        "--no-measure",
+        "--gpaw",
+        &g,
+    ];
     if scenario == "random" {
         // One random operation proves little: run a fixed number.
         args.extend(["--seconds", "600", "--ops", "300"]);
@@ -48,6 +64,7 @@ fn check(scenario: &str, vcpus: u32, inject: bool) {
     assert!(r.out.contains("PASSED"), "{}", r.out);
     assert_eq!(rep["passed"], true);
     assert_eq!(rep["scenario"], scenario);
+    assert_eq!(u(rep, "gpaw"), gpaw as u64);
     assert_eq!(u(rep, "seed"), 1);
     assert_eq!(u(rep, "mismatches"), 0);
     assert_eq!(u(rep, "leaks"), 0, "audit: {}", rep["audit"]);

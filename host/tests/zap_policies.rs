@@ -112,7 +112,11 @@ fn a_zero_filter_is_caught_on_a_td() {
         },
         Arc::new(SimPrivateMem::new(16)),
     ));
-    let kvm = Kvm::new(KvmConfig::td(16), Some(t), Arc::new(NullBackend));
+    let kvm = Kvm::new(
+        KvmConfig::td(16, Gpaw::GPAW_48),
+        Some(t),
+        Arc::new(NullBackend),
+    );
     let mut range = KvmGfnRange::new(MemslotDelete, 0, 16);
     range.attr_filter = 0;
     let err = kvm.kvm_tdp_mmu_unmap_gfn_range(&range, false).unwrap_err();

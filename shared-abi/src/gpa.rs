@@ -65,14 +65,19 @@ impl fmt::Debug for Gfn {
 /// The TD's guest physical-address width; it fixes the shared bit at `GPAW - 1`.
 ///
 /// GPAW 48 pairs with 4-level EPT (shared bit 47), GPAW 52 with 5-level EPT (shared bit 51).
+/// An emulated TD on a host whose MAXPHYADDR is below 48 (Intel clients report 39 bits, many
+/// Xeons 46) uses a non-architectural width equal to that MAXPHYADDR ([`Gpaw::emulated`]):
+/// guest page tables cannot carry a bit the CPU treats as reserved.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 pub struct Gpaw(u8);
 
 impl Gpaw {
-    /// GPAW 48: shared bit 47, the only width the emulated host offers.
+    /// GPAW 48: shared bit 47 (4-level EPT).
     pub const GPAW_48: Gpaw = Gpaw(48);
     /// GPAW 52: shared bit 51 (TD_PARAMS CONFIG_FLAGS.MAX_GPAW).
     pub const GPAW_52: Gpaw = Gpaw(52);
+    /// The narrowest width an emulated TD may have: x86-64's smallest MAXPHYADDR.
+    pub const MIN_EMULATED_BITS: u8 = 36;
 
     /// The width the TDX module reports; only 48 and 52 exist.
     pub const fn new(bits: u8) -> Option<Gpaw> {
@@ -80,6 +85,20 @@ impl Gpaw {
             48 | 52 => Some(Gpaw(bits)),
             _ => None,
         }
+    }
+    /// A width an emulated TD may have: 48 or 52, or a non-architectural width from
+    /// [`Gpaw::MIN_EMULATED_BITS`] to 51 (a host MAXPHYADDR). Only tdxlab's emulation reports
+    /// these; a guest accepts them only when the emulation HOB says it is emulated.
+    pub const fn emulated(bits: u8) -> Option<Gpaw> {
+        if bits >= Self::MIN_EMULATED_BITS && bits <= 52 {
+            Some(Gpaw(bits))
+        } else {
+            None
+        }
+    }
+    /// True for the widths the TDX module reports (48 and 52).
+    pub const fn is_architectural(self) -> bool {
+        self.0 == 48 || self.0 == 52
     }
     /// Address width in bits.
     pub const fn bits(self) -> u8 {

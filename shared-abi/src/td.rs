@@ -73,7 +73,7 @@ pub const fn is_tdx_signature(ebx: u32, ecx: u32, edx: u32) -> bool {
 /// The outputs of TDG.VP.INFO.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct VpInfo {
-    /// RCX[5:0]: GPAW (48 or 52).
+    /// RCX[5:0]: GPAW (48 or 52; an emulated TD's may be narrower, see [`Gpaw::emulated`]).
     pub gpaw: Gpaw,
     /// RDX: TD ATTRIBUTES.
     pub attributes: u64,
@@ -90,8 +90,16 @@ pub struct VpInfo {
 impl VpInfo {
     /// Decode the output registers; `None` when RCX holds a GPAW the module never reports.
     pub fn decode(rcx: u64, rdx: u64, r8: u64, r9: u64, r10: u64) -> Option<VpInfo> {
+        Self::decode_with(Gpaw::new((rcx & 0x3F) as u8)?, rdx, r8, r9, r10)
+    }
+    /// Decode the output registers of an emulated TD's module, which may report a
+    /// non-architectural GPAW ([`Gpaw::emulated`]); `None` outside that range.
+    pub fn decode_emulated(rcx: u64, rdx: u64, r8: u64, r9: u64, r10: u64) -> Option<VpInfo> {
+        Self::decode_with(Gpaw::emulated((rcx & 0x3F) as u8)?, rdx, r8, r9, r10)
+    }
+    fn decode_with(gpaw: Gpaw, rdx: u64, r8: u64, r9: u64, r10: u64) -> Option<VpInfo> {
         Some(VpInfo {
-            gpaw: Gpaw::new((rcx & 0x3F) as u8)?,
+            gpaw,
             attributes: rdx,
             num_vcpus: r8 as u32,
             max_vcpus: (r8 >> 32) as u32,

@@ -216,6 +216,13 @@ fn levels_and_shared_bit_match_sections_2_4_7() {
     assert_eq!(Gpaw::GPAW_52.shared_bit(), 51);
     assert_eq!(Gpaw::GPAW_48.shared_mask(), 0x8000_0000_0000);
     assert_eq!(Gpaw::new(47), None);
+    // Emulated TDs on small-MAXPHYADDR hosts: 36..=52, non-architectural below 48.
+    assert_eq!(Gpaw::emulated(35), None);
+    assert_eq!(Gpaw::emulated(53), None);
+    assert_eq!(Gpaw::emulated(39).map(Gpaw::shared_bit), Some(38));
+    assert!(!Gpaw::emulated(46).unwrap().is_architectural());
+    assert!(Gpaw::emulated(48).unwrap().is_architectural());
+    assert_eq!(Gpaw::emulated(48), Some(Gpaw::GPAW_48));
 }
 
 #[test]

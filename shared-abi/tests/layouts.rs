@@ -384,12 +384,24 @@ proptest! {
         let vp = VpInfo { gpaw: Gpaw::GPAW_52, attributes: q, num_vcpus: len, max_vcpus: info, vcpu_index: reason, sys_rd_available: is_in };
         let (a, b, c, d, e) = vp.encode();
         prop_assert_eq!(VpInfo::decode(a, b, c, d, e), Some(vp));
+        prop_assert_eq!(VpInfo::decode_emulated(a, b, c, d, e), Some(vp));
     }
 
     #[test]
-    fn shared_bit_rule(gpa in 0u64..(1 << 47)) {
-        let g = Gpaw::GPAW_48;
+    fn emulated_vpinfo_carries_any_host_width(bits in 36u8..=52) {
+        let vp = VpInfo { gpaw: Gpaw::emulated(bits).unwrap(), attributes: 0, num_vcpus: 1, max_vcpus: 1, vcpu_index: 0, sys_rd_available: false };
+        let (a, b, c, d, e) = vp.encode();
+        prop_assert_eq!(VpInfo::decode_emulated(a, b, c, d, e), Some(vp));
+        // Real TDX never reports a width other than 48 or 52: a guest that is not emulated
+        // refuses it.
+        prop_assert_eq!(VpInfo::decode(a, b, c, d, e).is_some(), bits == 48 || bits == 52);
+    }
+
+    #[test]
+    fn shared_bit_rule(bits in 36u8..=52, gpa in 0u64..(1 << 35)) {
+        let g = Gpaw::emulated(bits).unwrap();
         let s = g.to_shared(Gpa(gpa));
+        prop_assert_eq!(s.0, gpa | 1 << (bits - 1));
         prop_assert!(g.is_shared(s) && g.is_valid(s));
         prop_assert_eq!(g.to_private(s), Gpa(gpa));
         prop_assert!(!g.is_shared(Gpa(gpa)));

@@ -70,10 +70,17 @@ impl<T: Transport> Tdx<T> {
     /// TDG.VP.INFO: GPAW, attributes, vCPU counts and this vCPU's index (`tdg_vp_info`).
     pub fn tdg_vp_info(&mut self) -> Result<VpInfo, Error> {
         let o = self.leaf(TdcallLeaf::VpInfo, Regs::leaf(TdcallLeaf::VpInfo))?;
-        VpInfo::decode(o.rcx, o.rdx, o.r8, o.r9, o.r10).ok_or(Error::BadOutput {
-            leaf: TdcallLeaf::VpInfo,
-            what: "GPAW is neither 48 nor 52",
-        })
+        if self.transport.emulated() {
+            VpInfo::decode_emulated(o.rcx, o.rdx, o.r8, o.r9, o.r10).ok_or(Error::BadOutput {
+                leaf: TdcallLeaf::VpInfo,
+                what: "GPAW is outside 36..=52",
+            })
+        } else {
+            VpInfo::decode(o.rcx, o.rdx, o.r8, o.r9, o.r10).ok_or(Error::BadOutput {
+                leaf: TdcallLeaf::VpInfo,
+                what: "GPAW is neither 48 nor 52",
+            })
+        }
     }
 
     /// TDG.VP.VEINFO.GET: read and clear the pending #VE information (`tdg_vp_veinfo_get`).

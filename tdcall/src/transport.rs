@@ -6,11 +6,19 @@ use crate::Regs;
 pub trait Transport {
     /// Run the call. Must not interpret any register.
     fn call(&mut self, regs: &mut Regs);
+    /// True when the module behind this transport is tdxlab's emulation (the emulation HOB
+    /// named it), which may report what real TDX never does (a non-architectural GPAW).
+    fn emulated(&self) -> bool {
+        false
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &mut T {
     fn call(&mut self, regs: &mut Regs) {
         (**self).call(regs)
+    }
+    fn emulated(&self) -> bool {
+        (**self).emulated()
     }
 }
 
@@ -41,6 +49,9 @@ impl Transport for AnyTransport {
             AnyTransport::Tdcall(t) => t.call(regs),
             AnyTransport::Doorbell(t) => t.call(regs),
         }
+    }
+    fn emulated(&self) -> bool {
+        matches!(self, AnyTransport::Doorbell(_))
     }
 }
 
@@ -113,6 +124,9 @@ impl Transport for TdcallInsn {
 
 #[cfg(target_arch = "x86_64")]
 impl Transport for Doorbell {
+    fn emulated(&self) -> bool {
+        true
+    }
     fn call(&mut self, regs: &mut Regs) {
         // SAFETY: as for TDCALL; the host's doorbell handler writes only the register block.
         unsafe {

@@ -1,7 +1,7 @@
 //! The typed leaves put their inputs in the registers the ABI names and decode the outputs.
 
 mod common;
-use common::{scripted, vmcall_answer};
+use common::{scripted, scripted_emulated, vmcall_answer};
 use shared_abi::tdcall::TdcallLeaf;
 use shared_abi::vmcall::Subfunction;
 use shared_abi::{Gpa, Gpaw, PageLevel, TdxStatus, VmcallStatus};
@@ -25,6 +25,26 @@ fn vp_info_decodes_gpaw_counts_and_index() {
     assert!(info.sept_ve_disabled());
     assert_eq!((info.num_vcpus, info.max_vcpus, info.vcpu_index), (4, 8, 3));
     assert!(info.sys_rd_available);
+}
+
+#[test]
+fn an_emulated_td_may_report_its_hosts_maxphyaddr_as_gpaw() {
+    let mut tdx = Tdx::new(scripted_emulated(|_| Regs {
+        rcx: 39,
+        ..Regs::default()
+    }));
+    assert_eq!(tdx.tdg_vp_info().unwrap().gpaw.shared_bit(), 38);
+    let mut tdx = Tdx::new(scripted_emulated(|_| Regs {
+        rcx: 30,
+        ..Regs::default()
+    }));
+    assert_eq!(
+        tdx.tdg_vp_info().unwrap_err(),
+        Error::BadOutput {
+            leaf: TdcallLeaf::VpInfo,
+            what: "GPAW is outside 36..=52"
+        }
+    );
 }
 
 #[test]

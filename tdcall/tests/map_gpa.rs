@@ -108,6 +108,22 @@ fn to_shared_r11_carries_the_shared_bit_and_is_accepted() {
 }
 
 #[test]
+fn to_shared_uses_the_shared_bit_of_every_gpaw() {
+    for bits in [36u8, 39, 46, 48, 52] {
+        let g = Gpaw::emulated(bits).unwrap();
+        let s = 1u64 << (bits - 1);
+        let mut answers = [vmcall_answer(1, (START + 0x8000) | s), vmcall_answer(0, 0)].into_iter();
+        let mut tdx = Tdx::new(scripted(move |_| answers.next().unwrap()));
+        tdx.map_gpa(range(), Shared, g).unwrap();
+        assert_eq!(
+            requests(&tdx.transport().calls),
+            vec![(START | s, LEN), ((START + 0x8000) | s, LEN - 0x8000)],
+            "GPAW {bits}"
+        );
+    }
+}
+
+#[test]
 fn to_shared_r11_without_the_shared_bit_is_outside_the_request() {
     let mut tdx = Tdx::new(scripted(|_| vmcall_answer(1, START + 0x8000)));
     let err = tdx.map_gpa(range(), Shared, GPAW).unwrap_err();

@@ -50,15 +50,16 @@ pub struct KvmConfig {
 }
 
 impl KvmConfig {
-    /// A TD with `mem_pages` of RAM, default policy, direct root allocated first.
-    pub fn td(mem_pages: u64) -> KvmConfig {
+    /// A TD with `mem_pages` of RAM and guest physical-address width `gpaw` (the TD's
+    /// TD_PARAMS: KVM takes the shared bit from it), default policy, direct root first.
+    pub fn td(mem_pages: u64, gpaw: Gpaw) -> KvmConfig {
         KvmConfig {
             is_td: true,
             policy: ZapPolicy::Filter,
             root_order: vec![RootKind::Direct, RootKind::Mirror],
             private_max_level: PageLevel::Size4K,
             mem_pages,
-            gpaw: Gpaw::GPAW_48,
+            gpaw,
         }
     }
 }

@@ -11,12 +11,13 @@ pub const EXIT_FAILED: u8 = 1;
 pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
     if !json {
         eprintln!(
-            "tdxlab sim: {} vCPUs x {} ops, seed {}, zap policy {}, {} pages per vCPU ...",
+            "tdxlab sim: {} vCPUs x {} ops, seed {}, zap policy {}, {} pages per vCPU, GPAW {} ...",
             cfg.vcpus,
             cfg.ops,
             cfg.seed,
             cfg.policy.name(),
-            cfg.region_pages
+            cfg.region_pages,
+            cfg.gpaw.bits()
         );
     }
     let r = run_sim(cfg);

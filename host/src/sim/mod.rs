@@ -41,6 +41,8 @@ pub struct SimConfig {
     pub retry_p: f64,
     /// Check the invariants every this many operations per vCPU.
     pub invariant_every: u64,
+    /// The TD's guest physical-address width (the shared bit is `gpaw - 1`).
+    pub gpaw: Gpaw,
 }
 
 impl Default for SimConfig {
@@ -54,6 +56,7 @@ impl Default for SimConfig {
             private_max_level: PageLevel::Size4K,
             retry_p: 0.0,
             invariant_every: 64,
+            gpaw: Gpaw::GPAW_48,
         }
     }
 }
@@ -134,12 +137,12 @@ impl World {
         let gfns = cfg.vcpus as u64 * cfg.region_pages;
         let backend = Arc::new(SimBackend::new(cfg.vcpus, gfns, gfns + 64));
         let params = TdParams {
-            gpaw: Gpaw::GPAW_48,
+            gpaw: cfg.gpaw,
             attributes: SEPT_VE_DISABLE,
             num_vcpus: cfg.vcpus,
         };
         let seam = TdxModule::runnable(params, backend.private.clone());
-        let mut kc = KvmConfig::td(gfns);
+        let mut kc = KvmConfig::td(gfns, cfg.gpaw);
         kc.policy = cfg.policy;
         kc.private_max_level = cfg.private_max_level;
         let kvm = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
@@ -153,7 +156,7 @@ impl World {
             kvm,
             vmm,
             backend,
-            gpaw: Gpaw::GPAW_48,
+            gpaw: cfg.gpaw,
         }
     }
 
@@ -197,6 +200,8 @@ pub struct SimReport {
     pub ops: u64,
     /// Seed.
     pub seed: u64,
+    /// The TD's GPA width.
+    pub gpaw: u8,
     /// MapGPA conversions the guests completed.
     pub conversions: u64,
     /// 4K pages accepted.
@@ -298,6 +303,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         vcpus: cfg.vcpus,
         ops: cfg.ops,
         seed: cfg.seed,
+        gpaw: cfg.gpaw.bits(),
         conversions: c.conversions,
         accepts: world.seam.stats.accepted_4k.load(Relaxed),
         zaps: zd + zm,

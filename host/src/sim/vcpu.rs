@@ -103,6 +103,9 @@ pub struct Vcpu<'w> {
 struct SimTransport<'a, 'w>(&'a mut Vcpu<'w>);
 
 impl Transport for SimTransport<'_, '_> {
+    fn emulated(&self) -> bool {
+        true
+    }
     fn call(&mut self, regs: &mut Regs) {
         let v = &mut *self.0;
         v.exit();

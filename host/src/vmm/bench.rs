@@ -41,6 +41,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         plant_leak: false,
         inject: Default::default(),
         stress: None,
+        gpaw: None,
     };
     let r = run(&cfg)?;
     let line = r
@@ -147,6 +148,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
             ..Default::default()
         },
         stress: None,
+        gpaw: None,
     };
     let r = run(&cfg)?;
     let failed = || {

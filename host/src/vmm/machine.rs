@@ -2,7 +2,8 @@
 //! on a stock KVM VM.
 //!
 //! Memory: a memfd backs the private alias `[0, mem)`, another the shared alias
-//! `[0 | bit 47, mem | bit 47)` (see `backing`), and a mapping of the image the firmware window
+//! `[0 | shared bit, mem | shared bit)` (see `backing`; the shared bit is GPAW − 1, from the
+//! host's MAXPHYADDR or `--gpaw`), and a mapping of the image the firmware window
 //! `[4 GiB − image, 4 GiB)`. The image is loaded as QEMU loads it (td-boot.md §2), the TD HOB
 //! built as QEMU builds it plus tdxlab's emulation HOB (`td_setup`), every vCPU started at
 //! 0xFFFFFFF0 in the TD start state, and each vCPU thread (`vcpu`) serves its exits: TDCALLs
@@ -21,7 +22,7 @@ use serde::Serialize;
 use shared_abi::layout::hob::TdxlabHob;
 use shared_abi::layout::tdvf::{SectionType, TdvfMetadata};
 use shared_abi::td::attributes::SEPT_VE_DISABLE;
-use shared_abi::{Gpa, Gpaw, PageLevel};
+use shared_abi::{Gpa, PageLevel};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -61,6 +62,8 @@ pub struct RunConfig {
     pub inject: InjectConfig,
     /// The stress workload's parameters (with `workload` = `pack::WORKLOAD_STRESS`).
     pub stress: Option<StressParams>,
+    /// Force the TD's GPAW (`--gpaw`); `None` picks it from the host (`caps::default_gpaw`).
+    pub gpaw: Option<u8>,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.
@@ -134,6 +137,12 @@ pub struct RunReport {
     pub vcpus: u32,
     /// RAM bytes.
     pub mem_bytes: u64,
+    /// The TD's guest physical-address width.
+    pub gpaw: u8,
+    /// The TD's shared bit (`gpaw - 1`).
+    pub shared_bit: u32,
+    /// True when `gpaw` is not one the TDX module reports (a host MAXPHYADDR below 48).
+    pub gpaw_non_architectural: bool,
     /// From starting the vCPUs to the guest's first console line.
     pub boot_ms: f64,
     /// TDCALLs by leaf.
@@ -233,9 +242,18 @@ pub fn run_with_progress(
     }
     let mem = cfg.mem_bytes;
     let pages = mem >> 12;
-    let gpaw = Gpaw::GPAW_48;
+    let gpaw = crate::caps::td_gpaw(cfg.gpaw, caps.maxphyaddr).map_err(anyhow::Error::msg)?;
     let image_size = cfg.image.len() as u64;
     let image_base = (1u64 << 32) - image_size;
+    // Both aliases of RAM and the firmware window must lie below the shared bit.
+    if mem.max(1 << 32) > gpaw.shared_mask() {
+        bail!(
+            "GPAW {} puts the shared bit at {:#x}, below the end of RAM and the firmware window ({:#x})",
+            gpaw.bits(),
+            gpaw.shared_mask(),
+            mem.max(1 << 32)
+        );
+    }
 
     let kvm = kvm_ioctls::Kvm::new().context("cannot open /dev/kvm")?;
     let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
@@ -288,7 +306,7 @@ pub fn run_with_progress(
         kicks: AtomicU64::new(0),
         fenced: AtomicBool::new(false),
     });
-    let mut kc = KvmConfig::td(pages);
+    let mut kc = KvmConfig::td(pages, gpaw);
     kc.policy = cfg.policy;
     kc.private_max_level = cfg.inject.private_page_size;
     let kvm_model = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
@@ -346,7 +364,7 @@ pub fn run_with_progress(
     let cpuid = td_cpuid(&kvm)?;
     let mut vcpus = Vec::new();
     for i in 0..cfg.vcpus {
-        vcpus.push(create_vcpu(&vm, i, &cpuid, hob_gpa)?);
+        vcpus.push(create_vcpu(&vm, i, &cpuid, hob_gpa, gpaw)?);
     }
     let guest = guest_config(cfg, &vcpus[0]);
     let hob = build_td_hob(hob_gpa, hob_size, mem, &accepted, &guest)?;
@@ -529,6 +547,9 @@ pub fn run_with_progress(
         exit,
         vcpus: cfg.vcpus,
         mem_bytes: mem,
+        gpaw: gpaw.bits(),
+        shared_bit: gpaw.shared_bit(),
+        gpaw_non_architectural: !gpaw.is_architectural(),
         boot_ms,
         tdcalls: tdcalls
             .into_iter()

@@ -19,3 +19,4 @@ pub use backing::Backing;
 pub use convert::{Injector, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use io::{GuestExit, GuestIo};
+pub use uffd::open_userfaultfd;

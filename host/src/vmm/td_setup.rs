@@ -91,6 +91,7 @@ pub(super) fn create_vcpu(
     index: u32,
     cpuid: &CpuId,
     hob: u64,
+    gpaw: shared_abi::Gpaw,
 ) -> anyhow::Result<VcpuFd> {
     let vcpu = vm
         .create_vcpu(index as u64)
@@ -133,6 +134,11 @@ pub(super) fn create_vcpu(
     s.cr0 = 0x21;
     s.cr4 = 0x40;
     s.efer = 0x901;
+    // Lane only (scripts/kvm-lane.sh): QEMU's TCG emulation of SVM restores the host's CR0
+    // before its CR4 and EFER on #VMEXIT, so with this start state (EFER.LME set, CR4.PAE
+    // clear) the nested host kernel loses paging at the TD's first exit. CR4.PAE changes
+    // nothing until the guest turns paging on (and it sets PAE itself before that); real
+    // hardware never needs this, so the real start state stays the default.
     if std::env::var_os("TDXLAB_LANE_CR4_PAE").is_some() {
         s.cr4 |= 0x20;
     }
@@ -140,7 +146,7 @@ pub(super) fn create_vcpu(
     let regs = kvm_bindings::kvm_regs {
         rip: 0xFFFF_FFF0,
         rflags: 0x2,
-        rbx: 48,
+        rbx: gpaw.bits() as u64,
         rcx: hob,
         r8: hob,
         rsi: index as u64,

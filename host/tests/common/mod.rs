@@ -20,6 +20,23 @@ pub fn kvm_usable() -> bool {
         .is_ok()
 }
 
+/// The GPAW `tdxlab caps` says an emulated TD gets on this host (52 or 48, or the host's
+/// MAXPHYADDR below 48): what every run without `--gpaw` uses.
+pub fn host_gpaw() -> u32 {
+    let out = tdxlab(&["caps", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("caps --json");
+    v["td_gpaw"].as_u64().expect("caps names the TD's GPAW") as u32
+}
+
+/// The GPAWs a KVM test covers: the host's own, and the non-architectural widths of the
+/// small-MAXPHYADDR Intel hosts (39: clients, 46: many Xeons) that this host can address.
+pub fn test_gpaws() -> Vec<u32> {
+    let host = host_gpaw();
+    let mut v = vec![host];
+    v.extend([39, 46].into_iter().filter(|g| *g < host));
+    v
+}
+
 /// Return from the test, saying so, when /dev/kvm is not usable.
 #[macro_export]
 macro_rules! require_kvm {

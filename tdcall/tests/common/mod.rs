@@ -10,6 +10,8 @@ use tdcall::{Regs, Transport};
 pub struct Scripted<F: FnMut(&Regs) -> Regs> {
     pub calls: Vec<Regs>,
     pub respond: F,
+    /// Claims to be tdxlab's emulation (the doorbell transport).
+    pub emulated: bool,
 }
 
 impl<F: FnMut(&Regs) -> Regs> Transport for Scripted<F> {
@@ -17,12 +19,24 @@ impl<F: FnMut(&Regs) -> Regs> Transport for Scripted<F> {
         self.calls.push(*regs);
         *regs = (self.respond)(regs);
     }
+    fn emulated(&self) -> bool {
+        self.emulated
+    }
 }
 
 pub fn scripted<F: FnMut(&Regs) -> Regs>(respond: F) -> Scripted<F> {
     Scripted {
         calls: Vec::new(),
         respond,
+        emulated: false,
+    }
+}
+
+/// As [`scripted`], behind the emulation's transport.
+pub fn scripted_emulated<F: FnMut(&Regs) -> Regs>(respond: F) -> Scripted<F> {
+    Scripted {
+        emulated: true,
+        ..scripted(respond)
     }
 }
 
