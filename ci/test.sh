@@ -20,3 +20,8 @@ cargo test --workspace 2>&1 | tee "$log"
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\ntdxlab tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 # cargo hides a passing test's output, so say it here too when the KVM tests could not run.
 { [ -r /dev/kvm ] && [ -w /dev/kvm ]; } || echo "SKIPPED: no usable /dev/kvm (KVM integration tests passed without running)"
+
+# The same KVM tests (and every run/stress shape) on stock kvm_amd, nested under QEMU's TCG,
+# at MAXPHYADDR 48 and 39: this machine's /dev/kvm may be a KVM that behaves differently.
+step "stock-KVM lane (scripts/kvm-lane.sh)"
+bash scripts/kvm-lane.sh

@@ -13,8 +13,9 @@
 # script prints a verdict per width and exits non-zero if anything failed or a boot did not
 # finish. Widths run in parallel (single-threaded TCG uses one host core each).
 #
-# --soak SECONDS adds a 4-vCPU random stress of that length, injection on (the done-when check
-# of the stock-KVM issue; not run by CI). --keep leaves the per-width logs and initramfs.
+# --soak SECONDS adds the long checks (not run by CI): a 4-vCPU random stress of that length
+# with injection on, and the alternating-pages scenario over 2 GiB of RAM. --keep leaves the
+# initramfs (the per-width logs always stay in the work folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -153,7 +154,7 @@ lane() { # NAME COMMAND...: run it, print its output and one result line
 }
 lane caps \$T caps
 for v in 1 2 4; do lane run-\${v}vcpu \$T run --vcpus \$v --timeout 120; done
-for s in explicit punch-hole implicit boundary random; do
+for s in explicit punch-hole implicit boundary random alternate; do
   lane stress-\$s \$T stress --scenario \$s --vcpus 2 --seconds $STRESS_SECONDS --timeout 300
   lane stress-\$s-inject \$T stress --scenario \$s --vcpus 4 --seconds $STRESS_SECONDS --timeout 300 \\
     --inject retry=0.2,busy=0.1,private-page-size=2m,host-invalidate-hz=50
@@ -161,7 +162,9 @@ done
 if [ $SOAK -gt 0 ]; then
   lane soak-${SOAK}s \$T stress --scenario random --vcpus 4 --seconds $SOAK --timeout $((SOAK + 600)) \\
     --inject retry=0.2,busy=0.1,private-page-size=2m,host-invalidate-hz=50
-  grep -E 'PASSED|FAILED|conversions  |pages converted|mismatches|audit' /tmp/out | sed 's/^/LANE-SOAK /'
+  grep -E 'PASSED|FAILED|conversions  |pages converted|mismatches|audit|injected' /tmp/out | sed 's/^/LANE-SOAK /'
+  lane alternate-2G \$T stress --scenario alternate --vcpus 4 --mem 2G --no-measure --timeout 3000
+  grep -E 'PASSED|FAILED|conversions  |audit' /tmp/out | sed 's/^/LANE-SOAK /'
 fi
 for t in $LANE_TESTS; do
   cd /tmp; lane test-\$t /tests/\$t --test-threads=2
@@ -179,11 +182,13 @@ echo "  $(du -h "$WORK/initramfs.cpio" | cut -f1) initramfs"
 # kernel addresses in the L2 guest's RIP, CPUs that stop taking interrupts).
 boot() { # PHYS_BITS LOG
   timeout "$BOOT_TIMEOUT" "$QEMU" -L "$ROOT/usr/share/seabios" -L "$ROOT/usr/share/qemu" \
-    -accel tcg,thread=single -cpu "EPYC,+svm,+npt,phys-bits=$1" -m 4G -smp 2 \
+    -accel tcg,thread=single -cpu "EPYC,+svm,+npt,phys-bits=$1" -m "$VM_MEM" -smp 2 \
     -kernel "$VMLINUZ" -initrd "$WORK/initramfs.cpio" \
     -append "console=ttyS0 panic=-1 quiet" \
     -display none -vga none -nic none -serial stdio -no-reboot </dev/null >"$2" 2>&1
 }
+VM_MEM=4G
+[ "$SOAK" -gt 0 ] && VM_MEM=6G   # the 2 GiB alternating TD, its two backings and the tests
 declare -A PID LOG
 for b in $PHYS_BITS; do
   LOG[$b]="$WORK/lane-phys$b.log"

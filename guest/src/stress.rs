@@ -8,7 +8,7 @@
 //! host to see zeroes where the selftest (which keeps the shared page) expects the old pattern.
 
 use crate::convert::{set_alias, to_private, to_shared};
-use crate::workload::{median, null_tdcall_cycles, rdtsc};
+use crate::workload::{median, null_tdcall_cycles, rdtsc, SHARED_WINDOW};
 use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
@@ -232,6 +232,7 @@ fn chunk_of(scenario: Scenario, vcpu: u32, vcpus: u32, ram: u64, measure: bool) 
     let avail = top.saturating_sub(CHUNK_BASE) / vcpus as u64 / MB2 * MB2;
     let len = match scenario {
         Scenario::Random => avail.min(RANDOM_CHUNK_MAX),
+        Scenario::Alternate => avail,
         s => s.min_chunk(),
     };
     if len < scenario.min_chunk() || avail < len {
@@ -275,6 +276,7 @@ pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
         Scenario::Implicit => repeat(&mut run, implicit),
         Scenario::Boundary => repeat(&mut run, boundary),
         Scenario::Random => random(&mut run, &hob),
+        Scenario::Alternate => alternate(&mut run),
     }
     println!(
         "{RESULT_LINE} vcpu={vcpu} ops={} conversions={} pages={} checks={} hash={:#x}",
@@ -341,6 +343,62 @@ fn explicit(run: &mut Run, _pass: u64) {
         run.verify(r, 0x44, "the host's SYNC_SHARED write");
         run.fill(r, 0xCC);
         run.convert_shared(chunk);
+    }
+}
+
+/// Every other page of the chunk private, the pages between shared, over the whole chunk
+/// (all of RAM between the vCPUs): the even page of each pair is accepted (4K) and written
+/// through the private alias, the odd one written through the shared window without MapGPA
+/// (the host converts it on that first touch, as QEMU does). The host's view of what the
+/// guest may reach alternates page by page across all RAM. Then every page is read back,
+/// and every 64th pair is checked from the host's side. One pass: the pattern is the test.
+fn alternate(run: &mut Run) {
+    let tag = |gpa: u64, shared: bool| gpa ^ if shared { 0x5555 << 48 } else { 0xAAAA << 48 };
+    let pairs = run.len / (2 * PAGE);
+    for i in 0..pairs {
+        let private = run.base + 2 * i * PAGE;
+        let shared = private + PAGE;
+        run.accept_fresh(run.range(2 * i * PAGE, PAGE));
+        run.record(11, shared, PAGE);
+        // SAFETY: this vCPU's own pages: `private` just accepted (identity-mapped), `shared`
+        // reached through the shared window; one word each.
+        unsafe {
+            (private as *mut u64).write_volatile(tag(private, false));
+            ((SHARED_WINDOW + shared) as *mut u64).write_volatile(tag(shared, true));
+        }
+        run.conversions += 1;
+        run.pages += 1;
+    }
+    for i in 0..pairs {
+        let private = run.base + 2 * i * PAGE;
+        let shared = private + PAGE;
+        // SAFETY: as above; reads only.
+        let (p, s) = unsafe {
+            (
+                (private as *const u64).read_volatile(),
+                ((SHARED_WINDOW + shared) as *const u64).read_volatile(),
+            )
+        };
+        if p != tag(private, false) || s != tag(shared, true) {
+            panic!(
+                "vCPU {}: alternating pages at {private:#x} read {p:#x} / {s:#x}",
+                run.vcpu
+            );
+        }
+        if i % 64 == 0 {
+            // The host sees zeroes behind the private page, and the shared page as the guest
+            // wrote it (then writes it anew, which the guest must see).
+            run.sync_private(GpaRange::new(Gpa(private), PAGE), 0);
+            fill_words(SHARED_WINDOW + shared, PAGE, 0x5C);
+            run.sync_shared(GpaRange::new(Gpa(shared), PAGE), 0x5C, 0x5D);
+            if let Some(bad) = first_mismatch(SHARED_WINDOW + shared, PAGE, 0x5D) {
+                panic!(
+                    "vCPU {}: the host's SYNC_SHARED write is missing at {:#x}",
+                    run.vcpu,
+                    bad - SHARED_WINDOW
+                );
+            }
+        }
     }
 }
 

@@ -21,16 +21,20 @@ pub enum Scenario {
     Boundary = 4,
     /// Seeded random conversions, writes, reads and host checks.
     Random = 5,
+    /// Every other page of all RAM private (accepted), the pages between shared (converted
+    /// on first touch): the most fragmented reachability there is, in one pass.
+    Alternate = 6,
 }
 
 impl Scenario {
     /// Every scenario, in CLI order.
-    pub const ALL: [Scenario; 5] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Explicit,
         Scenario::PunchHole,
         Scenario::Implicit,
         Scenario::Boundary,
         Scenario::Random,
+        Scenario::Alternate,
     ];
     /// Decode [`crate::layout::hob::TdxlabHob::param`].
     pub const fn from_u32(v: u32) -> Option<Scenario> {
@@ -40,6 +44,7 @@ impl Scenario {
             3 => Some(Scenario::Implicit),
             4 => Some(Scenario::Boundary),
             5 => Some(Scenario::Random),
+            6 => Some(Scenario::Alternate),
             _ => None,
         }
     }
@@ -51,6 +56,7 @@ impl Scenario {
             Scenario::Implicit => "implicit",
             Scenario::Boundary => "boundary",
             Scenario::Random => "random",
+            Scenario::Alternate => "alternate",
         }
     }
     /// Parse a CLI name.
@@ -65,6 +71,8 @@ impl Scenario {
             // Four 2 MiB blocks: ranges straddle three boundaries.
             Scenario::Boundary => 8 << 20,
             Scenario::Random => 4 << 20,
+            // All of RAM past the boot area, split between the vCPUs.
+            Scenario::Alternate => 2 << 20,
         }
     }
     /// The smallest RAM for `vcpus` vCPUs of this scenario (with the measurement area).

@@ -141,6 +141,25 @@ impl Backing {
         (off < self.len as u64).then_some(off)
     }
 
+    /// How many VMAs of this process the slot view spans now (`/proc/self/maps`). Making
+    /// pages reachable or not never splits it, so this stays 1 whatever the guest does.
+    pub fn slot_vmas(&self) -> io::Result<usize> {
+        let (lo, hi) = (self.slot as u64, self.slot as u64 + self.len as u64);
+        let maps = std::fs::read_to_string("/proc/self/maps")?;
+        Ok(maps
+            .lines()
+            .filter_map(|l| {
+                let (range, _) = l.split_once(' ')?;
+                let (a, b) = range.split_once('-')?;
+                Some((
+                    u64::from_str_radix(a, 16).ok()?,
+                    u64::from_str_radix(b, 16).ok()?,
+                ))
+            })
+            .filter(|(a, b)| *a < hi && lo < *b)
+            .count())
+    }
+
     fn check(&self, call: &'static str, off: u64, len: u64) -> Result<(), BackingError> {
         match off.checked_add(len) {
             Some(end) if end <= self.len as u64 && off % 4096 == 0 && len % 4096 == 0 => Ok(()),

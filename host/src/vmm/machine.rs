@@ -194,6 +194,10 @@ pub struct RunReport {
     /// What the end-of-run audit found: each a violated DESIGN.md invariant (a leak or a
     /// lost guarantee). Empty on a clean run.
     pub audit: Vec<String>,
+    /// VMAs the two memslot views of RAM span at the end of the run: 2 whatever the guest
+    /// made reachable (the userfaultfd enforcement never splits a mapping; per-page mprotect
+    /// did, up to vm.max_map_count).
+    pub memslot_vmas: u64,
 }
 
 /// Zapped leaves per root.
@@ -543,6 +547,7 @@ pub fn run_with_progress(
     }
     // The audit runs with every vCPU stopped: nothing moves under it.
     let audit = super::audit::audit(&kvm_model, &seam, &private, &shared);
+    let memslot_vmas = (private.slot_vmas()? + shared.slot_vmas()?) as u64;
     Ok(RunReport {
         exit,
         vcpus: cfg.vcpus,
@@ -583,6 +588,7 @@ pub fn run_with_progress(
         demotes: seam.stats.demote.load(Relaxed),
         injected,
         audit,
+        memslot_vmas,
     })
 }
 
