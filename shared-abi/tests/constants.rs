@@ -462,10 +462,12 @@ fn stress_scenarios_round_trip_and_result_fields_parse() {
     for s in Scenario::ALL {
         assert_eq!(Scenario::from_u32(s as u32), Some(s));
         assert_eq!(Scenario::parse(s.name()), Some(s));
-        assert!(s.min_chunk() >= 4 << 20 && s.min_chunk() % (2 << 20) == 0);
+        assert!(s.min_chunk() >= 2 << 20 && s.min_chunk() % (2 << 20) == 0);
     }
     assert_eq!(Scenario::Boundary.min_mem(4, true), 40 << 20);
     assert_eq!(Scenario::Explicit.min_mem(1, false), 8 << 20);
+    assert_eq!(Scenario::Alternate.min_mem(2, false), 8 << 20);
+    assert_eq!(Scenario::parse("alternate"), Some(Scenario::Alternate));
     assert_eq!(Scenario::from_u32(0), None);
     assert_eq!(Scenario::parse("sideways"), None);
     let line = "stress-result vcpu=3 ops=17 hash=0xdeadbeef pages=0";
