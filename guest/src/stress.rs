@@ -2,7 +2,7 @@
 //! own chunk of RAM, repeated until the host's deadline; every mismatch is fatal (a panic
 //! reports it through ReportFatalError and the host fails the run).
 //!
-//! Scenarios follow KVM's private_mem_conversions_test (reference/kvm-zap-path.md §4.1) with
+//! Scenarios follow KVM's private_mem_conversions_test selftest (tools/testing/selftests/kvm) with
 //! TDX's differences: pages converted to private come back zeroed and must be accepted, and
 //! QEMU discards the shared page on every conversion to private, so SYNC_PRIVATE expects the
 //! host to see zeroes where the selftest (which keeps the shared page) expects the old pattern.

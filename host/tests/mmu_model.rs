@@ -1,5 +1,5 @@
 //! proptest: random sequences of attribute changes, faults and zaps. After every step the
-//! DESIGN.md invariants hold and the MMU agrees with a flat reference model
+//! invariants of docs/model.md hold and the MMU agrees with a flat reference model
 //! (GFN → attribute, mapped in which root).
 
 use proptest::prelude::*;

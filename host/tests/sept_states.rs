@@ -1,4 +1,4 @@
-//! The S-EPT state machine against the transition table of reference/tdx-abi.md §7: every
+//! The S-EPT state machine against the TDX module 1.5 base spec's entry-state table: every
 //! operation on every state the emulated module keeps, each state reached by real SEAMCALLs.
 //!
 //! Where the reference lists only the allowed start states, the refusal status is our choice:

@@ -1,5 +1,5 @@
-//! The three zap policies' decision tables, row by row, as reference/kvm-zap-path.md §2.2
-//! states them, measured through the real zap path.
+//! The three zap policies' decision tables, row by row, as the TDX MMU series' history (v19,
+//! the review mail, the merged attribute filter) has them, measured through the real zap path.
 
 use tdxlab::kvm::{root_action, KvmGfnRange, RootAction, RootKind, ZapCaller, ZapPolicy};
 use tdxlab::zap_table::{measure, table, VmKind};

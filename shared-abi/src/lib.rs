@@ -1,7 +1,8 @@
 //! The protocol both sides of tdxlab speak, as typed Rust.
 //!
-//! Every value here comes from `shared/reference/tdx-abi.md` or `td-boot.md`, which cite the
-//! TDX module 1.5 source, Linux v6.16 and QEMU. The crate is `no_std` and allocation-free so
+//! Every value here comes from the TDX module 1.5 ABI specification and source, the GHCI
+//! specification, Linux v6.16 (`arch/x86/include/asm/shared/tdx.h`, `arch/x86/kvm/vmx/tdx.c`)
+//! and QEMU (`target/i386/kvm/tdx.c`, `hw/i386/tdvf*.c`). The crate is `no_std` and allocation-free so
 //! that the guest, the `tdcall` crate and the host all use the same definitions.
 #![no_std]
 #![forbid(unsafe_code)]

@@ -7,7 +7,7 @@ pub const CHUNK_BASE: u64 = 4 << 20;
 /// vCPU 0's measurement area at the top of RAM, when measuring.
 pub const MEASURE_AREA: u64 = 4 << 20;
 
-/// A stress scenario (reference/kvm-zap-path.md §4 for the first two).
+/// A stress scenario (the first two follow KVM's private_mem_conversions_test selftest).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
 #[repr(u32)]
 pub enum Scenario {

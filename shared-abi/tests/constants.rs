@@ -1,6 +1,6 @@
-//! Every constant that has a value in shared/reference/tdx-abi.md (and the layout values of
-//! td-boot.md), asserted against that value. The right-hand column is copied from the
-//! reference, not computed.
+//! Every constant that has a value in the TDX module 1.5 ABI and GHCI specifications (and the
+//! TDVF layout values), asserted against that value. The right-hand column is copied from the
+//! specifications, not computed.
 
 use shared_abi::convert::*;
 use shared_abi::doorbell::*;

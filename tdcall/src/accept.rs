@@ -1,6 +1,6 @@
 //! The accept loop: TDG.MEM.PAGE.ACCEPT over a range, largest page first.
 //!
-//! Where the guests in the field differ (reference/tdx-abi.md §2) and what we chose:
+//! Where the guests in the field (Linux, TDVF, td-shim) differ and what we chose:
 //! - Sizes: like Linux, try 1G, then 2M, then 4K by alignment and remaining length. Module 1.5
 //!   answers a 1G request with OPERAND_INVALID; we then stop trying 1G for the rest of the call
 //!   instead of paying that failure once per GiB (Linux pays it every time).

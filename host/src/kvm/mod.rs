@@ -221,7 +221,7 @@ impl Kvm {
         self.inval.seq.load(Acquire)
     }
 
-    /// Check the DESIGN.md invariants 1 and 2 over every leaf; returns a description of
+    /// Check invariants 1 and 2 (docs/model.md) over every leaf; returns a description of
     /// each violation.
     pub fn check_invariants(&self) -> Vec<String> {
         let _r = self.mmu_lock.read().unwrap_or_else(|e| e.into_inner());

@@ -3,7 +3,7 @@
 //! Entries are atomics so that faults can install leaves under `mmu_lock` held for read,
 //! as KVM does (`tdp_mmu_set_spte_atomic`); zaps run with the lock held for write. Child
 //! tables are linked by address, like a real EPT, and are freed only when the root is
-//! dropped: KVM zaps leaves, not page tables, while a TD runs (reference/kvm-zap-path.md §3).
+//! dropped: KVM zaps leaves, not page tables, while a TD runs (`arch/x86/kvm/mmu/tdp_mmu.c`).
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 

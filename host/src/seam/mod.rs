@@ -1,7 +1,7 @@
 //! The TDX module (SEAM): TD state, the Secure EPT and its entry states, TLB epochs, the
 //! SEAMCALLs the hypervisor uses and the TDCALLs the guest uses.
 //!
-//! Everything here follows TDX module 1.5 as summarised in reference/tdx-abi.md §2–§7. Private
+//! Everything here follows the TDX module 1.5 ABI and base specifications (Intel). Private
 //! page contents live behind [`PrivateMem`]: the hypervisor and VMM roles never read them.
 
 mod epoch;

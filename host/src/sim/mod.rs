@@ -160,7 +160,7 @@ impl World {
         }
     }
 
-    /// Run the DESIGN.md invariants now; returns the violations.
+    /// Run the invariants (docs/model.md) now; returns the violations.
     pub fn check_invariants(&self) -> Vec<String> {
         let mut bad = self.kvm.check_invariants();
         let freed = self.seam.stats.tables_freed_while_runnable.load(Relaxed);

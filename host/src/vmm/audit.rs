@@ -1,4 +1,4 @@
-//! The end-of-run audit: with every vCPU stopped, check DESIGN.md's invariants over the whole
+//! The end-of-run audit: with every vCPU stopped, check the invariants (docs/model.md) over the whole
 //! TD. Each finding is a leak (private data where the host can see it) or a lost guarantee.
 
 use super::Backing;

@@ -4,7 +4,7 @@
 //! Memory: a memfd backs the private alias `[0, mem)`, another the shared alias
 //! `[0 | shared bit, mem | shared bit)` (see `backing`; the shared bit is GPAW − 1, from the
 //! host's MAXPHYADDR or `--gpaw`), and a mapping of the image the firmware window
-//! `[4 GiB − image, 4 GiB)`. The image is loaded as QEMU loads it (td-boot.md §2), the TD HOB
+//! `[4 GiB − image, 4 GiB)`. The image is loaded as QEMU loads it (`hw/i386/tdvf.c`), the TD HOB
 //! built as QEMU builds it plus tdxlab's emulation HOB (`td_setup`), every vCPU started at
 //! 0xFFFFFFF0 in the TD start state, and each vCPU thread (`vcpu`) serves its exits: TDCALLs
 //! through the doorbell, EPT violations, #VE (`ve`). This file sets the TD up and runs it.
@@ -191,7 +191,7 @@ pub struct RunReport {
     /// Injected events by name (retry, busy, host_invalidate) and the accepts that got
     /// PAGE_SIZE_MISMATCH.
     pub injected: BTreeMap<String, u64>,
-    /// What the end-of-run audit found: each a violated DESIGN.md invariant (a leak or a
+    /// What the end-of-run audit found: each a violated invariant (docs/model.md) (a leak or a
     /// lost guarantee). Empty on a clean run.
     pub audit: Vec<String>,
     /// VMAs the two memslot views of RAM span at the end of the run: 2 whatever the guest

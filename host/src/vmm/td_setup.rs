@@ -15,7 +15,7 @@ use shared_abi::td::{TDX_SIGNATURE_EBX, TDX_SIGNATURE_ECX, TDX_SIGNATURE_EDX};
 /// The local APIC's base address (x2APIC mode is enabled on top of it).
 const APIC_BASE: u64 = 0xFEE0_0000;
 
-/// QEMU's TD HOB (td-boot.md §3) plus tdxlab's emulation HOB.
+/// QEMU's TD HOB (`hw/i386/tdvf-hob.c`) plus tdxlab's emulation HOB.
 pub(super) fn build_td_hob(
     base: u64,
     size: u64,
@@ -85,7 +85,7 @@ pub(super) fn td_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
     CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
 }
 
-/// A vCPU in the TD start state (td-boot.md §4).
+/// A vCPU in the TD start state (the TDX module's initial vCPU state, as TDVF expects it).
 pub(super) fn create_vcpu(
     vm: &VmFd,
     index: u32,

@@ -178,7 +178,7 @@ impl FaultService<'_> {
         pending.get(&fault)?.first().map(|(i, _)| *i)
     }
 
-    /// DESIGN.md's EPT violation for a page the guest touched: shared → KVM's fault path
+    /// The EPT violation for a page the guest touched (docs/emulation.md): shared → KVM's fault path
     /// installs the direct leaf (and maps the page), converting implicitly on an attribute
     /// mismatch unless --strict; private → a MAPPED page is mapped again (counted: the host
     /// should never have lost it), a PENDING one is "access before accept" (the TD has

@@ -1,5 +1,6 @@
 //! Layouts the host's loader writes and the guest parses: the OVMF GUIDed table, the TDVF
-//! descriptor and sections, and the TD HOB list (reference/td-boot.md §1–3).
+//! descriptor and sections, and the TD HOB list (Intel's TDVF design guide; QEMU's
+//! `hw/i386/tdvf.c` and `tdvf-hob.c`).
 //!
 //! Parsers take byte slices and never panic on malformed input; writers fill caller buffers.
 
