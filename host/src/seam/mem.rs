@@ -19,6 +19,12 @@ pub trait PrivateMem: Send + Sync {
     fn map(&self, _gpa: Gpa, _hpa: Hpa, _pages: u64) -> Result<(), String> {
         Ok(())
     }
+    /// The S-EPT leaf for `pages` frames at `gpa` was blocked: the CPU may create no new
+    /// translation through it. Where the CPU is a real KVM VM, take the pages away (which
+    /// also flushes its TLBs, more than BLOCK alone does). Called under the module's lock.
+    fn unmap(&self, _gpa: Gpa, _pages: u64) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// In-process private memory for the simulator: frames of atomic words, so racing simulated

@@ -76,7 +76,8 @@ pub struct SeamStats {
     pub accept_size_mismatch: AtomicU64,
     /// TDG.MEM.PAGE.ACCEPTs answered OPERAND_BUSY by fault injection.
     pub accept_busy_injected: AtomicU64,
-    /// Pages the host failed to make reachable when they became MAPPED (must stay 0).
+    /// Pages the host failed to make reachable when they became MAPPED, or unreachable when
+    /// blocked (must stay 0).
     pub map_failures: AtomicU64,
 }
 
@@ -216,6 +217,15 @@ impl TdxModule {
         }
     }
 
+    /// A leaf was just blocked: the CPU loses the pages (the caller holds the module's lock);
+    /// a host failure is counted and logged like [`Self::map_for_cpu`]'s.
+    fn unmap_for_cpu(&self, gpa: Gpa, pages: u64) {
+        if let Err(e) = self.mem.unmap(gpa, pages) {
+            self.stats.map_failures.fetch_add(1, Relaxed);
+            tracing::error!(target: "seam", gpa = %gpa, pages, "unmapping a blocked page failed: {e}");
+        }
+    }
+
     /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
     /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
     /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
@@ -273,6 +283,9 @@ impl TdxModule {
         let m = g.sept.entry_mut(gpa, level);
         m.state = next;
         m.bepoch = bepoch;
+        if e.state == SeptState::Mapped {
+            self.unmap_for_cpu(gpa, 1 << (9 * level as u32));
+        }
         self.stats.block.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
         Ok(())
@@ -293,6 +306,9 @@ impl TdxModule {
             return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
         }
         g.sept.entry_mut(gpa, level).state = next;
+        if next == SeptState::Mapped {
+            self.map_for_cpu(gpa, e.hpa, 1 << (9 * level as u32));
+        }
         self.stats.unblock.fetch_add(1, Relaxed);
         Ok(())
     }
@@ -364,6 +380,10 @@ impl TdxModule {
         };
         Self::require_blocked_tracked(&g, &e, level)?;
         g.sept.demote(gpa, e.hpa, child);
+        if child == SeptState::Mapped {
+            // 512 present 4K leaves: the CPU reaches the pages again (BLOCK took them away).
+            self.map_for_cpu(gpa, e.hpa, 512);
+        }
         self.stats.demote.fetch_add(1, Relaxed);
         Ok(())
     }

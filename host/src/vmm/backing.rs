@@ -179,8 +179,8 @@ impl Backing {
 
     /// Let the guest reach `[off, off + len)`: give every hole a zeroed page (`fallocate`,
     /// which keeps existing contents), then install the slot view's entries
-    /// (`UFFDIO_CONTINUE`), waking any thread that faulted there. Pages already mapped are
-    /// left as they are.
+    /// (`UFFDIO_CONTINUE`, without waking anyone: see [`Backing::wake`]). Pages already
+    /// mapped are left as they are.
     pub fn map(&self, off: u64, len: u64) -> Result<(), BackingError> {
         self.check("UFFDIO_CONTINUE", off, len)?;
         // SAFETY: fallocate on our own memfd, inside its size.
@@ -199,7 +199,13 @@ impl Backing {
         while at < off + len {
             // SAFETY: [at, off + len) lies inside the registered slot view (checked above).
             let start = unsafe { self.slot.add(at as usize) } as *mut libc::c_void;
-            match self.uffd.r#continue(start, (off + len - at) as usize, true) {
+            // DONTWAKE: the fault service wakes a waiting vCPU itself, once it has put it
+            // back into the TD (a vCPU woken earlier could fault again while still counted
+            // outside, and a kicker on PVM could then wait for it forever).
+            match self
+                .uffd
+                .r#continue(start, (off + len - at) as usize, false)
+            {
                 Ok(n) if n > 0 => at += n,
                 Ok(_) => {
                     return Err(self.error(

@@ -90,6 +90,9 @@ impl PrivateMem for KvmPrivateMem {
         }
         self.0.map(gpa.0, pages * 4096).map_err(|e| e.to_string())
     }
+    fn unmap(&self, gpa: Gpa, pages: u64) -> Result<(), String> {
+        self.0.unmap(gpa.0, pages * 4096).map_err(|e| e.to_string())
+    }
 }
 
 /// Per-vCPU state a kicker and the fault service need.
