@@ -137,8 +137,9 @@ STRESS_SECONDS=2
 cat > "$IR/init" <<EOF
 #!/bin/busybox sh
 # tdxlab's stock-KVM lane, inside the nested VM: each command's exit code on one line.
+# (The initramfs is the writable root; no tmpfs over /tmp, where tdxlab may live.)
 /bin/busybox --install -s /bin
-mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev; mount -t tmpfs tmp /tmp
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 insmod /lib/modules/irqbypass.ko && insmod /lib/modules/kvm.ko && insmod /lib/modules/kvm-amd.ko npt=1
 echo "LANE-HOST kvm_amd npt=\$(cat /sys/module/kvm_amd/parameters/npt) \$(grep -m1 'address sizes' /proc/cpuinfo)"
 # QEMU's TCG restores CR0 before CR4/EFER on #VMEXIT and loses paging with the TD start state
