@@ -14,7 +14,7 @@
 # finish. Widths run in parallel (single-threaded TCG uses one host core each).
 #
 # --soak SECONDS adds the long checks (not run by CI): a 4-vCPU random stress of that length
-# with injection on, and the alternating-pages scenario over 2 GiB of RAM. --keep leaves the
+# with injection on, the alternating-pages scenario over 2 GiB of RAM, and `bench convert`. --keep leaves the
 # initramfs (the per-width logs always stay in the work folder).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -154,6 +154,7 @@ lane() { # NAME COMMAND...: run it, print its output and one result line
   echo "LANE-RESULT \$name rc=\$rc"
 }
 lane caps \$T caps
+lane bench-doorbell \$T bench doorbell; sed 's/^/LANE-BENCH /' /tmp/out
 for v in 1 2 4; do lane run-\${v}vcpu \$T run --vcpus \$v --timeout 120; done
 for s in explicit punch-hole implicit boundary random alternate; do
   lane stress-\$s \$T stress --scenario \$s --vcpus 2 --seconds $STRESS_SECONDS --timeout 300
@@ -166,6 +167,7 @@ if [ $SOAK -gt 0 ]; then
   grep -E 'PASSED|FAILED|conversions  |pages converted|mismatches|audit|injected' /tmp/out | sed 's/^/LANE-SOAK /'
   lane alternate-2G \$T stress --scenario alternate --vcpus 4 --mem 2G --no-measure --timeout 3000
   grep -E 'PASSED|FAILED|conversions  |audit' /tmp/out | sed 's/^/LANE-SOAK /'
+  lane bench-convert \$T bench convert; sed 's/^/LANE-BENCH /' /tmp/out
 fi
 for t in $LANE_TESTS; do
   cd /tmp; lane test-\$t /tests/\$t --test-threads=2
@@ -204,7 +206,7 @@ for b in $PHYS_BITS; do
   step "phys-bits=$b: $(grep -m1 '^LANE-HOST' "$log" | cut -d' ' -f2- || echo 'no host line')"
   failed=$(grep '^LANE-RESULT' "$log" | grep -v 'rc=0$' || true)
   passed=$(grep -c '^LANE-RESULT .* rc=0$' "$log" || true)
-  grep '^LANE-TESTS\|^LANE-SOAK' "$log" | sed 's/^LANE-[A-Z]* /  /' || true
+  grep '^LANE-TESTS\|^LANE-SOAK\|^LANE-BENCH' "$log" | sed 's/^LANE-[A-Z]* /  /' || true
   if ! grep -q '^LANE-DONE' "$log"; then
     echo "  FAILED: the boot did not finish (see $log)"; tail -n 30 "$log" | sed 's/^/  | /'; status=1
   elif [ -n "$failed" ]; then
