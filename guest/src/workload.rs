@@ -198,6 +198,10 @@ pub fn median(samples: &mut [u64]) -> u64 {
 }
 
 /// The doorbell floor: median cycles of a null TDCALL (TDG.VP.INFO), one per sample slot.
+/// Never inlined: where KVM emulates guest instructions (PVM), the cost of the same loop
+/// moved by 50% with where the compiler placed an inlined copy; one copy for every caller
+/// keeps `bench doorbell` and the stress measurements comparable.
+#[inline(never)]
 pub fn null_tdcall_cycles(samples: &mut [u64]) -> u64 {
     let mut tdx = crate::bare::tdx();
     for x in samples.iter_mut() {

@@ -166,6 +166,11 @@ pub struct RunReport {
     /// EPT-violation exits on private pages that were already accepted (MAPPED): pages the
     /// host failed to map. Must stay 0.
     pub exits_on_mapped_private: u64,
+    /// Guest-memory faults the host read from the userfaultfd (a guest touch of a page it
+    /// could not reach yet; duplicates included).
+    pub memory_faults: u64,
+    /// Pages the fault service ran through the EPT-violation path.
+    pub memory_faults_served: u64,
     /// MapGPA RETRYs the host injected.
     pub map_gpa_retries_injected: u64,
     /// Host checks (SYNC_SHARED / SYNC_PRIVATE) served.
@@ -575,6 +580,8 @@ pub fn run_with_progress(
         kicks: backend.kicks.load(Relaxed),
         ves_injected: counters.ves.load(Relaxed),
         exits_on_mapped_private: counters.exits_on_mapped.load(Relaxed),
+        memory_faults: counters.memory_faults.load(Relaxed),
+        memory_faults_served: counters.memory_faults_served.load(Relaxed),
         map_gpa_retries_injected: vmm.inject.retries.load(Relaxed),
         host_checks: vmm.host_checks.load(Relaxed),
         host_check_mismatches: vmm.host_check_mismatches.load(Relaxed),

@@ -113,6 +113,7 @@ impl FaultService<'_> {
 
     /// Record a fault: mark its vCPU as out of the TD, and queue the page unless it is queued.
     fn queue(&self, addr: u64, tid: i32, tx: &Sender<Fault>) {
+        self.counters.memory_faults.fetch_add(1, Relaxed);
         let fault = if let Some(off) = self.backend.private.slot_offset(addr) {
             Fault {
                 alias: Alias::Private,
@@ -158,6 +159,7 @@ impl FaultService<'_> {
                     .unwrap_or_default()
             };
             let first_vcpu = self.pending_vcpu(fault);
+            self.counters.memory_faults_served.fetch_add(1, Relaxed);
             match self.ept_violation(fault, first_vcpu) {
                 Ok(()) => {
                     for (i, run) in waiters(self) {

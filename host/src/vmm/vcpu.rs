@@ -16,6 +16,10 @@ use std::sync::Mutex;
 #[derive(Default)]
 pub(super) struct Counters {
     pub(super) exits_on_mapped: AtomicU64,
+    /// Guest-memory faults read from the userfaultfd (duplicates included).
+    pub(super) memory_faults: AtomicU64,
+    /// Pages the fault service served (each queued page once).
+    pub(super) memory_faults_served: AtomicU64,
     pub(super) ves: AtomicU64,
     pub(super) tdcalls: Mutex<BTreeMap<&'static str, u64>>,
     pub(super) tdvmcalls: Mutex<BTreeMap<&'static str, u64>>,
