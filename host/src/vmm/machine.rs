@@ -381,7 +381,10 @@ pub fn run_with_progress(
     seam.tdh_mr_finalize()
         .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
 
-    vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), on_kick).ok();
+    // Kicks are SIGRTMIN to a vCPU thread; without the (empty) handler the signal's default
+    // action would kill the process, so a handler that cannot be installed stops here.
+    vmm_sys_util::signal::register_signal_handler(vmm_sys_util::signal::SIGRTMIN(), on_kick)
+        .context("installing the SIGRTMIN handler that kicks vCPUs out of KVM_RUN")?;
     let counters = Counters::default();
     let boot_at = Instant::now();
     let first_line = Arc::new(Mutex::new(None::<Instant>));
