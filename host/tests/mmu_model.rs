@@ -230,14 +230,7 @@ fn attributes_store_runs_minimally() {
 
 #[test]
 fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
-    let seam = TdxModule::runnable(
-        TdParams {
-            gpaw: Gpaw::GPAW_48,
-            attributes: 0,
-            num_vcpus: 1,
-        },
-        Arc::new(SimPrivateMem::new(1024)),
-    );
+    let seam = td_module(1024);
     let mut cfg = KvmConfig::td(1024, Gpaw::GPAW_48);
     cfg.private_max_level = PageLevel::Size2M;
     let kvm = Kvm::new(cfg, Some(seam.clone()), Arc::new(NullBackend));
@@ -268,9 +261,22 @@ fn a_huge_fault_over_an_existing_table_maps_4k_below_it() {
     );
 }
 
-/// Records what the MMU asks of the backend.
+/// A runnable TD of `pages` at GPAW 48 (no vCPU inside).
+fn td_module(pages: u64) -> Arc<TdxModule> {
+    TdxModule::runnable(
+        TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        },
+        Arc::new(SimPrivateMem::new(pages)),
+    )
+}
+
+/// Records what the MMU asks of the backend; with `fail`, every mapping call fails (a host
+/// out of mappings, say).
 #[derive(Default)]
-struct Recorder(std::sync::Mutex<Vec<(u64, u64, bool)>>);
+struct Recorder(std::sync::Mutex<Vec<(u64, u64, bool)>>, bool);
 
 impl tdxlab::kvm::Backend for Recorder {
     fn set_accessible(
@@ -280,6 +286,11 @@ impl tdxlab::kvm::Backend for Recorder {
         n: u64,
         accessible: bool,
     ) -> Result<(), tdxlab::kvm::BackendError> {
+        if self.1 {
+            return Err(tdxlab::kvm::BackendError(format!(
+                "mapping gfn {gfn:#x}: ENOMEM"
+            )));
+        }
         if alias == tdxlab::kvm::Alias::Shared {
             self.0.lock().unwrap().push((gfn, n, accessible));
         }
@@ -301,14 +312,7 @@ impl tdxlab::kvm::Backend for Recorder {
 
 #[test]
 fn adjacent_shared_zaps_reach_the_backend_as_one_range() {
-    let seam = TdxModule::runnable(
-        TdParams {
-            gpaw: Gpaw::GPAW_48,
-            attributes: 0,
-            num_vcpus: 1,
-        },
-        Arc::new(SimPrivateMem::new(64)),
-    );
+    let seam = td_module(64);
     let rec = Arc::new(Recorder::default());
     let kvm = Kvm::new(KvmConfig::td(64, Gpaw::GPAW_48), Some(seam), rec.clone());
     kvm.kvm_vm_set_mem_attributes(0, 64, MemoryAttributes::SHARED)
@@ -324,48 +328,13 @@ fn adjacent_shared_zaps_reach_the_backend_as_one_range() {
     assert_eq!(*rec.0.lock().unwrap(), vec![(8, 8, false), (20, 2, false)]);
 }
 
-/// A backend whose guest-memory calls fail (a host out of mappings, say).
-struct Failing;
-
-impl tdxlab::kvm::Backend for Failing {
-    fn set_accessible(
-        &self,
-        _: tdxlab::kvm::Alias,
-        gfn: u64,
-        _: u64,
-        _: bool,
-    ) -> Result<(), tdxlab::kvm::BackendError> {
-        Err(tdxlab::kvm::BackendError(format!(
-            "mapping gfn {gfn:#x}: ENOMEM"
-        )))
-    }
-    fn discard(
-        &self,
-        _: tdxlab::kvm::Alias,
-        _: u64,
-        _: u64,
-    ) -> Result<(), tdxlab::kvm::BackendError> {
-        Ok(())
-    }
-    fn kick_all_vcpus(&self, _: bool) {}
-    fn shared_pfn(&self, gfn: u64) -> u64 {
-        gfn
-    }
-}
-
 #[test]
 fn a_failing_backend_bugs_the_vm_instead_of_panicking() {
     let mut cfg = KvmConfig::td(64, Gpaw::GPAW_48);
     cfg.root_order = vec![RootKind::Direct, RootKind::Mirror];
-    let seam = TdxModule::runnable(
-        TdParams {
-            gpaw: Gpaw::GPAW_48,
-            attributes: 0,
-            num_vcpus: 1,
-        },
-        Arc::new(SimPrivateMem::new(64)),
-    );
-    let kvm = Kvm::new(cfg, Some(seam), Arc::new(Failing));
+    let seam = td_module(64);
+    let failing = Recorder(Default::default(), true);
+    let kvm = Kvm::new(cfg, Some(seam), Arc::new(failing));
     kvm.kvm_vm_set_mem_attributes(0, 4, MemoryAttributes::SHARED)
         .unwrap();
     let shared = Gpaw::GPAW_48.to_shared(Gpa(0x1000));

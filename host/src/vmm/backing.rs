@@ -167,6 +167,21 @@ impl Backing {
         }
     }
 
+    /// A libc call's result (0 or -1 with errno) as this backing's error for `[off, off+len)`.
+    fn os_result(
+        &self,
+        r: libc::c_int,
+        call: &'static str,
+        off: u64,
+        len: u64,
+    ) -> Result<(), BackingError> {
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(self.error(call, off, len, io::Error::last_os_error()))
+        }
+    }
+
     fn error(&self, call: &'static str, off: u64, len: u64, source: io::Error) -> BackingError {
         BackingError {
             call,
@@ -192,9 +207,7 @@ impl Backing {
                 len as libc::off_t,
             )
         };
-        if r != 0 {
-            return Err(self.error("fallocate", off, len, io::Error::last_os_error()));
-        }
+        self.os_result(r, "fallocate", off, len)?;
         let mut at = off;
         while at < off + len {
             // SAFETY: [at, off + len) lies inside the registered slot view (checked above).
@@ -238,15 +251,7 @@ impl Backing {
                 libc::MADV_DONTNEED,
             )
         };
-        if r != 0 {
-            return Err(self.error(
-                "madvise(MADV_DONTNEED)",
-                off,
-                len,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        self.os_result(r, "madvise(MADV_DONTNEED)", off, len)
     }
 
     /// Wake the threads waiting on a fault in `[off, off + len)`: they touch the page again
@@ -269,9 +274,7 @@ impl Backing {
         // SAFETY: the whole slot mapping, which we own.
         let r =
             unsafe { libc::mprotect(self.slot as *mut libc::c_void, self.len, libc::PROT_NONE) };
-        if r != 0 {
-            return Err(self.error("mprotect(PROT_NONE)", 0, len, io::Error::last_os_error()));
-        }
+        self.os_result(r, "mprotect(PROT_NONE)", 0, len)?;
         self.wake(0, len)
     }
 
@@ -288,15 +291,7 @@ impl Backing {
                 len as libc::off_t,
             )
         };
-        if r != 0 {
-            return Err(self.error(
-                "fallocate(PUNCH_HOLE)",
-                off,
-                len,
-                io::Error::last_os_error(),
-            ));
-        }
-        Ok(())
+        self.os_result(r, "fallocate(PUNCH_HOLE)", off, len)
     }
 
     fn in_bounds(&self, off: u64, len: usize) -> bool {
