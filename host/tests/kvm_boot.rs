@@ -246,6 +246,12 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
         "{err}"
     );
     assert!(err.contains(", vCPU 1 at RIP 0x"), "{err}");
+    // Every vCPU was stopped somewhere in the guest's code (the firmware window below 4 GiB),
+    // not reported as RIP 0 (a vCPU whose RIP the host never read).
+    assert!(
+        !err.contains("at RIP 0x0,") && !err.contains("at RIP 0x0)"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -180,11 +180,11 @@ impl FaultService<'_> {
         pending.get(&fault)?.first().map(|(i, _)| *i)
     }
 
-    /// The EPT violation for a page the guest touched (docs/emulation.md): shared → KVM's fault path
-    /// installs the direct leaf (and maps the page), converting implicitly on an attribute
-    /// mismatch unless --strict; private → a MAPPED page is mapped again (counted: the host
-    /// should never have lost it), a PENDING one is "access before accept" (the TD has
-    /// SEPT_VE_DISABLE), a FREE one is AUGed first, a BLOCKED one waits for its removal.
+    /// The EPT violation for a page the guest touched (docs/emulation.md): shared → KVM's
+    /// fault path installs the direct leaf (and maps the page), converting implicitly on an
+    /// attribute mismatch unless --strict; private → a MAPPED page is mapped again (counted:
+    /// the host should never have lost it), a PENDING one is "access before accept" (the TD
+    /// has SEPT_VE_DISABLE), a FREE one is AUGed first, a BLOCKED one waits for its removal.
     fn ept_violation(&self, fault: Fault, vcpu: Option<u32>) -> Result<(), Refusal> {
         let kvm = self.vmm.kvm();
         let gpaw = kvm.config().gpaw;

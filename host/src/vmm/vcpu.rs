@@ -59,6 +59,9 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         // Guest memory was fenced to stop the TD: whatever this vCPU ran into after that
         // (EFAULT, an MMIO exit, a fault PVM turned into a triple fault) is the fence's doing.
         if ctx.backend.fenced.load(SeqCst) {
+            drop(result);
+            ctl.stopped_rip
+                .store(vcpu.get_regs().map(|r| r.rip).unwrap_or(0), SeqCst);
             return;
         }
         let exit = match result {
