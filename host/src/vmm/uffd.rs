@@ -129,6 +129,10 @@ impl FaultService<'_> {
                 "a userfaultfd fault at {addr:#x}, outside guest memory"
             ));
         };
+        // A stale event (PVM repeats a fault's event while a signal is pending) can mark a
+        // vCPU that already runs again as outside the TD until the server resumes it. That
+        // only makes the model's epoch accounting early: the page a removal takes was
+        // already unmapped (and KVM's TLBs flushed) at BLOCK.
         let waiter = self.backend.vcpu_of_tid(tid).and_then(|i| {
             self.backend.vcpus[i as usize]
                 .fault_exit(self.seam, i)
