@@ -8,14 +8,7 @@ use shared_abi::td::VpInfo;
 use shared_abi::{Gpa, GpaRange};
 use tdcall::HostCheck;
 
-/// Each vCPU's region starts here, `STRIDE` apart.
-pub const REGION_BASE: u64 = 4 << 20;
-/// Distance between vCPU regions.
-pub const STRIDE: u64 = 4 << 20;
-/// Region size: one 2 MiB block plus one page, so accept uses both sizes.
-pub const REGION: u64 = (2 << 20) + 4096;
-/// Pages converted to shared and back.
-pub const CONVERT_PAGES: u64 = 16;
+pub use shared_abi::workload::{CONVERT_PAGES, REGION, REGION_BASE, STRIDE};
 /// Where the guest page tables map the shared alias.
 pub const SHARED_WINDOW: u64 = 0xFFFF_8000_0000_0000;
 

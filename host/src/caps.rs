@@ -178,9 +178,9 @@ pub fn probe() -> HostCaps {
 pub fn run(json: bool) -> anyhow::Result<u8> {
     let caps = probe();
     if json {
-        println!("{}", serde_json::to_string_pretty(&caps)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&caps)?)?;
     } else {
-        print!("{}", render(&caps));
+        crate::output::write_str(&render(&caps))?;
     }
     if caps.problems.is_empty() {
         Ok(EXIT_OK)

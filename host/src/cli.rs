@@ -74,10 +74,10 @@ enum Command {
         #[arg(long)]
         image: Option<std::path::PathBuf>,
         /// vCPUs.
-        #[arg(long, default_value_t = 2)]
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::pack::MAX_VCPUS as i64))]
         vcpus: u32,
-        /// Guest RAM, e.g. 256M or 1G.
-        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
+        #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
         mem: u64,
         /// Zap semantics of the MMU model.
         #[arg(long, value_enum, default_value_t = crate::kvm::ZapPolicy::Filter)]
@@ -89,7 +89,7 @@ enum Command {
         #[arg(long)]
         trace: bool,
         /// Stop the TD after this many seconds.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
         timeout: u64,
         /// Write the JSON report here.
         #[arg(long)]
@@ -101,10 +101,6 @@ enum Command {
         /// Accept all RAM at boot (instead of lazily) and report how long it took.
         #[arg(long)]
         accept_all: bool,
-        /// Test-only hook: the host leaks a private byte into shared memory before each
-        /// SYNC_PRIVATE host check (the run must fail).
-        #[arg(long, hide = true)]
-        test_plant_leak: bool,
         /// Probability that the host answers a MapGPA chunk with RETRY after part of it
         /// (fault injection: the guest's RETRY loop must resume from R11).
         #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
@@ -123,8 +119,8 @@ enum Command {
         /// vCPUs.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
         vcpus: u32,
-        /// Guest RAM, e.g. 256M or 1G.
-        #[arg(long, default_value = "256M", value_parser = parse_size)]
+        /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
+        #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
         mem: u64,
         /// How long the scenario repeats (at least one pass).
         #[arg(long, default_value_t = 10.0, value_parser = parse_seconds)]
@@ -153,7 +149,7 @@ enum Command {
         #[arg(long, value_parser = parse_gpaw)]
         gpaw: Option<u8>,
         /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
-        #[arg(long)]
+        #[arg(long, value_parser = parse_timeout)]
         timeout: Option<u64>,
         /// Write the JSON report here.
         #[arg(long)]
@@ -161,10 +157,6 @@ enum Command {
         /// Print every kernel/module step as a tree (very verbose).
         #[arg(long)]
         trace: bool,
-        /// Test-only hook: the host leaks a private byte into shared memory before each
-        /// SYNC_PRIVATE host check (the run must fail).
-        #[arg(long, hide = true)]
-        test_plant_leak: bool,
     },
     /// Benchmarks of the emulated TD.
     Bench {
@@ -207,6 +199,7 @@ enum BenchCommand {
 
 /// Parse `std::env::args` and run.
 pub fn main() -> ExitCode {
+    crate::vmm::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),
@@ -235,7 +228,6 @@ pub fn main() -> ExitCode {
             timeout,
             report,
             trace,
-            test_plant_leak,
             gpaw,
         } => {
             if trace {
@@ -259,10 +251,13 @@ pub fn main() -> ExitCode {
                         inject,
                         no_measure,
                         timeout: timeout.map(std::time::Duration::from_secs),
-                        plant_leak: test_plant_leak,
+                        plant_leak: plant_leak_requested(),
                         gpaw,
                     };
-                    crate::stress::main(&args, report.as_deref())
+                    match open_report(report.as_deref()) {
+                        Ok(report) => crate::stress::main(&args, report),
+                        Err(code) => return code,
+                    }
                 }
             }
         }
@@ -277,13 +272,25 @@ pub fn main() -> ExitCode {
             report,
             misbehave,
             accept_all,
-            test_plant_leak,
             inject_retry,
             gpaw,
         } => {
             if trace {
                 init_trace();
             }
+            let need = shared_abi::workload::min_mem(vcpus);
+            if image.is_none() && mem < need {
+                eprintln!(
+                    "tdxlab: --mem {} MiB is too small for {vcpus} vCPUs of the default workload (needs {} MiB)",
+                    mem >> 20,
+                    need.div_ceil(2 << 20) * 2
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
+            let report = match open_report(report.as_deref()) {
+                Ok(r) => r,
+                Err(code) => return code,
+            };
             let image = match image {
                 Some(p) => crate::image::read_image(&p),
                 None => Ok(crate::GUEST_IMAGE.to_vec()),
@@ -312,16 +319,19 @@ pub fn main() -> ExitCode {
                         0
                     },
                     workload: crate::pack::WORKLOAD_DEFAULT,
-                    plant_leak: test_plant_leak,
+                    plant_leak: plant_leak_requested(),
                     inject: crate::vmm::machine::InjectConfig {
                         retry: inject_retry,
                         ..Default::default()
                     },
                     stress: None,
-                    echo: true,
+                    // `--report -` owns stdout: the console is not echoed there.
+                    echo: !report
+                        .as_ref()
+                        .is_some_and(crate::output::Report::is_stdout),
                     gpaw,
                 };
-                run_td(&cfg, report.as_deref())
+                run_td(&cfg, report)
             })
         }
         Command::Sim {
@@ -339,6 +349,16 @@ pub fn main() -> ExitCode {
             if trace {
                 init_trace();
             }
+            let pages = vcpus as u64 * region_pages;
+            if pages > crate::sim::MAX_PAGES {
+                eprintln!(
+                    "tdxlab: --vcpus {vcpus} x --region-pages {region_pages} is {pages} pages ({} MiB); the simulator holds at most {} ({} MiB)",
+                    pages >> 8,
+                    crate::sim::MAX_PAGES,
+                    crate::sim::MAX_PAGES >> 8
+                );
+                return ExitCode::from(EXIT_USAGE);
+            }
             let cfg = crate::sim::SimConfig {
                 vcpus,
                 ops,
@@ -355,6 +375,13 @@ pub fn main() -> ExitCode {
     };
     match result {
         Ok(code) => ExitCode::from(code),
+        // The reader of stdout went away: end quietly, as coreutils do.
+        Err(e)
+            if e.downcast_ref::<crate::output::OutputError>()
+                .is_some_and(|o| o.is_closed_pipe()) =>
+        {
+            ExitCode::from(crate::output::EXIT_PIPE)
+        }
         Err(e) => {
             eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
             ExitCode::from(EXIT_HOST)
@@ -393,14 +420,33 @@ fn usage_error(e: clap::Error) -> ExitCode {
 
 pub use crate::trace::init as init_trace;
 
+/// Test-only switch (environment, never a flag, so that `--help` and normal use never see
+/// it): `TDXLAB_TEST_PLANT_LEAK=1` makes the host leak a private byte into shared memory
+/// before each SYNC_PRIVATE host check, and the run must fail.
+pub const TEST_PLANT_LEAK_ENV: &str = "TDXLAB_TEST_PLANT_LEAK";
+
+fn plant_leak_requested() -> bool {
+    std::env::var_os(TEST_PLANT_LEAK_ENV).is_some_and(|v| v == "1")
+}
+
+/// `--report PATH` opened now; a path that cannot be written is a usage error (exit 2).
+fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::Report>, ExitCode> {
+    match path.map(crate::output::Report::open).transpose() {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            eprintln!("tdxlab: {e}");
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
 fn run_td(
     cfg: &crate::vmm::machine::RunConfig,
-    report: Option<&std::path::Path>,
+    report: Option<crate::output::Report>,
 ) -> anyhow::Result<u8> {
     let r = crate::vmm::machine::run(cfg)?;
-    if let Some(p) = report {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?)
-            .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", p.display()))?;
+    if let Some(report) = report {
+        report.write(&r)?;
     }
     eprintln!(
         "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
@@ -413,8 +459,12 @@ fn run_td(
         r.tdcalls.values().sum::<u64>(),
         r.elapsed_s
     );
+    if r.stdout_closed {
+        return Ok(crate::output::EXIT_PIPE);
+    }
     Ok(match (r.exit.kind, r.exit.code) {
         ("guest", 0) => EXIT_OK,
+        ("interrupted", sig) => 128 + sig as u8,
         ("timeout", _) => EXIT_TIMEOUT,
         ("host_error", _) => EXIT_HOST,
         _ => EXIT_GUEST,
@@ -444,6 +494,28 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("'{s}' is not a size (use e.g. 256M or 1G)"))
+}
+
+/// A timeout: whole seconds, at least 1 (0 would stop the TD before it boots).
+fn parse_timeout(s: &str) -> Result<u64, String> {
+    s.parse::<u64>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .ok_or_else(|| format!("'{s}' is not a number of seconds of at least 1"))
+}
+
+/// A TD's RAM: a size that is a multiple of 2 MiB within what the host lays out.
+fn parse_td_mem(s: &str) -> Result<u64, String> {
+    use crate::vmm::machine::{MAX_MEM, MIN_MEM};
+    let v = parse_size(s)?;
+    if v % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&v) {
+        return Err(format!(
+            "'{s}' is not a multiple of 2 MiB from {} MiB to {} MiB",
+            MIN_MEM >> 20,
+            MAX_MEM >> 20
+        ));
+    }
+    Ok(v)
 }
 
 fn parse_gpaw(s: &str) -> Result<u8, String> {

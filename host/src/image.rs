@@ -109,34 +109,44 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let info = describe(&image)
         .with_context(|| format!("{} is not a loadable TDVF image", path.display()))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&info)?)?;
         return Ok(0);
     }
-    println!(
+    crate::outln!(
         "{}: {} bytes, TDVF descriptor at {:#x}",
         path.display(),
         info.image_size,
         info.descriptor_offset
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  {:<9} {:>5} {:>10} {:>10} {:>18} {:>12}",
-        "section", "attr", "offset", "raw", "gpa", "size"
-    );
+        "section",
+        "attr",
+        "offset",
+        "raw",
+        "gpa",
+        "size"
+    )?;
     for s in &info.sections {
-        println!(
+        crate::outln!(
             "  {:<9} {:>5} {:>#10x} {:>#10x} {:>#18x} {:>#12x}",
-            s.kind, s.attributes, s.data_offset, s.raw_size, s.memory_address, s.memory_size
-        );
+            s.kind,
+            s.attributes,
+            s.data_offset,
+            s.raw_size,
+            s.memory_address,
+            s.memory_size
+        )?;
     }
-    println!("  OVMF table:");
+    crate::outln!("  OVMF table:")?;
     for e in &info.ovmf_table {
-        println!(
+        crate::outln!(
             "    {} {:<22} {} bytes at {:#x}",
             e.guid,
             e.name.unwrap_or("?"),
             e.data_len,
             e.data_offset
-        );
+        )?;
     }
     Ok(0)
 }

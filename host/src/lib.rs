@@ -14,6 +14,7 @@ pub mod cli;
 pub mod image;
 pub mod inject;
 pub mod kvm;
+pub mod output;
 pub mod pack;
 pub mod seam;
 pub mod sim;

@@ -200,7 +200,7 @@ pub fn stress(
 }
 
 /// The CLI: progress on stderr, summary on stdout, report to a file, verdict as exit code.
-pub fn main(a: &StressArgs, report: Option<&std::path::Path>) -> anyhow::Result<u8> {
+pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Result<u8> {
     let need = a.scenario.min_mem(a.vcpus, !a.no_measure);
     if a.mem < need {
         eprintln!(
@@ -259,12 +259,20 @@ pub fn main(a: &StressArgs, report: Option<&std::path::Path>) -> anyhow::Result<
     if tty {
         eprintln!();
     }
-    if let Some(p) = report {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?)
-            .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", p.display()))?;
+    let json_on_stdout = report
+        .as_ref()
+        .is_some_and(crate::output::Report::is_stdout);
+    if let Some(report) = report {
+        report.write(&r)?;
     }
-    print_summary(&r);
+    if json_on_stdout {
+        // `--report -` owns stdout: the summary goes to stderr.
+        eprint!("{}", summary(&r));
+    } else {
+        crate::output::write_str(&summary(&r))?;
+    }
     Ok(match (r.run.exit.kind, r.passed) {
+        ("interrupted", _) => 128 + r.run.exit.code as u8,
         (_, true) => EXIT_OK,
         ("timeout", _) => EXIT_TIMEOUT,
         ("host_error", _) => EXIT_HOST,
@@ -293,37 +301,51 @@ fn mib(b: f64) -> f64 {
     b / (1 << 20) as f64
 }
 
-fn print_summary(r: &StressReport) {
+fn summary(r: &StressReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
     let run = &r.run;
-    println!(
+    let _ = writeln!(
+        s,
         "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}: {} in {:.1} s",
         r.scenario,
         run.vcpus,
         run.mem_bytes >> 20,
         run.gpaw,
         r.seed,
-        if r.passed { "PASSED" } else { "FAILED" },
+        match (r.passed, run.exit.kind) {
+            (true, _) => "PASSED",
+            (false, "interrupted") => "INTERRUPTED",
+            _ => "FAILED",
+        },
         run.elapsed_s
     );
     if !r.passed {
-        println!("  exit             {}: {}", run.exit.kind, run.exit.message);
+        let _ = writeln!(
+            s,
+            "  exit             {}: {}",
+            run.exit.kind, run.exit.message
+        );
     }
-    println!(
+    let _ = writeln!(
+        s,
         "  conversions      {:>10}  {:>10.1}/s  (implicit {})",
         run.conversions, r.conversions_per_s, run.implicit_conversions
     );
-    println!(
+    let _ = writeln!(
+        s,
         "  pages converted  {:>10}  {:>10.2} MiB/s",
         run.pages_converted,
         mib(r.bytes_converted_per_s)
     );
-    println!(
+    let _ = writeln!(
+        s,
         "  host checks      {:>10}  mismatches {}",
         run.host_checks, r.mismatches
     );
-    println!("  audit (leaks)    {:>10}", r.leaks);
+    let _ = writeln!(s, "  audit (leaks)    {:>10}", r.leaks);
     for l in &run.audit {
-        println!("    {l}");
+        let _ = writeln!(s, "    {l}");
     }
     if !run.injected.is_empty() {
         let inj: Vec<String> = run
@@ -331,9 +353,9 @@ fn print_summary(r: &StressReport) {
             .iter()
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
-        println!("  injected         {}", inj.join(", "));
+        let _ = writeln!(s, "  injected         {}", inj.join(", "));
     }
-    println!(
+    let _ = writeln!(s,
         "  TDX activity     {} TDCALLs, {} EPT violations, {} leaves zapped (mirror {}, direct {}), {} kicks",
         run.tdcalls.values().sum::<u64>(),
         run.ept_violations,
@@ -343,18 +365,21 @@ fn print_summary(r: &StressReport) {
         run.kicks
     );
     if let Some(m) = &r.measured {
-        println!(
+        let _ = writeln!(
+            s,
             "  doorbell floor   {:>10.1} us (null TDCALL)",
             m.doorbell_floor_us
         );
-        println!(
+        let _ =
+            writeln!(s,
             "  4K round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
             m.round_trip_4k_us,
             m.round_trip_4k_floors,
             m.conversions_per_s_4k,
             mib(m.bytes_per_s_4k)
         );
-        println!(
+        let _ =
+            writeln!(s,
             "  2M round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
             m.round_trip_2m_us,
             m.round_trip_2m_floors,
@@ -362,11 +387,16 @@ fn print_summary(r: &StressReport) {
             mib(m.bytes_per_s_2m)
         );
     }
-    println!("  vCPU        ops  conversions      pages  checks  sequence hash");
+    let _ = writeln!(
+        s,
+        "  vCPU        ops  conversions      pages  checks  sequence hash"
+    );
     for v in &r.vcpu_results {
-        println!(
+        let _ = writeln!(
+            s,
             "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
             v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
         );
     }
+    s
 }

@@ -142,15 +142,20 @@ pub fn table() -> Vec<ZapRow> {
 pub fn run(json: bool) -> anyhow::Result<u8> {
     let rows = table();
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
         return Ok(0);
     }
-    println!("Which TDP roots each zap visits (roots allocated direct first), and whether a flush");
-    println!("needed for shared leaves zapped earlier in the call is still reported.\n");
-    println!(
+    crate::outln!(
+        "Which TDP roots each zap visits (roots allocated direct first), and whether a flush"
+    )?;
+    crate::outln!("needed for shared leaves zapped earlier in the call is still reported.\n")?;
+    crate::outln!(
         "{:<8} {:<17} {:<7} {:<15} flush",
-        "policy", "caller", "vm", "roots zapped"
-    );
+        "policy",
+        "caller",
+        "vm",
+        "roots zapped"
+    )?;
     for r in &rows {
         let roots: Vec<&str> = r.roots_zapped.iter().map(|k| k.name()).collect();
         let roots = if roots.is_empty() {
@@ -163,13 +168,13 @@ pub fn run(json: bool) -> anyhow::Result<u8> {
             VmKind::NonTd => "non_td",
         };
         let flush = if r.flush_preserved { "kept" } else { "DROPPED" };
-        println!(
+        crate::outln!(
             "{:<8} {:<17} {:<7} {:<15} {flush}",
             r.policy.name(),
             r.caller.name(),
             vm,
             roots
-        );
+        )?;
     }
     Ok(0)
 }

@@ -210,3 +210,200 @@ fn sim_rejects_bad_flags_in_one_line() {
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// `tdxlab ARGS` with stdout the write end of a pipe whose read end is already closed.
+fn with_closed_stdout(args: &[&str]) -> std::process::Output {
+    let mut fds = [0; 2];
+    // SAFETY: pipe() fills two fresh descriptors.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: closing the read end we own; the write end becomes the child's stdout.
+    unsafe { libc::close(fds[0]) };
+    let stdout = unsafe { <std::process::Stdio as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args(args)
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run tdxlab")
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly_with_141() {
+    for args in [&["zap-table"][..], &["sim", "--ops", "10", "--json"][..]] {
+        let out = with_closed_stdout(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(141), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn a_run_whose_stdout_closes_finishes_and_writes_its_report() {
+    require_kvm!();
+    let report = std::env::temp_dir().join(format!("tdxlab-closed-{}.json", std::process::id()));
+    let out = with_closed_stdout(&["run", "--vcpus", "1", "--report", report.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["exit"]["kind"], "guest", "the TD ran to its end: {r}");
+    std::fs::remove_file(&report).ok();
+}
+
+#[test]
+fn a_full_disk_on_stdout_is_one_line_and_exit_3() {
+    let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+        println!("SKIPPED: no /dev/full");
+        return;
+    };
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args(["zap-table"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("cannot write standard output: No space left on device"),
+        "{err}"
+    );
+}
+
+#[test]
+fn report_paths_that_cannot_be_written_are_refused_before_boot() {
+    let missing = "/nonexistent-tdxlab-dir/r.json";
+    let dir = std::env::temp_dir();
+    for (args, want) in [
+        (
+            vec!["run", "--report", missing],
+            "--report /nonexistent-tdxlab-dir/r.json: No such file or directory",
+        ),
+        (
+            vec!["stress", "--report", dir.to_str().unwrap()],
+            "Is a directory",
+        ),
+    ] {
+        let out = tdxlab(&args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
+    }
+}
+
+#[test]
+fn a_report_to_stdout_is_the_only_thing_there() {
+    require_kvm!();
+    let out = tdxlab(&[
+        "stress",
+        "--seconds",
+        "0",
+        "--no-measure",
+        "--scenario",
+        "explicit",
+        "--vcpus",
+        "1",
+        "--report",
+        "-",
+    ]);
+    assert_eq!(out.status.code(), Some(0));
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("stdout is the JSON report");
+    assert_eq!(r["passed"], true);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("PASSED"), "the summary moved to stderr: {err}");
+    let out = tdxlab(&["run", "--vcpus", "1", "--report", "-"]);
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("no console echo mixed in");
+    assert_eq!(r["exit"]["kind"], "guest");
+}
+
+#[test]
+fn a_simulation_too_large_for_the_host_is_refused() {
+    let out = tdxlab(&["sim", "--vcpus", "64", "--region-pages", "262144"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(
+            "is 16777216 pages (65536 MiB); the simulator holds at most 262144 (1024 MiB)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_panicking_vcpu_thread_stops_the_td_at_once_with_exit_3_and_a_report() {
+    require_kvm!();
+    let run = common::run_with_report_env(
+        &["run", "--vcpus", "2", "--timeout", "60"],
+        &[
+            (tdxlab::vmm::TEST_PANIC_ENV, "vcpu0"),
+            ("RUST_BACKTRACE", ""),
+        ],
+    );
+    assert_eq!(run.code, Some(3), "{}", run.err);
+    let r = &run.report;
+    assert_eq!(r["exit"]["kind"], "host_error", "{r}");
+    let msg = r["exit"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("vCPU 0's thread panicked at host/src/vmm/vcpu.rs:"),
+        "{msg}"
+    );
+    assert!(msg.contains("test-only panic in vCPU 0"), "{msg}");
+    // It did not wait for --timeout: the other vCPU was stopped too.
+    assert!(r["elapsed_s"].as_f64().unwrap() < 60.0, "{r}");
+    let last = run.err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tdxlab: host_error (vCPU 0's thread panicked at"),
+        "{}",
+        run.err
+    );
+    assert!(!run.err.contains("stack backtrace"), "{}", run.err);
+}
+
+/// SIGINT and SIGTERM stop a running TD the orderly way: summary, audit, report, 128 + sig.
+#[test]
+fn sigint_and_sigterm_stop_the_td_with_a_summary_and_a_report() {
+    require_kvm!();
+    use std::io::{BufRead, BufReader};
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let report =
+            std::env::temp_dir().join(format!("tdxlab-sig{sig}-{}.json", std::process::id()));
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+            .args([
+                "stress",
+                "--seconds",
+                "600",
+                "--no-measure",
+                "--report",
+                report.to_str().unwrap(),
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait for the first progress line: the TD is running.
+        let mut err = BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        while err.read_line(&mut line).unwrap() > 0 && !line.contains(" conversions (") {
+            line.clear();
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(child.id() as libc::pid_t, sig) };
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(code), "signal {sig}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        assert!(stdout.contains("INTERRUPTED"), "{stdout}");
+        assert!(
+            stdout.contains("audit (leaks)             0"),
+            "the audit ran: {stdout}"
+        );
+        let r: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        assert_eq!(r["exit"]["kind"], "interrupted", "{r}");
+        assert_eq!(r["exit"]["code"], sig, "{r}");
+        std::fs::remove_file(&report).ok();
+    }
+}

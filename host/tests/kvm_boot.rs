@@ -3,7 +3,7 @@
 //! in one line.
 
 mod common;
-use common::{run_with_report, tdxlab};
+use common::{run_with_report, run_with_report_env, tdxlab};
 
 fn boot(vcpus: u32) {
     for gpaw in common::test_gpaws() {
@@ -138,29 +138,45 @@ fn boots_on_four_vcpus() {
 }
 
 #[test]
-fn bad_run_input_is_one_line_and_exit_3() {
-    require_kvm!();
-    let bad = std::env::temp_dir().join(format!("tdxlab-bad-{}.bin", std::process::id()));
-    std::fs::write(&bad, vec![0u8; 64 << 10]).unwrap();
-    let cases: [(&[&str], &str); 5] = [
-        (&["run", "--mem", "8M"], "--mem must be"),
-        (&["run", "--mem", "101M"], "--mem must be"),
-        (&["run", "--mem", "64G"], "--mem must be"),
-        (&["run", "--vcpus", "0"], "--vcpus 0 is out of range"),
+fn bad_run_flags_are_refused_before_boot_with_exit_2() {
+    let cases: [(&[&str], &str); 7] = [
         (
-            &["run", "--image", bad.to_str().unwrap()],
-            "not a loadable TDVF image",
+            &["run", "--mem", "8M"],
+            "is not a multiple of 2 MiB from 16 MiB to 2048 MiB",
+        ),
+        (&["run", "--mem", "101M"], "is not a multiple of 2 MiB"),
+        (&["run", "--mem", "64G"], "is not a multiple of 2 MiB"),
+        (&["run", "--mem", "lots"], "is not a size"),
+        (&["run", "--vcpus", "0"], "0 is not in 1..=16"),
+        (
+            &["run", "--timeout", "0"],
+            "'0' is not a number of seconds of at least 1",
+        ),
+        (
+            &["run", "--vcpus", "4", "--mem", "16M"],
+            "--mem 16 MiB is too small for 4 vCPUs of the default workload (needs 20 MiB)",
         ),
     ];
     for (args, want) in cases {
         let out = tdxlab(args);
         let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(3), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
         assert!(err.contains(want), "{args:?}: {err}");
+        assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
     }
-    let out = tdxlab(&["run", "--mem", "lots"]);
-    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn a_bad_image_is_one_line_and_exit_3() {
+    require_kvm!();
+    let bad = std::env::temp_dir().join(format!("tdxlab-bad-{}.bin", std::process::id()));
+    std::fs::write(&bad, vec![0u8; 64 << 10]).unwrap();
+    let out = tdxlab(&["run", "--image", bad.to_str().unwrap()]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a loadable TDVF image"), "{err}");
     std::fs::remove_file(&bad).ok();
 }
 
@@ -302,7 +318,10 @@ fn a_triple_fault_is_reported_with_the_vcpu() {
 #[test]
 fn a_planted_private_leak_fails_the_host_check_and_the_run() {
     require_kvm!();
-    let run = run_with_report(&["run", "--vcpus", "1", "--test-plant-leak"]);
+    let run = run_with_report_env(
+        &["run", "--vcpus", "1"],
+        &[(tdxlab::cli::TEST_PLANT_LEAK_ENV, "1")],
+    );
     let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(

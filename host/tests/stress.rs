@@ -4,7 +4,7 @@
 //! seeded replay, and bad flags.
 
 mod common;
-use common::{run_with_report, tdxlab, Run};
+use common::{run_with_report, run_with_report_env, tdxlab, Run};
 use serde_json::Value;
 
 const INJECT: &str = "retry=0.3,busy=0.2,host-invalidate-hz=200";
@@ -219,7 +219,10 @@ fn strict_stops_the_implicit_scenario_with_the_mismatch_diagnostic() {
 #[test]
 fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
     require_kvm!();
-    let r = stress(&[
+    let args = [
+        "stress",
+        "--timeout",
+        "600",
         "--scenario",
         "explicit",
         "--vcpus",
@@ -227,8 +230,8 @@ fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
         "--seconds",
         "0",
         "--no-measure",
-        "--test-plant-leak",
-    ]);
+    ];
+    let r = run_with_report_env(&args, &[(tdxlab::cli::TEST_PLANT_LEAK_ENV, "1")]);
     assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
     assert!(u(&r.report, "mismatches") >= 1, "{}", r.out);
     assert!(

@@ -21,6 +21,7 @@ pub mod td;
 pub mod tdcall;
 pub mod ve;
 pub mod vmcall;
+pub mod workload;
 
 pub use gpa::{Gfn, Gpa, GpaRange, Gpaw, PageLevel, PAGE_SIZE};
 pub use status::TdxStatus;

@@ -22,9 +22,9 @@ pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
     }
     let r = run_sim(cfg);
     if json {
-        println!("{}", serde_json::to_string_pretty(&r)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&r)?)?;
     } else {
-        print!("{}", summary(&r));
+        crate::output::write_str(&summary(&r))?;
     }
     // v19 is run to show its problems: only a broken run (guest error) fails it.
     let failed = match cfg.policy {

@@ -22,6 +22,11 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+/// The most guest pages a simulation holds (1 GiB of simulated RAM): every page costs the
+/// simulator about 8 KiB of host memory (a shared and a private frame of atomic words plus
+/// their generations), so this bounds it near 2 GiB.
+pub const MAX_PAGES: u64 = 1 << 18;
+
 /// What to simulate.
 #[derive(Clone, Debug)]
 pub struct SimConfig {

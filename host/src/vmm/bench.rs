@@ -74,18 +74,20 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         ratio: t as f64 / b.max(1) as f64,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
     } else {
-        println!("doorbell floor, median of {n} round trips each, measured in one run:");
-        println!(
+        crate::outln!("doorbell floor, median of {n} round trips each, measured in one run:")?;
+        crate::outln!(
             "  null TDCALL (TDG.VP.INFO via the doorbell): {:>9} cycles  {:>8.2} us",
-            t, out.tdcall_us
-        );
-        println!(
+            t,
+            out.tdcall_us
+        )?;
+        crate::outln!(
             "  bare KVM port-I/O exit:                     {:>9} cycles  {:>8.2} us",
-            b, out.bare_exit_us
-        );
-        println!("  ratio: {:.2}", out.ratio);
+            b,
+            out.bare_exit_us
+        )?;
+        crate::outln!("  ratio: {:.2}", out.ratio)?;
     }
     Ok(0)
 }
@@ -187,46 +189,48 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
         accept_to_memset: bw(accept) / host_warm,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
         return Ok(0);
     }
     let m = &out.round_trips;
     let gib = |b: f64| b / (1u64 << 30) as f64;
-    println!(
+    crate::outln!(
         "conversion costs, measured in one run (1 vCPU, private pages mapped at up to 2 MiB):"
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  doorbell floor (null TDCALL)      {:>9.1} us",
         m.doorbell_floor_us
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  4K private->shared->private       {:>9.1} us  = {:.1} floors",
-        m.round_trip_4k_us, m.round_trip_4k_floors
-    );
-    println!(
+        m.round_trip_4k_us,
+        m.round_trip_4k_floors
+    )?;
+    crate::outln!(
         "  2M private->shared->private       {:>9.1} us  = {:.1} floors",
-        m.round_trip_2m_us, m.round_trip_2m_floors
-    );
-    println!(
+        m.round_trip_2m_us,
+        m.round_trip_2m_floors
+    )?;
+    crate::outln!(
         "  accept 1 GiB at 2M ({} calls)     {:>9.3} s   {:.2} GiB/s",
         out.accept_calls,
         out.accept_s,
         gib(out.accept_bytes_per_s)
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  host memset 1 GiB: first touch {:.2} GiB/s, again {:.2} GiB/s",
         gib(out.host_memset_cold_bytes_per_s),
         gib(out.host_memset_warm_bytes_per_s)
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  guest memset {} MiB (rep stosq): first touch {:.3} GiB/s, again {:.3} GiB/s",
         span >> 20,
         gib(out.guest_memset_cold_bytes_per_s),
         gib(out.guest_memset_warm_bytes_per_s)
-    );
-    println!(
+    )?;
+    crate::outln!(
         "  accept / host memset bandwidth: {:.2}",
         out.accept_to_memset
-    );
+    )?;
     Ok(0)
 }

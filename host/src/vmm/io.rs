@@ -10,7 +10,8 @@ use std::sync::Mutex;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuestExit {
     /// "guest" (exit port), "fatal" (ReportFatalError, access before accept, alias mismatch),
-    /// "triple_fault", "host_error" or "timeout".
+    /// "triple_fault", "host_error", "timeout" or "interrupted" (SIGINT/SIGTERM; `code` is the
+    /// signal).
     pub kind: &'static str,
     /// The guest's exit value (exit port) or error code.
     pub code: u64,
@@ -26,8 +27,10 @@ pub struct GuestIo {
     exit: Mutex<Option<GuestExit>>,
     /// Set once the TD must stop (exit, fatal error, timeout).
     pub stop: AtomicBool,
-    /// Echo console lines to stdout.
-    pub echo: bool,
+    /// Echo console lines to stdout (turned off when stdout fails).
+    echo: AtomicBool,
+    /// Stdout's reader went away while echoing (the CLI exits as a closed pipe does).
+    pub stdout_closed: AtomicBool,
 }
 
 impl GuestIo {
@@ -38,7 +41,8 @@ impl GuestIo {
             output: Mutex::new(Vec::new()),
             exit: Mutex::new(None),
             stop: AtomicBool::new(false),
-            echo,
+            echo: AtomicBool::new(echo),
+            stdout_closed: AtomicBool::new(false),
         }
     }
 
@@ -70,8 +74,17 @@ impl GuestIo {
         let line = String::from_utf8_lossy(buf).into_owned();
         buf.clear();
         drop(lines);
-        if self.echo {
-            println!("[guest] {line}");
+        if self.echo.load(Relaxed) {
+            // A vCPU thread cannot stop the TD over a console that nobody reads: stop echoing
+            // and let the run finish (its report and verdict still count).
+            if let Err(e) = crate::outln!("[guest] {line}") {
+                self.echo.store(false, Relaxed);
+                if e.is_closed_pipe() {
+                    self.stdout_closed.store(true, Relaxed);
+                } else {
+                    eprintln!("tdxlab: {e}: {}; console echo stopped", e.0);
+                }
+            }
         }
         self.output
             .lock()

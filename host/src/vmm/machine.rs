@@ -9,6 +9,7 @@
 //! 0xFFFFFFF0 in the TD start state, and each vCPU thread (`vcpu`) serves its exits: TDCALLs
 //! through the doorbell, EPT violations, #VE (`ve`). This file sets the TD up and runs it.
 
+use super::contain::{contained, StopSignals};
 use super::kvm_backend::{on_kick, KvmBackend, KvmPrivateMem, Mapping, VcpuCtl};
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use super::uffd::FaultService;
@@ -203,6 +204,9 @@ pub struct RunReport {
     /// made reachable (the userfaultfd enforcement never splits a mapping; per-page mprotect
     /// did, up to vm.max_map_count).
     pub memslot_vmas: u64,
+    /// Stdout's reader went away while the console was echoed (not part of the report).
+    #[serde(skip)]
+    pub stdout_closed: bool,
 }
 
 /// Zapped leaves per root.
@@ -391,6 +395,7 @@ pub fn run_with_progress(
     let io = || vmm.io.as_ref().expect("set above");
     let invalidations = AtomicU64::new(0);
     let mut last_progress = Instant::now();
+    let signals = StopSignals::install().context("installing the SIGINT/SIGTERM handlers")?;
     let faults = FaultService {
         uffd: &uffd,
         backend: &backend,
@@ -401,20 +406,26 @@ pub fn run_with_progress(
     };
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::channel();
-        let (faults, stop) = (&faults, &io().stop);
-        s.spawn(move || faults.read_faults(stop, tx));
-        s.spawn(move || faults.serve_faults(stop, rx));
+        let (faults, stop, b) = (&faults, &io().stop, &*backend);
+        s.spawn(move || contained("the fault reader", io(), b, || faults.read_faults(stop, tx)));
+        s.spawn(move || {
+            contained("the fault server", io(), b, || {
+                faults.serve_faults(stop, rx)
+            })
+        });
         if cfg.inject.host_invalidate_hz > 0 {
             let (kvm, io, n) = (&kvm_model, io(), &invalidations);
             let hz = cfg.inject.host_invalidate_hz;
             s.spawn(move || {
-                if let Err(e) = host_invalidator(kvm, hz, seed, &io.stop, n) {
-                    io.finish(GuestExit {
-                        kind: "host_error",
-                        code: 0,
-                        message: format!("mmu-notifier invalidation failed: {e}"),
-                    });
-                }
+                contained("the host-invalidation thread", io, b, || {
+                    if let Err(e) = host_invalidator(kvm, hz, seed, &io.stop, n) {
+                        io.finish(GuestExit {
+                            kind: "host_error",
+                            code: 0,
+                            message: format!("mmu-notifier invalidation failed: {e}"),
+                        });
+                    }
+                })
             });
         }
         let mut handles = Vec::new();
@@ -431,7 +442,8 @@ pub fn run_with_progress(
                 let (me, tid) = unsafe { (libc::pthread_self(), libc::gettid()) };
                 ctx.backend.vcpus[i].thread.store(me, SeqCst);
                 ctx.backend.vcpus[i].tid.store(tid, SeqCst);
-                vcpu_loop(i as u32, vcpu, &ctx)
+                let what = format!("vCPU {i}'s thread");
+                contained(&what, io(), ctx.backend, || vcpu_loop(i as u32, vcpu, &ctx))
             }));
         }
         while !io().stop.load(SeqCst) {
@@ -446,6 +458,18 @@ pub fn run_with_progress(
                     .is_empty()
             {
                 *first_line.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+            }
+            if let Some(sig) = signals.received() {
+                let name = if sig == libc::SIGINT {
+                    "SIGINT"
+                } else {
+                    "SIGTERM"
+                };
+                io().finish(GuestExit {
+                    kind: "interrupted",
+                    code: sig as u64,
+                    message: format!("stopped by {name}"),
+                });
             }
             if boot_at.elapsed() > cfg.timeout {
                 io().finish(GuestExit {
@@ -599,6 +623,7 @@ pub fn run_with_progress(
         injected,
         audit,
         memslot_vmas,
+        stdout_closed: io.stdout_closed.load(Relaxed),
     })
 }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod backing;
 pub mod bench;
+mod contain;
 mod convert;
 mod exits;
 mod io;
@@ -16,6 +17,7 @@ mod vcpu;
 mod ve;
 
 pub use backing::Backing;
+pub use contain::{install_panic_hook, TEST_PANIC_ENV};
 pub use convert::{Injector, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use io::{GuestExit, GuestIo};

@@ -45,6 +45,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         })
     };
     let ctl = &ctx.backend.vcpus[index as usize];
+    let test_panic = super::contain::test_panic(&format!("vcpu{index}"));
     while !io.stop.load(SeqCst) {
         // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
         ctl.enter(ctx.seam, index);
@@ -130,6 +131,12 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             if let Err(e) = doorbell(index, &vcpu, ctx) {
                 return fatal("fatal", e);
             }
+        }
+        if test_panic {
+            panic!(
+                "test-only panic in vCPU {index} ({})",
+                super::contain::TEST_PANIC_ENV
+            );
         }
     }
 }

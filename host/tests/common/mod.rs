@@ -5,8 +5,14 @@ use std::process::{Command, Output};
 
 /// Run `tdxlab` with `args`.
 pub fn tdxlab(args: &[&str]) -> Output {
+    tdxlab_env(args, &[])
+}
+
+/// Run `tdxlab` with `args` and extra environment variables (the test-only switches).
+pub fn tdxlab_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tdxlab"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run tdxlab")
 }
@@ -59,12 +65,17 @@ pub struct Run {
 /// Run `tdxlab` with `args` plus `--report <temp file>`, and read the report back
 /// (`Null` when the run wrote none).
 pub fn run_with_report(args: &[&str]) -> Run {
+    run_with_report_env(args, &[])
+}
+
+/// [`run_with_report`] with extra environment variables.
+pub fn run_with_report_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let path = std::env::temp_dir().join(format!("tdxlab-test-{}-{n}.json", std::process::id()));
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--report", path.to_str().expect("temp paths are UTF-8")]);
-    let o = tdxlab(&all);
+    let o = tdxlab_env(&all, env);
     let report = std::fs::read(&path)
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())

@@ -1,0 +1,83 @@
+//! Standard output as a command-line tool should treat it: a closed pipe (`tdxlab zap-table |
+//! head -1`) ends the program quietly, a full disk or other write error is one line on
+//! stderr — never a panic, which is what `println!` does on both.
+
+use std::io::Write;
+
+/// The exit code of a program whose stdout reader went away: what a shell reports for a
+/// process killed by SIGPIPE (128 + 13), as coreutils give it.
+pub const EXIT_PIPE: u8 = 141;
+
+/// An error writing standard output.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write standard output")]
+pub struct OutputError(#[from] pub std::io::Error);
+
+impl OutputError {
+    /// True when the reader closed the pipe (EPIPE): the end of the program, not an error.
+    pub fn is_closed_pipe(&self) -> bool {
+        self.0.kind() == std::io::ErrorKind::BrokenPipe
+    }
+}
+
+/// Write `args` and a newline to stdout, flushed.
+pub fn write_line(args: std::fmt::Arguments) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_fmt(args)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Write `s` as it is to stdout, flushed.
+pub fn write_str(s: &str) -> Result<(), OutputError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(s.as_bytes())?;
+    out.flush()?;
+    Ok(())
+}
+
+/// `println!` that returns an [`OutputError`] instead of panicking.
+#[macro_export]
+macro_rules! outln {
+    ($($t:tt)*) => { $crate::output::write_line(format_args!($($t)*)) };
+}
+
+/// Where `--report` goes, opened before anything runs so that a bad path costs nothing.
+pub enum Report {
+    /// `--report -`: the JSON on stdout.
+    Stdout,
+    /// A file, created (truncated) when the flag was checked.
+    File(std::fs::File, std::path::PathBuf),
+}
+
+impl Report {
+    /// Open `--report PATH` now (`-` is stdout): a missing directory or a read-only file is
+    /// a usage error before the TD boots, not a lost run after it.
+    pub fn open(path: &std::path::Path) -> Result<Report, String> {
+        if path.as_os_str() == "-" {
+            return Ok(Report::Stdout);
+        }
+        std::fs::File::create(path)
+            .map(|f| Report::File(f, path.to_path_buf()))
+            .map_err(|e| format!("--report {}: {e}", path.display()))
+    }
+
+    /// True for `--report -` (other stdout output moves out of its way).
+    pub fn is_stdout(&self) -> bool {
+        matches!(self, Report::Stdout)
+    }
+
+    /// Write `value` as pretty JSON.
+    pub fn write<T: serde::Serialize>(self, value: &T) -> anyhow::Result<()> {
+        let json = serde_json::to_string_pretty(value)?;
+        match self {
+            Report::Stdout => write_line(format_args!("{json}"))?,
+            Report::File(mut f, path) => f
+                .write_all(json.as_bytes())
+                .and_then(|()| f.write_all(b"\n"))
+                .map_err(|e| anyhow::anyhow!("cannot write report {}: {e}", path.display()))?,
+        }
+        Ok(())
+    }
+}
