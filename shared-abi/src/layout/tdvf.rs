@@ -187,6 +187,13 @@ impl TdvfSection {
         if self.memory_size < self.raw_size as u64 {
             return Err(TdvfError::MemorySmallerThanRaw { index });
         }
+        if self.memory_address.checked_add(self.memory_size).is_none() {
+            return Err(TdvfError::SectionWraps {
+                index,
+                memory_address: self.memory_address,
+                memory_size: self.memory_size,
+            });
+        }
         if self.memory_address & 0xFFF != 0 || self.memory_size & 0xFFF != 0 {
             return Err(TdvfError::MisalignedSection {
                 index,
@@ -253,6 +260,16 @@ pub enum TdvfError {
     MemorySmallerThanRaw {
         /// Section index.
         index: usize,
+    },
+    /// Address + size runs past the end of the address space.
+    #[error("section {index}: address {memory_address:#x} + size {memory_size:#x} wraps around the address space")]
+    SectionWraps {
+        /// Section index.
+        index: usize,
+        /// Guest address.
+        memory_address: u64,
+        /// Bytes.
+        memory_size: u64,
     },
     /// Address or size not 4 KiB aligned.
     #[error("misaligned section {index}: address {memory_address:#x} size {memory_size:#x} (need 4 KiB)")]
@@ -352,10 +369,14 @@ impl<'a> TdvfMetadata<'a> {
             .map_while(move |i| TdvfSection::decode(image, base + i * SECTION_SIZE))
     }
 
-    /// The raw data of section `s` in the image.
+    /// The raw data of section `s` in the image (empty for a section without any: its
+    /// data offset is not checked, and may point anywhere).
     pub fn raw_data(&self, s: &TdvfSection) -> &'a [u8] {
         let start = s.data_offset as usize;
-        &self.image[start..start + s.raw_size as usize]
+        start
+            .checked_add(s.raw_size as usize)
+            .and_then(|end| self.image.get(start..end))
+            .unwrap_or(&[])
     }
 }
 
