@@ -16,6 +16,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Arc;
 use userfaultfd::{RegisterMode, Uffd};
+use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// A failed memory operation on guest memory: which call, where, and the OS error.
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +41,9 @@ pub struct Backing {
     fd: OwnedFd,
     /// The memslot's view (userfaultfd-controlled).
     slot: *mut u8,
-    /// The host's view (always read-write, never registered).
-    host: *mut u8,
+    /// The host's view (always read-write, never registered), through rust-vmm's
+    /// bounds-checked guest-memory accessors; addresses are offsets (private-alias GPAs).
+    host: GuestMemoryMmap,
     /// Bytes.
     pub len: usize,
     uffd: Arc<Uffd>,
@@ -102,12 +104,17 @@ impl Backing {
             return Err(fail("ftruncate", io::Error::last_os_error()));
         }
         let slot = map(&fd, len as usize).map_err(|e| fail("mmap", e))?;
-        let host = match map(&fd, len as usize) {
+        let host = fd.try_clone().map_err(|e| fail("dup", e)).and_then(|dup| {
+            let file = FileOffset::new(std::fs::File::from(dup), 0);
+            GuestMemoryMmap::from_ranges_with_files([(GuestAddress(0), len as usize, Some(file))])
+                .map_err(|e| fail("mmap", io::Error::other(e.to_string())))
+        });
+        let host = match host {
             Ok(h) => h,
             Err(e) => {
                 // SAFETY: unmapping what was just mapped.
                 unsafe { libc::munmap(slot as *mut libc::c_void, len as usize) };
-                return Err(fail("mmap", e));
+                return Err(e);
             }
         };
         let b = Backing {
@@ -294,35 +301,16 @@ impl Backing {
         self.os_result(r, "fallocate(PUNCH_HOLE)", off, len)
     }
 
-    fn in_bounds(&self, off: u64, len: usize) -> bool {
-        off.checked_add(len as u64)
-            .is_some_and(|e| e <= self.len as u64)
-    }
-
     /// Copy `bytes` in through the host view; `false` (nothing written) when the range does
     /// not lie inside the backing.
     pub fn write(&self, off: u64, bytes: &[u8]) -> bool {
-        if !self.in_bounds(off, bytes.len()) {
-            return false;
-        }
-        // SAFETY: in bounds of the host view (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.host.add(off as usize), bytes.len())
-        }
-        true
+        self.host.write_slice(bytes, GuestAddress(off)).is_ok()
     }
 
     /// Copy out through the host view; `false` (nothing read) when the range does not lie
     /// inside the backing.
     pub fn read(&self, off: u64, out: &mut [u8]) -> bool {
-        if !self.in_bounds(off, out.len()) {
-            return false;
-        }
-        // SAFETY: in bounds of the host view (checked above).
-        unsafe {
-            std::ptr::copy_nonoverlapping(self.host.add(off as usize), out.as_mut_ptr(), out.len())
-        }
-        true
+        self.host.read_slice(out, GuestAddress(off)).is_ok()
     }
 
     /// The offset of the first non-zero byte in `[off, off + len)`, reading only the
@@ -346,34 +334,43 @@ impl Backing {
                 (hole as u64).min(end)
             };
             let data = data as u64;
-            // SAFETY: [data, stop) lies in the host view (stop <= end <= len); the audit runs
-            // with every vCPU stopped, so nothing writes it meanwhile.
-            let bytes = unsafe {
-                std::slice::from_raw_parts(self.host.add(data as usize), (stop - data) as usize)
-            };
-            if let Some(i) = bytes.iter().position(|b| *b != 0) {
-                return Some(data + i as u64);
+            if let Some(i) = self.first_nonzero_in(data, stop - data) {
+                return Some(data + i);
             }
             at = stop.max(at + 1);
         }
         None
     }
 
+    /// The first non-zero byte of one data extent, scanned in place.
+    fn first_nonzero_in(&self, off: u64, len: u64) -> Option<u64> {
+        let slice = self.host.get_slice(GuestAddress(off), len as usize).ok()?;
+        let guard = slice.ptr_guard();
+        // SAFETY: `guard` pins `len` bytes of the host view (bounds checked by get_slice);
+        // the audit runs with every vCPU stopped, so nothing writes them meanwhile.
+        let bytes = unsafe { std::slice::from_raw_parts(guard.as_ptr(), len as usize) };
+        bytes.iter().position(|b| *b != 0).map(|i| i as u64)
+    }
+
     /// Zero through the host view (a range outside the backing is ignored).
     pub fn zero(&self, off: u64, len: u64) {
-        if self.in_bounds(off, len as usize) {
-            // SAFETY: in bounds of the host view.
-            unsafe { std::ptr::write_bytes(self.host.add(off as usize), 0, len as usize) }
+        const ZEROES: [u8; 4096] = [0; 4096];
+        let mut at = off;
+        while at < off.saturating_add(len) {
+            let n = (off + len - at).min(4096);
+            if self.write(at, &ZEROES[..n as usize]) {
+                at += n;
+            } else {
+                return;
+            }
         }
     }
 }
 
 impl Drop for Backing {
     fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped; the fd closes itself.
-        unsafe {
-            libc::munmap(self.slot as *mut libc::c_void, self.len);
-            libc::munmap(self.host as *mut libc::c_void, self.len);
-        }
+        // SAFETY: unmapping the slot view `new` mapped; the host view and the fds close
+        // themselves.
+        unsafe { libc::munmap(self.slot as *mut libc::c_void, self.len) };
     }
 }

@@ -5,63 +5,10 @@ use super::backing::BackingError;
 use super::Backing;
 use crate::kvm::{Alias, Backend, BackendError};
 use crate::seam::{Hpa, PrivateMem, TdxModule};
-use anyhow::bail;
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// An anonymous host mapping backing guest memory.
-pub(super) struct Mapping {
-    pub(super) ptr: *mut u8,
-    pub(super) len: usize,
-}
-// SAFETY: the mapping is plain memory shared with the guest; all host access is through
-// raw pointers by design (the guest writes it concurrently anyway).
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    pub(super) fn new(len: u64) -> anyhow::Result<Mapping> {
-        // SAFETY: a fresh private anonymous mapping; checked for failure.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len as usize,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            bail!(
-                "cannot map {} MiB of guest memory: {}",
-                len >> 20,
-                std::io::Error::last_os_error()
-            );
-        }
-        Ok(Mapping {
-            ptr: p as *mut u8,
-            len: len as usize,
-        })
-    }
-    pub(super) fn write(&self, off: u64, bytes: &[u8]) {
-        assert!(off as usize + bytes.len() <= self.len);
-        // SAFETY: in bounds (asserted) of a live mapping.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.add(off as usize), bytes.len())
-        }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmapping what `new` mapped.
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
-}
 
 /// Private memory as the TDX module model sees it: the private backing's host view, and its
 /// slot view for what the module lets the CPU reach.

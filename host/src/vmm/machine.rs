@@ -10,7 +10,7 @@
 //! through the doorbell, EPT violations, #VE (`ve`). This file sets the TD up and runs it.
 
 use super::contain::{contained, StopSignals};
-use super::kvm_backend::{on_kick, KvmBackend, KvmPrivateMem, Mapping, VcpuCtl};
+use super::kvm_backend::{on_kick, KvmBackend, KvmPrivateMem, VcpuCtl};
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use super::uffd::FaultService;
 use super::vcpu::{vcpu_loop, Counters, Ctx};
@@ -32,6 +32,9 @@ use std::time::{Duration, Instant};
 const GIB: u64 = 1 << 30;
 /// Largest RAM the emulated TD takes (all of it below the 32-bit PCI hole for now).
 pub const MAX_MEM: u64 = 2 * GIB;
+/// The largest TD_HOB section tdxlab fills (OVMF's is 8 KiB; the list is a few hundred
+/// bytes): the host allocates the section's size to build it.
+pub const MAX_TD_HOB: u64 = 1 << 20;
 /// Smallest RAM: the image's TEMP_MEM and TD_HOB sections must fit.
 pub const MIN_MEM: u64 = 16 << 20;
 const TSS_ADDR: usize = 0xFEFF_D000;
@@ -278,12 +281,22 @@ pub fn run_with_progress(
     let uffd = Arc::new(super::uffd::open_userfaultfd().map_err(anyhow::Error::msg)?);
     let private = Arc::new(Backing::new("tdxlab-private", mem, uffd.clone())?);
     let shared = Arc::new(Backing::new("tdxlab-shared", mem, uffd.clone())?);
-    let firmware = Mapping::new(image_size)?;
-    firmware.write(0, &cfg.image);
+    let fw_base = vm_memory::GuestAddress(image_base);
+    let firmware = vm_memory::GuestMemoryMmap::<()>::from_ranges(&[(fw_base, image_size as usize)])
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot map the {} KiB firmware window: {e}",
+                image_size >> 10
+            )
+        })?;
+    vm_memory::Bytes::write_slice(&firmware, &cfg.image, fw_base)
+        .map_err(|e| anyhow::anyhow!("copying the image into the firmware window: {e}"))?;
+    let fw_addr = vm_memory::GuestMemoryBackend::get_host_address(&firmware, fw_base)
+        .map_err(|e| anyhow::anyhow!("the firmware window: {e}"))?;
     let slots = [
         (0u64, private.slot_addr(), mem),
         (gpaw.shared_mask(), shared.slot_addr(), mem),
-        (image_base, firmware.ptr as u64, image_size),
+        (image_base, fw_addr as u64, image_size),
     ];
     for (i, (gpa, addr, len)) in slots.iter().enumerate() {
         let region = kvm_userspace_memory_region {
@@ -337,23 +350,33 @@ pub fn run_with_progress(
     let mut accepted: Vec<(u64, u64)> = Vec::new();
     let mut hob_at = None;
     for s in meta.sections() {
+        // TdvfMetadata::parse checked that no section wraps; the sums below cannot overflow.
+        let end = s.memory_address + s.memory_size;
         match s.kind() {
             Some(SectionType::TdHob | SectionType::TempMem) => {
-                if s.memory_address + s.memory_size > mem {
+                if end > mem {
                     bail!(
-                        "--mem {} MiB is too small: the image needs RAM up to {:#x}",
-                        mem >> 20,
-                        s.memory_address + s.memory_size
+                        "--mem {} MiB is too small: the image needs RAM up to {end:#x}",
+                        mem >> 20
                     );
                 }
                 accepted.push((s.memory_address, s.memory_size));
                 if s.kind() == Some(SectionType::TdHob) && hob_at.is_none() {
+                    if s.memory_size > MAX_TD_HOB {
+                        bail!(
+                            "the image's TD_HOB section is {} KiB; tdxlab builds a TD HOB of at most {} KiB",
+                            s.memory_size >> 10,
+                            MAX_TD_HOB >> 10
+                        );
+                    }
                     hob_at = Some((s.memory_address, s.memory_size));
                 }
             }
-            Some(SectionType::Bfv | SectionType::Cfv) if s.memory_address < image_base => {
+            Some(SectionType::Bfv | SectionType::Cfv)
+                if s.memory_address < image_base || end > 1 << 32 =>
+            {
                 bail!(
-                    "image section at {:#x} lies outside the firmware window",
+                    "image section [{:#x}, {end:#x}) lies outside the firmware window",
                     s.memory_address
                 )
             }
