@@ -39,15 +39,22 @@ enum Command {
         /// Simulated vCPUs.
         #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
         vcpus: u32,
-        /// Random operations per vCPU.
-        #[arg(long, default_value_t = 2000)]
-        ops: u64,
+        /// Random operations per vCPU (default 2000, or no limit with --seconds).
+        #[arg(long)]
+        ops: Option<u64>,
+        /// Keep going this long (the soak mode): each vCPU stops here or at --ops.
+        #[arg(long, value_parser = parse_seconds)]
+        seconds: Option<f64>,
         /// Seed of every random choice.
         #[arg(long, default_value_t = 1)]
         seed: u64,
         /// Zap semantics.
         #[arg(long, value_enum, default_value_t = crate::kvm::ZapPolicy::Filter)]
         zap_policy: crate::kvm::ZapPolicy,
+        /// Fault injection, comma-separated: retry=P, busy=P, private-page-size=4k|2m (the
+        /// simulated host migrates shared pages as part of its operations).
+        #[arg(long)]
+        inject: Vec<String>,
         /// Pages of RAM each vCPU owns.
         #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
         region_pages: u64,
@@ -337,8 +344,10 @@ pub fn main() -> ExitCode {
         Command::Sim {
             vcpus,
             ops,
+            seconds,
             seed,
             zap_policy,
+            inject,
             region_pages,
             private_page_size,
             inject_retry,
@@ -359,14 +368,27 @@ pub fn main() -> ExitCode {
                 );
                 return ExitCode::from(EXIT_USAGE);
             }
+            let inject = match parse_inject(&inject) {
+                Ok(i) if i.host_invalidate_hz > 0 => {
+                    eprintln!("tdxlab: --inject host-invalidate-hz is for KVM runs; the simulated host migrates shared pages as part of its operations (try --help)");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("tdxlab: {e} (try --help)");
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
             let cfg = crate::sim::SimConfig {
                 vcpus,
-                ops,
+                ops: ops.unwrap_or(if seconds.is_some() { u64::MAX } else { 2000 }),
+                seconds,
                 seed,
                 policy: zap_policy,
                 region_pages,
-                private_max_level: private_page_size,
-                retry_p: inject_retry,
+                private_max_level: private_page_size.max(inject.private_page_size),
+                retry_p: inject_retry.max(inject.retry),
+                busy_p: inject.busy,
                 gpaw: shared_abi::Gpaw::emulated(gpaw).expect("checked by parse_gpaw"),
                 ..Default::default()
             };

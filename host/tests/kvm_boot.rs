@@ -351,3 +351,65 @@ fn injected_map_gpa_retries_are_resumed_by_the_guest() {
     assert_eq!(r["host_check_mismatches"], 0);
     assert_eq!(r["exits_on_mapped_private"], 0);
 }
+
+/// The built-in image with its reset vector replaced: 32-bit code in the free middle of the
+/// last page copies `out dx, al; hlt` to TEMP_MEM (GPA 0x100000), loads an empty IDT and a
+/// GDT with a code segment based at `base`, and far-jumps to EIP 0 in it. With base
+/// 0x100000 the vCPU executes a raw OUT at RIP 0 whose linear address is not its RIP (the
+/// host must not read guest memory at RIP); with base 0 it fetches from GPA 0, unaccepted.
+fn out_at_rip_zero_image(base: u32) -> Vec<u8> {
+    let mut img = tdxlab::GUEST_IMAGE.to_vec();
+    let end = img.len();
+    let code_off = end - 4096 + 0x400;
+    let code_addr = ((1u64 << 32) - 4096 + 0x400) as u32;
+    let (idtr, gdtr, gdt) = (code_addr + 0x40, code_addr + 0x48, code_addr + 0x50);
+    let mut code = Vec::new();
+    // mov dword [0x100000], 0xF4F4F4EE  (out dx, al; hlt; hlt; hlt)
+    code.extend([0xC7, 0x05, 0x00, 0x00, 0x10, 0x00, 0xEE, 0xF4, 0xF4, 0xF4]);
+    // mov dx, 0x80
+    code.extend([0x66, 0xBA, 0x80, 0x00]);
+    // lidt [idtr]; lgdt [gdtr]
+    code.extend([0x0F, 0x01, 0x1D]);
+    code.extend(idtr.to_le_bytes());
+    code.extend([0x0F, 0x01, 0x15]);
+    code.extend(gdtr.to_le_bytes());
+    // jmp far 0x08:0
+    code.extend([0xEA, 0, 0, 0, 0, 0x08, 0x00]);
+    img[code_off..code_off + code.len()].copy_from_slice(&code);
+    // IDTR: limit 0 (every vector faults, ending in a triple fault); GDTR: two entries.
+    img[code_off + 0x40..code_off + 0x46].fill(0);
+    img[code_off + 0x48..code_off + 0x4A].copy_from_slice(&15u16.to_le_bytes());
+    img[code_off + 0x4A..code_off + 0x4E].copy_from_slice(&gdt.to_le_bytes());
+    // GDT: null, then a flat-limit 32-bit code segment at `base`.
+    let b = base.to_le_bytes();
+    let desc = [0xFF, 0xFF, b[0], b[1], b[2], 0x9A, 0xCF, b[3]];
+    img[code_off + 0x50..code_off + 0x58].fill(0);
+    img[code_off + 0x58..code_off + 0x60].copy_from_slice(&desc);
+    // Reset vector: jmp rel32 to the code.
+    let rel = code_addr.wrapping_sub(0xFFFF_FFF0 + 5);
+    img[end - 16] = 0xE9;
+    img[end - 15..end - 11].copy_from_slice(&rel.to_le_bytes());
+    img
+}
+
+#[test]
+fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
+    require_kvm!();
+    for (base, want, ves) in [
+        // The OUT runs at RIP 0; its #VE meets an empty IDT (RIP 1: after KVM's completion).
+        (0x10_0000, "vCPU 0 triple-faulted (RIP 0x1)", 1),
+        // The fetch from GPA 0 is refused before anything runs there.
+        (0, "access before accept: private gpa 0x0 is", 0),
+    ] {
+        let path =
+            std::env::temp_dir().join(format!("tdxlab-rip0-{base:x}-{}.bin", std::process::id()));
+        std::fs::write(&path, out_at_rip_zero_image(base)).unwrap();
+        let p = path.to_str().unwrap();
+        let run = run_with_report(&["run", "--image", p, "--vcpus", "1", "--timeout", "30"]);
+        std::fs::remove_file(&path).ok();
+        assert_eq!(run.code, Some(1), "base {base:#x}: {}", run.err);
+        assert!(run.err.contains(want), "base {base:#x}: {}", run.err);
+        assert!(!run.err.contains("panicked"), "{}", run.err);
+        assert_eq!(run.report["ves_injected"], ves, "{}", run.report);
+    }
+}

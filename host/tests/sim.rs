@@ -89,3 +89,44 @@ fn v19_drops_flushes_on_many_vcpus_too() {
     let r = run(&cfg(ZapPolicy::V19, 4, 600, 7));
     assert!(r.flushes_dropped > 0 && r.errors.is_empty(), "{r:#?}");
 }
+
+/// The soak's short version: 4 vCPUs for 2 s with MapGPA RETRY, accept BUSY, 2 MiB private
+/// pages and the simulated host's page migrations — clean, and every injection happened.
+#[test]
+fn a_short_soak_with_every_injection_stays_clean() {
+    let r = tdxlab::sim::run(&SimConfig {
+        ops: u64::MAX,
+        seconds: Some(2.0),
+        retry_p: 0.1,
+        busy_p: 0.1,
+        private_max_level: PageLevel::Size2M,
+        ..cfg(ZapPolicy::Filter, 4, 0, 7)
+    });
+    assert_clean(&r);
+    assert!(r.accept_busy_injected > 0, "{r:#?}");
+    assert!(r.map_gpa_retries_injected > 0, "{r:#?}");
+    assert!(r.invariant_violations == 0 && r.errors.is_empty(), "{r:#?}");
+}
+
+#[test]
+fn sim_inject_flags_are_parsed_and_checked() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args([
+            "sim",
+            "--ops",
+            "200",
+            "--inject",
+            "busy=0.2,retry=0.1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["accept_busy_injected"].as_u64().unwrap() > 0, "{v}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args(["sim", "--inject", "host-invalidate-hz=5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

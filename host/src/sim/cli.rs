@@ -1,6 +1,6 @@
 //! `tdxlab sim`: run, print the summary or the JSON report, and pick the exit code.
 
-use super::{run as run_sim, SimConfig, SimReport};
+use super::{SimConfig, SimReport};
 use crate::kvm::ZapPolicy;
 
 /// Exit code when the run found a violation, mismatch, leak or stale TLB use under a policy
@@ -10,17 +10,32 @@ pub const EXIT_FAILED: u8 = 1;
 /// Run and report.
 pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
     if !json {
+        let length = match cfg.seconds {
+            Some(s) if cfg.ops == u64::MAX => format!("{s} s"),
+            Some(s) => format!("{} ops or {s} s", cfg.ops),
+            None => format!("{} ops", cfg.ops),
+        };
         eprintln!(
-            "tdxlab sim: {} vCPUs x {} ops, seed {}, zap policy {}, {} pages per vCPU, GPAW {} ...",
+            "tdxlab sim: {} vCPUs x {length}, seed {}, zap policy {}, {} pages per vCPU, GPAW {} ...",
             cfg.vcpus,
-            cfg.ops,
             cfg.seed,
             cfg.policy.name(),
             cfg.region_pages,
             cfg.gpaw.bits()
         );
     }
-    let r = run_sim(cfg);
+    // Long runs (--seconds) say how far they are every 10 s on stderr.
+    let next = std::cell::Cell::new(10.0);
+    let progress = |t: f64, conversions: u64| {
+        if !json && cfg.seconds.is_some() && t >= next.get() {
+            next.set(next.get() + 10.0);
+            eprintln!(
+                "[{t:6.1} s] {conversions} host conversions ({:.0}/s)",
+                conversions as f64 / t
+            );
+        }
+    };
+    let r = super::run_with_progress(cfg, &progress);
     if json {
         crate::outln!("{}", serde_json::to_string_pretty(&r)?)?;
     } else {
@@ -55,6 +70,8 @@ fn summary(r: &SimReport) -> String {
         "  MapGPA RETRY inject  {:>10}\n",
         r.map_gpa_retries_injected
     );
+    s += &format!("  accept BUSY inject   {:>10}\n", r.accept_busy_injected);
+    s += &format!("  2M demotes           {:>10}\n", r.demotes);
     s += &format!("  guest accesses       {:>10}\n", r.accesses);
     s += &format!(
         "  invariant checks     {:>10}   violations: {}\n",

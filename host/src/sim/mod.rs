@@ -44,6 +44,11 @@ pub struct SimConfig {
     pub private_max_level: PageLevel,
     /// MapGPA RETRY injection probability.
     pub retry_p: f64,
+    /// TDG.MEM.PAGE.ACCEPT OPERAND_BUSY injection probability.
+    pub busy_p: f64,
+    /// Keep going until this much time has passed (each vCPU stops at `ops` or here,
+    /// whichever comes first; None: `ops` alone).
+    pub seconds: Option<f64>,
     /// Check the invariants every this many operations per vCPU.
     pub invariant_every: u64,
     /// The TD's guest physical-address width (the shared bit is `gpaw - 1`).
@@ -60,6 +65,8 @@ impl Default for SimConfig {
             region_pages: 1024,
             private_max_level: PageLevel::Size4K,
             retry_p: 0.0,
+            busy_p: 0.0,
+            seconds: None,
             invariant_every: 64,
             gpaw: Gpaw::GPAW_48,
         }
@@ -146,7 +153,15 @@ impl World {
             attributes: SEPT_VE_DISABLE,
             num_vcpus: cfg.vcpus,
         };
-        let seam = TdxModule::runnable(params, backend.private.clone());
+        let mut module = TdxModule::new(params, backend.private.clone());
+        if cfg.busy_p > 0.0 {
+            module.inject_accept_busy =
+                Some(crate::inject::Chance::new(cfg.busy_p, cfg.seed ^ 0xb05e));
+        }
+        module
+            .tdh_mr_finalize()
+            .expect("a new TD is finalized once");
+        let seam = Arc::new(module);
         let mut kc = KvmConfig::td(gfns, cfg.gpaw);
         kc.policy = cfg.policy;
         kc.private_max_level = cfg.private_max_level;
@@ -227,6 +242,10 @@ pub struct SimReport {
     pub host_invalidations: u64,
     /// MapGPA RETRYs injected by the host.
     pub map_gpa_retries_injected: u64,
+    /// TDG.MEM.PAGE.ACCEPT OPERAND_BUSY answers injected by the module.
+    pub accept_busy_injected: u64,
+    /// 2 MiB private leaves split because part of one was zapped.
+    pub demotes: u64,
     /// Guest reads and writes.
     pub accesses: u64,
     /// Invariant checks.
@@ -260,18 +279,27 @@ impl SimReport {
 
 /// Run the simulation.
 pub fn run(cfg: &SimConfig) -> SimReport {
+    run_with_progress(cfg, &|_, _| {})
+}
+
+/// [`run`], calling `progress(elapsed_s, host_conversions)` about once a second.
+pub fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimReport {
     let start = Instant::now();
     let world = World::new(cfg);
     let errors = Mutex::new(Vec::new());
     let totals = Mutex::new(Counters::default());
     std::thread::scope(|s| {
+        let mut handles = Vec::new();
         for id in 0..cfg.vcpus {
             let (world, errors, totals) = (&world, &errors, &totals);
-            s.spawn(move || {
+            handles.push(s.spawn(move || {
                 let mut v = vcpu::Vcpu::new(id, world, cfg);
                 let mut r = v.boot();
+                let deadline = cfg
+                    .seconds
+                    .map(|s| start + std::time::Duration::from_secs_f64(s));
                 for op in 0..cfg.ops {
-                    if r.is_err() {
+                    if r.is_err() || deadline.is_some_and(|d| Instant::now() >= d) {
                         break;
                     }
                     r = v.step();
@@ -291,7 +319,15 @@ pub fn run(cfg: &SimConfig) -> SimReport {
                         .push(e.to_string());
                 }
                 totals.lock().unwrap_or_else(|e| e.into_inner()).add(&v.c);
-            });
+            }));
+        }
+        let mut last = Instant::now();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            if last.elapsed().as_secs_f64() >= 1.0 {
+                last = Instant::now();
+                progress(start.elapsed().as_secs_f64(), world.vmm.conversions());
+            }
         }
     });
     let mut c = totals.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -319,6 +355,8 @@ pub fn run(cfg: &SimConfig) -> SimReport {
         kicks: world.backend.kicks.load(Relaxed),
         host_invalidations: c.host_invalidations,
         map_gpa_retries_injected: world.vmm.inject.retries.load(Relaxed),
+        accept_busy_injected: world.seam.stats.accept_busy_injected.load(Relaxed),
+        demotes: world.seam.stats.demote.load(Relaxed),
         accesses: c.reads + c.writes,
         invariant_checks: c.invariant_checks,
         invariant_violations: c.invariant_violations,
