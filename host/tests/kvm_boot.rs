@@ -413,3 +413,30 @@ fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
         assert_eq!(run.report["ves_injected"], ves, "{}", run.report);
     }
 }
+
+#[test]
+fn an_image_with_a_huge_td_hob_is_refused_in_one_line() {
+    require_kvm!();
+    use shared_abi::layout::tdvf::{write_descriptor, SectionType};
+    let mut img = tdxlab::GUEST_IMAGE.to_vec();
+    let mut sections = tdxlab::pack::sections();
+    let hob = sections
+        .iter_mut()
+        .find(|s| s.section_type == SectionType::TdHob as u32)
+        .unwrap();
+    hob.memory_size = 2 << 20;
+    write_descriptor(&mut img, tdxlab::pack::DESCRIPTOR_OFFSET, &sections).unwrap();
+    let path = std::env::temp_dir().join(format!("tdxlab-bighob-{}.bin", std::process::id()));
+    std::fs::write(&path, &img).unwrap();
+    let out = tdxlab(&["run", "--image", path.to_str().unwrap(), "--vcpus", "1"]);
+    std::fs::remove_file(&path).ok();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(
+            "the image's TD_HOB section is 2048 KiB; tdxlab builds a TD HOB of at most 1024 KiB"
+        ),
+        "{err}"
+    );
+}
