@@ -161,7 +161,7 @@ fn malformed_images_get_qemus_errors() {
         matches!(e, TdvfError::BadDataOffset { index: 0, .. })
     }));
     let mut s = good_sections();
-    s[2].memory_address = u64::MAX & !0xFFF;
+    s[2].memory_address = !0xFFF;
     s[2].memory_size = 0x2000;
     cases.push(("address + size wraps", image(&s), |e| {
         matches!(e, TdvfError::SectionWraps { index: 2, .. })
