@@ -211,6 +211,8 @@ for b in $PHYS_BITS; do
     echo "  FAILED: the boot did not finish (see $log)"; tail -n 30 "$log" | sed 's/^/  | /'; status=1
   elif [ -n "$failed" ]; then
     echo "$failed" | sed 's/^LANE-RESULT /  FAILED: /'; status=1
+    # What failed, in the CI log too: each panic with its message.
+    grep -A2 'panicked at' "$log" | head -n 40 | sed 's/^/  | /' || true
   fi
   echo "  phys-bits=$b: $passed passed$( [ -n "$failed" ] && echo ", $(echo "$failed" | wc -l) failed")"
 done

@@ -310,10 +310,14 @@ fn a_triple_fault_is_reported_with_the_vcpu() {
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "triple-fault"]);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
-        err.contains("triple_fault (vCPU 0 triple-faulted (RIP 0x"),
+        err.contains("triple_fault (vCPU 0 triple-faulted (RIP 0x")
+            || err.contains(AMD_SHUTDOWN_RESET),
         "{err}"
     );
 }
+
+/// What a triple fault says on AMD, where KVM INITs the vCPU at the shutdown intercept.
+const AMD_SHUTDOWN_RESET: &str = "triple-faulted (RIP unknown: KVM reset the vCPU at the shutdown";
 
 #[test]
 fn a_planted_private_leak_fails_the_host_check_and_the_run() {
@@ -396,7 +400,8 @@ fn out_at_rip_zero_image(base: u32) -> Vec<u8> {
 fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
     require_kvm!();
     for (base, want, ves) in [
-        // The OUT runs at RIP 0; its #VE meets an empty IDT (RIP 1: after KVM's completion).
+        // The OUT runs at RIP 0; its #VE meets an empty IDT (RIP 1: after KVM's completion;
+        // on AMD the RIP is lost to KVM's reset at the shutdown, the #VE count still shows it).
         (0x10_0000, "vCPU 0 triple-faulted (RIP 0x1)", 1),
         // The fetch from GPA 0 is refused before anything runs there.
         (0, "access before accept: private gpa 0x0 is", 0),
@@ -408,7 +413,12 @@ fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
         let run = run_with_report(&["run", "--image", p, "--vcpus", "1", "--timeout", "30"]);
         std::fs::remove_file(&path).ok();
         assert_eq!(run.code, Some(1), "base {base:#x}: {}", run.err);
-        assert!(run.err.contains(want), "base {base:#x}: {}", run.err);
+        let amd_reset = ves == 1 && run.err.contains(AMD_SHUTDOWN_RESET);
+        assert!(
+            run.err.contains(want) || amd_reset,
+            "base {base:#x}: {}",
+            run.err
+        );
         assert!(!run.err.contains("panicked"), "{}", run.err);
         assert_eq!(run.report["ves_injected"], ves, "{}", run.report);
     }

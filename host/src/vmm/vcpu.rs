@@ -113,9 +113,8 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 format!("vCPU {index}: unexpected exit {other:?}"),
             )),
         };
-        let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
         if let Some((kind, message)) = outcome {
-            return fatal(kind, format!("{message} (RIP {rip:#x})"));
+            return fatal(kind, format!("{message} ({})", where_stopped(&vcpu)));
         }
         if let Some((port, size, is_in)) = raw_io {
             let r = if is_in {
@@ -138,6 +137,22 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 super::contain::TEST_PANIC_ENV
             );
         }
+    }
+}
+
+/// Where a vCPU stopped, for an exit message: its RIP, unless KVM already reset it.
+///
+/// On AMD, KVM answers a SHUTDOWN intercept by INITing the vCPU, because the VMCB is
+/// undefined after it (`shutdown_interception` in Linux's `arch/x86/kvm/svm/svm.c`): the
+/// registers read back are the reset state (CS f000:fff0 based at 0xffff0000), never a TD's.
+fn where_stopped(vcpu: &VcpuFd) -> String {
+    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+    let cs = vcpu.get_sregs().map(|s| s.cs);
+    match cs {
+        Ok(cs) if rip == 0xfff0 && cs.selector == 0xf000 && cs.base == 0xffff_0000 => {
+            "RIP unknown: KVM reset the vCPU at the shutdown, as it does on AMD".to_string()
+        }
+        _ => format!("RIP {rip:#x}"),
     }
 }
 
