@@ -7,7 +7,7 @@
 //! be a bit the CPU lets guest page tables use). The other capabilities are reported because
 //! they tell a reader how far this KVM is from running real TDs.
 
-use crate::cli::{EXIT_HOST, EXIT_OK};
+use crate::exit::{EXIT_HOST, EXIT_OK};
 use kvm_bindings::{
     KVM_CAP_EXIT_HYPERCALL, KVM_CAP_GUEST_MEMFD, KVM_CAP_MEMORY_ATTRIBUTES,
     KVM_CAP_MEMORY_FAULT_INFO, KVM_CAP_VM_TYPES,

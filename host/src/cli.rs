@@ -3,16 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
-/// Exit code: the command ran and its verdict is success.
-pub const EXIT_OK: u8 = 0;
-/// Exit code: bad flags or arguments.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code: host error (no usable KVM, bad image, I/O).
-pub const EXIT_HOST: u8 = 3;
-/// Exit code: the guest failed (exit value ≠ 0, fatal error, triple fault).
-pub const EXIT_GUEST: u8 = 1;
-/// Exit code: the guest did not finish in time.
-pub const EXIT_TIMEOUT: u8 = 4;
+use crate::exit::{EXIT_HOST, EXIT_OK, EXIT_PIPE, EXIT_USAGE};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -402,7 +393,7 @@ pub fn main() -> ExitCode {
             if e.downcast_ref::<crate::output::OutputError>()
                 .is_some_and(|o| o.is_closed_pipe()) =>
         {
-            ExitCode::from(crate::output::EXIT_PIPE)
+            ExitCode::from(EXIT_PIPE)
         }
         Err(e) => {
             eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
@@ -482,15 +473,10 @@ fn run_td(
         r.elapsed_s
     );
     if r.stdout_closed {
-        return Ok(crate::output::EXIT_PIPE);
+        return Ok(EXIT_PIPE);
     }
-    Ok(match (r.exit.kind, r.exit.code) {
-        ("guest", 0) => EXIT_OK,
-        ("interrupted", sig) => 128 + sig as u8,
-        ("timeout", _) => EXIT_TIMEOUT,
-        ("host_error", _) => EXIT_HOST,
-        _ => EXIT_GUEST,
-    })
+    let passed = r.exit.kind == crate::exit::ExitKind::Guest && r.exit.code == 0;
+    Ok(r.exit.kind.exit_code(r.exit.code, passed))
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -11,6 +11,7 @@
 
 pub mod caps;
 pub mod cli;
+pub mod exit;
 pub mod fuzzing;
 pub mod image;
 pub mod inject;

@@ -4,10 +4,6 @@
 
 use std::io::Write;
 
-/// The exit code of a program whose stdout reader went away: what a shell reports for a
-/// process killed by SIGPIPE (128 + 13), as coreutils give it.
-pub const EXIT_PIPE: u8 = 141;
-
 /// An error writing standard output.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot write standard output")]

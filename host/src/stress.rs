@@ -2,7 +2,7 @@
 //! progress, and judge the run: the guest's own checks, the host checks, and the end-of-run
 //! audit (nothing leaked, nothing lost).
 
-use crate::cli::{EXIT_GUEST, EXIT_HOST, EXIT_OK, EXIT_TIMEOUT, EXIT_USAGE};
+use crate::exit::{ExitKind, EXIT_USAGE};
 use crate::vmm::machine::{run_with_progress, InjectConfig, Progress, RunConfig, RunReport};
 use serde::Serialize;
 use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
@@ -178,7 +178,7 @@ pub fn stress(
     let secs = run.elapsed_s.max(1e-9);
     let mismatches = run.host_check_mismatches;
     let leaks = run.audit.len() as u64;
-    let passed = run.exit.kind == "guest"
+    let passed = run.exit.kind == ExitKind::Guest
         && run.exit.code == 0
         && vcpu_results.len() == a.vcpus as usize
         && mismatches == 0
@@ -271,13 +271,7 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     } else {
         crate::output::write_str(&summary(&r))?;
     }
-    Ok(match (r.run.exit.kind, r.passed) {
-        ("interrupted", _) => 128 + r.run.exit.code as u8,
-        (_, true) => EXIT_OK,
-        ("timeout", _) => EXIT_TIMEOUT,
-        ("host_error", _) => EXIT_HOST,
-        _ => EXIT_GUEST,
-    })
+    Ok(r.run.exit.kind.exit_code(r.run.exit.code, r.passed))
 }
 
 fn describe_inject(i: &InjectConfig) -> String {
@@ -315,7 +309,7 @@ fn summary(r: &StressReport) -> String {
         r.seed,
         match (r.passed, run.exit.kind) {
             (true, _) => "PASSED",
-            (false, "interrupted") => "INTERRUPTED",
+            (false, ExitKind::Interrupted) => "INTERRUPTED",
             _ => "FAILED",
         },
         run.elapsed_s

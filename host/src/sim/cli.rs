@@ -1,11 +1,8 @@
 //! `tdxlab sim`: run, print the summary or the JSON report, and pick the exit code.
 
 use super::{SimConfig, SimReport};
+use crate::exit::{EXIT_GUEST, EXIT_OK};
 use crate::kvm::ZapPolicy;
-
-/// Exit code when the run found a violation, mismatch, leak or stale TLB use under a policy
-/// that must prevent them.
-pub const EXIT_FAILED: u8 = 1;
 
 /// Run and report.
 pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
@@ -46,7 +43,9 @@ pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
         ZapPolicy::V19 => !r.errors.is_empty(),
         _ => !r.clean(),
     };
-    Ok(if failed { EXIT_FAILED } else { 0 })
+    // A violation, mismatch, leak or stale TLB use under a policy that must prevent them is
+    // the simulated guest failing.
+    Ok(if failed { EXIT_GUEST } else { EXIT_OK })
 }
 
 fn summary(r: &SimReport) -> String {

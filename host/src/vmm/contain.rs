@@ -4,6 +4,7 @@
 
 use super::kvm_backend::KvmBackend;
 use super::{GuestExit, GuestIo};
+use crate::exit::ExitKind;
 use std::cell::RefCell;
 
 thread_local! {
@@ -48,7 +49,7 @@ pub(super) fn contained(what: &str, io: &GuestIo, backend: &KvmBackend, f: impl 
         .with(|p| p.borrow_mut().take())
         .unwrap_or_else(|| "an unknown place (no panic hook installed)".into());
     io.finish(GuestExit {
-        kind: "host_error",
+        kind: ExitKind::HostError,
         code: 0,
         message: format!("{what} panicked at {at}"),
     });

@@ -1,6 +1,7 @@
 //! The devices a TD reaches through TDVMCALL<Instruction.IO> and <ReportFatalError>: COM1
 //! (printed line by line with a `[guest]` prefix) and the isa-debug-exit port 0xf4.
 
+use crate::exit::ExitKind;
 use serde::Serialize;
 use shared_abi::doorbell::{COM1_PORT, DEBUG_EXIT_PORT};
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -9,10 +10,8 @@ use std::sync::Mutex;
 /// How the TD ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct GuestExit {
-    /// "guest" (exit port), "fatal" (ReportFatalError, access before accept, alias mismatch),
-    /// "triple_fault", "host_error", "timeout" or "interrupted" (SIGINT/SIGTERM; `code` is the
-    /// signal).
-    pub kind: &'static str,
+    /// How it stopped.
+    pub kind: ExitKind,
     /// The guest's exit value (exit port) or error code.
     pub code: u64,
     /// What happened, in one line.
@@ -107,7 +106,7 @@ impl GuestIo {
                     format!("guest reported failure {data:#x}")
                 };
                 self.finish(GuestExit {
-                    kind: "guest",
+                    kind: ExitKind::Guest,
                     code: data as u64,
                     message,
                 });
@@ -131,7 +130,7 @@ impl GuestIo {
             .collect();
         let msg = String::from_utf8_lossy(&bytes);
         self.finish(GuestExit {
-            kind: "fatal",
+            kind: ExitKind::Fatal,
             code: regs.r12,
             message: format!("vCPU {vcpu} reported a fatal error: {msg}"),
         });

@@ -63,7 +63,7 @@ pub(super) struct VcpuCtl {
     pub(super) stopped_rip: AtomicU64,
     /// Why the host refused this vCPU's access (kind, message), for the vCPU thread to
     /// report with its RIP once the fence gets it out of KVM_RUN.
-    pub(super) refused: Mutex<Option<(&'static str, String)>>,
+    pub(super) refused: Mutex<Option<(crate::exit::ExitKind, String)>>,
 }
 
 impl VcpuCtl {

@@ -15,6 +15,7 @@ use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use super::uffd::FaultService;
 use super::vcpu::{vcpu_loop, Counters, Ctx};
 use super::{Backing, GuestExit, GuestIo, Injector, Vmm};
+use crate::exit::ExitKind;
 use crate::kvm::{Kvm, KvmConfig, ZapPolicy};
 use crate::seam::{TdParams, TdxModule};
 use anyhow::{bail, Context};
@@ -443,7 +444,7 @@ pub fn run_with_progress(
                 contained("the host-invalidation thread", io, b, || {
                     if let Err(e) = host_invalidator(kvm, hz, seed, &io.stop, n) {
                         io.finish(GuestExit {
-                            kind: "host_error",
+                            kind: ExitKind::HostError,
                             code: 0,
                             message: format!("mmu-notifier invalidation failed: {e}"),
                         });
@@ -489,14 +490,14 @@ pub fn run_with_progress(
                     "SIGTERM"
                 };
                 io().finish(GuestExit {
-                    kind: "interrupted",
+                    kind: ExitKind::Interrupted,
                     code: sig as u64,
                     message: format!("stopped by {name}"),
                 });
             }
             if boot_at.elapsed() > cfg.timeout {
                 io().finish(GuestExit {
-                    kind: "timeout",
+                    kind: ExitKind::Timeout,
                     code: 0,
                     message: format!(
                         "the guest did not finish within {} s",
@@ -521,7 +522,7 @@ pub fn run_with_progress(
         // fence gets it out: a signal does not on PVM).
         if let Err(e) = backend.fence() {
             io().finish(GuestExit {
-                kind: "host_error",
+                kind: ExitKind::HostError,
                 code: 0,
                 message: format!("stopping the TD: {e}"),
             });
@@ -537,11 +538,11 @@ pub fn run_with_progress(
     });
     let io = vmm.io.as_ref().expect("set above");
     let mut exit = io.exit().unwrap_or(GuestExit {
-        kind: "host_error",
+        kind: ExitKind::HostError,
         code: 0,
         message: "the TD stopped without an exit".into(),
     });
-    if exit.kind == "timeout" {
+    if exit.kind == ExitKind::Timeout {
         let where_: Vec<String> = backend
             .vcpus
             .iter()

@@ -15,6 +15,7 @@
 use super::kvm_backend::KvmBackend;
 use super::vcpu::Counters;
 use super::{resolve_ept_violation, GuestExit, Vmm, FAULT_PROGRESS_TIMEOUT};
+use crate::exit::ExitKind;
 use crate::kvm::{Alias, FaultOutcome};
 use crate::seam::TdxModule;
 use shared_abi::sept::SeptState;
@@ -63,7 +64,7 @@ pub(super) struct Fault {
 }
 
 /// Why the host refused a guest access: the exit kind and the message.
-type Refusal = (&'static str, String);
+type Refusal = (ExitKind, String);
 
 /// The two threads' shared state.
 pub(super) struct FaultService<'a> {
@@ -204,13 +205,13 @@ impl FaultService<'_> {
             if since.elapsed() > FAULT_PROGRESS_TIMEOUT {
                 let secs = FAULT_PROGRESS_TIMEOUT.as_secs();
                 return Err((
-                    "fatal",
+                    ExitKind::Fatal,
                     format!("{who}gpa {gpa} still faulting after {secs} s"),
                 ));
             }
             if !shared {
                 match self.seam.remap_if_mapped(gpa) {
-                    Err(e) => return Err(("host_error", format!("{who}{e}"))),
+                    Err(e) => return Err((ExitKind::HostError, format!("{who}{e}"))),
                     Ok(Some((SeptState::Mapped, _))) => {
                         self.counters.exits_on_mapped.fetch_add(1, SeqCst);
                         return Ok(());
@@ -218,7 +219,7 @@ impl FaultService<'_> {
                     Ok(Some((state, _))) if state != SeptState::Blocked => {
                         let (off, name) = (fault.off, state.name());
                         return Err((
-                            "fatal",
+                            ExitKind::Fatal,
                             format!("{who}access before accept: private gpa {off:#x} is {name}"),
                         ));
                     }
@@ -231,10 +232,10 @@ impl FaultService<'_> {
                 FaultOutcome::MemoryFault { .. } => {
                     let index = vcpu.unwrap_or(u32::MAX);
                     resolve_ept_violation(self.vmm, index, gpa, PageLevel::Size4K)
-                        .map_err(|e| ("fatal", e.to_string()))?;
+                        .map_err(|e| (ExitKind::Fatal, e.to_string()))?;
                 }
                 FaultOutcome::Error(e) => {
-                    return Err(("fatal", format!("{who}EPT violation at {gpa}: {e}")))
+                    return Err((ExitKind::Fatal, format!("{who}EPT violation at {gpa}: {e}")))
                 }
             }
         }
@@ -263,7 +264,7 @@ impl FaultService<'_> {
         self.finish(kind, message);
     }
 
-    fn finish(&self, kind: &'static str, message: String) {
+    fn finish(&self, kind: ExitKind, message: String) {
         self.io().finish(GuestExit {
             kind,
             code: 0,
@@ -274,7 +275,7 @@ impl FaultService<'_> {
     /// The service itself failed: stop the TD (fenced, so no vCPU waits in a fault).
     fn host_error(&self, message: String) {
         self.finish(
-            "host_error",
+            ExitKind::HostError,
             format!("guest-memory fault service: {message}"),
         );
         self.backend.fence().ok();

@@ -4,6 +4,7 @@
 use super::kvm_backend::KvmBackend;
 use super::ve::{inject_in_ve, inject_out_ve};
 use super::{handle_tdcall, GuestExit, Vmm};
+use crate::exit::ExitKind;
 use crate::seam::TdxModule;
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
@@ -37,7 +38,7 @@ pub(super) struct Ctx<'a> {
 
 pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     let io = ctx.vmm.io.as_ref().expect("machine VMMs have I/O");
-    let fatal = |kind: &'static str, message: String| {
+    let fatal = |kind: ExitKind, message: String| {
         io.finish(GuestExit {
             kind,
             code: 0,
@@ -74,12 +75,17 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 }
                 continue;
             }
-            Err(e) => return fatal("host_error", format!("vCPU {index}: KVM_RUN failed: {e}")),
+            Err(e) => {
+                return fatal(
+                    ExitKind::HostError,
+                    format!("vCPU {index}: KVM_RUN failed: {e}"),
+                )
+            }
         };
         // The exit borrows the vCPU's run area; anything that needs RIP is reported after.
         let mut rung = false;
         let mut raw_io: Option<(u16, u8, bool)> = None;
-        let outcome: Option<(&'static str, String)> = match exit {
+        let outcome: Option<(ExitKind, String)> = match exit {
             VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => {
                 rung = true;
                 None
@@ -96,20 +102,24 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             // RAM and the firmware window are always in memslots: an MMIO exit is an access
             // outside them.
             VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => Some((
-                "fatal",
+                ExitKind::Fatal,
                 format!("vCPU {index}: access to unbacked gpa {gpa:#x}"),
             )),
             VcpuExit::Hlt => None,
-            VcpuExit::Shutdown => Some(("triple_fault", format!("vCPU {index} triple-faulted"))),
+            VcpuExit::Shutdown => Some((
+                ExitKind::TripleFault,
+                format!("vCPU {index} triple-faulted"),
+            )),
             VcpuExit::FailEntry(reason, cpu) => Some((
-                "host_error",
+                ExitKind::HostError,
                 format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
             )),
-            VcpuExit::InternalError => {
-                Some(("host_error", format!("vCPU {index}: KVM internal error")))
-            }
+            VcpuExit::InternalError => Some((
+                ExitKind::HostError,
+                format!("vCPU {index}: KVM internal error"),
+            )),
             other => Some((
-                "host_error",
+                ExitKind::HostError,
                 format!("vCPU {index}: unexpected exit {other:?}"),
             )),
         };
@@ -123,12 +133,12 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 inject_out_ve(index, &vcpu, ctx, port, size)
             };
             if let Err(e) = r {
-                return fatal("fatal", e);
+                return fatal(ExitKind::Fatal, e);
             }
         }
         if rung {
             if let Err(e) = doorbell(index, &vcpu, ctx) {
-                return fatal("fatal", e);
+                return fatal(ExitKind::Fatal, e);
             }
         }
         if test_panic {
