@@ -30,23 +30,36 @@ pub fn default_gpaw(maxphyaddr: u8) -> Option<Gpaw> {
     }
 }
 
+/// Why a TD cannot have the GPAW asked for (or any, on this host).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum GpawError {
+    /// The host addresses too little for any emulated TD.
+    #[error("host MAXPHYADDR is {0} bits; an emulated TD needs at least {min}", min = Gpaw::MIN_EMULATED_BITS)]
+    HostTooNarrow(u8),
+    /// `--gpaw` outside what tdxlab emulates.
+    #[error("--gpaw {0} is outside {min}..=52", min = Gpaw::MIN_EMULATED_BITS)]
+    OutOfRange(u8),
+    /// `--gpaw` wider than the host's MAXPHYADDR.
+    #[error("--gpaw {bits} needs a host MAXPHYADDR of at least {bits} bits (this host: {host})")]
+    WiderThanHost {
+        /// Asked for.
+        bits: u8,
+        /// The host's MAXPHYADDR.
+        host: u8,
+    },
+}
+
 /// The TD's GPAW: `forced` (`--gpaw`) when the host can address it, else the default.
-pub fn td_gpaw(forced: Option<u8>, maxphyaddr: u8) -> Result<Gpaw, String> {
+pub fn td_gpaw(forced: Option<u8>, maxphyaddr: u8) -> Result<Gpaw, GpawError> {
     match forced {
-        None => default_gpaw(maxphyaddr).ok_or_else(|| {
-            format!(
-                "host MAXPHYADDR is {maxphyaddr} bits; an emulated TD needs at least {}",
-                Gpaw::MIN_EMULATED_BITS
-            )
-        }),
+        None => default_gpaw(maxphyaddr).ok_or(GpawError::HostTooNarrow(maxphyaddr)),
         Some(bits) => {
-            let g = Gpaw::emulated(bits).ok_or_else(|| {
-                format!("--gpaw {bits} is outside {}..=52", Gpaw::MIN_EMULATED_BITS)
-            })?;
+            let g = Gpaw::emulated(bits).ok_or(GpawError::OutOfRange(bits))?;
             if bits > maxphyaddr {
-                return Err(format!(
-                    "--gpaw {bits} needs a host MAXPHYADDR of at least {bits} bits (this host: {maxphyaddr})"
-                ));
+                return Err(GpawError::WiderThanHost {
+                    bits,
+                    host: maxphyaddr,
+                });
             }
             Ok(g)
         }
@@ -117,9 +130,14 @@ pub fn host_maxphyaddr() -> u8 {
     (core::arch::x86_64::__cpuid(0x8000_0008).eax & 0xFF) as u8
 }
 
+/// /dev/kvm could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open /dev/kvm: {0}")]
+pub struct KvmOpenError(#[source] pub kvm_ioctls::Error);
+
 /// Open /dev/kvm and read the capabilities.
-pub fn probe_kvm() -> Result<KvmCaps, String> {
-    let kvm = kvm_ioctls::Kvm::new().map_err(|e| format!("cannot open /dev/kvm: {e}"))?;
+pub fn probe_kvm() -> Result<KvmCaps, KvmOpenError> {
+    let kvm = kvm_ioctls::Kvm::new().map_err(KvmOpenError)?;
     let cap = |c: u32| kvm.check_extension_raw(c as _);
     Ok(KvmCaps {
         api_version: kvm.get_api_version(),
@@ -145,9 +163,9 @@ pub fn probe() -> HostCaps {
     }
     let gpaw = td_gpaw(None, maxphyaddr);
     if let Err(e) = &gpaw {
-        problems.push(e.clone());
+        problems.push(e.to_string());
     }
-    let userfaultfd_error = crate::vmm::open_userfaultfd().err();
+    let userfaultfd_error = crate::vmm::open_userfaultfd().err().map(|e| e.to_string());
     if let Some(e) = &userfaultfd_error {
         problems.push(e.clone());
     }
@@ -157,7 +175,7 @@ pub fn probe() -> HostCaps {
         .unwrap_or(false);
     let (kvm, kvm_error) = match kvm {
         Ok(k) => (Some(k), None),
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, Some(e.to_string())),
     };
     let gpaw = gpaw.ok();
     HostCaps {

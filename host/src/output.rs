@@ -47,16 +47,30 @@ pub enum Report {
     File(std::fs::File, std::path::PathBuf),
 }
 
+/// `--report PATH` cannot be created.
+#[derive(Debug, thiserror::Error)]
+#[error("--report {}: {source}", path.display())]
+pub struct ReportOpenError {
+    /// The path as given.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
 impl Report {
     /// Open `--report PATH` now (`-` is stdout): a missing directory or a read-only file is
     /// a usage error before the TD boots, not a lost run after it.
-    pub fn open(path: &std::path::Path) -> Result<Report, String> {
+    pub fn open(path: &std::path::Path) -> Result<Report, ReportOpenError> {
         if path.as_os_str() == "-" {
             return Ok(Report::Stdout);
         }
         std::fs::File::create(path)
             .map(|f| Report::File(f, path.to_path_buf()))
-            .map_err(|e| format!("--report {}: {e}", path.display()))
+            .map_err(|source| ReportOpenError {
+                path: path.to_path_buf(),
+                source,
+            })
     }
 
     /// True for `--report -` (other stdout output moves out of its way).

@@ -5,7 +5,7 @@ use shared_abi::vmcall::Subfunction;
 use shared_abi::{Gpa, GpaRange, Gpaw, VmcallStatus};
 use std::sync::{Arc, Mutex};
 use tdcall::{Regs, Tdx, Transport};
-use tdxlab::kvm::{Kvm, KvmConfig, NullBackend, VmmExits};
+use tdxlab::kvm::{HypercallFailed, Kvm, KvmConfig, NullBackend, VmmExits};
 use tdxlab::seam::{SimPrivateMem, TdParams, TdxModule};
 use tdxlab::vmm::{handle_tdcall, Injector, Vmm};
 
@@ -42,9 +42,12 @@ struct Recorder {
 }
 
 impl VmmExits for Recorder {
-    fn hc_map_gpa_range(&self, _: u32, args: MapGpaRangeArgs) -> u64 {
+    fn hc_map_gpa_range(&self, _: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed> {
         self.chunks.lock().unwrap().push(args);
-        self.fail as u64
+        if self.fail {
+            return Err(HypercallFailed("the test's VMM refuses".into()));
+        }
+        Ok(())
     }
     fn map_gpa_event_after(&self, _: u32, pages: u64) -> Option<u64> {
         self.event_after.filter(|n| *n < pages)

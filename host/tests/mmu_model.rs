@@ -339,7 +339,7 @@ fn a_failing_backend_bugs_the_vm_instead_of_panicking() {
         .unwrap();
     let shared = Gpaw::GPAW_48.to_shared(Gpa(0x1000));
     match kvm.kvm_mmu_page_fault(shared, PageLevel::Size4K) {
-        FaultOutcome::Error(e) => assert!(e.contains("mapping gfn 0x1: ENOMEM"), "{e}"),
+        FaultOutcome::Error(e) => assert!(e.to_string().contains("mapping gfn 0x1: ENOMEM"), "{e}"),
         other => panic!("expected the fault to fail, got {other:?}"),
     }
     assert!(kvm.is_bugged());

@@ -1,6 +1,6 @@
 //! The fault path (`kvm_mmu_faultin_pfn`, `kvm_tdp_mmu_page_fault`, `kvm_tdp_mmu_map`).
 
-use super::{Alias, Kvm, MapOutcome, RootKind};
+use super::{Alias, Kvm, KvmBug, MapOutcome, RootKind};
 use shared_abi::convert::MemoryAttributes;
 use shared_abi::{Gpa, PageLevel, TdxStatus};
 use std::sync::atomic::Ordering::*;
@@ -20,8 +20,22 @@ pub enum FaultOutcome {
         /// True when the access was private (KVM_MEMORY_EXIT_FLAG_PRIVATE).
         private: bool,
     },
-    /// The fault cannot be served (outside RAM, or the VM is bugged).
-    Error(String),
+    /// The fault cannot be served.
+    Error(FaultError),
+}
+
+/// Why KVM cannot serve a fault (`kvm_tdp_mmu_page_fault` returning an error to KVM_RUN).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FaultError {
+    /// The VM was bugged (`KVM_BUG_ON`) earlier or by this fault.
+    #[error(transparent)]
+    Bugged(#[from] KvmBug),
+    /// No memslot covers the GPA.
+    #[error("gpa {0} is outside guest memory")]
+    OutsideMemory(Gpa),
+    /// The VM has no root of this kind (a private fault on a VM that is not a TD).
+    #[error("no {} root", .0.name())]
+    NoRoot(RootKind),
 }
 
 impl Kvm {
@@ -29,17 +43,15 @@ impl Kvm {
     /// `max_level` (`kvm_tdp_mmu_page_fault`).
     pub fn kvm_mmu_page_fault(&self, gpa: Gpa, max_level: PageLevel) -> FaultOutcome {
         if self.is_bugged() {
-            return FaultOutcome::Error(format!(
-                "VM is bugged: {}",
-                self.bug_reason().unwrap_or_default()
-            ));
+            let why = self.bug_reason().unwrap_or_default();
+            return FaultOutcome::Error(KvmBug(format!("VM is bugged: {why}")).into());
         }
         self.stats.faults.fetch_add(1, Relaxed);
         let gpaw = self.cfg.gpaw;
         let is_private = self.cfg.is_td && !gpaw.is_shared(gpa);
         let gfn = self.gfn_of(gpa);
         if gfn >= self.cfg.mem_pages {
-            return FaultOutcome::Error(format!("gpa {gpa} is outside guest memory"));
+            return FaultOutcome::Error(FaultError::OutsideMemory(gpa));
         }
         // kvm_mmu_faultin_pfn: snapshot the sequence, then check the attribute.
         let mmu_seq = self.inval.seq.load(Acquire);
@@ -72,7 +84,7 @@ impl Kvm {
             RootKind::Direct
         };
         let Some(root) = self.root(kind) else {
-            return FaultOutcome::Error(format!("no {} root", kind.name()));
+            return FaultOutcome::Error(FaultError::NoRoot(kind));
         };
         let l = level as u8;
         let result = if is_private {
@@ -101,7 +113,7 @@ impl Kvm {
                 } else {
                     self.stats.installed_direct.fetch_add(n, Relaxed);
                     if let Err(e) = self.backend.set_accessible(Alias::Shared, first, n, true) {
-                        return FaultOutcome::Error(self.bug(e.to_string()).to_string());
+                        return FaultOutcome::Error(self.bug(e.to_string()).into());
                     }
                 }
                 tracing::debug!(target: "kvm", gpa = %gpa, level = lv, root = kind.name(), "kvm_tdp_mmu_map");
@@ -110,10 +122,9 @@ impl Kvm {
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,
             Ok(MapOutcome::Retry) => self.retry(),
             Err(s) if s.is(TdxStatus::OPERAND_BUSY) => self.retry(),
-            Err(s) => FaultOutcome::Error(
-                self.bug(format!("mapping private gpa {gpa}: {s}"))
-                    .to_string(),
-            ),
+            Err(s) => {
+                FaultOutcome::Error(self.bug(format!("mapping private gpa {gpa}: {s}")).into())
+            }
         }
     }
 

@@ -14,13 +14,13 @@ mod zap;
 
 pub use attributes::Attributes;
 pub use backend::{Alias, Backend, BackendError, NullBackend};
-pub use fault::FaultOutcome;
+pub use fault::{FaultError, FaultOutcome};
 pub use policy::{
     root_action, FilterZeroBug, RootAction, ZapCaller, ZapPolicy, KVM_FILTER_PRIVATE,
     KVM_FILTER_SHARED,
 };
 pub use tdp::{MapOutcome, RootKind, TdpRoot};
-pub use tdvmcall::VmmExits;
+pub use tdvmcall::{HypercallFailed, VmmExits};
 pub use zap::KvmGfnRange;
 
 use crate::seam::TdxModule;

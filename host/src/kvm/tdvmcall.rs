@@ -6,10 +6,17 @@ use shared_abi::vmcall::{Subfunction, GET_TDVMCALL_INFO_LEAF_BASE, TDX_HYPERCALL
 use shared_abi::{Gpa, GpaRange, VmcallStatus, PAGE_SIZE};
 use tdcall::Regs;
 
+/// Userspace failed a KVM_EXIT_HYPERCALL: a non-zero `run->hypercall.ret`, which KVM turns
+/// into TDVMCALL_STATUS_INVALID_OPERAND for the guest (`tdx_complete_vmcall_map_gpa` in
+/// Linux's `arch/x86/kvm/vmx/tdx.c`). The VMM's own error rides along for the log.
+#[derive(Debug, thiserror::Error)]
+#[error("the VMM failed KVM_HC_MAP_GPA_RANGE: {0}")]
+pub struct HypercallFailed(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
 /// What KVM hands to userspace (the VMM) for a TD, and the VMM's answers.
 pub trait VmmExits {
-    /// KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE): convert the chunk; 0 = success.
-    fn hc_map_gpa_range(&self, vcpu: u32, args: MapGpaRangeArgs) -> u64;
+    /// KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE): convert the chunk.
+    fn hc_map_gpa_range(&self, vcpu: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed>;
     /// Before forwarding a chunk of `pages`: how many pages to forward before an event
     /// becomes pending and KVM answers RETRY (`None`: the whole chunk). Fault injection
     /// uses this to model an interrupt arriving mid-range.
@@ -131,7 +138,8 @@ impl Kvm {
             if chunk > 0 {
                 let args = MapGpaRangeArgs::for_range(GpaRange::new(Gpa(next), chunk), to, gpaw);
                 tracing::debug!(target: "kvm", gpa = %Gpa(next), bytes = chunk, to = to.name(), "KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE)");
-                if vmm.hc_map_gpa_range(vcpu, args) != 0 {
+                if let Err(e) = vmm.hc_map_gpa_range(vcpu, args) {
+                    tracing::warn!(target: "kvm", "{e}");
                     return (regs.r10, regs.r11) = (VmcallStatus::INVALID_OPERAND.0, next);
                 }
                 next += chunk;

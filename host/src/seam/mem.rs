@@ -4,6 +4,12 @@ use super::Hpa;
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// The CPU's mapping of private pages could not be changed (a failed system call where the
+/// CPU is a real KVM VM); the implementation's error is the source.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CpuMapError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
+
 /// Access to the private backing, as the module and the CPU see it.
 pub trait PrivateMem: Send + Sync {
     /// Zero `pages` 4K frames starting at `hpa`.
@@ -16,13 +22,13 @@ pub trait PrivateMem: Send + Sync {
     /// ACCEPT that made the leaf MAPPED): where the CPU is emulated by a real KVM VM, make
     /// the page reachable there. Called under the module's lock, so no removal can slip in
     /// between the state change and the mapping. Models without a CPU mapping do nothing.
-    fn map(&self, _gpa: Gpa, _hpa: Hpa, _pages: u64) -> Result<(), String> {
+    fn map(&self, _gpa: Gpa, _hpa: Hpa, _pages: u64) -> Result<(), CpuMapError> {
         Ok(())
     }
     /// The S-EPT leaf for `pages` frames at `gpa` was blocked: the CPU may create no new
     /// translation through it. Where the CPU is a real KVM VM, take the pages away (which
     /// also flushes its TLBs, more than BLOCK alone does). Called under the module's lock.
-    fn unmap(&self, _gpa: Gpa, _pages: u64) -> Result<(), String> {
+    fn unmap(&self, _gpa: Gpa, _pages: u64) -> Result<(), CpuMapError> {
         Ok(())
     }
 }

@@ -10,7 +10,7 @@ mod sept;
 mod tdcall;
 
 pub use epoch::EpochState;
-pub use mem::{NullPrivateMem, PrivateMem, SimPrivateMem};
+pub use mem::{CpuMapError, NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
 pub use tdcall::TdcallExit;
 
@@ -229,7 +229,7 @@ impl TdxModule {
     /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
     /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
     /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
-    pub fn remap_if_mapped(&self, gpa: Gpa) -> Result<Option<(SeptState, SeptLevel)>, String> {
+    pub fn remap_if_mapped(&self, gpa: Gpa) -> Result<Option<(SeptState, SeptLevel)>, CpuMapError> {
         let g = self.lock();
         match g.sept.walk(gpa, 0) {
             Walk::Leaf { entry, level } => {

@@ -1,7 +1,7 @@
 //! Memory conversion in the VMM (`kvm_handle_hc_map_gpa_range` → `kvm_convert_memory`).
 
 use crate::inject::Chance;
-use crate::kvm::{Alias, Kvm, VmmExits};
+use crate::kvm::{Alias, BackendError, HypercallFailed, Kvm, KvmBug, VmmExits};
 use rand::Rng;
 use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, MemoryAttributes};
 use shared_abi::Gpa;
@@ -84,39 +84,33 @@ impl Vmm {
         self.conversions_to_private.load(Relaxed) + self.conversions_to_shared.load(Relaxed)
     }
 
-    /// `kvm_convert_memory`: set the attributes, then discard the other alias's backing
+    /// `kvm_convert_memory` (QEMU's `accel/kvm/kvm-all.c`): set the attributes, then discard the other alias's backing
     /// (shared pages on to-private, guest_memfd pages on to-shared).
     pub fn kvm_convert_memory(
         &self,
         start_gfn: u64,
         npages: u64,
         to: ConversionTarget,
-    ) -> Result<(), String> {
+    ) -> Result<(), ConvertError> {
         let end = start_gfn
             .checked_add(npages)
             .filter(|e| *e <= self.kvm.config().mem_pages);
         let Some(end) = end else {
-            return Err(format!(
-                "conversion of gfns {start_gfn:#x}+{npages} is outside guest memory"
-            ));
+            return Err(ConvertError::OutsideMemory { start_gfn, npages });
         };
         let _s = tracing::debug_span!(target: "vmm", "kvm_convert_memory", gpa = %Gpa(start_gfn << 12), npages, to = to.name()).entered();
         self.kvm
-            .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))
-            .map_err(|e| e.to_string())?;
+            .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))?;
         self.pages_converted.fetch_add(npages, Relaxed);
         match to {
             ConversionTarget::Private => {
                 self.kvm
                     .backend()
-                    .discard(Alias::Shared, start_gfn, npages)
-                    .map_err(|e| e.to_string())?;
+                    .discard(Alias::Shared, start_gfn, npages)?;
                 self.conversions_to_private.fetch_add(1, Relaxed);
             }
             ConversionTarget::Shared => {
-                self.kvm
-                    .kvm_gmem_punch_hole(start_gfn, end)
-                    .map_err(|e| e.to_string())?;
+                self.kvm.kvm_gmem_punch_hole(start_gfn, end)?;
                 self.conversions_to_shared.fetch_add(1, Relaxed);
             }
         }
@@ -124,16 +118,30 @@ impl Vmm {
     }
 }
 
+/// Why the VMM could not convert a range.
+#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The range is not inside guest RAM.
+    #[error("conversion of gfns {start_gfn:#x}+{npages} is outside guest memory")]
+    OutsideMemory {
+        /// First GFN.
+        start_gfn: u64,
+        /// Pages.
+        npages: u64,
+    },
+    /// KVM bugged the VM while setting the attributes or punching the hole.
+    #[error(transparent)]
+    Kvm(#[from] KvmBug),
+    /// Discarding the other alias's backing failed.
+    #[error("discarding the shared backing: {0}")]
+    Backend(#[from] BackendError),
+}
+
 impl VmmExits for Vmm {
-    fn hc_map_gpa_range(&self, _vcpu: u32, args: MapGpaRangeArgs) -> u64 {
+    fn hc_map_gpa_range(&self, _vcpu: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed> {
         let npages = args.npages * args.page_size.pages_4k();
-        match self.kvm_convert_memory(args.gpa.0 >> 12, npages, args.to) {
-            Ok(()) => 0,
-            Err(e) => {
-                tracing::warn!(target: "vmm", "MapGPA conversion failed: {e}");
-                1
-            }
-        }
+        self.kvm_convert_memory(args.gpa.0 >> 12, npages, args.to)
+            .map_err(|e| HypercallFailed(Box::new(e)))
     }
 
     fn io(

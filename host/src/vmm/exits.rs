@@ -2,8 +2,9 @@
 //! (and, on an attribute mismatch, to the VMM's implicit conversion); a TDVMCALL goes to KVM
 //! and the VMM. This is the exit loop of QEMU + KVM for one guest instruction.
 
+use super::convert::ConvertError;
 use super::Vmm;
-use crate::kvm::{FaultOutcome, VmmExits};
+use crate::kvm::{FaultError, FaultOutcome, VmmExits};
 use crate::seam::{TdcallExit, TdxModule};
 use shared_abi::convert::ConversionTarget;
 use shared_abi::{Gpa, PageLevel};
@@ -36,7 +37,19 @@ pub enum TdcallError {
         /// GPA.
         gpa: Gpa,
         /// KVM's reason.
-        why: String,
+        #[source]
+        why: FaultError,
+    },
+    /// The implicit conversion of a memory-fault exit failed.
+    #[error("vCPU {vcpu}: implicit conversion at {gpa} failed: {why}")]
+    Convert {
+        /// vCPU.
+        vcpu: u32,
+        /// GPA.
+        gpa: Gpa,
+        /// The VMM's reason.
+        #[source]
+        why: ConvertError,
     },
     /// The same TDCALL kept faulting.
     #[error("vCPU {vcpu}: TDCALL at {gpa} still faulting after {}s of EPT violations", FAULT_PROGRESS_TIMEOUT.as_secs())]
@@ -103,7 +116,7 @@ pub fn resolve_ept_violation(
             vmm.implicit_conversions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             vmm.kvm_convert_memory(gfn, 1, to)
-                .map_err(|why| TdcallError::Fault { vcpu, gpa, why })
+                .map_err(|why| TdcallError::Convert { vcpu, gpa, why })
         }
         FaultOutcome::Error(why) => Err(TdcallError::Fault { vcpu, gpa, why }),
     }

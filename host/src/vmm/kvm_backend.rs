@@ -4,7 +4,7 @@
 use super::backing::BackingError;
 use super::Backing;
 use crate::kvm::{Alias, Backend, BackendError};
-use crate::seam::{Hpa, PrivateMem, TdxModule};
+use crate::seam::{CpuMapError, Hpa, PrivateMem, TdxModule};
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -28,17 +28,24 @@ impl PrivateMem for KvmPrivateMem {
     }
     /// The private memslot maps GFN n to frame n of the backing, so that is the only
     /// translation the emulated CPU can be given.
-    fn map(&self, gpa: Gpa, hpa: Hpa, pages: u64) -> Result<(), String> {
+    fn map(&self, gpa: Gpa, hpa: Hpa, pages: u64) -> Result<(), CpuMapError> {
         if gpa.0 >> 12 != hpa {
-            return Err(format!(
-                "private gpa {gpa} cannot map frame {hpa:#x}: the memslot maps it to frame {:#x}",
-                gpa.0 >> 12
+            return Err(CpuMapError(
+                format!(
+                    "private gpa {gpa} cannot map frame {hpa:#x}: the memslot maps it to frame {:#x}",
+                    gpa.0 >> 12
+                )
+                .into(),
             ));
         }
-        self.0.map(gpa.0, pages * 4096).map_err(|e| e.to_string())
+        self.0
+            .map(gpa.0, pages * 4096)
+            .map_err(|e| CpuMapError(Box::new(e)))
     }
-    fn unmap(&self, gpa: Gpa, pages: u64) -> Result<(), String> {
-        self.0.unmap(gpa.0, pages * 4096).map_err(|e| e.to_string())
+    fn unmap(&self, gpa: Gpa, pages: u64) -> Result<(), CpuMapError> {
+        self.0
+            .unmap(gpa.0, pages * 4096)
+            .map_err(|e| CpuMapError(Box::new(e)))
     }
 }
 

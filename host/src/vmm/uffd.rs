@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// A userfaultfd for guest memory: kernel-mode faults included (KVM faults pages in from the
 /// kernel), MINOR faults on shmem, and the faulting thread's id in each event.
-pub fn open_userfaultfd() -> Result<Uffd, String> {
+pub fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
     UffdBuilder::new()
         .close_on_exec(true)
         .non_blocking(true)
@@ -47,13 +47,22 @@ pub fn open_userfaultfd() -> Result<Uffd, String> {
         )
         .create()
         .map_err(|e| match e {
-            userfaultfd::Error::SystemError(errno) => format!(
-                "userfaultfd: {} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or \
-                 sysctl vm.unprivileged_userfaultfd=1)",
-                std::io::Error::from_raw_os_error(errno as i32)
-            ),
-            other => format!("userfaultfd: {other}"),
+            userfaultfd::Error::SystemError(errno) => {
+                UffdOpenError::NotPermitted(std::io::Error::from_raw_os_error(errno as i32))
+            }
+            other => UffdOpenError::Other(other),
         })
+}
+
+/// A userfaultfd with the features guest memory needs could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UffdOpenError {
+    /// The system call failed (most often: not permitted).
+    #[error("userfaultfd: {0} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or sysctl vm.unprivileged_userfaultfd=1)")]
+    NotPermitted(#[source] std::io::Error),
+    /// The kernel lacks a feature, or another failure.
+    #[error("userfaultfd: {0}")]
+    Other(#[source] userfaultfd::Error),
 }
 
 /// One page the guest touched: which alias, and its offset (= private-alias GPA).

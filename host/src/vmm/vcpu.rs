@@ -3,7 +3,7 @@
 
 use super::kvm_backend::KvmBackend;
 use super::ve::{inject_in_ve, inject_out_ve};
-use super::{handle_tdcall, GuestExit, Vmm};
+use super::{handle_tdcall, GuestExit, TdcallError, Vmm};
 use crate::exit::ExitKind;
 use crate::seam::TdxModule;
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -24,6 +24,37 @@ pub(super) struct Counters {
     pub(super) ves: AtomicU64,
     pub(super) tdcalls: Mutex<BTreeMap<&'static str, u64>>,
     pub(super) tdvmcalls: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// Why a vCPU thread could not serve an exit; the TD stops with it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum VcpuError {
+    /// A vCPU ioctl failed.
+    #[error("vCPU {vcpu}: {call} failed: {source}")]
+    Ioctl {
+        vcpu: u32,
+        call: &'static str,
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// The TDCALL behind the doorbell could not be completed.
+    #[error(transparent)]
+    Tdcall(#[from] TdcallError),
+}
+
+impl VcpuError {
+    /// `map_err` adapter for a failed ioctl.
+    pub(super) fn ioctl(vcpu: u32, call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
+        move |source| VcpuError::Ioctl { vcpu, call, source }
+    }
+
+    /// How the TD stops: a failed ioctl is the host's failure, a TDCALL the guest's.
+    fn kind(&self) -> ExitKind {
+        match self {
+            VcpuError::Ioctl { .. } => ExitKind::HostError,
+            VcpuError::Tdcall(_) => ExitKind::Fatal,
+        }
+    }
 }
 
 /// What a vCPU thread works with.
@@ -133,12 +164,12 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 inject_out_ve(index, &vcpu, ctx, port, size)
             };
             if let Err(e) = r {
-                return fatal(ExitKind::Fatal, e);
+                return fatal(e.kind(), e.to_string());
             }
         }
         if rung {
             if let Err(e) = doorbell(index, &vcpu, ctx) {
-                return fatal(ExitKind::Fatal, e);
+                return fatal(e.kind(), e.to_string());
             }
         }
         if test_panic {
@@ -167,9 +198,11 @@ fn where_stopped(vcpu: &VcpuFd) -> String {
 }
 
 /// The emulation doorbell: every TDCALL register in place, RDX carried in RBP.
-fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), String> {
+fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
     let (seam, vmm, counters) = (ctx.seam, ctx.vmm, ctx.counters);
-    let mut k = vcpu.get_regs().map_err(|e| format!("KVM_GET_REGS: {e}"))?;
+    let mut k = vcpu
+        .get_regs()
+        .map_err(VcpuError::ioctl(index, "KVM_GET_REGS"))?;
     let mut r = tdcall::Regs {
         rax: k.rax,
         rcx: k.rcx,
@@ -207,9 +240,10 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), String> {
             .entry(sub)
             .or_default() += 1;
     }
-    handle_tdcall(seam, vmm, index, &mut r).map_err(|e| e.to_string())?;
+    handle_tdcall(seam, vmm, index, &mut r)?;
     (k.rax, k.rcx, k.rbp, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rdx, r.rbx, r.rsi, r.rdi);
     (k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14, k.r15) =
         (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
-    vcpu.set_regs(&k).map_err(|e| format!("KVM_SET_REGS: {e}"))
+    vcpu.set_regs(&k)
+        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))
 }

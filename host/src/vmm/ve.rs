@@ -1,6 +1,6 @@
 //! #VE delivery: what the TDX module does with a TD's raw port I/O.
 
-use super::vcpu::Ctx;
+use super::vcpu::{Ctx, VcpuError};
 
 use kvm_ioctls::VcpuFd;
 use std::sync::atomic::Ordering::*;
@@ -20,7 +20,7 @@ pub(super) fn inject_out_ve(
     ctx: &Ctx,
     port: u16,
     size: u8,
-) -> Result<(), String> {
+) -> Result<(), VcpuError> {
     deliver_io_ve(index, vcpu, ctx, (port, size, false), 0)
 }
 
@@ -36,10 +36,10 @@ pub(super) fn inject_in_ve(
     ctx: &Ctx,
     port: u16,
     size: u8,
-) -> Result<(), String> {
+) -> Result<(), VcpuError> {
     let rax = vcpu
         .get_regs()
-        .map_err(|e| format!("KVM_GET_REGS: {e}"))?
+        .map_err(VcpuError::ioctl(index, "KVM_GET_REGS"))?
         .rax;
     let run = vcpu.get_kvm_run();
     // SAFETY: for KVM_EXIT_IO the `io` member of the exit union is valid; its data lives at
@@ -60,7 +60,7 @@ fn deliver_io_ve(
     ctx: &Ctx,
     (port, size, is_in): (u16, u8, bool),
     instr_len: u64,
-) -> Result<(), String> {
+) -> Result<(), VcpuError> {
     let ve = shared_abi::ve::VeInfo {
         exit_reason: shared_abi::ve::exit_reason::IO,
         exit_qualification: shared_abi::ve::IoQualification {
@@ -78,13 +78,13 @@ fn deliver_io_ve(
     ctx.seam.inject_ve(index, ve);
     let mut ev = vcpu
         .get_vcpu_events()
-        .map_err(|e| format!("KVM_GET_VCPU_EVENTS: {e}"))?;
+        .map_err(VcpuError::ioctl(index, "KVM_GET_VCPU_EVENTS"))?;
     ev.exception.injected = 1;
     ev.exception.nr = shared_abi::ve::X86_TRAP_VE;
     ev.exception.has_error_code = 0;
     ev.exception.error_code = 0;
     vcpu.set_vcpu_events(&ev)
-        .map_err(|e| format!("KVM_SET_VCPU_EVENTS: {e}"))?;
+        .map_err(VcpuError::ioctl(index, "KVM_SET_VCPU_EVENTS"))?;
     ctx.counters.ves.fetch_add(1, Relaxed);
     Ok(())
 }
