@@ -165,7 +165,7 @@ pub fn probe() -> HostCaps {
     if let Err(e) = &gpaw {
         problems.push(e.to_string());
     }
-    let userfaultfd_error = crate::vmm::open_userfaultfd().err().map(|e| e.to_string());
+    let userfaultfd_error = crate::td::open_userfaultfd().err().map(|e| e.to_string());
     if let Some(e) = &userfaultfd_error {
         problems.push(e.clone());
     }

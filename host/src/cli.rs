@@ -197,7 +197,7 @@ enum BenchCommand {
 
 /// Parse `std::env::args` and run.
 pub fn main() -> ExitCode {
-    crate::vmm::install_panic_hook();
+    crate::td::install_panic_hook();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => return usage_error(e),
@@ -208,10 +208,10 @@ pub fn main() -> ExitCode {
         Command::Inspect { image, json } => crate::image::inspect(&image, json),
         Command::Bench {
             which: BenchCommand::Doorbell { json },
-        } => crate::vmm::bench::doorbell(json),
+        } => crate::bench::doorbell(json),
         Command::Bench {
             which: BenchCommand::Convert { json },
-        } => crate::vmm::bench::convert(json),
+        } => crate::bench::convert(json),
         Command::Stress {
             scenario,
             vcpus,
@@ -294,7 +294,7 @@ pub fn main() -> ExitCode {
                 None => Ok(crate::GUEST_IMAGE.to_vec()),
             };
             image.and_then(|image| {
-                let cfg = crate::vmm::machine::RunConfig {
+                let cfg = crate::td::RunConfig {
                     image,
                     vcpus,
                     mem_bytes: mem,
@@ -318,7 +318,7 @@ pub fn main() -> ExitCode {
                     },
                     workload: crate::pack::WORKLOAD_DEFAULT,
                     plant_leak: plant_leak_requested(),
-                    inject: crate::vmm::machine::InjectConfig {
+                    inject: crate::td::InjectConfig {
                         retry: inject_retry,
                         ..Default::default()
                     },
@@ -453,11 +453,8 @@ fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::R
     }
 }
 
-fn run_td(
-    cfg: &crate::vmm::machine::RunConfig,
-    report: Option<crate::output::Report>,
-) -> anyhow::Result<u8> {
-    let r = crate::vmm::machine::run(cfg)?;
+fn run_td(cfg: &crate::td::RunConfig, report: Option<crate::output::Report>) -> anyhow::Result<u8> {
+    let r = crate::td::run(cfg)?;
     if let Some(report) = report {
         report.write(&r)?;
     }
@@ -514,7 +511,7 @@ fn parse_timeout(s: &str) -> Result<u64, String> {
 
 /// A TD's RAM: a size that is a multiple of 2 MiB within what the host lays out.
 fn parse_td_mem(s: &str) -> Result<u64, String> {
-    use crate::vmm::machine::{MAX_MEM, MIN_MEM};
+    use crate::td::{MAX_MEM, MIN_MEM};
     let v = parse_size(s)?;
     if v % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&v) {
         return Err(format!(
@@ -561,8 +558,8 @@ fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// `--inject retry=P,busy=P,private-page-size=4k|2m,host-invalidate-hz=N` (repeatable).
-pub fn parse_inject(items: &[String]) -> Result<crate::vmm::machine::InjectConfig, String> {
-    let mut c = crate::vmm::machine::InjectConfig::default();
+pub fn parse_inject(items: &[String]) -> Result<crate::td::InjectConfig, String> {
+    let mut c = crate::td::InjectConfig::default();
     for item in items.iter().flat_map(|s| s.split(',')).map(str::trim) {
         if item.is_empty() {
             continue;

@@ -9,6 +9,7 @@
 //! [`sim`] runs simulated vCPUs against `seam` + `kvm` in-process through the real `tdcall`
 //! crate; [`zap_table`] prints the zap policies' decision table.
 
+pub mod bench;
 pub mod caps;
 pub mod cli;
 pub mod exit;
@@ -21,6 +22,7 @@ pub mod pack;
 pub mod seam;
 pub mod sim;
 pub mod stress;
+pub mod td;
 pub mod trace;
 pub mod vmm;
 pub mod zap_table;

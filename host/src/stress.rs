@@ -3,7 +3,7 @@
 //! audit (nothing leaked, nothing lost).
 
 use crate::exit::{ExitKind, EXIT_USAGE};
-use crate::vmm::machine::{run_with_progress, InjectConfig, Progress, RunConfig, RunReport};
+use crate::td::{run_with_progress, InjectConfig, Progress, RunConfig, RunReport};
 use serde::Serialize;
 use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
 use std::io::{IsTerminal, Write};
@@ -149,7 +149,7 @@ pub fn stress(
         workload: crate::pack::WORKLOAD_STRESS,
         plant_leak: a.plant_leak,
         inject: a.inject.clone(),
-        stress: Some(crate::vmm::machine::StressParams {
+        stress: Some(crate::td::StressParams {
             scenario: a.scenario,
             seed: a.seed,
             seconds: a.seconds,

@@ -339,7 +339,7 @@ fn a_panicking_vcpu_thread_stops_the_td_at_once_with_exit_3_and_a_report() {
     let run = common::run_with_report_env(
         &["run", "--vcpus", "2", "--timeout", "60"],
         &[
-            (tdxlab::vmm::TEST_PANIC_ENV, "vcpu0"),
+            (tdxlab::td::TEST_PANIC_ENV, "vcpu0"),
             ("RUST_BACKTRACE", ""),
         ],
     );
@@ -348,7 +348,7 @@ fn a_panicking_vcpu_thread_stops_the_td_at_once_with_exit_3_and_a_report() {
     assert_eq!(r["exit"]["kind"], "host_error", "{r}");
     let msg = r["exit"]["message"].as_str().unwrap();
     assert!(
-        msg.starts_with("vCPU 0's thread panicked at host/src/vmm/vcpu.rs:"),
+        msg.starts_with("vCPU 0's thread panicked at host/src/td/vcpu.rs:"),
         "{msg}"
     );
     assert!(msg.contains("test-only panic in vCPU 0"), "{msg}");

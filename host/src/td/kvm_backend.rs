@@ -1,8 +1,7 @@
 //! The KVM backend of the MMU model: guest-memory mappings, the private memory the TDX module
 //! model zeroes, and kicks that force vCPU threads out of KVM_RUN.
 
-use super::backing::BackingError;
-use super::Backing;
+use super::backing::{Backing, BackingError};
 use crate::kvm::{Alias, Backend, BackendError};
 use crate::seam::{CpuMapError, Hpa, PrivateMem, TdxModule};
 use shared_abi::Gpa;

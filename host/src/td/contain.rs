@@ -3,8 +3,8 @@
 //! leaving the other threads to run until the timeout.
 
 use super::kvm_backend::KvmBackend;
-use super::{GuestExit, GuestIo};
 use crate::exit::ExitKind;
+use crate::vmm::{GuestExit, GuestIo};
 use std::cell::RefCell;
 
 thread_local! {

@@ -1,7 +1,7 @@
 //! `tdxlab bench doorbell`: a null TDCALL's round trip next to a bare KVM exit's.
 
-use super::machine::{run, RunConfig};
 use crate::kvm::ZapPolicy;
+use crate::td::{run, RunConfig};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -145,7 +145,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
         echo: false,
         workload: crate::pack::WORKLOAD_BENCH_CONVERT,
         plant_leak: false,
-        inject: super::machine::InjectConfig {
+        inject: crate::td::InjectConfig {
             private_page_size: shared_abi::PageLevel::Size2M,
             ..Default::default()
         },

@@ -1,7 +1,7 @@
 //! The end-of-run audit: with every vCPU stopped, check the invariants (docs/model.md) over the whole
 //! TD. Each finding is a leak (private data where the host can see it) or a lost guarantee.
 
-use super::Backing;
+use super::backing::Backing;
 use crate::kvm::Kvm;
 use crate::seam::TdxModule;
 use std::sync::atomic::Ordering::Relaxed;

@@ -14,10 +14,10 @@
 
 use super::kvm_backend::KvmBackend;
 use super::vcpu::Counters;
-use super::{resolve_ept_violation, GuestExit, Vmm, FAULT_PROGRESS_TIMEOUT};
 use crate::exit::ExitKind;
 use crate::kvm::{Alias, FaultOutcome};
 use crate::seam::TdxModule;
+use crate::vmm::{resolve_ept_violation, GuestExit, Vmm, FAULT_PROGRESS_TIMEOUT};
 use shared_abi::sept::SeptState;
 use shared_abi::{Gpa, PageLevel};
 use std::collections::HashMap;
@@ -87,7 +87,7 @@ pub(super) struct FaultService<'a> {
 }
 
 impl FaultService<'_> {
-    fn io(&self) -> &super::GuestIo {
+    fn io(&self) -> &crate::vmm::GuestIo {
         self.vmm.io.as_ref().expect("machine VMMs have I/O")
     }
 

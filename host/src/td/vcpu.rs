@@ -3,9 +3,9 @@
 
 use super::kvm_backend::KvmBackend;
 use super::ve::{inject_in_ve, inject_out_ve};
-use super::{handle_tdcall, GuestExit, TdcallError, Vmm};
 use crate::exit::ExitKind;
 use crate::seam::TdxModule;
+use crate::vmm::{handle_tdcall, GuestExit, TdcallError, Vmm};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
 use shared_abi::tdcall::{decode_rax, TdcallLeaf};

@@ -1,0 +1,107 @@
+//! What `tdxlab run` boots ([`RunConfig`]) and the limits it is checked against.
+
+use crate::kvm::ZapPolicy;
+use shared_abi::PageLevel;
+use std::time::Duration;
+
+const GIB: u64 = 1 << 30;
+/// Largest RAM the emulated TD takes (all of it below the 32-bit PCI hole for now).
+pub const MAX_MEM: u64 = 2 * GIB;
+/// The largest TD_HOB section tdxlab fills (OVMF's is 8 KiB; the list is a few hundred
+/// bytes): the host allocates the section's size to build it.
+pub const MAX_TD_HOB: u64 = 1 << 20;
+/// Smallest RAM: the image's TEMP_MEM and TD_HOB sections must fit.
+pub const MIN_MEM: u64 = 16 << 20;
+
+/// What `tdxlab run` boots.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The TDVF image.
+    pub image: Vec<u8>,
+    /// vCPUs.
+    pub vcpus: u32,
+    /// RAM bytes.
+    pub mem_bytes: u64,
+    /// Zap semantics of the MMU model.
+    pub policy: ZapPolicy,
+    /// Refuse implicit conversions.
+    pub strict: bool,
+    /// Give up after this long.
+    pub timeout: Duration,
+    /// Guest configuration flags (shared_abi::layout::hob::config).
+    pub flags: u32,
+    /// Echo guest console lines.
+    pub echo: bool,
+    /// Which guest workload (`pack::WORKLOAD_*`).
+    pub workload: u32,
+    /// Test-only: make the host leak a private byte before each SYNC_PRIVATE check.
+    pub plant_leak: bool,
+    /// Fault injection.
+    pub inject: InjectConfig,
+    /// The stress workload's parameters (with `workload` = `pack::WORKLOAD_STRESS`).
+    pub stress: Option<StressParams>,
+    /// Force the TD's GPAW (`--gpaw`); `None` picks it from the host (`caps::default_gpaw`).
+    pub gpaw: Option<u8>,
+}
+
+/// What `--inject` asks for; every injected event is counted in the report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InjectConfig {
+    /// Probability that MapGPA answers RETRY part-way through a chunk.
+    pub retry: f64,
+    /// Probability that TDG.MEM.PAGE.ACCEPT answers OPERAND_BUSY.
+    pub busy: f64,
+    /// The largest page KVM maps private memory with (4K is KVM today: 2 MiB accepts get
+    /// PAGE_SIZE_MISMATCH and fall back).
+    pub private_page_size: PageLevel,
+    /// mmu-notifier invalidations of shared memory per second (0: none).
+    pub host_invalidate_hz: u32,
+}
+
+impl Default for InjectConfig {
+    fn default() -> InjectConfig {
+        InjectConfig {
+            retry: 0.0,
+            busy: 0.0,
+            private_page_size: PageLevel::Size4K,
+            host_invalidate_hz: 0,
+        }
+    }
+}
+
+impl InjectConfig {
+    /// Is anything injected?
+    pub fn any(&self) -> bool {
+        self.retry > 0.0 || self.busy > 0.0 || self.host_invalidate_hz > 0
+    }
+}
+
+/// The stress workload's parameters, handed to the guest in the tdxlab HOB.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StressParams {
+    /// Which scenario.
+    pub scenario: shared_abi::stress::Scenario,
+    /// Seed of the per-vCPU operation sequences.
+    pub seed: u64,
+    /// How long to keep repeating (at least one pass).
+    pub seconds: f64,
+    /// Most operations per vCPU (0: no limit).
+    pub ops: u32,
+    /// vCPU 0 measures the doorbell floor and the 4K / 2M round trips first.
+    pub measure: bool,
+}
+
+/// Live counters, handed to the progress callback a few times a second.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Progress {
+    /// Since the vCPUs started.
+    pub elapsed_s: f64,
+    /// MapGPA and implicit conversions so far.
+    pub conversions: u64,
+    /// Pages whose attribute changed so far.
+    pub pages_converted: u64,
+    /// Host checks served so far.
+    pub host_checks: u64,
+    /// Host checks that failed so far.
+    pub mismatches: u64,
+}

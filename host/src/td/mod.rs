@@ -1,0 +1,61 @@
+//! The emulated TD on KVM (`tdxlab run`, `stress`, `bench`): QEMU's part of booting a TDVF
+//! image in TDX mode, on a stock KVM VM.
+//!
+//! Memory: a memfd backs the private alias `[0, mem)`, another the shared alias
+//! `[0 | shared bit, mem | shared bit)` (`backing`; the shared bit is GPAW − 1, from the
+//! host's MAXPHYADDR or `--gpaw`), and a mapping of the image the firmware window
+//! `[4 GiB − image, 4 GiB)`. Reachability of each page is enforced through userfaultfd
+//! (`uffd`). A run has three steps, Firecracker-style:
+//!
+//! - [`build`] (`build.rs`): check the flags and the host, load the image as QEMU loads it
+//!   (`hw/i386/tdvf.c`), wire the three roles (the TDX module `seam`, KVM's MMU `kvm`, the
+//!   VMM `vmm`), add the initial private pages, create the vCPUs in the TD start state and
+//!   build the TD HOB (`td_setup`);
+//! - [`Td::run`] (`run.rs`): a thread per vCPU serving its exits (`vcpu`: TDCALLs through
+//!   the doorbell, #VE for raw I/O in `ve`), the fault service threads, and a watcher;
+//! - [`RunReport::collect`] (`report.rs`): every role's counters and the audit (`audit`).
+
+mod audit;
+mod backing;
+mod build;
+mod config;
+mod contain;
+mod invalidate;
+mod kvm_backend;
+mod report;
+mod run;
+mod td_setup;
+mod uffd;
+mod vcpu;
+mod ve;
+
+pub use backing::Backing;
+pub use build::{build, Td};
+pub use config::{InjectConfig, Progress, RunConfig, StressParams, MAX_MEM, MAX_TD_HOB, MIN_MEM};
+pub use contain::{install_panic_hook, TEST_PANIC_ENV};
+pub use report::{RunReport, Zaps};
+pub use run::Ended;
+pub use uffd::open_userfaultfd;
+
+use std::time::Instant;
+
+/// Boot and run a TD until it exits, fails, or times out.
+pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    run_with_progress(cfg, &|_| {})
+}
+
+/// [`run`], calling `progress` about four times a second while the TD runs.
+pub fn run_with_progress(
+    cfg: &RunConfig,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<RunReport> {
+    let start = (Instant::now(), rdtsc());
+    let mut td = build(cfg)?;
+    let ended = td.run(progress)?;
+    RunReport::collect(&td, ended, start)
+}
+
+fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
