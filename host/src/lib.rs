@@ -11,7 +11,7 @@
 
 pub mod bench;
 pub mod caps;
-pub mod cli;
+pub mod cmd;
 pub mod exit;
 pub mod fuzzing;
 pub mod image;

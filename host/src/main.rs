@@ -1,5 +1,5 @@
 //! `tdxlab`: the command line of the emulated-TDX host (see the library for the roles).
 
 fn main() -> std::process::ExitCode {
-    tdxlab::cli::main()
+    tdxlab::cmd::main()
 }

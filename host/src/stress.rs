@@ -9,35 +9,70 @@ use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-/// What `tdxlab stress` runs.
-#[derive(Clone, Debug)]
+/// What `tdxlab stress` runs: its command-line flags.
+#[derive(clap::Args, Clone, Debug)]
 pub struct StressArgs {
-    /// The scenario.
+    /// explicit, punch-hole, implicit, boundary, random or alternate.
+    #[arg(long, default_value = "random", value_parser = crate::cmd::parse_scenario)]
     pub scenario: Scenario,
     /// vCPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub vcpus: u32,
-    /// RAM bytes.
+    /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
+    #[arg(long, default_value = "256M", value_parser = crate::cmd::parse_td_mem)]
     pub mem: u64,
-    /// How long the scenario repeats.
+    /// How long the scenario repeats (at least one pass).
+    #[arg(long, default_value_t = 10.0, value_parser = crate::cmd::parse_seconds)]
     pub seconds: f64,
-    /// Seed of the per-vCPU operation sequences (and of the host's injection).
+    /// Seed of every vCPU's operation sequence and of the host's injection.
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Most operations per vCPU (0: until `seconds`).
+    /// Stop each vCPU after this many operations (0: run for --seconds).
+    #[arg(long, default_value_t = 0)]
     pub ops: u32,
-    /// Zap semantics.
+    /// Zap semantics of the MMU model: filter, exclude or v19.
+    #[arg(long = "zap-policy", default_value = "filter", value_parser = crate::cmd::parse_zap_policy)]
     pub policy: crate::kvm::ZapPolicy,
-    /// Refuse implicit conversions.
+    /// Refuse implicit conversions (the implicit scenario must then be stopped).
+    #[arg(long)]
     pub strict: bool,
-    /// Fault injection.
-    pub inject: InjectConfig,
-    /// Skip vCPU 0's round-trip measurements.
+    /// Fault injection, comma-separated and combinable: retry=P, busy=P,
+    /// private-page-size=4k|2m, host-invalidate-hz=N.
+    #[arg(long, value_delimiter = ',', value_parser = crate::cmd::parse_inject_item)]
+    pub inject: Vec<crate::cmd::InjectItem>,
+    /// Skip vCPU 0's doorbell-floor and round-trip measurements.
+    #[arg(long)]
     pub no_measure: bool,
-    /// Give up after this long (default: twice `seconds` plus two minutes).
-    pub timeout: Option<Duration>,
-    /// Test-only: the host leaks a private byte before each SYNC_PRIVATE.
-    pub plant_leak: bool,
-    /// Force the TD's GPAW (`--gpaw`; default: from the host's MAXPHYADDR).
+    /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
+    /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
+    #[arg(long, value_parser = crate::cmd::parse_gpaw)]
     pub gpaw: Option<u8>,
+    /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
+    #[arg(long, value_parser = crate::cmd::parse_timeout)]
+    pub timeout: Option<u64>,
+    /// Write the JSON report here (`-`: stdout).
+    #[arg(long)]
+    pub report: Option<std::path::PathBuf>,
+    /// Print every kernel/module step as a tree (very verbose).
+    #[arg(long)]
+    pub trace: bool,
+    /// Test-only: the host leaks a private byte before each SYNC_PRIVATE (set from the
+    /// environment, never a flag).
+    #[arg(skip)]
+    pub plant_leak: bool,
+}
+
+impl StressArgs {
+    /// The injection the `--inject` items describe.
+    pub fn inject(&self) -> InjectConfig {
+        crate::cmd::inject_config(&self.inject)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.timeout
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs_f64(self.seconds * 2.0 + 120.0))
+    }
 }
 
 /// One vCPU's result line.
@@ -141,14 +176,12 @@ pub fn stress(
         mem_bytes: a.mem,
         policy: a.policy,
         strict: a.strict,
-        timeout: a
-            .timeout
-            .unwrap_or(Duration::from_secs_f64(a.seconds * 2.0 + 120.0)),
+        timeout: a.timeout(),
         flags: 0,
         echo: false,
         workload: crate::pack::WORKLOAD_STRESS,
         plant_leak: a.plant_leak,
-        inject: a.inject.clone(),
+        inject: a.inject(),
         stress: Some(crate::td::StressParams {
             scenario: a.scenario,
             seed: a.seed,
@@ -249,8 +282,8 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         a.mem >> 20,
         a.seconds,
         a.seed,
-        if a.inject.any() || a.inject.private_page_size != shared_abi::PageLevel::Size4K {
-            format!(", injecting {}", describe_inject(&a.inject))
+        if a.inject().any() || a.inject().private_page_size != shared_abi::PageLevel::Size4K {
+            format!(", injecting {}", describe_inject(&a.inject()))
         } else {
             String::new()
         }

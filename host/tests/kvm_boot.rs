@@ -324,7 +324,7 @@ fn a_planted_private_leak_fails_the_host_check_and_the_run() {
     require_kvm!();
     let run = run_with_report_env(
         &["run", "--vcpus", "1"],
-        &[(tdxlab::cli::TEST_PLANT_LEAK_ENV, "1")],
+        &[(tdxlab::cmd::TEST_PLANT_LEAK_ENV, "1")],
     );
     let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
     assert_eq!(code, Some(1), "{out}\n{err}");

@@ -231,7 +231,7 @@ fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
         "0",
         "--no-measure",
     ];
-    let r = run_with_report_env(&args, &[(tdxlab::cli::TEST_PLANT_LEAK_ENV, "1")]);
+    let r = run_with_report_env(&args, &[(tdxlab::cmd::TEST_PLANT_LEAK_ENV, "1")]);
     assert_eq!(r.code, Some(1), "{}\n{}", r.out, r.err);
     assert!(u(&r.report, "mismatches") >= 1, "{}", r.out);
     assert!(

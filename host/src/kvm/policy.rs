@@ -15,7 +15,7 @@ pub const KVM_FILTER_SHARED: u8 = 1 << 0;
 pub const KVM_FILTER_PRIVATE: u8 = 1 << 1;
 
 /// Which zap semantics the MMU follows.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ZapPolicy {
     /// Merged upstream: route by attribute filter.

@@ -1,0 +1,182 @@
+//! The command line: one module per subcommand, each with its clap `Args` struct; parse,
+//! dispatch, and turn every error into one line and an exit code (`crate::exit`).
+
+mod parse;
+mod run;
+mod sim;
+
+pub use parse::{inject_config, InjectItem};
+pub(crate) use parse::{
+    parse_gpaw, parse_inject_item, parse_scenario, parse_seconds, parse_td_mem, parse_timeout,
+    parse_zap_policy,
+};
+
+use crate::exit::{EXIT_HOST, EXIT_OK, EXIT_PIPE, EXIT_USAGE};
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tdxlab",
+    version,
+    about = "Emulated Intel TDX on stock Linux KVM: a confidential unikernel guest and its host",
+    after_help = "Exit codes: 0 success; 1 the guest (or sim) reported a failure; 2 bad usage; 3 host error (no usable /dev/kvm or userfaultfd, bad image, I/O); 4 timeout; 130/143 interrupted; 141 stdout closed."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Check that this host can run emulated TDs (KVM API, VM types, MAXPHYADDR, capabilities).
+    Caps(JsonArg),
+    /// Run simulated vCPUs converting memory against the in-process TDX module and MMU.
+    Sim(sim::SimArgs),
+    /// Boot the emulated TD on KVM and run its workload.
+    Run(run::RunArgs),
+    /// Conversion stress: every vCPU converts memory private <-> shared under a scenario while
+    /// the host checks that nothing leaks or is lost (the main job).
+    Stress(crate::stress::StressArgs),
+    /// Benchmarks of the emulated TD.
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+    /// Validate a TDVF firmware image with QEMU's rules and list its sections.
+    Inspect {
+        /// The image file.
+        image: std::path::PathBuf,
+        #[command(flatten)]
+        out: JsonArg,
+    },
+    /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
+    ZapTable(JsonArg),
+}
+
+#[derive(Subcommand, Debug)]
+enum BenchCommand {
+    /// The round trip of a null TDCALL (TDG.VP.INFO) through the doorbell, next to a bare KVM
+    /// port-I/O exit measured in the same run: the floor every conversion figure is judged by.
+    Doorbell(JsonArg),
+    /// Conversion costs in one run: the doorbell floor, 4K and 2M round trips, and 1 GiB
+    /// accepted with 2 MiB pages next to memset over the same memory (boots a 1.5 GiB TD).
+    Convert(JsonArg),
+}
+
+/// `--json`, for the commands whose result has a machine-readable form.
+#[derive(clap::Args, Debug)]
+struct JsonArg {
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Parse `std::env::args` and run.
+pub fn main() -> ExitCode {
+    crate::td::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
+    let result = match cli.command {
+        Command::Caps(o) => crate::caps::run(o.json),
+        Command::ZapTable(o) => crate::zap_table::run(o.json),
+        Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
+        Command::Bench { which } => match which {
+            BenchCommand::Doorbell(o) => crate::bench::doorbell(o.json),
+            BenchCommand::Convert(o) => crate::bench::convert(o.json),
+        },
+        Command::Stress(args) => stress(args),
+        Command::Run(args) => run::main(args),
+        Command::Sim(args) => sim::main(args),
+    };
+    finish(result)
+}
+
+/// `tdxlab stress`: the report path is checked before anything boots.
+fn stress(mut args: crate::stress::StressArgs) -> anyhow::Result<u8> {
+    if args.trace {
+        init_trace();
+    }
+    args.plant_leak = plant_leak_requested();
+    match open_report(args.report.as_deref()) {
+        Ok(report) => crate::stress::main(&args, report),
+        Err(code) => Ok(code),
+    }
+}
+
+/// A command's result as the process's exit code; an error is one line on stderr.
+fn finish(result: anyhow::Result<u8>) -> ExitCode {
+    match result {
+        Ok(code) => ExitCode::from(code),
+        // The reader of stdout went away: end quietly, as coreutils do.
+        Err(e)
+            if e.downcast_ref::<crate::output::OutputError>()
+                .is_some_and(|o| o.is_closed_pipe()) =>
+        {
+            ExitCode::from(EXIT_PIPE)
+        }
+        Err(e) => {
+            eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
+            ExitCode::from(EXIT_HOST)
+        }
+    }
+}
+
+/// Help and version go to stdout with exit 0; real usage errors become one line on stderr.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            let _ = e.print();
+            ExitCode::from(EXIT_OK)
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(EXIT_USAGE)
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.trim_start_matches("error: ");
+            eprintln!("tdxlab: {first} (try --help)");
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+/// A usage error found after parsing: one line, exit 2.
+fn usage(message: impl std::fmt::Display) -> anyhow::Result<u8> {
+    eprintln!("tdxlab: {message}");
+    Ok(EXIT_USAGE)
+}
+
+pub use crate::trace::init as init_trace;
+
+/// Test-only switch (environment, never a flag, so that `--help` and normal use never see
+/// it): `TDXLAB_TEST_PLANT_LEAK=1` makes the host leak a private byte into shared memory
+/// before each SYNC_PRIVATE host check, and the run must fail.
+pub const TEST_PLANT_LEAK_ENV: &str = "TDXLAB_TEST_PLANT_LEAK";
+
+fn plant_leak_requested() -> bool {
+    std::env::var_os(TEST_PLANT_LEAK_ENV).is_some_and(|v| v == "1")
+}
+
+/// `--report PATH` opened now; a path that cannot be written is a usage error (exit 2).
+fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::Report>, u8> {
+    path.map(crate::output::Report::open)
+        .transpose()
+        .map_err(|e| {
+            eprintln!("tdxlab: {e}");
+            EXIT_USAGE
+        })
+}
+
+/// Collapse a multi-line message into one line.
+pub fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,145 @@
+//! `tdxlab run`: boot the emulated TD with the built-in guest (or an image) and report.
+
+use super::parse::{parse_gpaw, parse_probability, parse_td_mem, parse_timeout, parse_zap_policy};
+use super::{init_trace, open_report, plant_leak_requested, usage};
+use crate::exit::{ExitKind, EXIT_PIPE};
+use crate::kvm::ZapPolicy;
+use crate::td::{InjectConfig, RunConfig};
+use shared_abi::layout::hob::config;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The flags of `tdxlab run`.
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// TDVF image to boot (default: the built-in tdxlab guest).
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// vCPUs.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::pack::MAX_VCPUS as i64))]
+    vcpus: u32,
+    /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
+    #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
+    mem: u64,
+    /// Zap semantics of the MMU model: filter, exclude or v19.
+    #[arg(long, default_value = "filter", value_parser = parse_zap_policy)]
+    zap_policy: ZapPolicy,
+    /// Refuse implicit conversions: an alias/attribute mismatch stops the TD.
+    #[arg(long)]
+    strict: bool,
+    /// Print every kernel/module step as a tree.
+    #[arg(long)]
+    trace: bool,
+    /// Stop the TD after this many seconds.
+    #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
+    timeout: u64,
+    /// Write the JSON report here (`-`: stdout).
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
+    /// touch-unaccepted, alias-mismatch, hang, fault, raw-io or triple-fault.
+    #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
+    misbehave: Option<String>,
+    /// Accept all RAM at boot (instead of lazily) and report how long it took.
+    #[arg(long)]
+    accept_all: bool,
+    /// Probability that the host answers a MapGPA chunk with RETRY after part of it
+    /// (fault injection: the guest's RETRY loop must resume from R11).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    inject_retry: f64,
+    /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
+    /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
+    #[arg(long, value_parser = parse_gpaw)]
+    gpaw: Option<u8>,
+}
+
+impl RunArgs {
+    /// The guest configuration flags `--misbehave` and `--accept-all` ask for.
+    fn flags(&self) -> u32 {
+        let misbehave = match self.misbehave.as_deref() {
+            Some("touch-unaccepted") => config::TOUCH_UNACCEPTED,
+            Some("alias-mismatch") => config::ALIAS_MISMATCH,
+            Some("hang") => config::HANG,
+            Some("fault") => config::FAULT,
+            Some("raw-io") => config::RAW_IO,
+            Some("triple-fault") => config::TRIPLE_FAULT,
+            _ => 0,
+        };
+        misbehave
+            | if self.accept_all {
+                config::ACCEPT_ALL
+            } else {
+                0
+            }
+    }
+
+    /// What to boot; `echo` is false when the report owns stdout.
+    fn config(&self, image: Vec<u8>, echo: bool) -> RunConfig {
+        RunConfig {
+            image,
+            vcpus: self.vcpus,
+            mem_bytes: self.mem,
+            policy: self.zap_policy,
+            strict: self.strict,
+            timeout: Duration::from_secs(self.timeout),
+            flags: self.flags(),
+            echo,
+            workload: crate::pack::WORKLOAD_DEFAULT,
+            plant_leak: plant_leak_requested(),
+            inject: InjectConfig {
+                retry: self.inject_retry,
+                ..Default::default()
+            },
+            stress: None,
+            gpaw: self.gpaw,
+        }
+    }
+}
+
+/// Check, boot, run, report; the verdict is the exit code.
+pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
+    if args.trace {
+        init_trace();
+    }
+    let need = shared_abi::workload::min_mem(args.vcpus);
+    if args.image.is_none() && args.mem < need {
+        return usage(format_args!(
+            "--mem {} MiB is too small for {} vCPUs of the default workload (needs {} MiB)",
+            args.mem >> 20,
+            args.vcpus,
+            need.div_ceil(2 << 20) * 2
+        ));
+    }
+    let report = match open_report(args.report.as_deref()) {
+        Ok(r) => r,
+        Err(code) => return Ok(code),
+    };
+    let image = match &args.image {
+        Some(p) => crate::image::read_image(p)?,
+        None => crate::GUEST_IMAGE.to_vec(),
+    };
+    // `--report -` owns stdout: the console is not echoed there.
+    let echo = !report
+        .as_ref()
+        .is_some_and(crate::output::Report::is_stdout);
+    let r = crate::td::run(&args.config(image, echo))?;
+    if let Some(report) = report {
+        report.write(&r)?;
+    }
+    eprintln!(
+        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
+        r.exit.kind,
+        r.exit.message,
+        r.vcpus,
+        r.mem_bytes >> 20,
+        r.gpaw,
+        r.boot_ms,
+        r.tdcalls.values().sum::<u64>(),
+        r.elapsed_s
+    );
+    if r.stdout_closed {
+        return Ok(EXIT_PIPE);
+    }
+    let passed = r.exit.kind == ExitKind::Guest && r.exit.code == 0;
+    Ok(r.exit.kind.exit_code(r.exit.code, passed))
+}

@@ -1,0 +1,91 @@
+//! `tdxlab sim`: the flags of the simulated TD; the run and its summary are `crate::sim::cli`.
+
+use super::parse::{
+    parse_gpaw, parse_inject_item, parse_page_size, parse_probability, parse_seconds,
+    parse_zap_policy, InjectItem,
+};
+use super::{init_trace, usage};
+use crate::kvm::ZapPolicy;
+use crate::sim::SimConfig;
+use shared_abi::PageLevel;
+
+/// The flags of `tdxlab sim`.
+#[derive(clap::Args, Debug)]
+pub struct SimArgs {
+    /// Simulated vCPUs.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    vcpus: u32,
+    /// Random operations per vCPU (default 2000, or no limit with --seconds).
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Keep going this long (the soak mode): each vCPU stops here or at --ops.
+    #[arg(long, value_parser = parse_seconds)]
+    seconds: Option<f64>,
+    /// Seed of every random choice.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Zap semantics: filter, exclude or v19.
+    #[arg(long, default_value = "filter", value_parser = parse_zap_policy)]
+    zap_policy: ZapPolicy,
+    /// Fault injection, comma-separated: retry=P, busy=P, private-page-size=4k|2m (the
+    /// simulated host migrates shared pages as part of its operations).
+    #[arg(long, value_delimiter = ',', value_parser = parse_inject_item)]
+    inject: Vec<InjectItem>,
+    /// Pages of RAM each vCPU owns.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
+    region_pages: u64,
+    /// Largest private mapping: 4k (KVM today) or 2m.
+    #[arg(long, default_value = "4k", value_parser = parse_page_size)]
+    private_page_size: PageLevel,
+    /// Probability that the host cuts a MapGPA short with RETRY.
+    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    inject_retry: f64,
+    /// The simulated TD's GPA width (shared bit GPAW - 1): 48, 52, or 36..=47 as an
+    /// emulated TD gets on a host with that MAXPHYADDR.
+    #[arg(long, default_value_t = 48, value_parser = parse_gpaw)]
+    gpaw: u8,
+    /// Print the JSON report instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Print every mirrored kernel/module step (very verbose; use few ops).
+    #[arg(long)]
+    trace: bool,
+}
+
+/// Check the size and the injection, then run.
+pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
+    if a.trace {
+        init_trace();
+    }
+    let pages = a.vcpus as u64 * a.region_pages;
+    if pages > crate::sim::MAX_PAGES {
+        return usage(format_args!(
+            "--vcpus {} x --region-pages {} is {pages} pages ({} MiB); the simulator holds at most {} ({} MiB)",
+            a.vcpus,
+            a.region_pages,
+            pages >> 8,
+            crate::sim::MAX_PAGES,
+            crate::sim::MAX_PAGES >> 8
+        ));
+    }
+    let inject = super::inject_config(&a.inject);
+    if inject.host_invalidate_hz > 0 {
+        return usage("--inject host-invalidate-hz is for KVM runs; the simulated host migrates shared pages as part of its operations (try --help)");
+    }
+    let cfg = SimConfig {
+        vcpus: a.vcpus,
+        ops: a
+            .ops
+            .unwrap_or(if a.seconds.is_some() { u64::MAX } else { 2000 }),
+        seconds: a.seconds,
+        seed: a.seed,
+        policy: a.zap_policy,
+        region_pages: a.region_pages,
+        private_max_level: a.private_page_size.max(inject.private_page_size),
+        retry_p: a.inject_retry.max(inject.retry),
+        busy_p: inject.busy,
+        gpaw: shared_abi::Gpaw::emulated(a.gpaw).expect("checked by parse_gpaw"),
+        ..Default::default()
+    };
+    crate::sim::cli::run(&cfg, a.json)
+}
