@@ -3,6 +3,9 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+#[path = "src/guest_layout.rs"]
+#[allow(dead_code)]
+mod guest_layout;
 #[path = "src/pack.rs"]
 #[allow(dead_code)]
 mod pack;

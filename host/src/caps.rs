@@ -14,6 +14,7 @@ use kvm_bindings::{
 };
 use serde::Serialize;
 use shared_abi::Gpaw;
+use userfaultfd::{FeatureFlags, Uffd, UffdBuilder};
 
 /// Bit of KVM_CAP_VM_TYPES for KVM_X86_TDX_VM.
 const KVM_X86_TDX_VM: u32 = 5;
@@ -165,7 +166,7 @@ pub fn probe() -> HostCaps {
     if let Err(e) = &gpaw {
         problems.push(e.to_string());
     }
-    let userfaultfd_error = crate::td::open_userfaultfd().err().map(|e| e.to_string());
+    let userfaultfd_error = open_userfaultfd().err().map(|e| e.to_string());
     if let Some(e) = &userfaultfd_error {
         problems.push(e.clone());
     }
@@ -274,4 +275,39 @@ fn render(c: &HostCaps) -> String {
         "verdict: this host cannot run emulated TDs\n"
     };
     s
+}
+
+/// `UFFD_FEATURE_MINOR_SHMEM` (linux/userfaultfd.h): MINOR faults on shmem mappings.
+const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
+/// A userfaultfd for guest memory, as the enforcement (`td::uffd`) needs it: kernel-mode
+/// faults included (KVM faults pages in from the kernel), MINOR faults on shmem, and the
+/// faulting thread's id in each event. Opening one is also the capability check.
+pub fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
+    UffdBuilder::new()
+        .close_on_exec(true)
+        .non_blocking(true)
+        .user_mode_only(false)
+        .require_features(
+            FeatureFlags::MISSING_SHMEM
+                | FeatureFlags::THREAD_ID
+                | FeatureFlags::from_bits_retain(UFFD_FEATURE_MINOR_SHMEM),
+        )
+        .create()
+        .map_err(|e| match e {
+            userfaultfd::Error::SystemError(errno) => {
+                UffdOpenError::NotPermitted(std::io::Error::from_raw_os_error(errno as i32))
+            }
+            other => UffdOpenError::Other(other),
+        })
+}
+
+/// A userfaultfd with the features guest memory needs could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UffdOpenError {
+    /// The system call failed (most often: not permitted).
+    #[error("userfaultfd: {0} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or sysctl vm.unprivileged_userfaultfd=1)")]
+    NotPermitted(#[source] std::io::Error),
+    /// The kernel lacks a feature, or another failure.
+    #[error("userfaultfd: {0}")]
+    Other(#[source] userfaultfd::Error),
 }

@@ -9,11 +9,11 @@
 //! [`sim`] runs simulated vCPUs against `seam` + `kvm` in-process through the real `tdcall`
 //! crate; [`zap_table`] prints the zap policies' decision table.
 
-pub mod bench;
 pub mod caps;
 pub mod cmd;
 pub mod exit;
 pub mod fuzzing;
+pub mod guest_layout;
 pub mod image;
 pub mod inject;
 pub mod kvm;
@@ -21,7 +21,6 @@ pub mod output;
 pub mod pack;
 pub mod seam;
 pub mod sim;
-pub mod stress;
 pub mod td;
 pub mod trace;
 pub mod vmm;

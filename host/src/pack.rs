@@ -12,11 +12,7 @@ use shared_abi::layout::tdvf::{
     write_descriptor, SectionType, TdvfMetadata, TdvfSection, ATTR_MR_EXTEND,
 };
 
-#[allow(dead_code)]
-mod layout {
-    include!("../../guest/layout.rs");
-}
-pub use layout::*;
+pub use crate::guest_layout::*;
 
 /// Offset of the TDVF descriptor in the image (after the metadata GUID).
 pub const DESCRIPTOR_OFFSET: usize = (METADATA_PAGE - IMAGE_BASE) as usize + 16;

@@ -1,9 +1,11 @@
 //! The command line: one module per subcommand, each with its clap `Args` struct; parse,
 //! dispatch, and turn every error into one line and an exit code (`crate::exit`).
 
+mod bench;
 mod parse;
 mod run;
 mod sim;
+pub mod stress;
 
 pub use parse::{inject_config, InjectItem};
 pub(crate) use parse::{
@@ -37,7 +39,7 @@ enum Command {
     Run(run::RunArgs),
     /// Conversion stress: every vCPU converts memory private <-> shared under a scenario while
     /// the host checks that nothing leaks or is lost (the main job).
-    Stress(crate::stress::StressArgs),
+    Stress(stress::StressArgs),
     /// Benchmarks of the emulated TD.
     Bench {
         #[command(subcommand)]
@@ -84,8 +86,8 @@ pub fn main() -> ExitCode {
         Command::ZapTable(o) => crate::zap_table::run(o.json),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
         Command::Bench { which } => match which {
-            BenchCommand::Doorbell(o) => crate::bench::doorbell(o.json),
-            BenchCommand::Convert(o) => crate::bench::convert(o.json),
+            BenchCommand::Doorbell(o) => bench::doorbell(o.json),
+            BenchCommand::Convert(o) => bench::convert(o.json),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),
@@ -95,13 +97,13 @@ pub fn main() -> ExitCode {
 }
 
 /// `tdxlab stress`: the report path is checked before anything boots.
-fn stress(mut args: crate::stress::StressArgs) -> anyhow::Result<u8> {
+fn stress(mut args: stress::StressArgs) -> anyhow::Result<u8> {
     if args.trace {
         init_trace();
     }
     args.plant_leak = plant_leak_requested();
     match open_report(args.report.as_deref()) {
-        Ok(report) => crate::stress::main(&args, report),
+        Ok(report) => stress::main(&args, report),
         Err(code) => Ok(code),
     }
 }

@@ -16,7 +16,7 @@ pub struct RunArgs {
     #[arg(long)]
     image: Option<PathBuf>,
     /// vCPUs.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::pack::MAX_VCPUS as i64))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::guest_layout::MAX_VCPUS as i64))]
     vcpus: u32,
     /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
     #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
@@ -84,7 +84,7 @@ impl RunArgs {
             timeout: Duration::from_secs(self.timeout),
             flags: self.flags(),
             echo,
-            workload: crate::pack::WORKLOAD_DEFAULT,
+            workload: crate::guest_layout::WORKLOAD_DEFAULT,
             plant_leak: plant_leak_requested(),
             inject: InjectConfig {
                 retry: self.inject_retry,

@@ -4,9 +4,9 @@
 
 use super::backing::Backing;
 use super::config::{RunConfig, MAX_MEM, MAX_TD_HOB, MIN_MEM};
+use super::ctx::Counters;
 use super::kvm_backend::{KvmBackend, KvmPrivateMem, VcpuCtl};
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
-use super::vcpu::Counters;
 use crate::kvm::{FaultOutcome, Kvm, KvmConfig};
 use crate::seam::{TdParams, TdxModule};
 use crate::vmm::{GuestIo, Injector, Vmm};
@@ -89,11 +89,11 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
 
 /// The flags and the host: vCPUs, RAM, a usable KVM, and the TD's GPAW.
 fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
-    if !(1..=crate::pack::MAX_VCPUS as u32).contains(&cfg.vcpus) {
+    if !(1..=crate::guest_layout::MAX_VCPUS as u32).contains(&cfg.vcpus) {
         bail!(
             "--vcpus {} is out of range (1..={})",
             cfg.vcpus,
-            crate::pack::MAX_VCPUS
+            crate::guest_layout::MAX_VCPUS
         );
     }
     let mem = cfg.mem_bytes;
@@ -196,7 +196,7 @@ struct Memory {
 impl Memory {
     fn new(cfg: &RunConfig) -> anyhow::Result<Memory> {
         let mem = cfg.mem_bytes;
-        let uffd = Arc::new(super::uffd::open_userfaultfd()?);
+        let uffd = Arc::new(crate::caps::open_userfaultfd()?);
         let private = Arc::new(Backing::new("tdxlab-private", mem, uffd.clone())?);
         let shared = Arc::new(Backing::new("tdxlab-shared", mem, uffd.clone())?);
         let size = cfg.image.len();

@@ -32,13 +32,13 @@ pub struct RunConfig {
     pub flags: u32,
     /// Echo guest console lines.
     pub echo: bool,
-    /// Which guest workload (`pack::WORKLOAD_*`).
+    /// Which guest workload (`guest_layout::WORKLOAD_*`).
     pub workload: u32,
     /// Test-only: make the host leak a private byte before each SYNC_PRIVATE check.
     pub plant_leak: bool,
     /// Fault injection.
     pub inject: InjectConfig,
-    /// The stress workload's parameters (with `workload` = `pack::WORKLOAD_STRESS`).
+    /// The stress workload's parameters (with `workload` = `guest_layout::WORKLOAD_STRESS`).
     pub stress: Option<StressParams>,
     /// Force the TD's GPAW (`--gpaw`); `None` picks it from the host (`caps::default_gpaw`).
     pub gpaw: Option<u8>,

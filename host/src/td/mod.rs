@@ -20,8 +20,10 @@ mod backing;
 mod build;
 mod config;
 mod contain;
+mod ctx;
 mod invalidate;
 mod kvm_backend;
+mod measured;
 mod report;
 mod run;
 mod td_setup;
@@ -33,9 +35,9 @@ pub use backing::Backing;
 pub use build::{build, Td};
 pub use config::{InjectConfig, Progress, RunConfig, StressParams, MAX_MEM, MAX_TD_HOB, MIN_MEM};
 pub use contain::{install_panic_hook, TEST_PANIC_ENV};
+pub use measured::Measured;
 pub use report::{RunReport, Zaps};
 pub use run::Ended;
-pub use uffd::open_userfaultfd;
 
 use std::time::Instant;
 

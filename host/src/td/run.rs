@@ -4,9 +4,10 @@
 use super::build::Td;
 use super::config::Progress;
 use super::contain::{contained, StopSignals};
+use super::ctx::Ctx;
 use super::kvm_backend::on_kick;
 use super::uffd::FaultService;
-use super::vcpu::{vcpu_loop, Ctx};
+use super::vcpu::vcpu_loop;
 use crate::exit::ExitKind;
 use crate::vmm::{GuestExit, GuestIo};
 use anyhow::Context;
@@ -104,7 +105,7 @@ impl Td<'_> {
         s: &'s Scope<'s, '_>,
         vcpus: Vec<VcpuFd>,
     ) -> Vec<ScopedJoinHandle<'s, ()>> {
-        let bench = self.cfg.workload == crate::pack::WORKLOAD_BENCH_DOORBELL;
+        let bench = self.cfg.workload == crate::guest_layout::WORKLOAD_BENCH_DOORBELL;
         let io = self.io();
         (vcpus.into_iter().enumerate())
             .map(|(i, vcpu)| {

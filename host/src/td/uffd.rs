@@ -12,8 +12,8 @@
 //!   vCPU — or refuses it: the reason goes to the vCPU, and guest memory is fenced so that
 //!   the vCPU leaves KVM_RUN and stops the TD with its RIP.
 
+use super::ctx::Counters;
 use super::kvm_backend::KvmBackend;
-use super::vcpu::Counters;
 use crate::exit::ExitKind;
 use crate::kvm::{Alias, FaultOutcome};
 use crate::seam::TdxModule;
@@ -26,44 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use userfaultfd::{Event, EventBuffer, FeatureFlags, Uffd, UffdBuilder};
+use userfaultfd::{Event, EventBuffer, Uffd};
 
-/// `UFFD_FEATURE_MINOR_SHMEM` (linux/userfaultfd.h): MINOR faults on shmem mappings.
-const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
 /// How often the service threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
-
-/// A userfaultfd for guest memory: kernel-mode faults included (KVM faults pages in from the
-/// kernel), MINOR faults on shmem, and the faulting thread's id in each event.
-pub fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
-    UffdBuilder::new()
-        .close_on_exec(true)
-        .non_blocking(true)
-        .user_mode_only(false)
-        .require_features(
-            FeatureFlags::MISSING_SHMEM
-                | FeatureFlags::THREAD_ID
-                | FeatureFlags::from_bits_retain(UFFD_FEATURE_MINOR_SHMEM),
-        )
-        .create()
-        .map_err(|e| match e {
-            userfaultfd::Error::SystemError(errno) => {
-                UffdOpenError::NotPermitted(std::io::Error::from_raw_os_error(errno as i32))
-            }
-            other => UffdOpenError::Other(other),
-        })
-}
-
-/// A userfaultfd with the features guest memory needs could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum UffdOpenError {
-    /// The system call failed (most often: not permitted).
-    #[error("userfaultfd: {0} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or sysctl vm.unprivileged_userfaultfd=1)")]
-    NotPermitted(#[source] std::io::Error),
-    /// The kernel lacks a feature, or another failure.
-    #[error("userfaultfd: {0}")]
-    Other(#[source] userfaultfd::Error),
-}
 
 /// One page the guest touched: which alias, and its offset (= private-alias GPA).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]

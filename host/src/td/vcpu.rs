@@ -1,71 +1,15 @@
 //! A vCPU thread of the emulated TD: the exit loop and the doorbell. (Guest-memory faults
 //! reach the host through userfaultfd: `uffd`.)
 
-use super::kvm_backend::KvmBackend;
+use super::ctx::{Ctx, VcpuError};
 use super::ve::{inject_in_ve, inject_out_ve};
 use crate::exit::ExitKind;
-use crate::seam::TdxModule;
-use crate::vmm::{handle_tdcall, GuestExit, TdcallError, Vmm};
+use crate::vmm::{handle_tdcall, GuestExit};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
 use shared_abi::tdcall::{decode_rax, TdcallLeaf};
 use shared_abi::vmcall::Subfunction;
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::Mutex;
-
-#[derive(Default)]
-pub(super) struct Counters {
-    pub(super) exits_on_mapped: AtomicU64,
-    /// Guest-memory faults read from the userfaultfd (duplicates included).
-    pub(super) memory_faults: AtomicU64,
-    /// Pages the fault service served (each queued page once).
-    pub(super) memory_faults_served: AtomicU64,
-    pub(super) ves: AtomicU64,
-    pub(super) tdcalls: Mutex<BTreeMap<&'static str, u64>>,
-    pub(super) tdvmcalls: Mutex<BTreeMap<&'static str, u64>>,
-}
-
-/// Why a vCPU thread could not serve an exit; the TD stops with it.
-#[derive(Debug, thiserror::Error)]
-pub(super) enum VcpuError {
-    /// A vCPU ioctl failed.
-    #[error("vCPU {vcpu}: {call} failed: {source}")]
-    Ioctl {
-        vcpu: u32,
-        call: &'static str,
-        #[source]
-        source: kvm_ioctls::Error,
-    },
-    /// The TDCALL behind the doorbell could not be completed.
-    #[error(transparent)]
-    Tdcall(#[from] TdcallError),
-}
-
-impl VcpuError {
-    /// `map_err` adapter for a failed ioctl.
-    pub(super) fn ioctl(vcpu: u32, call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> Self {
-        move |source| VcpuError::Ioctl { vcpu, call, source }
-    }
-
-    /// How the TD stops: a failed ioctl is the host's failure, a TDCALL the guest's.
-    fn kind(&self) -> ExitKind {
-        match self {
-            VcpuError::Ioctl { .. } => ExitKind::HostError,
-            VcpuError::Tdcall(_) => ExitKind::Fatal,
-        }
-    }
-}
-
-/// What a vCPU thread works with.
-pub(super) struct Ctx<'a> {
-    /// The doorbell benchmark runs: the bare bench port is answered by re-entering.
-    pub(super) bench: bool,
-    pub(super) seam: &'a TdxModule,
-    pub(super) vmm: &'a Vmm,
-    pub(super) counters: &'a Counters,
-    pub(super) backend: &'a KvmBackend,
-}
+use std::sync::atomic::Ordering::*;
 
 pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     let io = ctx.vmm.io.as_ref().expect("machine VMMs have I/O");
@@ -121,7 +65,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 rung = true;
                 None
             }
-            VcpuExit::IoOut(crate::pack::BENCH_BARE_PORT, _) if ctx.bench => None,
+            VcpuExit::IoOut(crate::guest_layout::BENCH_BARE_PORT, _) if ctx.bench => None,
             VcpuExit::IoOut(port, data) => {
                 raw_io = Some((port, data.len() as u8, false));
                 None

@@ -1,6 +1,6 @@
 //! #VE delivery: what the TDX module does with a TD's raw port I/O.
 
-use super::vcpu::{Ctx, VcpuError};
+use super::ctx::{Ctx, VcpuError};
 
 use kvm_ioctls::VcpuFd;
 use std::sync::atomic::Ordering::*;

@@ -37,7 +37,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         timeout: Duration::from_secs(120),
         flags: 0,
         echo: false,
-        workload: crate::pack::WORKLOAD_BENCH_DOORBELL,
+        workload: crate::guest_layout::WORKLOAD_BENCH_DOORBELL,
         plant_leak: false,
         inject: Default::default(),
         stress: None,
@@ -97,7 +97,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
 pub struct ConvertBench {
     /// Round trips and the floor.
     #[serde(flatten)]
-    pub round_trips: crate::stress::Measured,
+    pub round_trips: crate::td::Measured,
     /// Bytes accepted with 2 MiB pages.
     pub accept_bytes: u64,
     /// How long accepting them took.
@@ -143,7 +143,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
         timeout: Duration::from_secs(600),
         flags: 0,
         echo: false,
-        workload: crate::pack::WORKLOAD_BENCH_CONVERT,
+        workload: crate::guest_layout::WORKLOAD_BENCH_CONVERT,
         plant_leak: false,
         inject: crate::td::InjectConfig {
             private_page_size: shared_abi::PageLevel::Size2M,
@@ -160,7 +160,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
             r.exit.message
         )
     };
-    let rt = crate::stress::Measured::from_console(&r.console, r.tsc_hz).ok_or_else(failed)?;
+    let rt = crate::td::Measured::from_console(&r.console, r.tsc_hz).ok_or_else(failed)?;
     let line = r
         .console
         .iter()

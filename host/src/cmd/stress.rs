@@ -3,9 +3,9 @@
 //! audit (nothing leaked, nothing lost).
 
 use crate::exit::{ExitKind, EXIT_USAGE};
-use crate::td::{run_with_progress, InjectConfig, Progress, RunConfig, RunReport};
+use crate::td::{run_with_progress, InjectConfig, Measured, Progress, RunConfig, RunReport};
 use serde::Serialize;
-use shared_abi::stress::{field, Scenario, MEASURE_LINE, RESULT_LINE};
+use shared_abi::stress::{field, Scenario, RESULT_LINE};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -13,16 +13,16 @@ use std::time::Duration;
 #[derive(clap::Args, Clone, Debug)]
 pub struct StressArgs {
     /// explicit, punch-hole, implicit, boundary, random or alternate.
-    #[arg(long, default_value = "random", value_parser = crate::cmd::parse_scenario)]
+    #[arg(long, default_value = "random", value_parser = super::parse_scenario)]
     pub scenario: Scenario,
     /// vCPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=16))]
     pub vcpus: u32,
     /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
-    #[arg(long, default_value = "256M", value_parser = crate::cmd::parse_td_mem)]
+    #[arg(long, default_value = "256M", value_parser = super::parse_td_mem)]
     pub mem: u64,
     /// How long the scenario repeats (at least one pass).
-    #[arg(long, default_value_t = 10.0, value_parser = crate::cmd::parse_seconds)]
+    #[arg(long, default_value_t = 10.0, value_parser = super::parse_seconds)]
     pub seconds: f64,
     /// Seed of every vCPU's operation sequence and of the host's injection.
     #[arg(long, default_value_t = 1)]
@@ -31,24 +31,24 @@ pub struct StressArgs {
     #[arg(long, default_value_t = 0)]
     pub ops: u32,
     /// Zap semantics of the MMU model: filter, exclude or v19.
-    #[arg(long = "zap-policy", default_value = "filter", value_parser = crate::cmd::parse_zap_policy)]
+    #[arg(long = "zap-policy", default_value = "filter", value_parser = super::parse_zap_policy)]
     pub policy: crate::kvm::ZapPolicy,
     /// Refuse implicit conversions (the implicit scenario must then be stopped).
     #[arg(long)]
     pub strict: bool,
     /// Fault injection, comma-separated and combinable: retry=P, busy=P,
     /// private-page-size=4k|2m, host-invalidate-hz=N.
-    #[arg(long, value_delimiter = ',', value_parser = crate::cmd::parse_inject_item)]
-    pub inject: Vec<crate::cmd::InjectItem>,
+    #[arg(long, value_delimiter = ',', value_parser = super::parse_inject_item)]
+    pub inject: Vec<super::InjectItem>,
     /// Skip vCPU 0's doorbell-floor and round-trip measurements.
     #[arg(long)]
     pub no_measure: bool,
     /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
     /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
-    #[arg(long, value_parser = crate::cmd::parse_gpaw)]
+    #[arg(long, value_parser = super::parse_gpaw)]
     pub gpaw: Option<u8>,
     /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
-    #[arg(long, value_parser = crate::cmd::parse_timeout)]
+    #[arg(long, value_parser = super::parse_timeout)]
     pub timeout: Option<u64>,
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
@@ -65,7 +65,7 @@ pub struct StressArgs {
 impl StressArgs {
     /// The injection the `--inject` items describe.
     pub fn inject(&self) -> InjectConfig {
-        crate::cmd::inject_config(&self.inject)
+        super::inject_config(&self.inject)
     }
 
     fn timeout(&self) -> Duration {
@@ -90,49 +90,6 @@ pub struct VcpuResult {
     pub checks: u64,
     /// Hash of the operation sequence: equal seeds and op counts give equal hashes.
     pub hash: u64,
-}
-
-/// vCPU 0's round-trip measurements, converted to time.
-#[derive(Clone, Debug, Serialize)]
-pub struct Measured {
-    /// Null TDCALL (TDG.VP.INFO) median.
-    pub doorbell_floor_us: f64,
-    /// 4 KiB private → shared (first touch) → private, median.
-    pub round_trip_4k_us: f64,
-    /// The same in doorbell floors.
-    pub round_trip_4k_floors: f64,
-    /// 2 MiB block round trip (first page touched), median.
-    pub round_trip_2m_us: f64,
-    /// The same in doorbell floors.
-    pub round_trip_2m_floors: f64,
-    /// Conversions per second at 4 KiB (two per round trip).
-    pub conversions_per_s_4k: f64,
-    /// Bytes converted per second at 4 KiB.
-    pub bytes_per_s_4k: f64,
-    /// Conversions per second at 2 MiB.
-    pub conversions_per_s_2m: f64,
-    /// Bytes converted per second at 2 MiB.
-    pub bytes_per_s_2m: f64,
-}
-
-impl Measured {
-    /// Parse the guest's measurement line from a console (cycles at `tsc_hz`).
-    pub fn from_console(console: &[String], tsc_hz: f64) -> Option<Measured> {
-        let line = console.iter().find(|l| l.starts_with(MEASURE_LINE))?;
-        let us = |k: &str| field(line, k).map(|c| c as f64 / tsc_hz * 1e6);
-        let (floor, rt4k, rt2m) = (us("floor")?, us("rt4k")?, us("rt2m")?);
-        Some(Measured {
-            doorbell_floor_us: floor,
-            round_trip_4k_us: rt4k,
-            round_trip_4k_floors: rt4k / floor,
-            round_trip_2m_us: rt2m,
-            round_trip_2m_floors: rt2m / floor,
-            conversions_per_s_4k: 2e6 / rt4k,
-            bytes_per_s_4k: 2e6 / rt4k * 4096.0,
-            conversions_per_s_2m: 2e6 / rt2m,
-            bytes_per_s_2m: 2e6 / rt2m * (2 << 20) as f64,
-        })
-    }
 }
 
 /// The stress report: the run's report plus the verdict's numbers.
@@ -179,7 +136,7 @@ pub fn stress(
         timeout: a.timeout(),
         flags: 0,
         echo: false,
-        workload: crate::pack::WORKLOAD_STRESS,
+        workload: crate::guest_layout::WORKLOAD_STRESS,
         plant_leak: a.plant_leak,
         inject: a.inject(),
         stress: Some(crate::td::StressParams {
