@@ -6,7 +6,8 @@
 use shared_abi::hostcheck::HostCheckOp;
 use shared_abi::td::VpInfo;
 use shared_abi::{Gpa, GpaRange};
-use tdcall::HostCheck;
+use tdcall::transport::AnyTransport;
+use tdcall::{HostCheck, Tdx};
 
 pub use shared_abi::workload::{CONVERT_PAGES, REGION, REGION_BASE, STRIDE};
 /// Where the guest page tables map the shared alias.
@@ -37,6 +38,27 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
         unsafe { private_ptr(base + p * 4096).write_volatile(pattern(vcpu, p, false)) };
     }
     let conv = GpaRange::new(Gpa(base), CONVERT_PAGES * 4096);
+    let mut checks = shared_phase(&mut tdx, conv, info);
+    checks += private_phase(&mut tdx, conv, info);
+    // SAFETY: untouched by the conversion, still private and accepted.
+    let kept = unsafe { private_ptr(base + CONVERT_PAGES * 4096).read_volatile() };
+    if kept != pattern(vcpu, CONVERT_PAGES, false) {
+        panic!("page after the converted range lost its data: {kept:#x}");
+    }
+    let summary = alloc::format!(
+        "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed; {checks} host checks passed",
+        acc.total_accepted() >> 10,
+        acc.calls,
+        acc.fallbacks
+    );
+    println!("{summary}");
+}
+
+/// Private → shared: no private data shows through, the guest fills the pages, the host
+/// checks them from its side and rewrites them (SYNC_SHARED), the guest sees the host's
+/// bytes. Returns the host checks that passed.
+fn shared_phase(tdx: &mut Tdx<AnyTransport>, conv: GpaRange, info: &VpInfo) -> u32 {
+    let base = conv.start.0;
     // The conversion engine flips the PTEs: the same address now reaches the shared alias.
     crate::convert::to_shared(conv, info.gpaw).unwrap_or_else(|e| panic!("{conv} to shared: {e}"));
     for p in 0..CONVERT_PAGES {
@@ -52,7 +74,6 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             core::ptr::write_bytes(private_ptr(gpa) as *mut u8, 0x11, 4096);
         }
     }
-    // The host checks the shared pages from its side and rewrites them (SYNC_SHARED).
     let mut checks = 0;
     match tdx.host_check(HostCheckOp::SyncShared, conv, 0x11, 0x22) {
         Ok(HostCheck::Passed) => checks += 1,
@@ -60,6 +81,7 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             panic!("SYNC_SHARED: host saw {found:#x} at {conv}+{offset:#x}, not 0x11")
         }
         // No tdxlab host (real TDX): do the host's write ourselves.
+        // SAFETY: the range is shared and mapped.
         Ok(HostCheck::Unsupported(_)) => unsafe {
             core::ptr::write_bytes(private_ptr(base) as *mut u8, 0x22, conv.len as usize)
         },
@@ -81,6 +103,14 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             }
         }
     }
+    checks
+}
+
+/// Shared → private: the re-accepted pages read zero, and private writes stay invisible to
+/// the host, which discarded the shared pages (SYNC_PRIVATE: it sees zeroes). Returns the
+/// host checks that passed.
+fn private_phase(tdx: &mut Tdx<AnyTransport>, conv: GpaRange, info: &VpInfo) -> u32 {
+    let base = conv.start.0;
     crate::convert::to_private(conv, info.gpaw)
         .unwrap_or_else(|e| panic!("{conv} to private: {e}"));
     for p in 0..CONVERT_PAGES {
@@ -91,30 +121,16 @@ pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
             panic!("re-accepted page {gpa:#x} reads {v:#x}, not zero");
         }
     }
-    // Private data in the re-accepted pages must stay invisible to the host, which
-    // discarded the shared pages when they turned private (SYNC_PRIVATE: it sees zeroes).
     // SAFETY: re-accepted, identity-mapped.
     unsafe { core::ptr::write_bytes(private_ptr(base) as *mut u8, 0x33, conv.len as usize) };
     match tdx.host_check(HostCheckOp::SyncPrivate, conv, 0, 0) {
-        Ok(HostCheck::Passed) => checks += 1,
+        Ok(HostCheck::Passed) => 1,
         Ok(HostCheck::Mismatch { offset, found }) => {
             panic!("SYNC_PRIVATE: host sees {found:#x} at {conv}+{offset:#x} after private writes")
         }
-        Ok(HostCheck::Unsupported(_)) => {}
+        Ok(HostCheck::Unsupported(_)) => 0,
         Err(e) => panic!("SYNC_PRIVATE: {e}"),
     }
-    // SAFETY: untouched by the conversion, still private and accepted.
-    let kept = unsafe { private_ptr(base + CONVERT_PAGES * 4096).read_volatile() };
-    if kept != pattern(vcpu, CONVERT_PAGES, false) {
-        panic!("page after the converted range lost its data: {kept:#x}");
-    }
-    let summary = alloc::format!(
-        "vCPU {vcpu}: accepted {} KiB ({} calls, {} fallbacks); {CONVERT_PAGES} pages private -> shared -> private, re-accepted zeroed; {checks} host checks passed",
-        acc.total_accepted() >> 10,
-        acc.calls,
-        acc.fallbacks
-    );
-    println!("{summary}");
 }
 
 /// Negative tests the host asks for through the tdxlab HOB's flags.

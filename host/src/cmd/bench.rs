@@ -106,7 +106,9 @@ pub struct ConvertBench {
     pub accept_bytes_per_s: f64,
     /// TDG.MEM.PAGE.ACCEPT calls it took (512 when every 2 MiB accept succeeds).
     pub accept_calls: u64,
-    /// The guest's memset (rep stosq) over the first 64 MiB of it, first touch.
+    /// Bytes the guest's memset covers (the first 64 MiB of the accepted memory).
+    pub guest_memset_bytes: u64,
+    /// The guest's memset (rep stosq) over them, first touch.
     pub guest_memset_cold_bytes_per_s: f64,
     /// The same again.
     pub guest_memset_warm_bytes_per_s: f64,
@@ -134,7 +136,19 @@ fn host_memset(len: usize) -> anyhow::Result<(f64, f64)> {
 
 /// Boot a 1.5 GiB TD whose vCPU 0 measures the conversion costs; print them.
 pub fn convert(json: bool) -> anyhow::Result<u8> {
-    let cfg = RunConfig {
+    let r = run(&convert_config())?;
+    let out = ConvertBench::from_run(&r)?;
+    if json {
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
+    } else {
+        print_convert(&out)?;
+    }
+    Ok(0)
+}
+
+/// One vCPU, 1.5 GiB, private pages mapped at up to 2 MiB, the bench-convert workload.
+fn convert_config() -> RunConfig {
+    RunConfig {
         image: crate::GUEST_IMAGE.to_vec(),
         vcpus: 1,
         mem_bytes: 1536 << 20,
@@ -151,47 +165,49 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
         },
         stress: None,
         gpaw: None,
-    };
-    let r = run(&cfg)?;
-    let failed = || {
-        anyhow::anyhow!(
-            "the benchmark guest reported nothing ({}: {})",
-            r.exit.kind,
-            r.exit.message
-        )
-    };
-    let rt = crate::td::Measured::from_console(&r.console, r.tsc_hz).ok_or_else(failed)?;
-    let line = r
-        .console
-        .iter()
-        .find(|l| l.starts_with("bench-convert "))
-        .ok_or_else(failed)?;
-    let get = |k: &str| field(line, k).ok_or_else(|| anyhow::anyhow!("no {k} in: {line}"));
-    let (bytes, accept, calls) = (get("bytes")?, get("accept")?, get("accept_calls")?);
-    let (span, cold, warm) = (
-        get("memset_bytes")?,
-        get("memset_cold")?,
-        get("memset_warm")?,
-    );
-    let bw = |cycles: u64| bytes as f64 / (cycles as f64 / r.tsc_hz);
-    let gbw = |cycles: u64| span as f64 / (cycles as f64 / r.tsc_hz);
-    let (host_cold, host_warm) = host_memset(bytes as usize)?;
-    let out = ConvertBench {
-        round_trips: rt,
-        accept_bytes: bytes,
-        accept_s: accept as f64 / r.tsc_hz,
-        accept_bytes_per_s: bw(accept),
-        accept_calls: calls,
-        guest_memset_cold_bytes_per_s: gbw(cold),
-        guest_memset_warm_bytes_per_s: gbw(warm),
-        host_memset_cold_bytes_per_s: host_cold,
-        host_memset_warm_bytes_per_s: host_warm,
-        accept_to_memset: bw(accept) / host_warm,
-    };
-    if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
-        return Ok(0);
     }
+}
+
+impl ConvertBench {
+    /// The guest's measurement lines (cycles at the run's TSC rate) beside the host's memset.
+    fn from_run(r: &crate::td::RunReport) -> anyhow::Result<ConvertBench> {
+        let failed = || {
+            anyhow::anyhow!(
+                "the benchmark guest reported nothing ({}: {})",
+                r.exit.kind,
+                r.exit.message
+            )
+        };
+        let rt = crate::td::Measured::from_console(&r.console, r.tsc_hz).ok_or_else(failed)?;
+        let line = (r.console.iter())
+            .find(|l| l.starts_with("bench-convert "))
+            .ok_or_else(failed)?;
+        let get = |k: &str| field(line, k).ok_or_else(|| anyhow::anyhow!("no {k} in: {line}"));
+        let (bytes, accept, calls) = (get("bytes")?, get("accept")?, get("accept_calls")?);
+        let (span, cold, warm) = (
+            get("memset_bytes")?,
+            get("memset_cold")?,
+            get("memset_warm")?,
+        );
+        let bw = |n: u64, cycles: u64| n as f64 / (cycles as f64 / r.tsc_hz);
+        let (host_cold, host_warm) = host_memset(bytes as usize)?;
+        Ok(ConvertBench {
+            round_trips: rt,
+            accept_bytes: bytes,
+            accept_s: accept as f64 / r.tsc_hz,
+            accept_bytes_per_s: bw(bytes, accept),
+            accept_calls: calls,
+            guest_memset_bytes: span,
+            guest_memset_cold_bytes_per_s: bw(span, cold),
+            guest_memset_warm_bytes_per_s: bw(span, warm),
+            host_memset_cold_bytes_per_s: host_cold,
+            host_memset_warm_bytes_per_s: host_warm,
+            accept_to_memset: bw(bytes, accept) / host_warm,
+        })
+    }
+}
+
+fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
     let m = &out.round_trips;
     let gib = |b: f64| b / (1u64 << 30) as f64;
     crate::outln!(
@@ -224,7 +240,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
     )?;
     crate::outln!(
         "  guest memset {} MiB (rep stosq): first touch {:.3} GiB/s, again {:.3} GiB/s",
-        span >> 20,
+        out.guest_memset_bytes >> 20,
         gib(out.guest_memset_cold_bytes_per_s),
         gib(out.guest_memset_warm_bytes_per_s)
     )?;
@@ -232,5 +248,5 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
         "  accept / host memset bandwidth: {:.2}",
         out.accept_to_memset
     )?;
-    Ok(0)
+    Ok(())
 }

@@ -349,27 +349,7 @@ fn summary(r: &StressReport) -> String {
         run.kicks
     );
     if let Some(m) = &r.measured {
-        let _ = writeln!(
-            s,
-            "  doorbell floor   {:>10.1} us (null TDCALL)",
-            m.doorbell_floor_us
-        );
-        let _ =
-            writeln!(s,
-            "  4K round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
-            m.round_trip_4k_us,
-            m.round_trip_4k_floors,
-            m.conversions_per_s_4k,
-            mib(m.bytes_per_s_4k)
-        );
-        let _ =
-            writeln!(s,
-            "  2M round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
-            m.round_trip_2m_us,
-            m.round_trip_2m_floors,
-            m.conversions_per_s_2m,
-            mib(m.bytes_per_s_2m)
-        );
+        s += &measured_lines(m);
     }
     let _ = writeln!(
         s,
@@ -382,5 +362,33 @@ fn summary(r: &StressReport) -> String {
             v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
         );
     }
+    s
+}
+
+/// vCPU 0's round trips, in time and in doorbell floors.
+fn measured_lines(m: &Measured) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "  doorbell floor   {:>10.1} us (null TDCALL)",
+        m.doorbell_floor_us
+    );
+    let _ = writeln!(
+        s,
+        "  4K round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+        m.round_trip_4k_us,
+        m.round_trip_4k_floors,
+        m.conversions_per_s_4k,
+        mib(m.bytes_per_s_4k)
+    );
+    let _ = writeln!(
+        s,
+        "  2M round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+        m.round_trip_2m_us,
+        m.round_trip_2m_floors,
+        m.conversions_per_s_2m,
+        mib(m.bytes_per_s_2m)
+    );
     s
 }

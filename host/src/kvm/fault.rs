@@ -86,29 +86,47 @@ impl Kvm {
         let Some(root) = self.root(kind) else {
             return FaultOutcome::Error(FaultError::NoRoot(kind));
         };
-        let l = level as u8;
-        let result = if is_private {
+        let result = self.map_leaf(root, gfn, level as u8, pfn, is_private);
+        self.after_map(result, gpa, gfn, kind)
+    }
+
+    /// `kvm_tdp_mmu_map`: install the leaf; a private one through the TDX hooks
+    /// (`tdx_sept_link_private_spt`, `tdx_sept_set_private_spte`).
+    fn map_leaf(
+        &self,
+        root: &super::TdpRoot,
+        gfn: u64,
+        level: u8,
+        pfn: u64,
+        is_private: bool,
+    ) -> Result<MapOutcome, TdxStatus> {
+        if is_private {
             root.map(
                 gfn,
-                l,
+                level,
                 pfn,
                 |g, lv| self.tdx_sept_link_private_spt(g, lv),
                 |g, lv, p| self.tdx_sept_set_private_spte(g, lv, p),
             )
         } else {
-            root.map(
-                gfn,
-                l,
-                pfn,
-                |_, _| Ok::<(), TdxStatus>(()),
-                |_, _, _| Ok(()),
-            )
-        };
+            root.map(gfn, level, pfn, |_, _| Ok(()), |_, _, _| Ok(()))
+        }
+    }
+
+    /// Count an installed leaf (and make a shared one reachable), or turn the map's result
+    /// into a retry or a bugged VM.
+    fn after_map(
+        &self,
+        result: Result<MapOutcome, TdxStatus>,
+        gpa: Gpa,
+        gfn: u64,
+        kind: RootKind,
+    ) -> FaultOutcome {
         match result {
             Ok(MapOutcome::Installed(lv)) => {
                 let n = 1u64 << (9 * lv as u32);
                 let first = gfn & !(n - 1);
-                if is_private {
+                if kind == RootKind::Mirror {
                     self.stats.installed_mirror.fetch_add(n, Relaxed);
                 } else {
                     self.stats.installed_direct.fetch_add(n, Relaxed);

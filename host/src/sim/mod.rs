@@ -289,38 +289,12 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimRep
     let errors = Mutex::new(Vec::new());
     let totals = Mutex::new(Counters::default());
     std::thread::scope(|s| {
-        let mut handles = Vec::new();
-        for id in 0..cfg.vcpus {
-            let (world, errors, totals) = (&world, &errors, &totals);
-            handles.push(s.spawn(move || {
-                let mut v = vcpu::Vcpu::new(id, world, cfg);
-                let mut r = v.boot();
-                let deadline = cfg
-                    .seconds
-                    .map(|s| start + std::time::Duration::from_secs_f64(s));
-                for op in 0..cfg.ops {
-                    if r.is_err() || deadline.is_some_and(|d| Instant::now() >= d) {
-                        break;
-                    }
-                    r = v.step();
-                    if cfg.invariant_every > 0 && (op + 1) % cfg.invariant_every == 0 {
-                        let bad = world.check_invariants();
-                        v.c.invariant_checks += 1;
-                        v.c.invariant_violations += bad.len() as u64;
-                        for b in bad {
-                            v.c.notes.push(b);
-                        }
-                    }
-                }
-                if let Err(e) = r {
-                    errors
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(e.to_string());
-                }
-                totals.lock().unwrap_or_else(|e| e.into_inner()).add(&v.c);
-            }));
-        }
+        let handles: Vec<_> = (0..cfg.vcpus)
+            .map(|id| {
+                let (world, errors, totals) = (&world, &errors, &totals);
+                s.spawn(move || run_vcpu(id, world, cfg, start, errors, totals))
+            })
+            .collect();
         let mut last = Instant::now();
         while handles.iter().any(|h| !h.is_finished()) {
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -337,6 +311,52 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimRep
     bad.into_iter().for_each(|b| c.note(b));
     c.private_leaks += world.scan_shared_for_private_data();
     c.invariant_checks += 1;
+    let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
+    report(cfg, &world, c, errors, start)
+}
+
+/// One simulated vCPU: boot, then random operations until `ops` or the deadline, checking
+/// the invariants every `invariant_every` operations; its counters go into `totals`.
+fn run_vcpu(
+    id: u32,
+    world: &World,
+    cfg: &SimConfig,
+    start: Instant,
+    errors: &Mutex<Vec<String>>,
+    totals: &Mutex<Counters>,
+) {
+    let mut v = vcpu::Vcpu::new(id, world, cfg);
+    let mut r = v.boot();
+    let deadline = cfg
+        .seconds
+        .map(|s| start + std::time::Duration::from_secs_f64(s));
+    for op in 0..cfg.ops {
+        if r.is_err() || deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        r = v.step();
+        if cfg.invariant_every > 0 && (op + 1) % cfg.invariant_every == 0 {
+            let bad = world.check_invariants();
+            v.c.invariant_checks += 1;
+            v.c.invariant_violations += bad.len() as u64;
+            v.c.notes.extend(bad);
+        }
+    }
+    if let Err(e) = r {
+        let mut errors = errors.lock().unwrap_or_else(|e| e.into_inner());
+        errors.push(e.to_string());
+    }
+    totals.lock().unwrap_or_else(|e| e.into_inner()).add(&v.c);
+}
+
+/// The report from the totals and the roles' own counters.
+fn report(
+    cfg: &SimConfig,
+    world: &World,
+    c: Counters,
+    errors: Vec<String>,
+    start: Instant,
+) -> SimReport {
     let k = &world.kvm.stats;
     let (zd, zm) = (k.zapped_direct.load(Relaxed), k.zapped_mirror.load(Relaxed));
     SimReport {
@@ -363,7 +383,7 @@ pub fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimRep
         stale_tlb_reads: c.stale_tlb_reads,
         data_mismatches: c.data_mismatches,
         private_leaks: c.private_leaks,
-        errors: errors.into_inner().unwrap_or_else(|e| e.into_inner()),
+        errors,
         notes: c.notes,
         elapsed_s: start.elapsed().as_secs_f64(),
     }

@@ -98,11 +98,67 @@ pub(super) fn create_vcpu(
         .with_context(|| format!("KVM_CREATE_VCPU {index}"))?;
     vcpu.set_cpuid2(cpuid).context("KVM_SET_CPUID2")?;
     let mut s = vcpu.get_sregs().context("KVM_GET_SREGS")?;
+    td_start_sregs(&mut s);
+    vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
+    // The TDX module's initial GPRs (TDX module spec, "Initial State of Guest GPRs"):
+    // RBX = GPAW, RCX/R8 = the TD HOB, RSI = the vCPU index, RDX = CPUID(1).EAX.
+    let regs = kvm_bindings::kvm_regs {
+        rip: RESET_VECTOR,
+        rflags: RFLAGS_FIXED,
+        rbx: gpaw.bits() as u64,
+        rcx: hob,
+        r8: hob,
+        rsi: index as u64,
+        rdx: core::arch::x86_64::__cpuid(1).eax as u64,
+        ..Default::default()
+    };
+    vcpu.set_regs(&regs).context("KVM_SET_REGS")?;
+    let bsp = if index == 0 { APIC_BASE_BSP } else { 0 };
+    let msrs = Msrs::from_entries(&[kvm_msr_entry {
+        index: MSR_IA32_APICBASE,
+        data: APIC_BASE | APIC_BASE_ENABLE | APIC_BASE_X2APIC | bsp,
+        ..Default::default()
+    }])
+    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    vcpu.set_msrs(&msrs).context("KVM_SET_MSRS (x2APIC base)")?;
+    // A TD has no INIT/SIPI: every vCPU is runnable at once (KVM would park APs until SIPI).
+    let runnable = kvm_bindings::kvm_mp_state {
+        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
+    };
+    vcpu.set_mp_state(runnable).context("KVM_SET_MP_STATE")?;
+    Ok(vcpu)
+}
+
+/// Where every TD vCPU starts: the reset vector, 16 bytes below 4 GiB.
+const RESET_VECTOR: u64 = 0xFFFF_FFF0;
+/// RFLAGS bit 1 is always set.
+const RFLAGS_FIXED: u64 = 1 << 1;
+/// CR0.PE (protected mode) and CR0.NE (native FPU errors); paging off.
+const CR0_PE_NE: u64 = (1 << 0) | (1 << 5);
+/// CR4.MCE.
+const CR4_MCE: u64 = 1 << 6;
+/// CR4.PAE (lane only, see below).
+const CR4_PAE: u64 = 1 << 5;
+/// EFER.SCE (syscall), EFER.LME (long mode enable, not yet active), EFER.NXE.
+const EFER_SCE_LME_NXE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
+/// Segment types: execute/read code, read/write data, both accessed; a busy 32-bit TSS.
+const SEG_CODE_XRA: u8 = 0xB;
+const SEG_DATA_RWA: u8 = 0x3;
+const SEG_TSS_BUSY: u8 = 0xB;
+/// IA32_APIC_BASE and its BSP, x2APIC-enable and global-enable bits.
+const MSR_IA32_APICBASE: u32 = 0x1B;
+const APIC_BASE_BSP: u64 = 1 << 8;
+const APIC_BASE_X2APIC: u64 = 1 << 10;
+const APIC_BASE_ENABLE: u64 = 1 << 11;
+
+/// The TD start state's segments and control registers: 32-bit protected mode, flat 4 GiB
+/// code (selector 0x08) and data (0x10) segments, paging off, EFER.LME already set.
+fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
     let code = kvm_bindings::kvm_segment {
         base: 0,
         limit: 0xFFFF_FFFF,
         selector: 0x08,
-        type_: 0xB,
+        type_: SEG_CODE_XRA,
         present: 1,
         dpl: 0,
         db: 1,
@@ -115,7 +171,7 @@ pub(super) fn create_vcpu(
     };
     let data = kvm_bindings::kvm_segment {
         selector: 0x10,
-        type_: 0x3,
+        type_: SEG_DATA_RWA,
         ..code
     };
     s.cs = code;
@@ -124,48 +180,22 @@ pub(super) fn create_vcpu(
         base: 0,
         limit: 0xFFFF,
         selector: 0,
-        type_: 0xB,
+        type_: SEG_TSS_BUSY,
         present: 1,
         s: 0,
         db: 0,
         g: 0,
         ..code
     };
-    s.cr0 = 0x21;
-    s.cr4 = 0x40;
-    s.efer = 0x901;
+    s.cr0 = CR0_PE_NE;
+    s.cr4 = CR4_MCE;
+    s.efer = EFER_SCE_LME_NXE;
     // Lane only (scripts/kvm-lane.sh): QEMU's TCG emulation of SVM restores the host's CR0
     // before its CR4 and EFER on #VMEXIT, so with this start state (EFER.LME set, CR4.PAE
     // clear) the nested host kernel loses paging at the TD's first exit. CR4.PAE changes
     // nothing until the guest turns paging on (and it sets PAE itself before that); real
     // hardware never needs this, so the real start state stays the default.
     if std::env::var_os("TDXLAB_LANE_CR4_PAE").is_some() {
-        s.cr4 |= 0x20;
+        s.cr4 |= CR4_PAE;
     }
-    vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
-    let regs = kvm_bindings::kvm_regs {
-        rip: 0xFFFF_FFF0,
-        rflags: 0x2,
-        rbx: gpaw.bits() as u64,
-        rcx: hob,
-        r8: hob,
-        rsi: index as u64,
-        rdx: core::arch::x86_64::__cpuid(1).eax as u64,
-        ..Default::default()
-    };
-    vcpu.set_regs(&regs).context("KVM_SET_REGS")?;
-    let apic = APIC_BASE | 0xC00 | if index == 0 { 0x100 } else { 0 };
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: 0x1B,
-        data: apic,
-        ..Default::default()
-    }])
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    vcpu.set_msrs(&msrs).context("KVM_SET_MSRS (x2APIC base)")?;
-    // A TD has no INIT/SIPI: every vCPU is runnable at once (KVM would park APs until SIPI).
-    let runnable = kvm_bindings::kvm_mp_state {
-        mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
-    };
-    vcpu.set_mp_state(runnable).context("KVM_SET_MP_STATE")?;
-    Ok(vcpu)
 }

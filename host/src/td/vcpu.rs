@@ -57,64 +57,18 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 )
             }
         };
-        // The exit borrows the vCPU's run area; anything that needs RIP is reported after.
-        let mut rung = false;
-        let mut raw_io: Option<(u16, u8, bool)> = None;
-        let outcome: Option<(ExitKind, String)> = match exit {
-            VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => {
-                rung = true;
-                None
+        // The exit borrows the vCPU's run area: classify it first, then serve it.
+        let served = match classify(index, exit, ctx.bench) {
+            Next::Reenter => Ok(()),
+            Next::Doorbell => doorbell(index, &vcpu, ctx),
+            Next::RawIo(port, size, false) => inject_out_ve(index, &vcpu, ctx, port, size),
+            Next::RawIo(port, size, true) => inject_in_ve(index, &mut vcpu, ctx, port, size),
+            Next::Stop(kind, message) => {
+                return fatal(kind, format!("{message} ({})", where_stopped(&vcpu)));
             }
-            VcpuExit::IoOut(crate::guest_layout::BENCH_BARE_PORT, _) if ctx.bench => None,
-            VcpuExit::IoOut(port, data) => {
-                raw_io = Some((port, data.len() as u8, false));
-                None
-            }
-            VcpuExit::IoIn(port, data) => {
-                raw_io = Some((port, data.len() as u8, true));
-                None
-            }
-            // RAM and the firmware window are always in memslots: an MMIO exit is an access
-            // outside them.
-            VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => Some((
-                ExitKind::Fatal,
-                format!("vCPU {index}: access to unbacked gpa {gpa:#x}"),
-            )),
-            VcpuExit::Hlt => None,
-            VcpuExit::Shutdown => Some((
-                ExitKind::TripleFault,
-                format!("vCPU {index} triple-faulted"),
-            )),
-            VcpuExit::FailEntry(reason, cpu) => Some((
-                ExitKind::HostError,
-                format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
-            )),
-            VcpuExit::InternalError => Some((
-                ExitKind::HostError,
-                format!("vCPU {index}: KVM internal error"),
-            )),
-            other => Some((
-                ExitKind::HostError,
-                format!("vCPU {index}: unexpected exit {other:?}"),
-            )),
         };
-        if let Some((kind, message)) = outcome {
-            return fatal(kind, format!("{message} ({})", where_stopped(&vcpu)));
-        }
-        if let Some((port, size, is_in)) = raw_io {
-            let r = if is_in {
-                inject_in_ve(index, &mut vcpu, ctx, port, size)
-            } else {
-                inject_out_ve(index, &vcpu, ctx, port, size)
-            };
-            if let Err(e) = r {
-                return fatal(e.kind(), e.to_string());
-            }
-        }
-        if rung {
-            if let Err(e) = doorbell(index, &vcpu, ctx) {
-                return fatal(e.kind(), e.to_string());
-            }
+        if let Err(e) = served {
+            return fatal(e.kind(), e.to_string());
         }
         if test_panic {
             panic!(
@@ -122,6 +76,50 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 super::contain::TEST_PANIC_ENV
             );
         }
+    }
+}
+
+/// What the loop does with one KVM exit.
+enum Next {
+    /// Nothing to serve (HLT, the bare bench port): enter again.
+    Reenter,
+    /// The emulation doorbell rang: serve the TDCALL in the registers.
+    Doorbell,
+    /// Raw port I/O (port, size, is IN): the TDX module turns it into a #VE.
+    RawIo(u16, u8, bool),
+    /// The TD stops.
+    Stop(ExitKind, String),
+}
+
+fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
+    match exit {
+        VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => Next::Doorbell,
+        VcpuExit::IoOut(crate::guest_layout::BENCH_BARE_PORT, _) if bench => Next::Reenter,
+        VcpuExit::IoOut(port, data) => Next::RawIo(port, data.len() as u8, false),
+        VcpuExit::IoIn(port, data) => Next::RawIo(port, data.len() as u8, true),
+        VcpuExit::Hlt => Next::Reenter,
+        // RAM and the firmware window are always in memslots: an MMIO exit is an access
+        // outside them.
+        VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => Next::Stop(
+            ExitKind::Fatal,
+            format!("vCPU {index}: access to unbacked gpa {gpa:#x}"),
+        ),
+        VcpuExit::Shutdown => Next::Stop(
+            ExitKind::TripleFault,
+            format!("vCPU {index} triple-faulted"),
+        ),
+        VcpuExit::FailEntry(reason, cpu) => Next::Stop(
+            ExitKind::HostError,
+            format!("vCPU {index}: VM entry failed (reason {reason:#x}, cpu {cpu})"),
+        ),
+        VcpuExit::InternalError => Next::Stop(
+            ExitKind::HostError,
+            format!("vCPU {index}: KVM internal error"),
+        ),
+        other => Next::Stop(
+            ExitKind::HostError,
+            format!("vCPU {index}: unexpected exit {other:?}"),
+        ),
     }
 }
 
