@@ -170,7 +170,7 @@ if [ $SOAK -gt 0 ]; then
   lane bench-convert \$T bench convert; sed 's/^/LANE-BENCH /' /tmp/out
 fi
 for t in $LANE_TESTS; do
-  cd /tmp; lane test-\$t /tests/\$t --test-threads=2
+  cd /tmp; lane test-\$t /tests/\$t --test-threads=2 --include-ignored
   grep '^test result:' /tmp/out | sed "s/^/LANE-TESTS \$t /"
 done
 echo "LANE-DONE \$n"

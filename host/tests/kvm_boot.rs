@@ -91,6 +91,7 @@ fn misbehave(args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn touching_unaccepted_private_memory_stops_the_td() {
     require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "touch-unaccepted"]);
@@ -103,6 +104,7 @@ fn touching_unaccepted_private_memory_stops_the_td() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
     require_kvm!();
     let (code, out, err) = misbehave(&[
@@ -126,12 +128,14 @@ fn strict_alias_mismatch_stops_the_td_and_non_strict_converts() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn boots_on_one_vcpu() {
     require_kvm!();
     boot(1);
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn boots_on_four_vcpus() {
     require_kvm!();
     boot(4);
@@ -168,6 +172,7 @@ fn bad_run_flags_are_refused_before_boot_with_exit_2() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_bad_image_is_one_line_and_exit_3() {
     require_kvm!();
     let bad = std::env::temp_dir().join(format!("tdxlab-bad-{}.bin", std::process::id()));
@@ -202,6 +207,7 @@ fn the_built_in_image_passes_qemus_checks() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn bench_doorbell_reports_both_round_trips() {
     require_kvm!();
     let out = tdxlab(&["bench", "doorbell", "--json"]);
@@ -223,6 +229,7 @@ fn bench_doorbell_reports_both_round_trips() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
     require_kvm!();
     let run = run_with_report(&["run", "--vcpus", "1", "--mem", "32M", "--accept-all"]);
@@ -245,6 +252,7 @@ fn accept_all_accepts_every_unaccepted_byte_and_times_it() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_hung_guest_times_out_naming_each_vcpus_rip() {
     require_kvm!();
     let (code, out, err) = misbehave(&[
@@ -271,6 +279,7 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_guest_exception_is_reported_with_vector_and_rip() {
     require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "fault"]);
@@ -286,6 +295,7 @@ fn a_guest_exception_is_reported_with_vector_and_rip() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn raw_port_io_is_served_through_the_ve_handler() {
     require_kvm!();
     let run = run_with_report(&["run", "--vcpus", "2", "--misbehave", "raw-io"]);
@@ -305,6 +315,7 @@ fn raw_port_io_is_served_through_the_ve_handler() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_triple_fault_is_reported_with_the_vcpu() {
     require_kvm!();
     let (code, out, err) = misbehave(&["run", "--vcpus", "2", "--misbehave", "triple-fault"]);
@@ -320,6 +331,7 @@ fn a_triple_fault_is_reported_with_the_vcpu() {
 const AMD_SHUTDOWN_RESET: &str = "triple-faulted (RIP unknown: KVM reset the vCPU at the shutdown";
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_planted_private_leak_fails_the_host_check_and_the_run() {
     require_kvm!();
     let run = run_with_report_env(
@@ -336,6 +348,7 @@ fn a_planted_private_leak_fails_the_host_check_and_the_run() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn injected_map_gpa_retries_are_resumed_by_the_guest() {
     require_kvm!();
     let run = run_with_report(&["run", "--vcpus", "2", "--inject-retry", "1.0"]);
@@ -397,6 +410,7 @@ fn out_at_rip_zero_image(base: u32) -> Vec<u8> {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
     require_kvm!();
     for (base, want, ves) in [
@@ -425,6 +439,7 @@ fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn an_image_with_a_huge_td_hob_is_refused_in_one_line() {
     require_kvm!();
     use shared_abi::layout::tdvf::{write_descriptor, SectionType};

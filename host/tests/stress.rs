@@ -106,6 +106,7 @@ fn check(scenario: &str, vcpus: u32, inject: bool) {
 macro_rules! scenario_tests {
     ($($name:ident: $scenario:expr, $vcpus:expr, $inject:expr;)*) => {$(
         #[test]
+        #[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
         fn $name() {
             require_kvm!();
             check($scenario, $vcpus, $inject);
@@ -140,6 +141,7 @@ scenario_tests! {
 /// pages in each alias, past vm.max_map_count's 65,530 VMAs had each changed a mapping's
 /// protection. The memslot views stay one mapping each.
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn alternating_pages_over_all_of_ram_never_split_the_memslot_views() {
     require_kvm!();
     let r = stress(&[
@@ -164,6 +166,7 @@ fn alternating_pages_over_all_of_ram_never_split_the_memslot_views() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn two_megabyte_private_pages_accept_without_size_mismatch() {
     require_kvm!();
     // KVM today maps private memory at 4K: a 2M accept gets PAGE_SIZE_MISMATCH and falls
@@ -193,6 +196,7 @@ fn two_megabyte_private_pages_accept_without_size_mismatch() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn strict_stops_the_implicit_scenario_with_the_mismatch_diagnostic() {
     require_kvm!();
     let r = stress(&[
@@ -217,6 +221,7 @@ fn strict_stops_the_implicit_scenario_with_the_mismatch_diagnostic() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
     require_kvm!();
     let args = [
@@ -244,6 +249,7 @@ fn a_planted_leak_is_caught_by_the_host_check_and_the_audit() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn the_same_seed_replays_the_same_operation_sequences() {
     require_kvm!();
     let run = |seed: &str| {
@@ -278,6 +284,7 @@ fn the_same_seed_replays_the_same_operation_sequences() {
 }
 
 #[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn measured_round_trips_are_reported_next_to_the_doorbell_floor() {
     require_kvm!();
     let r = stress(&["--vcpus", "1", "--seconds", "0.5"]);
