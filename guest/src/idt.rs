@@ -160,60 +160,79 @@ const RBX: usize = 13;
 const RCX: usize = 12;
 const RDX: usize = 11;
 
+/// Why a #VE cannot be served (the guest then panics with it).
+enum VeError {
+    /// A TDCALL or TDVMCALL the handler made failed.
+    Call(tdcall::Error),
+    /// String I/O (INS/OUTS): the handler serves single transfers only.
+    StringIo(u16),
+    /// An EPT-violation #VE: the host took away private memory (SEPT_VE_DISABLE is set, so
+    /// an unaccepted access never gets here).
+    EptViolation(u64),
+    /// A reason this handler does not serve.
+    Unsupported(u32),
+}
+
+impl From<tdcall::Error> for VeError {
+    fn from(e: tdcall::Error) -> Self {
+        VeError::Call(e)
+    }
+}
+
+impl core::fmt::Display for VeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            VeError::Call(e) => write!(f, "{e}"),
+            VeError::StringIo(port) => write!(f, "string I/O on port {port:#x}"),
+            VeError::EptViolation(gpa) => write!(
+                f,
+                "EPT-violation #VE at gpa {gpa:#x}: private memory the host took away"
+            ),
+            VeError::Unsupported(reason) => write!(f, "#VE for exit reason {reason}"),
+        }
+    }
+}
+
 /// Serve a #VE; `Err` names why it cannot be served.
-fn handle_ve(f: &mut Frame) -> Result<(), alloc::string::String> {
+fn handle_ve(f: &mut Frame) -> Result<(), VeError> {
     use shared_abi::ve::{exit_reason, IoQualification};
     let mut tdx = crate::bare::tdx();
-    let ve = tdx.tdg_vp_veinfo_get().map_err(|e| alloc::format!("{e}"))?;
+    let ve = tdx.tdg_vp_veinfo_get()?;
     match ve.exit_reason {
         exit_reason::IO => {
             let q = IoQualification::decode(ve.exit_qualification);
             if q.is_string {
-                return Err(alloc::format!("string I/O on port {:#x}", q.port));
+                return Err(VeError::StringIo(q.port));
             }
             let mask = (1u64 << (8 * q.size as u32)) - 1;
             let rax = f.regs[RAX];
             if q.is_in {
-                let v = tdx
-                    .io_read(q.size, q.port)
-                    .map_err(|e| alloc::format!("{e}"))? as u64
-                    & mask;
+                let v = tdx.io_read(q.size, q.port)? as u64 & mask;
                 // A 32-bit IN zero-extends into RAX; narrower ones keep the upper bytes.
                 f.regs[RAX] = if q.size == 4 { v } else { (rax & !mask) | v };
             } else {
-                tdx.io_write(q.size, q.port, (rax & mask) as u32)
-                    .map_err(|e| alloc::format!("{e}"))?;
+                tdx.io_write(q.size, q.port, (rax & mask) as u32)?;
             }
         }
         exit_reason::CPUID => {
-            let r = tdx
-                .cpuid(f.regs[RAX] as u32, f.regs[RCX] as u32)
-                .map_err(|e| alloc::format!("{e}"))?;
+            let r = tdx.cpuid(f.regs[RAX] as u32, f.regs[RCX] as u32)?;
             (f.regs[RAX], f.regs[RBX], f.regs[RCX], f.regs[RDX]) =
                 (r[0] as u64, r[1] as u64, r[2] as u64, r[3] as u64);
         }
         exit_reason::HLT => {
             let irqs_disabled = f.rflags & (1 << 9) == 0;
-            tdx.hlt(irqs_disabled).map_err(|e| alloc::format!("{e}"))?;
+            tdx.hlt(irqs_disabled)?;
         }
         exit_reason::RDMSR => {
-            let v = tdx
-                .rdmsr(f.regs[RCX] as u32)
-                .map_err(|e| alloc::format!("{e}"))?;
+            let v = tdx.rdmsr(f.regs[RCX] as u32)?;
             (f.regs[RAX], f.regs[RDX]) = (v & 0xFFFF_FFFF, v >> 32);
         }
         exit_reason::WRMSR => {
             let v = (f.regs[RDX] & 0xFFFF_FFFF) << 32 | (f.regs[RAX] & 0xFFFF_FFFF);
-            tdx.wrmsr(f.regs[RCX] as u32, v)
-                .map_err(|e| alloc::format!("{e}"))?;
+            tdx.wrmsr(f.regs[RCX] as u32, v)?;
         }
-        exit_reason::EPT_VIOLATION => {
-            return Err(alloc::format!(
-                "EPT-violation #VE at gpa {:#x}: private memory the host took away",
-                ve.gpa
-            ));
-        }
-        other => return Err(alloc::format!("#VE for exit reason {other}")),
+        exit_reason::EPT_VIOLATION => return Err(VeError::EptViolation(ve.gpa)),
+        other => return Err(VeError::Unsupported(other)),
     }
     f.rip += ve.instr_len as u64;
     Ok(())

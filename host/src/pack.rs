@@ -14,6 +14,31 @@ use shared_abi::layout::tdvf::{
 
 pub use crate::guest_layout::*;
 
+/// Why the guest ELF could not be packed into an image.
+#[derive(Debug, thiserror::Error)]
+pub enum PackError {
+    /// The ELF could not be read.
+    #[error("guest ELF: {0}")]
+    Elf(#[from] object::Error),
+    /// A loadable segment outside the image's window.
+    #[error("guest segment [{addr:#x}, {end:#x}) lies outside the firmware window")]
+    SegmentOutsideWindow {
+        /// Start.
+        addr: u64,
+        /// End.
+        end: u64,
+    },
+    /// No `_start32` symbol for the reset vector to jump to.
+    #[error("guest ELF has no _start32")]
+    NoEntry,
+    /// The metadata page is too small.
+    #[error("{0} does not fit in the metadata page")]
+    DoesNotFit(&'static str),
+    /// The result does not pass the checks the host applies (QEMU's).
+    #[error("packed image fails QEMU's checks: {0}")]
+    FailsQemuChecks(shared_abi::layout::tdvf::TdvfError),
+}
+
 /// Offset of the TDVF descriptor in the image (after the metadata GUID).
 pub const DESCRIPTOR_OFFSET: usize = (METADATA_PAGE - IMAGE_BASE) as usize + 16;
 
@@ -48,19 +73,17 @@ pub fn sections() -> [TdvfSection; 3] {
 }
 
 /// Build the image from the guest's ELF.
-pub fn pack(elf: &[u8]) -> Result<Vec<u8>, String> {
-    let file = object::File::parse(elf).map_err(|e| format!("guest ELF: {e}"))?;
+pub fn pack(elf: &[u8]) -> Result<Vec<u8>, PackError> {
+    let file = object::File::parse(elf)?;
     let mut image = vec![0u8; IMAGE_SIZE as usize];
     for seg in file.segments() {
-        let data = seg.data().map_err(|e| format!("guest ELF segment: {e}"))?;
+        let data = seg.data()?;
         if data.is_empty() {
             continue; // .bss lives in TEMP_MEM, zeroed by the host
         }
         let (addr, end) = (seg.address(), seg.address() + data.len() as u64);
         if addr < IMAGE_BASE || end > METADATA_PAGE {
-            return Err(format!(
-                "guest segment [{addr:#x}, {end:#x}) lies outside the firmware window"
-            ));
+            return Err(PackError::SegmentOutsideWindow { addr, end });
         }
         let off = (addr - IMAGE_BASE) as usize;
         image[off..off + data.len()].copy_from_slice(data);
@@ -69,17 +92,17 @@ pub fn pack(elf: &[u8]) -> Result<Vec<u8>, String> {
         .symbols()
         .find(|s| s.name() == Ok("_start32"))
         .map(|s| s.address())
-        .ok_or("guest ELF has no _start32")?;
+        .ok_or(PackError::NoEntry)?;
     let meta = (METADATA_PAGE - IMAGE_BASE) as usize;
     image[meta..meta + 16].copy_from_slice(&guid::TDX_METADATA.0);
     write_descriptor(&mut image, DESCRIPTOR_OFFSET, &sections())
-        .ok_or("TDVF descriptor does not fit")?;
+        .ok_or(PackError::DoesNotFit("the TDVF descriptor"))?;
     let dist = (IMAGE_SIZE as usize - DESCRIPTOR_OFFSET) as u32;
     write_table(
         &mut image[meta..],
         &[(guid::TDX_METADATA_OFFSET, &dist.to_le_bytes())],
     )
-    .ok_or("OVMF table does not fit")?;
+    .ok_or(PackError::DoesNotFit("the OVMF table"))?;
     let end = image.len();
     image[end - 0x14..end - 0x10].copy_from_slice(b"VTF\0");
     // Reset vector at 0xFFFFFFF0: jmp rel32 _start32, then HLTs.
@@ -87,6 +110,6 @@ pub fn pack(elf: &[u8]) -> Result<Vec<u8>, String> {
     image[end - 16] = 0xE9;
     image[end - 15..end - 11].copy_from_slice(&rel.to_le_bytes());
     image[end - 11..].fill(0xF4);
-    TdvfMetadata::parse(&image).map_err(|e| format!("packed image fails QEMU's checks: {e}"))?;
+    TdvfMetadata::parse(&image).map_err(PackError::FailsQemuChecks)?;
     Ok(image)
 }
