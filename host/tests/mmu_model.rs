@@ -287,9 +287,8 @@ impl tdxlab::kvm::Backend for Recorder {
         accessible: bool,
     ) -> Result<(), tdxlab::kvm::BackendError> {
         if self.1 {
-            return Err(tdxlab::kvm::BackendError(format!(
-                "mapping gfn {gfn:#x}: ENOMEM"
-            )));
+            let e = std::io::Error::other(format!("mapping gfn {gfn:#x}: ENOMEM"));
+            return Err(tdxlab::kvm::BackendError::new(e));
         }
         if alias == tdxlab::kvm::Alias::Shared {
             self.0.lock().unwrap().push((gfn, n, accessible));
@@ -343,5 +342,5 @@ fn a_failing_backend_bugs_the_vm_instead_of_panicking() {
         other => panic!("expected the fault to fail, got {other:?}"),
     }
     assert!(kvm.is_bugged());
-    assert!(kvm.bug_reason().unwrap().contains("ENOMEM"));
+    assert!(kvm.bug_reason().unwrap().to_string().contains("ENOMEM"));
 }

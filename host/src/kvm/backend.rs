@@ -4,11 +4,27 @@
 //! hole punching, signals to vCPU threads) and the simulator's (in-process frames and
 //! software TLBs).
 
-/// A backend operation that failed (a system call on guest memory, say). KVM treats it as
-/// a `KVM_BUG_ON`: the VM is marked dead and the TD stops with the message.
-#[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
+/// A backend operation that failed (a system call on guest memory, say); the backend's own
+/// error is the source. KVM treats it as a `KVM_BUG_ON`: the VM is marked dead and the TD
+/// stops with the message.
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct BackendError(pub String);
+pub struct BackendError(#[source] pub std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl BackendError {
+    /// Wrap the backend's error.
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> BackendError {
+        BackendError(std::sync::Arc::new(e))
+    }
+}
+
+/// Two failures are the same when they say the same (the models compare outcomes).
+impl PartialEq for BackendError {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_string() == other.0.to_string()
+    }
+}
+impl Eq for BackendError {}
 
 /// Which alias of a GFN.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]

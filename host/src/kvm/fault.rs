@@ -42,9 +42,9 @@ impl Kvm {
     /// Handle an EPT violation on `gpa` (the shared bit selects the root), mapping at most
     /// `max_level` (`kvm_tdp_mmu_page_fault`).
     pub fn kvm_mmu_page_fault(&self, gpa: Gpa, max_level: PageLevel) -> FaultOutcome {
-        if self.is_bugged() {
-            let why = self.bug_reason().unwrap_or_default();
-            return FaultOutcome::Error(KvmBug(format!("VM is bugged: {why}")).into());
+        // A bugged VM runs nothing (the first bug is recorded before the flag is set).
+        if let Some(first) = self.is_bugged().then(|| self.bug_reason()).flatten() {
+            return FaultOutcome::Error(KvmBug::AlreadyBugged(Box::new(first)).into());
         }
         self.stats.faults.fetch_add(1, Relaxed);
         let gpaw = self.cfg.gpaw;
@@ -131,7 +131,7 @@ impl Kvm {
                 } else {
                     self.stats.installed_direct.fetch_add(n, Relaxed);
                     if let Err(e) = self.backend.set_accessible(Alias::Shared, first, n, true) {
-                        return FaultOutcome::Error(self.bug(e.to_string()).into());
+                        return FaultOutcome::Error(self.bug(e).into());
                     }
                 }
                 tracing::debug!(target: "kvm", gpa = %gpa, level = lv, root = kind.name(), "kvm_tdp_mmu_map");
@@ -140,9 +140,7 @@ impl Kvm {
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,
             Ok(MapOutcome::Retry) => self.retry(),
             Err(s) if s.is(TdxStatus::OPERAND_BUSY) => self.retry(),
-            Err(s) => {
-                FaultOutcome::Error(self.bug(format!("mapping private gpa {gpa}: {s}")).into())
-            }
+            Err(s) => FaultOutcome::Error(self.bug(KvmBug::MapPrivate { gpa, status: s }).into()),
         }
     }
 

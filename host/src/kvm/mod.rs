@@ -25,7 +25,7 @@ pub use zap::KvmGfnRange;
 
 use crate::seam::TdxModule;
 use shared_abi::convert::MemoryAttributes;
-use shared_abi::{Gpa, Gpaw, PageLevel};
+use shared_abi::{Gpa, Gpaw, PageLevel, TdxStatus};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -115,15 +115,70 @@ pub struct Kvm {
     backend: Arc<dyn Backend>,
     bugged: AtomicBool,
     /// The first KVM_BUG's message.
-    first_bug: Mutex<Option<String>>,
+    first_bug: Mutex<Option<KvmBug>>,
     /// What the MMU did.
     pub stats: KvmStats,
 }
 
-/// A fatal inconsistency (`KVM_BUG_ON`): the VM is marked dead.
+/// A fatal inconsistency (`KVM_BUG_ON`): the VM is marked dead. Each variant is one of the
+/// model's `KVM_BUG_ON` sites.
 #[derive(Clone, PartialEq, Eq, Debug, thiserror::Error)]
-#[error("KVM_BUG: {0}")]
-pub struct KvmBug(pub String);
+pub enum KvmBug {
+    /// The VM was already bugged by an earlier one.
+    #[error("KVM_BUG: VM is bugged: {0}")]
+    AlreadyBugged(Box<KvmBug>),
+    /// A mirror-root operation on a VM without a TDX module.
+    #[error("KVM_BUG: mirror root without a TDX module")]
+    NoTdxModule,
+    /// A SEAMCALL failed (after one retry with every vCPU kicked out, if it was busy);
+    /// `epochs` says which vCPUs were still in which epoch when TRACK was not done.
+    #[error("KVM_BUG: {what}{}: {status}{}", if *.retried { " failed twice" } else { "" }, .epochs.as_ref().map(|e| format!(" ({e})")).unwrap_or_default())]
+    Seamcall {
+        /// TDH.MEM.RANGE.BLOCK, TDH.MEM.TRACK, ...
+        what: &'static str,
+        /// The module's status.
+        status: TdxStatus,
+        /// It was busy the first time and failed again after the kick.
+        retried: bool,
+        /// The epoch summary, for TLB_TRACKING_NOT_DONE.
+        epochs: Option<String>,
+    },
+    /// TDH.MEM.PAGE.REMOVE handed back another frame than the mirror leaf held.
+    #[error("KVM_BUG: TDH.MEM.PAGE.REMOVE of {gpa} returned frame {got:#x}, mirror had {want:#x}")]
+    RemovedWrongFrame {
+        /// The GPA.
+        gpa: Gpa,
+        /// What the module returned.
+        got: u64,
+        /// What the mirror leaf held.
+        want: u64,
+    },
+    /// Installing a private leaf failed with something other than BUSY.
+    #[error("KVM_BUG: mapping private gpa {gpa}: {status}")]
+    MapPrivate {
+        /// The GPA.
+        gpa: Gpa,
+        /// The module's status.
+        status: TdxStatus,
+    },
+    /// An attribute change outside the memslots.
+    #[error("KVM_BUG: set attributes on gfns [{start:#x}, {end:#x}) outside the memslots")]
+    OutsideMemslots {
+        /// First GFN.
+        start: u64,
+        /// One past the last.
+        end: u64,
+    },
+    /// `kvm_unmap_gfn_range` called outside an invalidation.
+    #[error("KVM_BUG: kvm_unmap_gfn_range outside an invalidation")]
+    UnmapOutsideInvalidation,
+    /// A zap with attr_filter 0 on a TD (upstream's "poison 0").
+    #[error(transparent)]
+    FilterZero(#[from] FilterZeroBug),
+    /// The backend failed (a system call on guest memory).
+    #[error("KVM_BUG: {0}")]
+    Backend(#[from] BackendError),
+}
 
 impl Kvm {
     /// Build the VM. A TD needs its TDX module. All RAM starts private on a TD, shared otherwise.
@@ -176,18 +231,18 @@ impl Kvm {
         self.bugged.load(Relaxed)
     }
     /// Why the VM is bugged (the first KVM_BUG), if it is.
-    pub fn bug_reason(&self) -> Option<String> {
+    pub fn bug_reason(&self) -> Option<KvmBug> {
         self.first_bug
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
-    fn bug(&self, what: impl Into<String>) -> KvmBug {
-        let b = KvmBug(what.into());
+    fn bug(&self, b: impl Into<KvmBug>) -> KvmBug {
+        let b = b.into();
         self.first_bug
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(|| b.0.clone());
+            .get_or_insert_with(|| b.clone());
         self.bugged.store(true, Relaxed);
         tracing::error!(target: "kvm", "{b}");
         b

@@ -9,7 +9,7 @@ impl Kvm {
     fn tdx_module(&self) -> Result<&TdxModule, KvmBug> {
         self.tdx
             .as_deref()
-            .ok_or_else(|| self.bug("mirror root without a TDX module"))
+            .ok_or_else(|| self.bug(KvmBug::NoTdxModule))
     }
 
     fn gfn_gpa(gfn: u64) -> Gpa {
@@ -39,7 +39,11 @@ impl Kvm {
     }
 
     /// Run a SEAMCALL; on contention kick every vCPU out and retry once (`tdh_do_no_vcpus`).
-    fn tdh_do_no_vcpus<T>(&self, what: &str, f: impl Fn() -> SeamResult<T>) -> Result<T, KvmBug> {
+    fn tdh_do_no_vcpus<T>(
+        &self,
+        what: &'static str,
+        f: impl Fn() -> SeamResult<T>,
+    ) -> Result<T, KvmBug> {
         let busy = |s: &TdxStatus| {
             s.is(TdxStatus::OPERAND_BUSY) || s.is(TdxStatus::PREVIOUS_TLB_EPOCH_BUSY)
         };
@@ -47,18 +51,24 @@ impl Kvm {
             Err(s) if busy(&s) => {
                 self.stats.kicks.fetch_add(1, Relaxed);
                 self.backend.kick_all_vcpus(false);
-                f().map_err(|s| self.bug(format!("{what} failed twice: {s}")))
+                f().map_err(|status| self.seamcall_bug(what, status, true))
             }
-            r => r.map_err(|s| {
-                let why = if s.is(TdxStatus::TLB_TRACKING_NOT_DONE) {
-                    let epochs = self.tdx.as_deref().map(TdxModule::epoch_summary);
-                    format!(" ({})", epochs.unwrap_or_default())
-                } else {
-                    String::new()
-                };
-                self.bug(format!("{what}: {s}{why}"))
-            }),
+            r => r.map_err(|status| self.seamcall_bug(what, status, false)),
         }
+    }
+
+    fn seamcall_bug(&self, what: &'static str, status: TdxStatus, retried: bool) -> KvmBug {
+        let epochs = if status.is(TdxStatus::TLB_TRACKING_NOT_DONE) {
+            self.tdx.as_deref().map(TdxModule::epoch_summary)
+        } else {
+            None
+        };
+        self.bug(KvmBug::Seamcall {
+            what,
+            status,
+            retried,
+            epochs,
+        })
     }
 
     /// `tdx_track`: TDH.MEM.TRACK, then kick every vCPU so none stays in the old epoch.
@@ -101,15 +111,17 @@ impl Kvm {
             tdx.tdh_mem_page_remove(gpa, level)
         })?;
         if hpa != pfn {
-            return Err(self.bug(format!(
-                "TDH.MEM.PAGE.REMOVE of {gpa} returned frame {hpa:#x}, mirror had {pfn:#x}"
-            )));
+            return Err(self.bug(KvmBug::RemovedWrongFrame {
+                gpa,
+                got: hpa,
+                want: pfn,
+            }));
         }
         tracing::trace!(target: "kvm", hpa, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
         tdx.tdx_clear_page(hpa, level);
         self.backend
             .set_accessible(Alias::Private, gfn, 1 << (9 * level as u32), false)
-            .map_err(|e| self.bug(e.to_string()))
+            .map_err(|e| self.bug(e))
     }
 
     /// Split a private huge leaf before a partial zap: BLOCK → TRACK → kick → DEMOTE

@@ -86,9 +86,7 @@ impl Kvm {
     ) -> Result<(), KvmBug> {
         let _slots = self.slots_lock.lock().unwrap_or_else(|e| e.into_inner());
         if start >= end || end > self.cfg.mem_pages {
-            return Err(self.bug(format!(
-                "set attributes on gfns [{start:#x}, {end:#x}) outside the memslots"
-            )));
+            return Err(self.bug(KvmBug::OutsideMemslots { start, end }));
         }
         if self
             .attrs
@@ -144,7 +142,7 @@ impl Kvm {
     /// removal. Returns whether the caller must flush.
     pub fn kvm_unmap_gfn_range(&self, range: &KvmGfnRange) -> Result<bool, KvmBug> {
         if self.inval.in_progress.load(Acquire) == 0 && range.caller != ZapCaller::MemslotDelete {
-            return Err(self.bug("kvm_unmap_gfn_range outside an invalidation"));
+            return Err(self.bug(KvmBug::UnmapOutsideInvalidation));
         }
         self.kvm_tdp_mmu_unmap_gfn_range(range, false)
     }
@@ -168,7 +166,7 @@ impl Kvm {
                 range.caller,
                 range.attr_filter,
             )
-            .map_err(|b| self.bug(b.to_string()))?;
+            .map_err(|b| self.bug(b))?;
             tracing::trace!(target: "kvm", root = root.kind().name(), ?action, "visit");
             match action {
                 RootAction::Zap => {
@@ -223,7 +221,7 @@ impl Kvm {
                     Some((s, len)) if s + len == gfn => Some((s, len + n)),
                     Some((s, len)) => {
                         if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
-                            errs.push(self.bug(e.to_string()));
+                            errs.push(self.bug(e));
                         }
                         Some((gfn, n))
                     }
@@ -234,7 +232,7 @@ impl Kvm {
         let any = root.zap_leafs(start, end, &mut split, &mut zapped);
         if let Some((s, len)) = run {
             if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
-                errs.push(self.bug(e.to_string()));
+                errs.push(self.bug(e));
             }
         }
         match err.or(errs.into_iter().next()) {
@@ -296,7 +294,7 @@ impl Kvm {
         let discarded = self
             .backend
             .discard(Alias::Private, start, end - start)
-            .map_err(|e| self.bug(e.to_string()));
+            .map_err(|e| self.bug(e));
         let _w = self.lock_write();
         self.kvm_mmu_invalidate_end();
         discarded

@@ -164,7 +164,7 @@ impl KvmBackend {
 }
 
 fn backend_error(e: BackingError) -> BackendError {
-    BackendError(e.to_string())
+    BackendError::new(e)
 }
 
 impl Backend for KvmBackend {
