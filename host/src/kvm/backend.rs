@@ -54,15 +54,6 @@ pub trait Backend: Send + Sync {
     fn kick_all_vcpus(&self, flush_tlb: bool);
     /// The host frame backing shared `gfn` now (what GUP returns).
     fn shared_pfn(&self, gfn: u64) -> u64;
-    /// The VMM's own view of shared memory: read the shared backing at `gpa` (private-alias
-    /// address). `false` when this backend has no such view.
-    fn shared_read(&self, _gpa: u64, _buf: &mut [u8]) -> bool {
-        false
-    }
-    /// Write the shared backing at `gpa` through the VMM's view.
-    fn shared_write(&self, _gpa: u64, _buf: &[u8]) -> bool {
-        false
-    }
     /// The guest_memfd frame backing private `gfn` (`kvm_gmem_get_pfn`).
     fn private_pfn(&self, gfn: u64) -> u64 {
         gfn

@@ -96,9 +96,9 @@ pub struct TdxModule {
     mem: Arc<dyn PrivateMem>,
     /// What the module did.
     pub stats: SeamStats,
-    /// Fault injection: TDG.MEM.PAGE.ACCEPT finds the S-EPT tree lock taken (OPERAND_BUSY).
-    /// None unless set before the TD runs.
-    pub inject_accept_busy: Option<crate::inject::Chance>,
+    /// Fault injection (beyond the module: an option of tdxlab's): TDG.MEM.PAGE.ACCEPT
+    /// finds the S-EPT tree lock taken (OPERAND_BUSY). Set only at construction.
+    inject_accept_busy: Option<crate::inject::Chance>,
 }
 
 /// A SEAMCALL result: success value or the module's status.
@@ -122,6 +122,15 @@ impl TdxModule {
             mem,
             stats: SeamStats::default(),
             inject_accept_busy: None,
+        }
+    }
+
+    /// The module with injected accept contention: each accept that would succeed answers
+    /// OPERAND_BUSY with probability `p` (seeded).
+    pub fn with_accept_busy(self, p: f64, seed: u64) -> TdxModule {
+        TdxModule {
+            inject_accept_busy: (p > 0.0).then(|| crate::inject::Chance::new(p, seed)),
+            ..self
         }
     }
 

@@ -153,11 +153,8 @@ impl World {
             attributes: SEPT_VE_DISABLE,
             num_vcpus: cfg.vcpus,
         };
-        let mut module = TdxModule::new(params, backend.private.clone());
-        if cfg.busy_p > 0.0 {
-            module.inject_accept_busy =
-                Some(crate::inject::Chance::new(cfg.busy_p, cfg.seed ^ 0xb05e));
-        }
+        let module = TdxModule::new(params, backend.private.clone())
+            .with_accept_busy(cfg.busy_p, cfg.seed ^ 0xb05e);
         module
             .tdh_mr_finalize()
             .expect("a new TD is finalized once");

@@ -374,3 +374,13 @@ impl Drop for Backing {
         unsafe { libc::munmap(self.slot as *mut libc::c_void, self.len) };
     }
 }
+
+/// The VMM's view of shared memory is the shared backing's host view.
+impl crate::vmm::SharedView for Backing {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool {
+        Backing::read(self, gpa, buf)
+    }
+    fn write(&self, gpa: u64, buf: &[u8]) -> bool {
+        Backing::write(self, gpa, buf)
+    }
+}

@@ -252,12 +252,8 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         attributes: SEPT_VE_DISABLE,
         num_vcpus: cfg.vcpus,
     };
-    let mut module = TdxModule::new(params, Arc::new(KvmPrivateMem(mem.private.clone())));
-    if cfg.inject.busy > 0.0 {
-        module.inject_accept_busy =
-            Some(crate::inject::Chance::new(cfg.inject.busy, 0xb05e ^ seed));
-    }
-    let seam = Arc::new(module);
+    let module = TdxModule::new(params, Arc::new(KvmPrivateMem(mem.private.clone())));
+    let seam = Arc::new(module.with_accept_busy(cfg.inject.busy, 0xb05e ^ seed));
     let backend = Arc::new(KvmBackend {
         private: mem.private.clone(),
         shared: mem.shared.clone(),
@@ -273,6 +269,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     let mut vmm = Vmm::new(kvm.clone(), cfg.strict, retry);
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
+    vmm.shared_view = Some(mem.shared.clone());
     Td {
         vm,
         vcpus: Vec::new(),

@@ -209,12 +209,6 @@ impl Backend for KvmBackend {
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn
     }
-    fn shared_read(&self, gpa: u64, buf: &mut [u8]) -> bool {
-        self.shared.read(gpa, buf)
-    }
-    fn shared_write(&self, gpa: u64, buf: &[u8]) -> bool {
-        self.shared.write(gpa, buf)
-    }
 }
 
 pub(super) extern "C" fn on_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {}

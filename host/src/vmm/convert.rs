@@ -30,6 +30,15 @@ impl Injector {
     }
 }
 
+/// The VMM's own view of the shared backing, by private-alias address; `false` when the
+/// range is outside it.
+pub trait SharedView: Send + Sync {
+    /// Read `buf.len()` bytes at `gpa`.
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> bool;
+    /// Write `buf` at `gpa`.
+    fn write(&self, gpa: u64, buf: &[u8]) -> bool;
+}
+
 /// The VMM's side of a TD: conversions and exits.
 pub struct Vmm {
     kvm: Arc<Kvm>,
@@ -51,6 +60,9 @@ pub struct Vmm {
     pub host_check_mismatches: AtomicU64,
     /// Pages whose attribute a conversion changed (requested pages, both directions).
     pub pages_converted: AtomicU64,
+    /// The VMM's own mapping of the shared backing (QEMU's view of guest RAM), which host
+    /// checks read and write; absent in model-only runs (checks are then unsupported).
+    pub shared_view: Option<Arc<dyn SharedView>>,
     /// Test-only hook: leak a private byte into the shared backing before each SYNC_PRIVATE,
     /// to prove the check catches a leaking host.
     pub plant_leak: std::sync::atomic::AtomicBool,
@@ -70,6 +82,7 @@ impl Vmm {
             host_checks: AtomicU64::new(0),
             host_check_mismatches: AtomicU64::new(0),
             pages_converted: AtomicU64::new(0),
+            shared_view: None,
             plant_leak: std::sync::atomic::AtomicBool::new(false),
         }
     }
@@ -197,12 +210,16 @@ impl VmmExits for Vmm {
             regs.r10 = 0;
             return;
         }
+        let Some(view) = &self.shared_view else {
+            regs.r10 = shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED.0;
+            return;
+        };
         if op == HostCheckOp::SyncPrivate && self.plant_leak.load(Relaxed) {
-            self.kvm.backend().shared_write(gpa + 123, &[0x33]);
+            view.write(gpa + 123, &[0x33]);
         }
         let mut buf = vec![0u8; len as usize];
-        if !self.kvm.backend().shared_read(gpa, &mut buf) {
-            regs.r10 = shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED.0;
+        if !view.read(gpa, &mut buf) {
+            regs.r10 = shared_abi::VmcallStatus::INVALID_OPERAND.0;
             return;
         }
         self.host_checks.fetch_add(1, Relaxed);
@@ -218,7 +235,7 @@ impl VmmExits for Vmm {
         }
         if op == HostCheckOp::SyncShared {
             buf.fill(new);
-            self.kvm.backend().shared_write(gpa, &buf);
+            view.write(gpa, &buf);
         }
         regs.r10 = 0;
     }
