@@ -3,6 +3,17 @@
 /// An S-EPT level: 0 = 4K leaf, 1 = 2M, 2 = 1G, 3 = PML4, 4 = PML5 (Linux pg_level − 1).
 pub type SeptLevel = u8;
 
+/// 4 KiB pages an entry at `level` maps: 1 (4K), 512 (2M), 262,144 (1G) — what the kernel
+/// writes `KVM_PAGES_PER_HPAGE(level)`.
+pub const fn level_pages(level: SeptLevel) -> u64 {
+    1 << (9 * level as u32)
+}
+
+/// Bytes an entry at `level` maps (`KVM_HPAGE_SIZE(level)`).
+pub const fn level_bytes(level: SeptLevel) -> u64 {
+    4096 << (9 * level as u32)
+}
+
 /// Bit 11 of an S-EPT entry: the entry lock (TDEL).
 pub const ENTRY_LOCK_BIT: u32 = 11;
 /// Bit 52 of an S-EPT entry: host priority.

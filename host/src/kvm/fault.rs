@@ -124,7 +124,7 @@ impl Kvm {
     ) -> FaultOutcome {
         match result {
             Ok(MapOutcome::Installed(lv)) => {
-                let n = 1u64 << (9 * lv as u32);
+                let n = shared_abi::sept::level_pages(lv);
                 let first = gfn & !(n - 1);
                 if kind == RootKind::Mirror {
                     self.stats.installed_mirror.fetch_add(n, Relaxed);

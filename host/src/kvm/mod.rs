@@ -285,7 +285,7 @@ impl Kvm {
         let mut private_gfns = std::collections::HashSet::new();
         if let Some(tdx) = &self.tdx {
             for (gpa, level, state) in tdx.leaves() {
-                let n = 1u64 << (9 * level as u32);
+                let n = shared_abi::sept::level_pages(level);
                 for gfn in gpa.0 >> 12..(gpa.0 >> 12) + n {
                     private_gfns.insert(gfn);
                     if !attrs.get(gfn).is_private() {
@@ -300,7 +300,7 @@ impl Kvm {
         }
         if let Some(direct) = self.root(RootKind::Direct) {
             for (gfn, level, _) in direct.leaves() {
-                for g in gfn..gfn + (1u64 << (9 * level as u32)) {
+                for g in gfn..gfn + (shared_abi::sept::level_pages(level)) {
                     if self.cfg.is_td && attrs.get(g).is_private() {
                         bad.push(format!(
                             "direct leaf at gfn {g:#x} whose attribute is private"

@@ -57,7 +57,7 @@ fn is_leaf(spte: u64, level: u8) -> bool {
 }
 
 fn span(level: u8) -> u64 {
-    1 << (9 * level as u32)
+    shared_abi::sept::level_pages(level)
 }
 
 /// The result of installing a leaf.

@@ -120,7 +120,12 @@ impl Kvm {
         tracing::trace!(target: "kvm", hpa, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
         tdx.tdx_clear_page(hpa, level);
         self.backend
-            .set_accessible(Alias::Private, gfn, 1 << (9 * level as u32), false)
+            .set_accessible(
+                Alias::Private,
+                gfn,
+                shared_abi::sept::level_pages(level),
+                false,
+            )
             .map_err(|e| self.bug(e))
     }
 

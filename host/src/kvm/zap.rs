@@ -208,7 +208,7 @@ impl Kvm {
         // KVM); the walk visits leaves in address order.
         let mut run: Option<(u64, u64)> = None;
         let mut zapped = |gfn: u64, level: u8, pfn: u64| {
-            let n = 1u64 << (9 * level as u32);
+            let n = shared_abi::sept::level_pages(level);
             tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level, "zap leaf");
             if mirror {
                 self.stats.zapped_mirror.fetch_add(n, Relaxed);

@@ -243,7 +243,7 @@ impl TdxModule {
         match g.sept.walk(gpa, 0) {
             Walk::Leaf { entry, level } => {
                 if entry.state == SeptState::Mapped {
-                    let pages = 1u64 << (9 * level as u32);
+                    let pages = shared_abi::sept::level_pages(level);
                     let base = Gpa(gpa.0 & !((pages << 12) - 1));
                     self.mem.map(base, entry.hpa, pages)?;
                 }
@@ -256,7 +256,7 @@ impl TdxModule {
     /// TDH.MEM.PAGE.AUG: add a PENDING page (4K or 2M) to a TD (`tdh_mem_page_aug`).
     pub fn tdh_mem_page_aug(&self, gpa: Gpa, level: SeptLevel, hpa: Hpa) -> SeamResult<()> {
         self.check_gpa(gpa)?;
-        if level > 1 || gpa.0 & ((4096u64 << (9 * level)) - 1) != 0 {
+        if level > 1 || gpa.0 & (shared_abi::sept::level_bytes(level) - 1) != 0 {
             return Err(rcx_error(TdxStatus::OPERAND_INVALID));
         }
         let mut g = self.lock();
@@ -293,7 +293,7 @@ impl TdxModule {
         m.state = next;
         m.bepoch = bepoch;
         if e.state == SeptState::Mapped {
-            self.unmap_for_cpu(gpa, 1 << (9 * level as u32));
+            self.unmap_for_cpu(gpa, shared_abi::sept::level_pages(level));
         }
         self.stats.block.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
@@ -316,7 +316,7 @@ impl TdxModule {
         }
         g.sept.entry_mut(gpa, level).state = next;
         if next == SeptState::Mapped {
-            self.map_for_cpu(gpa, e.hpa, 1 << (9 * level as u32));
+            self.map_for_cpu(gpa, e.hpa, shared_abi::sept::level_pages(level));
         }
         self.stats.unblock.fetch_add(1, Relaxed);
         Ok(())
@@ -423,7 +423,7 @@ impl TdxModule {
     /// TDH.PHYMEM.PAGE.WBINVD then the host's MOVDIR64B clear (`tdx_clear_page`): the frame
     /// holds no TD data afterwards.
     pub fn tdx_clear_page(&self, hpa: Hpa, level: SeptLevel) {
-        self.mem.zero(hpa, 1 << (9 * level as u32));
+        self.mem.zero(hpa, shared_abi::sept::level_pages(level));
     }
 
     /// A vCPU enters the TD (TDH.VP.ENTER): it joins the current epoch. Returns true when the

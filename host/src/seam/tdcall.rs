@@ -101,7 +101,7 @@ impl TdxModule {
                 if l <= 1
                     && gpaw.is_valid(g)
                     && !gpaw.is_shared(g)
-                    && g.0 & ((4096u64 << (9 * l)) - 1) == 0 =>
+                    && g.0 & (shared_abi::sept::level_bytes(l) - 1) == 0 =>
             {
                 (g, l)
             }
@@ -126,7 +126,7 @@ impl TdxModule {
                     TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE)
                 }
                 SeptState::Pending => {
-                    let pages = 1 << (9 * level as u32);
+                    let pages = shared_abi::sept::level_pages(level);
                     accept_leaf(&mut g.sept, gpa, level, entry);
                     // Zeroed and made reachable before the lock drops: a removal racing with
                     // this accept finds the page either PENDING or MAPPED and reachable.

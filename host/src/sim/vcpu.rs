@@ -232,7 +232,7 @@ impl<'w> Vcpu<'w> {
                     .map(|(pfn, _)| pfn),
                 Alias::Private => match self.w.seam.translate(gpa) {
                     Walk::Leaf { entry, level } if entry.state == SeptState::Mapped => {
-                        Some(entry.hpa + (gfn & ((1u64 << (9 * level as u32)) - 1)))
+                        Some(entry.hpa + (gfn & ((shared_abi::sept::level_pages(level)) - 1)))
                     }
                     Walk::Leaf { entry, .. } if entry.state == SeptState::Pending => {
                         return Err(GuestError::AccessBeforeAccept { vcpu: self.id, gpa })
