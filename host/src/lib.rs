@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod guest_layout;
 pub mod image;
 pub mod inject;
+pub mod invariants;
 pub mod kvm;
 pub mod output;
 pub mod pack;
