@@ -19,38 +19,15 @@ pub const TDXLAB_HYPERCALL: u64 = 0x7464_786C;
 /// The longest range one host check covers.
 pub const HOST_CHECK_MAX_LEN: u64 = 4 << 20;
 
-/// What the host is asked to do (R11).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-#[repr(u64)]
-pub enum HostCheckOp {
+crate::tdcall::leaves! { HostCheckOp: u64, "What the host is asked to do (R11).",
     /// Every byte of the shared range reads R14 from the host's side; then the host fills it
     /// with R15.
-    SyncShared = 1,
+    SyncShared = 1, "SYNC_SHARED";
     /// The host still sees R14 everywhere in the range: the guest's private writes to these
     /// GPAs are invisible to it.
-    SyncPrivate = 2,
+    SyncPrivate = 2, "SYNC_PRIVATE";
     /// Test-only fault, as the selftest's MAP_GPA with FALLOCATE and no SET_ATTRIBUTES: the
     /// host punches a hole in the private backing of the range, which stays private. The
     /// guest must re-accept the pages and find them zeroed. R14 and R15 are ignored.
-    PunchHole = 3,
-}
-
-impl HostCheckOp {
-    /// Decode R11.
-    pub const fn from_u64(v: u64) -> Option<HostCheckOp> {
-        match v {
-            1 => Some(HostCheckOp::SyncShared),
-            2 => Some(HostCheckOp::SyncPrivate),
-            3 => Some(HostCheckOp::PunchHole),
-            _ => None,
-        }
-    }
-    /// "SYNC_SHARED" / "SYNC_PRIVATE".
-    pub const fn name(self) -> &'static str {
-        match self {
-            HostCheckOp::SyncShared => "SYNC_SHARED",
-            HostCheckOp::SyncPrivate => "SYNC_PRIVATE",
-            HostCheckOp::PunchHole => "PUNCH_HOLE",
-        }
-    }
+    PunchHole = 3, "PUNCH_HOLE";
 }

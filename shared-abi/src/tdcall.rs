@@ -3,26 +3,32 @@
 /// TDCALL opcode bytes.
 pub const TDCALL_OPCODE: [u8; 4] = [0x66, 0x0F, 0x01, 0xCC];
 
+/// A numbered ABI enum from one table: the variants, `ALL`, `number`, `from_number` and
+/// `name` (the spec's name), so that number and name cannot drift apart. The repr type
+/// defaults to u16 (leaf numbers).
 macro_rules! leaves {
     ($ty:ident, $doc:literal, $($(#[$d:meta])* $name:ident = $value:expr, $text:literal;)*) => {
+        $crate::tdcall::leaves! { $ty: u16, $doc, $($(#[$d])* $name = $value, $text;)* }
+    };
+    ($ty:ident: $repr:ty, $doc:literal, $($(#[$d:meta])* $name:ident = $value:expr, $text:literal;)*) => {
         #[doc = $doc]
         #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
-        #[repr(u16)]
+        #[repr($repr)]
         pub enum $ty {
             $($(#[$d])* $name = $value,)*
         }
         impl $ty {
-            /// Every leaf with its module name.
+            /// Every value with its name.
             pub const ALL: &'static [$ty] = &[$($ty::$name,)*];
-            /// The leaf number.
-            pub const fn number(self) -> u16 {
-                self as u16
+            /// The number.
+            pub const fn number(self) -> $repr {
+                self as $repr
             }
-            /// Decode a leaf number.
-            pub fn from_number(n: u16) -> Option<$ty> {
+            /// Decode a number.
+            pub fn from_number(n: $repr) -> Option<$ty> {
                 Self::ALL.iter().copied().find(|l| l.number() == n)
             }
-            /// The module's name for the leaf, e.g. "TDG.MEM.PAGE.ACCEPT".
+            /// The spec's name, e.g. "TDG.MEM.PAGE.ACCEPT".
             pub const fn name(self) -> &'static str {
                 match self { $($ty::$name => $text,)* }
             }

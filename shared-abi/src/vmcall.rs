@@ -57,85 +57,36 @@ impl fmt::Display for VmcallStatus {
     }
 }
 
-/// A TDVMCALL sub-function (R11). Instruction.* numbers equal VMX basic exit reasons.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
-#[repr(u64)]
-pub enum Subfunction {
+crate::tdcall::leaves! { Subfunction: u64,
+    "A TDVMCALL sub-function (R11), with its GHCI name. Instruction.* numbers equal VMX basic exit reasons.",
     /// Instruction.CPUID: R12 = leaf, R13 = subleaf → R12..R15 = EAX, EBX, ECX, EDX.
-    Cpuid = 0xA,
+    Cpuid = 0xA, "Instruction.CPUID";
     /// Instruction.HLT: R12 = 1 if IRQs were disabled.
-    Hlt = 0xC,
+    Hlt = 0xC, "Instruction.HLT";
     /// Instruction.IO: R12 = size, R13 = 0 read / 1 write, R14 = port, R15 = data → R11.
-    Io = 0x1E,
+    Io = 0x1E, "Instruction.IO";
     /// Instruction.RDMSR: R12 = MSR → R11.
-    Rdmsr = 0x1F,
+    Rdmsr = 0x1F, "Instruction.RDMSR";
     /// Instruction.WRMSR: R12 = MSR, R13 = value.
-    Wrmsr = 0x20,
+    Wrmsr = 0x20, "Instruction.WRMSR";
     /// #VE.RequestMMIO: R12 = size, R13 = dir, R14 = shared GPA, R15 = data → R11.
-    RequestMmio = 0x30,
+    RequestMmio = 0x30, "#VE.RequestMMIO";
     /// Instruction.WBINVD.
-    Wbinvd = 0x36,
+    Wbinvd = 0x36, "Instruction.WBINVD";
     /// Instruction.PCONFIG.
-    Pconfig = 0x41,
+    Pconfig = 0x41, "Instruction.PCONFIG";
     /// GetTdVmCallInfo: R12 = leaf.
-    GetTdVmCallInfo = 0x10000,
+    GetTdVmCallInfo = 0x10000, "GetTdVmCallInfo";
     /// MapGPA: R12 = start GPA (shared bit = direction), R13 = length.
-    MapGpa = 0x10001,
+    MapGpa = 0x10001, "MapGPA";
     /// GetQuote: R12 = shared GPA of the buffer, R13 = size.
-    GetQuote = 0x10002,
+    GetQuote = 0x10002, "GetQuote";
     /// ReportFatalError: R12 = error code, R13 = GPA, message in R14, R15, RBX, RDI, RSI, R8, R9, RDX.
-    ReportFatalError = 0x10003,
+    ReportFatalError = 0x10003, "ReportFatalError";
     /// SetupEventNotifyInterrupt: R12 = vector.
-    SetupEventNotifyInterrupt = 0x10004,
+    SetupEventNotifyInterrupt = 0x10004, "SetupEventNotifyInterrupt";
     /// Service.
-    Service = 0x10005,
-}
-
-impl Subfunction {
-    /// Every sub-function.
-    pub const ALL: &'static [Subfunction] = &[
-        Subfunction::Cpuid,
-        Subfunction::Hlt,
-        Subfunction::Io,
-        Subfunction::Rdmsr,
-        Subfunction::Wrmsr,
-        Subfunction::RequestMmio,
-        Subfunction::Wbinvd,
-        Subfunction::Pconfig,
-        Subfunction::GetTdVmCallInfo,
-        Subfunction::MapGpa,
-        Subfunction::GetQuote,
-        Subfunction::ReportFatalError,
-        Subfunction::SetupEventNotifyInterrupt,
-        Subfunction::Service,
-    ];
-    /// The R11 value.
-    pub const fn number(self) -> u64 {
-        self as u64
-    }
-    /// Decode R11.
-    pub fn from_number(n: u64) -> Option<Subfunction> {
-        Self::ALL.iter().copied().find(|s| s.number() == n)
-    }
-    /// GHCI name, e.g. "MapGPA".
-    pub const fn name(self) -> &'static str {
-        match self {
-            Subfunction::Cpuid => "Instruction.CPUID",
-            Subfunction::Hlt => "Instruction.HLT",
-            Subfunction::Io => "Instruction.IO",
-            Subfunction::Rdmsr => "Instruction.RDMSR",
-            Subfunction::Wrmsr => "Instruction.WRMSR",
-            Subfunction::RequestMmio => "#VE.RequestMMIO",
-            Subfunction::Wbinvd => "Instruction.WBINVD",
-            Subfunction::Pconfig => "Instruction.PCONFIG",
-            Subfunction::GetTdVmCallInfo => "GetTdVmCallInfo",
-            Subfunction::MapGpa => "MapGPA",
-            Subfunction::GetQuote => "GetQuote",
-            Subfunction::ReportFatalError => "ReportFatalError",
-            Subfunction::SetupEventNotifyInterrupt => "SetupEventNotifyInterrupt",
-            Subfunction::Service => "Service",
-        }
-    }
+    Service = 0x10005, "Service";
 }
 
 /// The GPR-select bitmap in RCX bits 15:0 of TDG.VP.VMCALL: bit n exposes GPR n to the host,

@@ -449,11 +449,11 @@ fn host_check_protocol_values() {
         shared_abi::vmcall::TDX_HYPERCALL_STANDARD,
         "must not be a GHCI call"
     );
-    assert_eq!(HostCheckOp::from_u64(1), Some(HostCheckOp::SyncShared));
-    assert_eq!(HostCheckOp::from_u64(2), Some(HostCheckOp::SyncPrivate));
-    assert_eq!(HostCheckOp::from_u64(3), Some(HostCheckOp::PunchHole));
-    assert_eq!(HostCheckOp::from_u64(0), None);
-    assert_eq!(HostCheckOp::from_u64(4), None);
+    assert_eq!(HostCheckOp::from_number(1), Some(HostCheckOp::SyncShared));
+    assert_eq!(HostCheckOp::from_number(2), Some(HostCheckOp::SyncPrivate));
+    assert_eq!(HostCheckOp::from_number(3), Some(HostCheckOp::PunchHole));
+    assert_eq!(HostCheckOp::from_number(0), None);
+    assert_eq!(HostCheckOp::from_number(4), None);
 }
 
 #[test]

@@ -177,7 +177,7 @@ impl VmmExits for Vmm {
         let bad = |regs: &mut tdcall::Regs| {
             (regs.r10, regs.r11) = (shared_abi::VmcallStatus::INVALID_OPERAND.0, u64::MAX)
         };
-        let Some(op) = HostCheckOp::from_u64(regs.r11) else {
+        let Some(op) = HostCheckOp::from_number(regs.r11) else {
             return bad(regs);
         };
         let (gpa, len, expect, new) = (regs.r12, regs.r13, regs.r14 as u8, regs.r15 as u8);
