@@ -13,30 +13,29 @@ mod layout {
 
 #[cfg(target_os = "none")]
 #[macro_use]
-mod bare;
+mod console;
+#[cfg(target_os = "none")]
+mod arch;
 #[cfg(target_os = "none")]
 mod boot;
 #[cfg(target_os = "none")]
 mod convert;
 #[cfg(target_os = "none")]
-mod heap;
+mod exit;
 #[cfg(target_os = "none")]
-mod idt;
+mod mm;
 #[cfg(target_os = "none")]
-mod paging;
+mod smp;
+#[cfg(target_os = "none")]
+mod workloads;
 #[cfg(target_os = "none")]
 extern crate alloc;
-
-#[cfg(target_os = "none")]
-mod stress;
-#[cfg(target_os = "none")]
-mod workload;
 
 /// What every vCPU runs once in long mode.
 #[cfg(target_os = "none")]
 fn main(vcpu: u32) -> ! {
-    idt::init();
-    let info = match bare::tdx().tdg_vp_info() {
+    arch::idt::init();
+    let info = match arch::tdx().tdg_vp_info() {
         Ok(i) => i,
         Err(e) => panic!("TDG.VP.INFO: {e}"),
     };
@@ -46,44 +45,45 @@ fn main(vcpu: u32) -> ! {
         info.num_vcpus,
         info.gpaw.bits()
     );
+    let boot = boot::info::get();
     if vcpu == 0 {
-        heap::init_log();
-        heap::init();
-        paging::map_shared_window(bare::ram_size(), info.gpaw.shared_bit());
-        bare::heap_ready();
-        workload::misbehave_if_asked(bare::flags());
-        if bare::flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {
-            workload::accept_all_ram();
+        console::init_log();
+        mm::heap::init();
+        mm::paging::map_shared_window(boot.ram_end, info.gpaw.shared_bit());
+        smp::heap_ready();
+        workloads::round_trip::misbehave_if_asked(boot.flags());
+        if boot.flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {
+            workloads::round_trip::accept_all_ram();
         }
-        if bare::workload() == layout::WORKLOAD_BENCH_DOORBELL {
-            workload::bench_doorbell();
-            bare::exit(0);
+        if boot.workload() == layout::WORKLOAD_BENCH_DOORBELL {
+            workloads::round_trip::bench_doorbell();
+            exit::exit(0);
         }
-        if bare::workload() == layout::WORKLOAD_BENCH_CONVERT {
-            stress::bench_convert(info.gpaw);
-            bare::exit(0);
+        if boot.workload() == layout::WORKLOAD_BENCH_CONVERT {
+            workloads::stress::bench_convert(info.gpaw);
+            exit::exit(0);
         }
     }
-    bare::wait_heap_ready();
-    let what = if bare::workload() == layout::WORKLOAD_STRESS {
-        stress::run(vcpu, info.num_vcpus, info.gpaw);
+    smp::wait_heap_ready();
+    let what = if boot.workload() == layout::WORKLOAD_STRESS {
+        workloads::stress::run(vcpu, info.num_vcpus, info.gpaw);
         "the stress scenario"
     } else {
-        workload::conversion_round_trip(vcpu, &info);
+        workloads::round_trip::conversion_round_trip(vcpu, &info);
         "the conversion round trip"
     };
-    let n = bare::arrive();
+    let n = smp::arrive();
     if vcpu != 0 {
-        bare::park();
+        exit::park();
     }
-    while bare::arrived() < info.num_vcpus {
+    while smp::arrived() < info.num_vcpus {
         core::hint::spin_loop();
     }
     println!(
         "all {} vCPUs passed {what} ({n} arrived when vCPU 0 finished); exiting",
         info.num_vcpus
     );
-    bare::exit(0)
+    exit::exit(0)
 }
 
 #[cfg(not(target_os = "none"))]

@@ -8,7 +8,7 @@
 //! host to see zeroes where the selftest (which keeps the shared page) expects the old pattern.
 
 use crate::convert::{set_alias, to_private, to_shared};
-use crate::workload::{median, null_tdcall_cycles, rdtsc, SHARED_WINDOW};
+use crate::workloads::round_trip::{median, null_tdcall_cycles, rdtsc, SHARED_WINDOW};
 use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
@@ -141,7 +141,7 @@ impl Run {
     /// Accept `r` (already private by attribute): every page must come back fresh.
     fn accept_fresh(&mut self, r: GpaRange) {
         self.record(3, r.start.0, r.len);
-        let s = crate::bare::tdx()
+        let s = crate::arch::tdx()
             .accept(r)
             .unwrap_or_else(|e| panic!("vCPU {}: accept {r}: {e}", self.vcpu));
         if s.already_accepted_bytes != 0 {
@@ -188,7 +188,7 @@ impl Run {
         while at < (r.start.0 + r.len) {
             let part = GpaRange::new(Gpa(at), ((r.start.0 + r.len) - at).min(HOST_CHECK_MAX_LEN));
             self.record(6 + op as u64, part.start.0, part.len);
-            match crate::bare::tdx().host_check(op, part, cur, new) {
+            match crate::arch::tdx().host_check(op, part, cur, new) {
                 Ok(HostCheck::Passed) => self.checks += 1,
                 Ok(HostCheck::Mismatch { offset, found }) => panic!(
                     "vCPU {}: {}: the host sees {found:#04x} at {:#x}, expected {cur:#04x}",
@@ -211,13 +211,13 @@ impl Run {
     /// The host discards the private backing of `r` (the attribute stays private).
     fn punch(&mut self, r: GpaRange) {
         self.record(9, r.start.0, r.len);
-        match crate::bare::tdx().host_check(HostCheckOp::PunchHole, r, 0, 0) {
+        match crate::arch::tdx().host_check(HostCheckOp::PunchHole, r, 0, 0) {
             Ok(HostCheck::Passed) => self.checks += 1,
             // Real TDX: a round trip through shared discards the pages as well.
             Ok(HostCheck::Unsupported(_)) => {
                 self.convert_shared(r);
                 set_alias(r, false, self.gpaw).unwrap_or_else(|e| panic!("{e}"));
-                crate::bare::tdx()
+                crate::arch::tdx()
                     .map_gpa(r, shared_abi::convert::ConversionTarget::Private, self.gpaw)
                     .unwrap_or_else(|e| panic!("vCPU {}: {r} MapGPA: {e}", self.vcpu));
             }
@@ -247,11 +247,11 @@ fn chunk_of(scenario: Scenario, vcpu: u32, vcpus: u32, ram: u64, measure: bool) 
 
 /// Run the stress workload on this vCPU.
 pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
-    let hob = crate::bare::tdxlab_hob();
+    let hob = crate::boot::info::get().tdxlab_hob();
     let scenario = Scenario::from_u32(hob.param)
         .unwrap_or_else(|| panic!("unknown stress scenario {}", hob.param));
     let measure = hob.options & options::MEASURE != 0;
-    let ram = crate::bare::ram_size();
+    let ram = crate::boot::info::get().ram_end;
     if vcpu == 0 && measure {
         measure_round_trips(ram - MEASURE_AREA, gpaw);
     }
@@ -637,7 +637,7 @@ fn random_convert(run: &mut Run, rng: &mut Rng, st: &mut [St], tag: &mut [u8]) {
 /// and the same for a 2 MiB block (first page touched).
 pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
     let floor = null_tdcall_cycles(&mut [0u64; 64]);
-    let mut tdx = crate::bare::tdx();
+    let mut tdx = crate::arch::tdx();
     let block = GpaRange::new(Gpa(area), MB2);
     let page = GpaRange::new(Gpa(area + MB2), PAGE);
     for r in [block, page] {
@@ -669,7 +669,7 @@ pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
 /// The conversion benchmark (vCPU 0 only): the round trips, then 1 GiB accepted with 2 MiB
 /// pages next to memset over the same memory (cold: first touch; warm: again).
 pub fn bench_convert(gpaw: Gpaw) {
-    let ram = crate::bare::ram_size();
+    let ram = crate::boot::info::get().ram_end;
     measure_round_trips(ram - MEASURE_AREA, gpaw);
     let len = 1u64 << 30;
     let start = 256u64 << 20;
@@ -681,7 +681,7 @@ pub fn bench_convert(gpaw: Gpaw) {
     }
     let r = GpaRange::new(Gpa(start), len);
     let t = rdtsc();
-    let s = crate::bare::tdx()
+    let s = crate::arch::tdx()
         .accept(r)
         .unwrap_or_else(|e| panic!("accepting {r}: {e}"));
     let accept = rdtsc() - t;

@@ -27,7 +27,7 @@ fn pattern(vcpu: u32, page: u64, shared: bool) -> u64 {
 
 /// Run the round trip; panics (and so reports a fatal error) on the first failure.
 pub fn conversion_round_trip(vcpu: u32, info: &VpInfo) {
-    let mut tdx = crate::bare::tdx();
+    let mut tdx = crate::arch::tdx();
     let base = REGION_BASE + vcpu as u64 * STRIDE;
     let region = GpaRange::new(Gpa(base), REGION);
     let acc = tdx
@@ -212,7 +212,7 @@ pub fn median(samples: &mut [u64]) -> u64 {
 /// keeps `bench doorbell` and the stress measurements comparable.
 #[inline(never)]
 pub fn null_tdcall_cycles(samples: &mut [u64]) -> u64 {
-    let mut tdx = crate::bare::tdx();
+    let mut tdx = crate::arch::tdx();
     for x in samples.iter_mut() {
         let t = rdtsc();
         let _ = tdx.tdg_vp_info();
@@ -240,11 +240,11 @@ pub fn bench_doorbell() {
 
 /// Accept every unaccepted range of the TD HOB and report how long it took.
 pub fn accept_all_ram() {
-    let (ranges, n) = crate::bare::unaccepted_ram();
-    let mut tdx = crate::bare::tdx();
+    let ranges = crate::boot::info::get().unaccepted_ram();
+    let mut tdx = crate::arch::tdx();
     let t = rdtsc();
     let mut bytes = 0;
-    for &(start, len) in &ranges[..n] {
+    for &(start, len) in ranges {
         let s = tdx
             .accept(GpaRange::new(Gpa(start), len))
             .unwrap_or_else(|e| panic!("accepting RAM: {e}"));

@@ -6,6 +6,8 @@
 //! the APs wait for it. All then enable paging (EFER.LME is already set in a TD), load a 64-bit
 //! GDT, and call `rust_main(vcpu_index, hob)` on their own stack.
 
+pub mod info;
+
 use crate::layout::{MAILBOX, PT_BASE, STACK_SIZE, STACK_TOP};
 
 core::arch::global_asm!(
@@ -93,5 +95,18 @@ tdxlab_gdt_ptr:
     mailbox = const MAILBOX,
     stack_size = const STACK_SIZE,
     stack_top = const STACK_TOP,
-    rust_main = sym crate::bare::rust_main,
+    rust_main = sym rust_main,
 );
+
+/// Called by the boot code on every vCPU, on its own stack: the BSP parses the TD HOB once
+/// and picks the transport, the others wait for it; then every vCPU runs `main`.
+extern "C" fn rust_main(vcpu: u32, hob: u32) -> ! {
+    if vcpu == 0 {
+        let info = info::init(hob as u64);
+        crate::arch::tdx::set_transport(info.tdxlab.map(|h| h.doorbell_port));
+        crate::smp::boot_done();
+    } else {
+        crate::smp::wait_boot_done();
+    }
+    crate::main(vcpu)
+}

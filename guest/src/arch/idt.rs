@@ -196,7 +196,7 @@ impl core::fmt::Display for VeError {
 /// Serve a #VE; `Err` names why it cannot be served.
 fn handle_ve(f: &mut Frame) -> Result<(), VeError> {
     use shared_abi::ve::{exit_reason, IoQualification};
-    let mut tdx = crate::bare::tdx();
+    let mut tdx = crate::arch::tdx();
     let ve = tdx.tdg_vp_veinfo_get()?;
     match ve.exit_reason {
         exit_reason::IO => {
@@ -254,11 +254,11 @@ extern "C" fn exception(f: &mut Frame) {
         f.vector, f.rip, f.error_code
     );
     let mut msg = [0u8; 64];
-    let mut w = crate::bare::Buf(&mut msg, 0);
+    let mut w = crate::console::Buf(&mut msg, 0);
     let _ = core::fmt::Write::write_fmt(
         &mut w,
         format_args!("exception {} at RIP {:#x} CR2 {cr2:#x}", f.vector, f.rip),
     );
-    let _ = crate::bare::tdx().report_fatal_error(f.vector, None, &msg);
-    crate::bare::exit(0xE0)
+    let _ = crate::arch::tdx().report_fatal_error(f.vector, None, &msg);
+    crate::exit::exit(0xE0)
 }

@@ -1,0 +1,33 @@
+//! Leaving the TD: the exit port, parking a vCPU, and the panic handler.
+
+use core::fmt::Write;
+use core::panic::PanicInfo;
+use shared_abi::doorbell::DEBUG_EXIT_PORT;
+
+/// Leave the TD with status `code` through the isa-debug-exit port.
+pub fn exit(code: u32) -> ! {
+    let _ = crate::arch::tdx().io_write(4, DEBUG_EXIT_PORT, code);
+    halt()
+}
+
+/// Park this vCPU.
+pub fn park() -> ! {
+    halt()
+}
+
+fn halt() -> ! {
+    loop {
+        // SAFETY: HLT only waits.
+        unsafe { core::arch::asm!("hlt", options(nomem, nostack)) };
+    }
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    println!("PANIC: {info}");
+    let mut msg = [0u8; 64];
+    let mut w = crate::console::Buf(&mut msg, 0);
+    let _ = write!(w, "{}", info.message());
+    let _ = crate::arch::tdx().report_fatal_error(1, None, &msg);
+    exit(0xFF)
+}
