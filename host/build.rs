@@ -16,7 +16,7 @@ fn main() {
     for p in [
         "guest/src",
         "guest/layout.rs",
-        "guest/linker.ld",
+        "guest/linker.ld.in",
         "guest/build.rs",
         "guest/Cargo.toml",
         "tdcall/src",
