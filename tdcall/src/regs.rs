@@ -56,25 +56,4 @@ impl Regs {
             r15: 0,
         }
     }
-    /// Read GPR `n` in the module's order (RAX, RCX, RDX, RBX, RSP, RBP, RSI, RDI, R8..R15);
-    /// RSP and RBP are not part of the block and read as 0.
-    pub const fn gpr(&self, n: u32) -> u64 {
-        match n {
-            0 => self.rax,
-            1 => self.rcx,
-            2 => self.rdx,
-            3 => self.rbx,
-            6 => self.rsi,
-            7 => self.rdi,
-            8 => self.r8,
-            9 => self.r9,
-            10 => self.r10,
-            11 => self.r11,
-            12 => self.r12,
-            13 => self.r13,
-            14 => self.r14,
-            15 => self.r15,
-            _ => 0,
-        }
-    }
 }

@@ -218,10 +218,6 @@ impl Kvm {
     pub fn config(&self) -> &KvmConfig {
         &self.cfg
     }
-    /// The TDX module, on a TD.
-    pub fn tdx(&self) -> Option<&Arc<TdxModule>> {
-        self.tdx.as_ref()
-    }
     /// The backend.
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend

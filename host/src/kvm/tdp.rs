@@ -5,7 +5,7 @@
 //! tables are linked by address, like a real EPT, and are freed only when the root is
 //! dropped: KVM zaps leaves, not page tables, while a TD runs (`arch/x86/kvm/mmu/tdp_mmu.c`).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// SPTE bit 0: readable, our "present".
 pub const SPTE_PRESENT: u64 = 1 << 0;
@@ -76,7 +76,6 @@ pub enum MapOutcome {
 pub struct TdpRoot {
     kind: RootKind,
     top: *mut TdpPage,
-    table_pages: AtomicUsize,
 }
 
 // SAFETY: the raw pointers name tables owned by this root; entries are atomics and tables are
@@ -109,16 +108,11 @@ impl TdpRoot {
         TdpRoot {
             kind,
             top: TdpPage::new(),
-            table_pages: AtomicUsize::new(1),
         }
     }
     /// The root's kind.
     pub fn kind(&self) -> RootKind {
         self.kind
-    }
-    /// Table pages in use.
-    pub fn table_pages(&self) -> usize {
-        self.table_pages.load(Relaxed)
     }
 
     fn page(&self, p: *mut TdpPage) -> &TdpPage {
@@ -214,7 +208,6 @@ impl TdpRoot {
                 return Err(err);
             }
             let new = TdpPage::new();
-            self.table_pages.fetch_add(1, Relaxed);
             e.store(new as u64 | SPTE_PRESENT, Release);
             p = new;
             l -= 1;
@@ -270,7 +263,6 @@ impl TdpRoot {
             if partial {
                 if let Some(child_pfn) = split(g, level, pfn) {
                     let new = TdpPage::new();
-                    self.table_pages.fetch_add(1, Relaxed);
                     let large = if level > 1 { SPTE_LEAF_LARGE } else { 0 };
                     let step = span(level - 1);
                     for (j, c) in self.page(new).0.iter().enumerate() {

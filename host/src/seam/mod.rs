@@ -469,9 +469,34 @@ impl TdxModule {
     pub fn entry_state(&self, gpa: Gpa, level: SeptLevel) -> Option<SeptState> {
         self.lock().sept.entry_at(gpa, level).ok().map(|e| e.state)
     }
+}
 
-    /// S-EPT table pages in use.
-    pub fn sept_table_pages(&self) -> usize {
-        self.lock().sept.table_pages()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runnable() -> Arc<TdxModule> {
+        let params = TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        };
+        TdxModule::runnable(params, Arc::new(NullPrivateMem))
+    }
+
+    /// After teardown the module refuses to add pages to the TD (its op-state is TEARDOWN).
+    #[test]
+    fn a_torn_down_td_takes_no_new_pages() {
+        let m = runnable();
+        for level in [3, 2, 1] {
+            m.tdh_mem_sept_add(Gpa(0), level).unwrap();
+        }
+        m.tdh_mem_page_aug(Gpa(0x1000), 0, 1).unwrap();
+        m.teardown();
+        assert_eq!(m.op_state(), OpState::Teardown);
+        assert_eq!(
+            m.tdh_mem_page_aug(Gpa(0x2000), 0, 2),
+            Err(TdxStatus::LIFECYCLE_STATE_INCORRECT)
+        );
     }
 }

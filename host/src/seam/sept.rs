@@ -86,11 +86,6 @@ impl Sept {
         }
     }
 
-    /// S-EPT table pages in use (root included).
-    pub fn table_pages(&self) -> usize {
-        self.tables.iter().filter(|t| t.is_some()).count()
-    }
-
     fn table(&self, t: usize) -> &Table {
         self.tables[t].as_ref().expect("linked table exists")
     }

@@ -17,10 +17,6 @@ pub struct Injector {
 }
 
 impl Injector {
-    /// No injection.
-    pub fn none() -> Injector {
-        Injector::new(0.0, 0)
-    }
     /// Inject MapGPA RETRYs with probability `retry_p`, seeded.
     pub fn new(retry_p: f64, seed: u64) -> Injector {
         Injector {
