@@ -10,6 +10,17 @@ pub mod info;
 
 use crate::layout::{MAILBOX, PT_BASE, STACK_SIZE, STACK_TOP};
 
+/// Page-table entry bits: present, writable, and (in a PD entry) a 2 MiB page.
+const PTE_PRESENT: u32 = 1 << 0;
+const PTE_WRITABLE: u32 = 1 << 1;
+const PTE_PAGE_SIZE: u32 = 1 << 7;
+/// CR4.PAE (required for long mode) and CR0.PG (paging on: with EFER.LME, long mode).
+const CR4_PAE: u32 = 1 << 5;
+const CR0_PG: u32 = 1 << 31;
+/// Selectors of the boot GDT below: the 64-bit code segment (entry 1) and data (entry 2).
+const CODE64_SELECTOR: u32 = 0x08;
+const DATA_SELECTOR: u32 = 0x10;
+
 core::arch::global_asm!(
     r#"
     .section .text.entry32, "ax"
@@ -20,12 +31,12 @@ _start32:
     mov edi, ecx
     test esi, esi
     jnz 3f
-    mov dword ptr [{pt}], {pt} + 0x1000 + 3
+    mov dword ptr [{pt}], {pt} + 0x1000 + {pte_rw}
     mov dword ptr [{pt} + 4], 0
     xor ecx, ecx
 1:  mov eax, ecx
     shl eax, 12
-    add eax, {pt} + 0x2000 + 3
+    add eax, {pt} + 0x2000 + {pte_rw}
     mov dword ptr [{pt} + 0x1000 + ecx * 8], eax
     mov dword ptr [{pt} + 0x1000 + ecx * 8 + 4], 0
     inc ecx
@@ -34,7 +45,7 @@ _start32:
     xor ecx, ecx
 2:  mov eax, ecx
     shl eax, 21
-    or eax, 0x83
+    or eax, {pde_2m}
     mov dword ptr [{pt} + 0x2000 + ecx * 8], eax
     mov eax, ecx
     shr eax, 11
@@ -50,20 +61,20 @@ _start32:
 4:  mov eax, {pt}
     mov cr3, eax
     mov eax, cr4
-    or eax, 0x20
+    or eax, {cr4_pae}
     mov cr4, eax
     mov eax, cr0
-    or eax, 0x80000000
+    or eax, {cr0_pg}
     mov cr0, eax
     lgdt [tdxlab_gdt_ptr]
     mov eax, offset tdxlab_start64
-    push 0x08
+    push {code64}
     push eax
     retf
 
     .code64
 tdxlab_start64:
-    mov ax, 0x10
+    mov ax, {data}
     mov ds, ax
     mov es, ax
     mov ss, ax
@@ -84,14 +95,20 @@ tdxlab_start64:
     .section .rodata.tdxlab_gdt, "a"
     .p2align 4
 tdxlab_gdt:
-    .quad 0
-    .quad 0x00AF9A000000FFFF
-    .quad 0x00CF92000000FFFF
+    .quad 0                     /* null */
+    .quad 0x00AF9A000000FFFF    /* 0x08: 64-bit code, present, DPL 0 (L=1) */
+    .quad 0x00CF92000000FFFF    /* 0x10: flat 4 GiB data, present, DPL 0 */
 tdxlab_gdt_ptr:
     .word 23
     .long tdxlab_gdt
 "#,
     pt = const PT_BASE,
+    pte_rw = const PTE_PRESENT | PTE_WRITABLE,
+    pde_2m = const PTE_PRESENT | PTE_WRITABLE | PTE_PAGE_SIZE,
+    cr4_pae = const CR4_PAE,
+    cr0_pg = const CR0_PG,
+    code64 = const CODE64_SELECTOR,
+    data = const DATA_SELECTOR,
     mailbox = const MAILBOX,
     stack_size = const STACK_SIZE,
     stack_top = const STACK_TOP,
