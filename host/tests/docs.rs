@@ -1,0 +1,63 @@
+//! The architecture map (docs/architecture.md) names every room of the host and the guest,
+//! and every path it names exists: moving code without moving the map fails here.
+
+use std::path::Path;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap()
+}
+
+fn map() -> String {
+    std::fs::read_to_string(root().join("docs/architecture.md")).unwrap()
+}
+
+/// Every `host/src/…`, `guest/…` path in backquotes.
+fn named_paths(text: &str) -> Vec<String> {
+    text.split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| s.starts_with("host/") || s.starts_with("guest/"))
+        .flat_map(|s| {
+            // "host/src/output.rs`, `trace.rs" style lists are separate spans already.
+            s.split(' ').next().map(str::to_string)
+        })
+        .collect()
+}
+
+#[test]
+fn every_path_the_map_names_exists() {
+    let paths = named_paths(&map());
+    assert!(paths.len() > 15, "{paths:?}");
+    for p in paths {
+        assert!(
+            root().join(&p).exists(),
+            "docs/architecture.md names {p}, which is gone"
+        );
+    }
+}
+
+#[test]
+fn the_map_names_every_room() {
+    let text = map();
+    let mut missing = Vec::new();
+    for dir in ["host/src", "guest/src"] {
+        for e in std::fs::read_dir(root().join(dir)).unwrap() {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            if ["lib.rs", "main.rs"].contains(&name.as_str()) {
+                continue;
+            }
+            let room = if name.ends_with(".rs") {
+                name.clone()
+            } else {
+                format!("{name}/")
+            };
+            if !text.contains(&format!("{dir}/{room}")) && !text.contains(&format!("`{room}`")) {
+                missing.push(format!("{dir}/{room}"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/architecture.md does not name: {missing:?}"
+    );
+}
