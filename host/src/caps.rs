@@ -19,11 +19,11 @@ use userfaultfd::{FeatureFlags, Uffd, UffdBuilder};
 /// Bit of KVM_CAP_VM_TYPES for KVM_X86_TDX_VM.
 const KVM_X86_TDX_VM: u32 = 5;
 /// How the host learns which page a guest touched (docs/emulation.md).
-pub const ENFORCEMENT: &str = "userfaultfd (MISSING+MINOR on the memslot views)";
+pub(crate) const ENFORCEMENT: &str = "userfaultfd (MISSING+MINOR on the memslot views)";
 
 /// The GPAW an emulated TD gets on a host with `maxphyaddr` bits: 52 or 48 where the host can
 /// back the shared alias there, else a non-architectural width equal to `maxphyaddr`.
-pub fn default_gpaw(maxphyaddr: u8) -> Option<Gpaw> {
+pub(crate) fn default_gpaw(maxphyaddr: u8) -> Option<Gpaw> {
     match maxphyaddr {
         52.. => Some(Gpaw::GPAW_52),
         48..=51 => Some(Gpaw::GPAW_48),
@@ -68,7 +68,7 @@ pub fn td_gpaw(forced: Option<u8>, maxphyaddr: u8) -> Result<Gpaw, GpawError> {
 }
 
 /// "48 (shared bit 47)" or "39 (non-architectural; shared bit 38)".
-pub fn describe_gpaw(g: Gpaw) -> String {
+pub(crate) fn describe_gpaw(g: Gpaw) -> String {
     if g.is_architectural() {
         format!("{} (shared bit {})", g.bits(), g.shared_bit())
     } else {
@@ -123,7 +123,7 @@ pub struct HostCaps {
 }
 
 /// Host physical-address width (CPUID 0x80000008 EAX[7:0]).
-pub fn host_maxphyaddr() -> u8 {
+pub(crate) fn host_maxphyaddr() -> u8 {
     let max_ext = core::arch::x86_64::__cpuid(0x8000_0000).eax;
     if max_ext < 0x8000_0008 {
         return 36; // the architectural default when the leaf is missing
@@ -137,7 +137,7 @@ pub fn host_maxphyaddr() -> u8 {
 pub struct KvmOpenError(#[source] pub kvm_ioctls::Error);
 
 /// Open /dev/kvm and read the capabilities.
-pub fn probe_kvm() -> Result<KvmCaps, KvmOpenError> {
+pub(crate) fn probe_kvm() -> Result<KvmCaps, KvmOpenError> {
     let kvm = kvm_ioctls::Kvm::new().map_err(KvmOpenError)?;
     let cap = |c: u32| kvm.check_extension_raw(c as _);
     Ok(KvmCaps {
@@ -151,7 +151,7 @@ pub fn probe_kvm() -> Result<KvmCaps, KvmOpenError> {
 }
 
 /// Probe everything and list what stops emulated TDs.
-pub fn probe() -> HostCaps {
+pub(crate) fn probe() -> HostCaps {
     let kvm = probe_kvm();
     let maxphyaddr = host_maxphyaddr();
     let mut problems = Vec::new();
@@ -282,7 +282,7 @@ const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
 /// A userfaultfd for guest memory, as the enforcement (`td::uffd`) needs it: kernel-mode
 /// faults included (KVM faults pages in from the kernel), MINOR faults on shmem, and the
 /// faulting thread's id in each event. Opening one is also the capability check.
-pub fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
+pub(crate) fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
     UffdBuilder::new()
         .close_on_exec(true)
         .non_blocking(true)

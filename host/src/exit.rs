@@ -4,19 +4,19 @@
 use serde::Serialize;
 
 /// Exit code: the command ran and its verdict is success.
-pub const EXIT_OK: u8 = 0;
+pub(crate) const EXIT_OK: u8 = 0;
 /// Exit code: the guest (or the simulator) failed: exit value ≠ 0, a fatal error, a triple
 /// fault, a failed check.
-pub const EXIT_GUEST: u8 = 1;
+pub(crate) const EXIT_GUEST: u8 = 1;
 /// Exit code: bad flags, arguments or output paths, refused before anything boots.
-pub const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_USAGE: u8 = 2;
 /// Exit code: host error (no usable KVM, bad image, a failed system call, I/O).
-pub const EXIT_HOST: u8 = 3;
+pub(crate) const EXIT_HOST: u8 = 3;
 /// Exit code: the guest did not finish in time.
-pub const EXIT_TIMEOUT: u8 = 4;
+pub(crate) const EXIT_TIMEOUT: u8 = 4;
 /// Exit code of a program whose stdout reader went away: what a shell reports for a process
 /// killed by SIGPIPE (128 + 13), as coreutils give it.
-pub const EXIT_PIPE: u8 = 141;
+pub(crate) const EXIT_PIPE: u8 = 141;
 
 /// How a TD stopped. Serialized as the report's `exit.kind` string.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -53,7 +53,7 @@ impl ExitKind {
     /// The process exit code of a run that ended this way; `code` is the exit's value (the
     /// guest's exit value, or the signal), `passed` the command's own verdict where it has
     /// one beyond the guest's (stress checks the host side too).
-    pub fn exit_code(self, code: u64, passed: bool) -> u8 {
+    pub(crate) fn exit_code(self, code: u64, passed: bool) -> u8 {
         match self {
             ExitKind::Interrupted => 128u8.saturating_add(code.min(127) as u8),
             _ if passed => EXIT_OK,

@@ -86,7 +86,7 @@ pub fn describe(image: &[u8]) -> anyhow::Result<ImageInfo> {
 }
 
 /// Read a file, refusing absurd sizes before reading it all.
-pub fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read image {}", path.display()))?;
     anyhow::ensure!(

@@ -21,11 +21,11 @@ impl Chance {
         }
     }
     /// Roll once.
-    pub fn hit(&self) -> bool {
+    pub(crate) fn hit(&self) -> bool {
         self.hit_then(|_| ()).is_some()
     }
     /// Roll once; on a hit, draw the event's details from the same RNG under the same lock.
-    pub fn hit_then<T>(&self, details: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
+    pub(crate) fn hit_then<T>(&self, details: impl FnOnce(&mut StdRng) -> T) -> Option<T> {
         if self.p <= 0.0 {
             return None;
         }

@@ -11,13 +11,13 @@ pub struct OutputError(#[from] pub std::io::Error);
 
 impl OutputError {
     /// True when the reader closed the pipe (EPIPE): the end of the program, not an error.
-    pub fn is_closed_pipe(&self) -> bool {
+    pub(crate) fn is_closed_pipe(&self) -> bool {
         self.0.kind() == std::io::ErrorKind::BrokenPipe
     }
 }
 
 /// Write `args` and a newline to stdout, flushed.
-pub fn write_line(args: std::fmt::Arguments) -> Result<(), OutputError> {
+pub(crate) fn write_line(args: std::fmt::Arguments) -> Result<(), OutputError> {
     let mut out = std::io::stdout().lock();
     out.write_fmt(args)?;
     out.write_all(b"\n")?;
@@ -26,7 +26,7 @@ pub fn write_line(args: std::fmt::Arguments) -> Result<(), OutputError> {
 }
 
 /// Write `s` as it is to stdout, flushed.
-pub fn write_str(s: &str) -> Result<(), OutputError> {
+pub(crate) fn write_str(s: &str) -> Result<(), OutputError> {
     let mut out = std::io::stdout().lock();
     out.write_all(s.as_bytes())?;
     out.flush()?;
@@ -74,7 +74,7 @@ impl Report {
     }
 
     /// True for `--report -` (other stdout output moves out of its way).
-    pub fn is_stdout(&self) -> bool {
+    pub(crate) fn is_stdout(&self) -> bool {
         matches!(self, Report::Stdout)
     }
 

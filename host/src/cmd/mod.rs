@@ -179,6 +179,6 @@ fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::R
 }
 
 /// Collapse a multi-line message into one line.
-pub fn one_line(s: &str) -> String {
+pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
 }

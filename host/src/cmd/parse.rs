@@ -6,7 +6,7 @@ use crate::td::InjectConfig;
 use shared_abi::PageLevel;
 
 /// A size with an optional K/M/G suffix (KiB, MiB, GiB; a trailing B or iB is allowed).
-pub fn parse_size(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || format!("'{s}' is not a size (use e.g. 256M or 1G)");
     let t = s.trim();
     let (num, mul) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
@@ -30,7 +30,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 /// A timeout: whole seconds, at least 1 (0 would stop the TD before it boots).
-pub fn parse_timeout(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
     s.parse::<u64>()
         .ok()
         .filter(|v| *v >= 1)
@@ -38,7 +38,7 @@ pub fn parse_timeout(s: &str) -> Result<u64, String> {
 }
 
 /// A TD's RAM: a size that is a multiple of 2 MiB within what the host lays out.
-pub fn parse_td_mem(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_td_mem(s: &str) -> Result<u64, String> {
     use crate::td::{MAX_MEM, MIN_MEM};
     let v = parse_size(s)?;
     if v % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&v) {
@@ -52,7 +52,7 @@ pub fn parse_td_mem(s: &str) -> Result<u64, String> {
 }
 
 /// A GPA width tdxlab can emulate.
-pub fn parse_gpaw(s: &str) -> Result<u8, String> {
+pub(crate) fn parse_gpaw(s: &str) -> Result<u8, String> {
     s.parse::<u8>()
         .ok()
         .and_then(shared_abi::Gpaw::emulated)
@@ -64,7 +64,7 @@ pub fn parse_gpaw(s: &str) -> Result<u8, String> {
 }
 
 /// 4k or 2m.
-pub fn parse_page_size(s: &str) -> Result<PageLevel, String> {
+pub(crate) fn parse_page_size(s: &str) -> Result<PageLevel, String> {
     match s.to_ascii_lowercase().as_str() {
         "4k" => Ok(PageLevel::Size4K),
         "2m" => Ok(PageLevel::Size2M),
@@ -73,7 +73,7 @@ pub fn parse_page_size(s: &str) -> Result<PageLevel, String> {
 }
 
 /// A stress scenario by name.
-pub fn parse_scenario(s: &str) -> Result<shared_abi::stress::Scenario, String> {
+pub(crate) fn parse_scenario(s: &str) -> Result<shared_abi::stress::Scenario, String> {
     shared_abi::stress::Scenario::parse(s).ok_or_else(|| {
         format!(
             "'{s}' is not a scenario (explicit, punch-hole, implicit, boundary, random or alternate)"
@@ -82,7 +82,7 @@ pub fn parse_scenario(s: &str) -> Result<shared_abi::stress::Scenario, String> {
 }
 
 /// A zap policy by name (the KVM model knows nothing of the command line).
-pub fn parse_zap_policy(s: &str) -> Result<ZapPolicy, String> {
+pub(crate) fn parse_zap_policy(s: &str) -> Result<ZapPolicy, String> {
     ZapPolicy::ALL
         .into_iter()
         .find(|p| p.name() == s)
@@ -90,7 +90,7 @@ pub fn parse_zap_policy(s: &str) -> Result<ZapPolicy, String> {
 }
 
 /// A duration in seconds, 0 to a day.
-pub fn parse_seconds(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_seconds(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(v) if (0.0..=86_400.0).contains(&v) => Ok(v),
         _ => Err(format!("'{s}' is not a duration in seconds (0 to 86400)")),
@@ -98,7 +98,7 @@ pub fn parse_seconds(s: &str) -> Result<f64, String> {
 }
 
 /// A probability.
-pub fn parse_probability(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
         _ => Err(format!("'{s}' is not a probability between 0 and 1")),
@@ -119,7 +119,7 @@ pub enum InjectItem {
 }
 
 /// `NAME=VALUE` as an [`InjectItem`].
-pub fn parse_inject_item(item: &str) -> Result<InjectItem, String> {
+pub(crate) fn parse_inject_item(item: &str) -> Result<InjectItem, String> {
     let Some((k, v)) = item.trim().split_once('=') else {
         return Err(format!("'{item}' is not NAME=VALUE"));
     };

@@ -83,7 +83,7 @@ impl Attributes {
         }
     }
     /// The maximal runs `(start, end, attributes)`, in GFN order.
-    pub fn iter_runs(&self) -> impl Iterator<Item = (u64, u64, MemoryAttributes)> + '_ {
+    pub(crate) fn iter_runs(&self) -> impl Iterator<Item = (u64, u64, MemoryAttributes)> + '_ {
         self.runs.iter().map(|(&s, &(e, a))| (s, e, a))
     }
     /// Number of runs (for tests).

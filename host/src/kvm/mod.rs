@@ -252,7 +252,7 @@ impl Kvm {
         &self.roots
     }
     /// `kvm_mem_is_private(gfn)`.
-    pub fn kvm_mem_is_private(&self, gfn: u64) -> bool {
+    pub(crate) fn kvm_mem_is_private(&self, gfn: u64) -> bool {
         self.attrs
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -264,14 +264,9 @@ impl Kvm {
         self.attrs.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
     /// The GFN of a GPA, shared bit stripped (`gpa_to_gfn` + `kvm_gfn_to_private`).
-    pub fn gfn_of(&self, gpa: Gpa) -> u64 {
+    pub(crate) fn gfn_of(&self, gpa: Gpa) -> u64 {
         self.cfg.gpaw.to_private(gpa).0 >> 12
     }
-    /// `mmu_invalidate_seq`.
-    pub fn mmu_invalidate_seq(&self) -> u64 {
-        self.inval.seq.load(Acquire)
-    }
-
     /// Check invariants 1 and 2 (docs/model.md) over every leaf; returns a description of
     /// each violation.
     pub fn check_invariants(&self) -> Vec<String> {

@@ -74,7 +74,7 @@ impl ZapCaller {
         }
     }
     /// v19's (only_private, only_shared, new attributes private?) for this caller.
-    pub const fn v19_flags(self) -> (bool, bool, bool) {
+    pub(crate) const fn v19_flags(self) -> (bool, bool, bool) {
         match self {
             ZapCaller::MmuNotifier => (false, true, false),
             ZapCaller::SetAttrPrivate => (false, false, true),

@@ -8,14 +8,14 @@
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// SPTE bit 0: readable, our "present".
-pub const SPTE_PRESENT: u64 = 1 << 0;
+pub(crate) const SPTE_PRESENT: u64 = 1 << 0;
 /// SPTE bit 7: a leaf above 4K (PS).
-pub const SPTE_LEAF_LARGE: u64 = 1 << 7;
+pub(crate) const SPTE_LEAF_LARGE: u64 = 1 << 7;
 /// Non-present marker of an entry another thread is changing (`FROZEN_SPTE`).
-pub const FROZEN_SPTE: u64 = 0x5a0;
+pub(crate) const FROZEN_SPTE: u64 = 0x5a0;
 const ADDR_MASK: u64 = 0x000F_FFFF_FFFF_F000;
 /// Top level of a 4-level table (PML4 entries).
-pub const ROOT_LEVEL: u8 = 3;
+pub(crate) const ROOT_LEVEL: u8 = 3;
 
 /// Which kind of root (`enum kvm_tdp_mmu_root_types`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash, serde::Serialize)]
@@ -219,7 +219,7 @@ impl TdpRoot {
     /// return the per-4K-frame base pfn to give the 512 children, or `None` to zap it whole).
     /// `zapped(gfn, level, pfn)` runs after each leaf is cleared. Returns whether any leaf was
     /// zapped.
-    pub fn zap_leafs(
+    pub(crate) fn zap_leafs(
         &self,
         start: u64,
         end: u64,

@@ -69,7 +69,7 @@ impl Kvm {
     }
 
     /// `kvm_flush_remote_tlbs`.
-    pub fn kvm_flush_remote_tlbs(&self) {
+    pub(crate) fn kvm_flush_remote_tlbs(&self) {
         tracing::trace!(target: "kvm", "kvm_flush_remote_tlbs");
         self.stats.flushes.fetch_add(1, Relaxed);
         self.stats.kicks.fetch_add(1, Relaxed);
@@ -140,7 +140,7 @@ impl Kvm {
 
     /// `kvm_unmap_gfn_range`: only inside an invalidation, or under slots_lock for memslot
     /// removal. Returns whether the caller must flush.
-    pub fn kvm_unmap_gfn_range(&self, range: &KvmGfnRange) -> Result<bool, KvmBug> {
+    pub(crate) fn kvm_unmap_gfn_range(&self, range: &KvmGfnRange) -> Result<bool, KvmBug> {
         if self.inval.in_progress.load(Acquire) == 0 && range.caller != ZapCaller::MemslotDelete {
             return Err(self.bug(KvmBug::UnmapOutsideInvalidation));
         }

@@ -26,11 +26,11 @@ impl EpochState {
         }
     }
     /// The current TD epoch.
-    pub fn td_epoch(&self) -> u64 {
+    pub(crate) fn td_epoch(&self) -> u64 {
         self.td_epoch
     }
     /// TDH.MEM.TRACK: bump the epoch unless vCPUs are still in the previous one.
-    pub fn track(&mut self) -> Result<(), TdxStatus> {
+    pub(crate) fn track(&mut self) -> Result<(), TdxStatus> {
         let prev = self.td_epoch - 1;
         if self.refcount[(prev & 1) as usize] != 0 {
             return Err(TdxStatus::PREVIOUS_TLB_EPOCH_BUSY);
@@ -40,12 +40,12 @@ impl EpochState {
     }
     /// `is_tlb_tracked(bepoch)`: no vCPU can still translate through an entry blocked at
     /// `bepoch`.
-    pub fn is_tracked(&self, bepoch: u64) -> bool {
+    pub(crate) fn is_tracked(&self, bepoch: u64) -> bool {
         bepoch + 1 < self.td_epoch
             || (bepoch + 1 == self.td_epoch && self.refcount[(bepoch & 1) as usize] == 0)
     }
     /// TD entry; returns true if the vCPU's TLB must be flushed (epoch changed).
-    pub fn enter(&mut self, vcpu: u32) -> bool {
+    pub(crate) fn enter(&mut self, vcpu: u32) -> bool {
         let v = vcpu as usize;
         if let Some(e) = self.vcpu_epoch[v].take() {
             self.refcount[(e & 1) as usize] -= 1;

@@ -127,7 +127,7 @@ impl TdxModule {
 
     /// The module with injected accept contention: each accept that would succeed answers
     /// OPERAND_BUSY with probability `p` (seeded).
-    pub fn with_accept_busy(self, p: f64, seed: u64) -> TdxModule {
+    pub(crate) fn with_accept_busy(self, p: f64, seed: u64) -> TdxModule {
         TdxModule {
             inject_accept_busy: (p > 0.0).then(|| crate::inject::Chance::new(p, seed)),
             ..self
@@ -143,7 +143,7 @@ impl TdxModule {
     }
 
     /// The TD's parameters.
-    pub fn params(&self) -> &TdParams {
+    pub(crate) fn params(&self) -> &TdParams {
         &self.params
     }
 
@@ -238,7 +238,10 @@ impl TdxModule {
     /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
     /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
     /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
-    pub fn remap_if_mapped(&self, gpa: Gpa) -> Result<Option<(SeptState, SeptLevel)>, CpuMapError> {
+    pub(crate) fn remap_if_mapped(
+        &self,
+        gpa: Gpa,
+    ) -> Result<Option<(SeptState, SeptLevel)>, CpuMapError> {
         let g = self.lock();
         match g.sept.walk(gpa, 0) {
             Walk::Leaf { entry, level } => {
@@ -422,7 +425,7 @@ impl TdxModule {
 
     /// TDH.PHYMEM.PAGE.WBINVD then the host's MOVDIR64B clear (`tdx_clear_page`): the frame
     /// holds no TD data afterwards.
-    pub fn tdx_clear_page(&self, hpa: Hpa, level: SeptLevel) {
+    pub(crate) fn tdx_clear_page(&self, hpa: Hpa, level: SeptLevel) {
         self.mem.zero(hpa, shared_abi::sept::level_pages(level));
     }
 
@@ -433,7 +436,7 @@ impl TdxModule {
     }
 
     /// The TD epoch and the vCPUs inside it, in one line (for diagnostics).
-    pub fn epoch_summary(&self) -> String {
+    pub(crate) fn epoch_summary(&self) -> String {
         self.lock().epoch.describe()
     }
 
@@ -443,16 +446,8 @@ impl TdxModule {
     }
 
     /// The hardware's view: where a private GPA translates now.
-    pub fn translate(&self, gpa: Gpa) -> Walk {
+    pub(crate) fn translate(&self, gpa: Gpa) -> Walk {
         self.lock().sept.walk(gpa, 0)
-    }
-
-    /// The leaf state covering `gpa`, if a leaf covers it.
-    pub fn leaf_state(&self, gpa: Gpa) -> Option<(SeptState, SeptLevel)> {
-        match self.translate(gpa) {
-            Walk::Leaf { entry, level } => Some((entry.state, level)),
-            _ => None,
-        }
     }
 
     /// Test and invariant support: every leaf (gpa, level, state).

@@ -18,7 +18,7 @@ pub struct SeptEntry {
 
 impl SeptEntry {
     /// A free entry.
-    pub const FREE: SeptEntry = SeptEntry {
+    pub(crate) const FREE: SeptEntry = SeptEntry {
         state: SeptState::Free,
         hpa: 0,
         bepoch: 0,
@@ -110,7 +110,7 @@ impl Sept {
     }
 
     /// Walk towards `target` the way the module does.
-    pub fn walk(&self, gpa: Gpa, target: SeptLevel) -> Walk {
+    pub(crate) fn walk(&self, gpa: Gpa, target: SeptLevel) -> Walk {
         match self.locate(gpa, target) {
             Err(w) => w,
             Ok((t, i)) => {
@@ -131,7 +131,7 @@ impl Sept {
     }
 
     /// The entry at exactly `level`, or EPT_WALK_FAILED if the walk stops above it.
-    pub fn entry_at(&self, gpa: Gpa, level: SeptLevel) -> Result<SeptEntry, TdxStatus> {
+    pub(crate) fn entry_at(&self, gpa: Gpa, level: SeptLevel) -> Result<SeptEntry, TdxStatus> {
         match self.locate(gpa, level) {
             Ok((t, i)) => Ok(self.table(t)[i]),
             Err(
@@ -143,7 +143,7 @@ impl Sept {
     }
 
     /// The entry at `level`; the walk must reach it.
-    pub fn entry_mut(&mut self, gpa: Gpa, level: SeptLevel) -> &mut SeptEntry {
+    pub(crate) fn entry_mut(&mut self, gpa: Gpa, level: SeptLevel) -> &mut SeptEntry {
         let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
         &mut self.tables[t].as_mut().expect("linked")[i]
     }
@@ -162,7 +162,7 @@ impl Sept {
     }
 
     /// Link a fresh all-FREE table under the (FREE) entry at `level`.
-    pub fn link_table(&mut self, gpa: Gpa, level: SeptLevel) {
+    pub(crate) fn link_table(&mut self, gpa: Gpa, level: SeptLevel) {
         let t = self.alloc([SeptEntry::FREE; 512]);
         *self.entry_mut(gpa, level) = SeptEntry {
             state: SeptState::NlMapped,
@@ -172,14 +172,14 @@ impl Sept {
     }
 
     /// True when every entry of the table under `level` is FREE.
-    pub fn child_table_is_free(&self, gpa: Gpa, level: SeptLevel) -> bool {
+    pub(crate) fn child_table_is_free(&self, gpa: Gpa, level: SeptLevel) -> bool {
         let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
         let child = self.table(t)[i].hpa as usize;
         self.table(child).iter().all(|e| e.state == SeptState::Free)
     }
 
     /// Unlink and free the table under `level`; the entry becomes FREE.
-    pub fn unlink_table(&mut self, gpa: Gpa, level: SeptLevel) {
+    pub(crate) fn unlink_table(&mut self, gpa: Gpa, level: SeptLevel) {
         let e = self.entry_mut(gpa, level);
         let child = e.hpa as usize;
         *e = SeptEntry::FREE;
@@ -188,7 +188,7 @@ impl Sept {
     }
 
     /// Replace the 2M leaf at `gpa` with a table of 512 4K leaves in `child` state.
-    pub fn demote(&mut self, gpa: Gpa, hpa: Hpa, child: SeptState) {
+    pub(crate) fn demote(&mut self, gpa: Gpa, hpa: Hpa, child: SeptState) {
         let mut fill = [SeptEntry::FREE; 512];
         for (i, e) in fill.iter_mut().enumerate() {
             *e = SeptEntry::leaf(child, hpa + i as u64);

@@ -86,7 +86,7 @@ impl TdxModule {
     }
 
     /// Queue a #VE for `vcpu` (the host's emulated CPU raises vector 20 afterwards).
-    pub fn inject_ve(&self, vcpu: u32, ve: shared_abi::ve::VeInfo) {
+    pub(crate) fn inject_ve(&self, vcpu: u32, ve: shared_abi::ve::VeInfo) {
         if let Some(slot) = self.lock().ve_info.get_mut(vcpu as usize) {
             *slot = Some(ve);
         }

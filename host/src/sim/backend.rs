@@ -14,9 +14,9 @@ use std::sync::{Arc, Mutex};
 pub const POISON: u64 = 0xDEAD_BEEF_DEAD_BEEF;
 const NO_FRAME: u64 = u64::MAX;
 /// vCPU mode: executing guest code.
-pub const IN_GUEST: u8 = 1;
+pub(crate) const IN_GUEST: u8 = 1;
 /// vCPU mode: in the host (handling an exit, or between operations).
-pub const OUTSIDE_GUEST: u8 = 0;
+pub(crate) const OUTSIDE_GUEST: u8 = 0;
 
 /// Per-vCPU state a kicker can see.
 #[derive(Default)]
@@ -72,7 +72,7 @@ impl SharedFrames {
             .insert(0, f);
     }
     /// The frame backing `gfn`, allocated (zeroed) on first touch.
-    pub fn frame_of(&self, gfn: u64) -> u64 {
+    pub(crate) fn frame_of(&self, gfn: u64) -> u64 {
         let slot = &self.map[gfn as usize];
         let cur = slot.load(Acquire);
         if cur != NO_FRAME {
@@ -92,7 +92,7 @@ impl SharedFrames {
         Some(self.map[gfn as usize].load(Acquire)).filter(|f| *f != NO_FRAME)
     }
     /// A frame's generation.
-    pub fn gen(&self, f: u64) -> u64 {
+    pub(crate) fn gen(&self, f: u64) -> u64 {
         self.gen[f as usize].load(Acquire)
     }
     /// Read a word.
@@ -146,7 +146,7 @@ impl SimBackend {
         }
     }
     /// A private frame's generation.
-    pub fn private_gen(&self, hpa: u64) -> u64 {
+    pub(crate) fn private_gen(&self, hpa: u64) -> u64 {
         self.private_gen[hpa as usize].load(Acquire)
     }
 }

@@ -25,7 +25,7 @@ use std::time::Instant;
 /// The most guest pages a simulation holds (1 GiB of simulated RAM): every page costs the
 /// simulator about 8 KiB of host memory (a shared and a private frame of atomic words plus
 /// their generations), so this bounds it near 2 GiB.
-pub const MAX_PAGES: u64 = 1 << 18;
+pub(crate) const MAX_PAGES: u64 = 1 << 18;
 
 /// What to simulate.
 #[derive(Clone, Debug)]
@@ -185,7 +185,7 @@ impl World {
 
     /// The host's view of shared memory: any frame backing a shared GFN that holds a
     /// private-tagged word is a leak.
-    pub fn scan_shared_for_private_data(&self) -> u64 {
+    pub(crate) fn scan_shared_for_private_data(&self) -> u64 {
         let attrs = self.kvm.attributes();
         let mut leaks = 0;
         for gfn in 0..attrs.limit() {
@@ -276,7 +276,7 @@ pub fn run(cfg: &SimConfig) -> SimReport {
 }
 
 /// [`run`], calling `progress(elapsed_s, host_conversions)` about once a second.
-pub fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimReport {
+pub(crate) fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) -> SimReport {
     let start = Instant::now();
     let world = World::new(cfg);
     let errors = Mutex::new(Vec::new());

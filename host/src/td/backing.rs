@@ -138,19 +138,19 @@ impl Backing {
     }
 
     /// The address KVM's memslot uses.
-    pub fn slot_addr(&self) -> u64 {
+    pub(crate) fn slot_addr(&self) -> u64 {
         self.slot as u64
     }
 
     /// The byte offset of slot-view address `addr`, if it lies in this backing.
-    pub fn slot_offset(&self, addr: u64) -> Option<u64> {
+    pub(crate) fn slot_offset(&self, addr: u64) -> Option<u64> {
         let off = addr.checked_sub(self.slot as u64)?;
         (off < self.len as u64).then_some(off)
     }
 
     /// How many VMAs of this process the slot view spans now (`/proc/self/maps`). Making
     /// pages reachable or not never splits it, so this stays 1 whatever the guest does.
-    pub fn slot_vmas(&self) -> io::Result<usize> {
+    pub(crate) fn slot_vmas(&self) -> io::Result<usize> {
         let (lo, hi) = (self.slot as u64, self.slot as u64 + self.len as u64);
         let maps = std::fs::read_to_string("/proc/self/maps")?;
         Ok(maps
@@ -263,7 +263,7 @@ impl Backing {
 
     /// Wake the threads waiting on a fault in `[off, off + len)`: they touch the page again
     /// and either find it mapped or fault once more.
-    pub fn wake(&self, off: u64, len: u64) -> Result<(), BackingError> {
+    pub(crate) fn wake(&self, off: u64, len: u64) -> Result<(), BackingError> {
         self.check("UFFDIO_WAKE", off, len)?;
         // SAFETY: inside the registered slot view (checked above).
         let start = unsafe { self.slot.add(off as usize) } as *mut libc::c_void;
@@ -276,7 +276,7 @@ impl Backing {
     /// nothing split), then wake every waiting fault. A vCPU that touches it again leaves
     /// KVM_RUN (an MMIO exit on PVM, `EFAULT` on stock KVM) instead of waiting: the only
     /// way to get a vCPU out of a fault on every KVM (a signal does not interrupt PVM's).
-    pub fn fence(&self) -> Result<(), BackingError> {
+    pub(crate) fn fence(&self) -> Result<(), BackingError> {
         let len = self.len as u64;
         // SAFETY: the whole slot mapping, which we own.
         let r =
@@ -287,7 +287,7 @@ impl Backing {
 
     /// Discard the contents (FALLOC_FL_PUNCH_HOLE): later reads see zeroes, and every
     /// mapping of the range (the slot view's included) loses its entries.
-    pub fn punch_hole(&self, off: u64, len: u64) -> Result<(), BackingError> {
+    pub(crate) fn punch_hole(&self, off: u64, len: u64) -> Result<(), BackingError> {
         self.check("fallocate(PUNCH_HOLE)", off, len)?;
         // SAFETY: a range inside our memfd.
         let r = unsafe {
@@ -316,7 +316,7 @@ impl Backing {
     /// The offset of the first non-zero byte in `[off, off + len)`, reading only the
     /// extents that hold data (SEEK_DATA / SEEK_HOLE skip punched and never-written pages, so
     /// an audit of a mostly empty 2 GiB backing allocates nothing).
-    pub fn first_nonzero(&self, off: u64, len: u64) -> Option<u64> {
+    pub(crate) fn first_nonzero(&self, off: u64, len: u64) -> Option<u64> {
         let end = off.saturating_add(len).min(self.len as u64);
         let fd = self.fd.as_raw_fd();
         let mut at = off;
@@ -353,7 +353,7 @@ impl Backing {
     }
 
     /// Zero through the host view (a range outside the backing is ignored).
-    pub fn zero(&self, off: u64, len: u64) {
+    pub(crate) fn zero(&self, off: u64, len: u64) {
         const ZEROES: [u8; 4096] = [0; 4096];
         let mut at = off;
         while at < off.saturating_add(len) {

@@ -28,7 +28,7 @@ pub struct Measured {
 
 impl Measured {
     /// Parse the guest's measurement line from a console (cycles at `tsc_hz`).
-    pub fn from_console(console: &[String], tsc_hz: f64) -> Option<Measured> {
+    pub(crate) fn from_console(console: &[String], tsc_hz: f64) -> Option<Measured> {
         let line = console.iter().find(|l| l.starts_with(MEASURE_LINE))?;
         let us = |k: &str| field(line, k).map(|c| c as f64 / tsc_hz * 1e6);
         let (floor, rt4k, rt2m) = (us("floor")?, us("rt4k")?, us("rt2m")?);

@@ -47,7 +47,7 @@ pub fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
 }
 
 /// [`run`], calling `progress` about four times a second while the TD runs.
-pub fn run_with_progress(
+pub(crate) fn run_with_progress(
     cfg: &RunConfig,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> anyhow::Result<RunReport> {

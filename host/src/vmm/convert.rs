@@ -95,7 +95,7 @@ impl Vmm {
 
     /// `kvm_convert_memory` (QEMU's `accel/kvm/kvm-all.c`): set the attributes, then discard the other alias's backing
     /// (shared pages on to-private, guest_memfd pages on to-shared).
-    pub fn kvm_convert_memory(
+    pub(crate) fn kvm_convert_memory(
         &self,
         start_gfn: u64,
         npages: u64,

@@ -119,7 +119,7 @@ impl GuestIo {
 
     /// TDVMCALL<ReportFatalError>: the guest's 64-byte message from R14, R15, RBX, RDI, RSI,
     /// R8, R9, RDX.
-    pub fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
+    pub(crate) fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
         let words = [
             regs.r14, regs.r15, regs.rbx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.rdx,
         ];
