@@ -27,6 +27,16 @@ pub(super) struct Counters {
     pub(super) tdvmcalls: Mutex<BTreeMap<&'static str, u64>>,
 }
 
+impl Counters {
+    /// One more call named `name` in a by-name count.
+    pub(super) fn count(m: &Mutex<BTreeMap<&'static str, u64>>, name: &'static str) {
+        *m.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name)
+            .or_default() += 1;
+    }
+}
+
 /// Why a vCPU thread could not serve an exit; the TD stops with it.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum VcpuError {

@@ -1,7 +1,7 @@
 //! A vCPU thread of the emulated TD: the exit loop and the doorbell. (Guest-memory faults
 //! reach the host through userfaultfd: `uffd`.)
 
-use super::ctx::{Ctx, VcpuError};
+use super::ctx::{Counters, Ctx, VcpuError};
 use super::ve::{inject_in_ve, inject_out_ve};
 use crate::exit::ExitKind;
 use crate::vmm::{handle_tdcall, GuestExit};
@@ -165,22 +165,12 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
         .and_then(|(l, _)| TdcallLeaf::from_number(l))
         .map(|l| l.name())
         .unwrap_or("unknown");
-    *counters
-        .tdcalls
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .entry(name)
-        .or_default() += 1;
+    Counters::count(&counters.tdcalls, name);
     if r.rax == 0 {
         let sub = Subfunction::from_number(r.r11)
             .map(|s| s.name())
             .unwrap_or("unknown");
-        *counters
-            .tdvmcalls
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(sub)
-            .or_default() += 1;
+        Counters::count(&counters.tdvmcalls, sub);
     }
     handle_tdcall(seam, vmm, index, &mut r)?;
     (k.rax, k.rcx, k.rbp, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rdx, r.rbx, r.rsi, r.rdi);
