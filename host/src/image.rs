@@ -103,6 +103,14 @@ pub(crate) fn read_image(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read image {}", path.display()))
 }
 
+/// The doorbell ABI version an image says it speaks (its `TDXLAB_DOORBELL` OVMF-table
+/// entry), or `None` for an image that does not know tdxlab's emulation (a real TDVF).
+pub fn doorbell_abi(image: &[u8]) -> Option<u16> {
+    let table = OvmfTable::parse(image).ok()?;
+    let e = table.find(shared_abi::layout::guid::TDXLAB_DOORBELL)?;
+    Some(u16::from_le_bytes(e.data.get(..2)?.try_into().ok()?))
+}
+
 /// `tdxlab inspect IMAGE [--json]`.
 pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let image = read_image(path)?;

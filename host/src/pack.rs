@@ -98,9 +98,13 @@ pub fn pack(elf: &[u8]) -> Result<Vec<u8>, PackError> {
     write_descriptor(&mut image, DESCRIPTOR_OFFSET, &sections())
         .ok_or(PackError::DoesNotFit("the TDVF descriptor"))?;
     let dist = (IMAGE_SIZE as usize - DESCRIPTOR_OFFSET) as u32;
+    let abi = shared_abi::doorbell::DOORBELL_ABI_VERSION.to_le_bytes();
     write_table(
         &mut image[meta..],
-        &[(guid::TDX_METADATA_OFFSET, &dist.to_le_bytes())],
+        &[
+            (guid::TDX_METADATA_OFFSET, &dist.to_le_bytes()),
+            (guid::TDXLAB_DOORBELL, &abi),
+        ],
     )
     .ok_or(PackError::DoesNotFit("the OVMF table"))?;
     let end = image.len();

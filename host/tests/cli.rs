@@ -413,3 +413,42 @@ fn sigint_and_sigterm_stop_the_td_with_a_summary_and_a_report() {
         std::fs::remove_file(&report).ok();
     }
 }
+
+/// clap's whole message reaches the user in one line: the "similar argument" tip, the
+/// possible values; `--inject` items are each given once, and busy=1 is refused.
+#[test]
+fn usage_errors_carry_clap_s_hints_in_one_line_with_exit_2() {
+    for (args, want) in [
+        (
+            &["run", "--vcpu", "2"][..],
+            "tip: a similar argument exists: '--vcpus'",
+        ),
+        (
+            &["run", "--misbehave", "nope"][..],
+            "[possible values: touch-unaccepted",
+        ),
+        (
+            &["run", "--image", "x.bin", "--misbehave", "hang"][..],
+            "cannot be used with",
+        ),
+        (
+            &["stress", "--inject", "retry=0.1,retry=0.2"][..],
+            "--inject names retry twice",
+        ),
+        (
+            &["stress", "--inject", "retry=0.1,"][..],
+            "'' is not NAME=VALUE",
+        ),
+        (
+            &["sim", "--inject", "busy=1"][..],
+            "busy=1 fails every accept",
+        ),
+        (&["run", "--mem", "3"][..], "'3' is not a multiple of 2 MiB"),
+    ] {
+        let out = tdxlab(args);
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}

@@ -465,3 +465,34 @@ fn an_image_with_a_huge_td_hob_is_refused_in_one_line() {
         "{err}"
     );
 }
+
+/// A TDVF image that does not speak the emulation doorbell (no tdxlab entry in its OVMF
+/// table, like every real TDVF) is refused before anything boots: exit 3, one line.
+#[test]
+fn an_image_without_the_doorbell_is_refused_before_boot() {
+    use shared_abi::layout::{guid, ovmf::write_table};
+    let mut img = tdxlab::GUEST_IMAGE.to_vec();
+    let end = img.len();
+    let dist = (end - tdxlab::pack::DESCRIPTOR_OFFSET) as u32;
+    write_table(
+        &mut img[end - 4096..],
+        &[(guid::TDX_METADATA_OFFSET, &dist.to_le_bytes())],
+    )
+    .unwrap();
+    assert_eq!(tdxlab::image::doorbell_abi(&img), None);
+    assert_eq!(
+        tdxlab::image::doorbell_abi(tdxlab::GUEST_IMAGE),
+        Some(shared_abi::doorbell::DOORBELL_ABI_VERSION)
+    );
+    let path = std::env::temp_dir().join(format!("tdxlab-nodoorbell-{}.bin", std::process::id()));
+    std::fs::write(&path, &img).unwrap();
+    let out = tdxlab(&["run", "--image", path.to_str().unwrap(), "--vcpus", "1"]);
+    std::fs::remove_file(&path).ok();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("only doorbell-aware guests run on the emulated host"),
+        "{err}"
+    );
+}

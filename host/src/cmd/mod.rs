@@ -7,7 +7,7 @@ mod run;
 mod sim;
 pub mod stress;
 
-pub use parse::{inject_config, InjectItem};
+pub use parse::{check_inject, inject_config, InjectItem};
 pub(crate) use parse::{
     parse_gpaw, parse_inject_item, parse_scenario, parse_seconds, parse_td_mem, parse_timeout,
     parse_zap_policy,
@@ -102,6 +102,9 @@ fn stress(mut args: stress::StressArgs) -> anyhow::Result<u8> {
         init_trace();
     }
     args.plant_leak = plant_leak_requested();
+    if let Err(e) = check_inject(&args.inject) {
+        return usage(format_args!("{e} (try --help)"));
+    }
     match open_report(args.report.as_deref()) {
         Ok(report) => stress::main(&args, report),
         Err(code) => Ok(code),
@@ -139,16 +142,27 @@ fn usage_error(e: clap::Error) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         _ => {
-            let text = e.render().to_string();
-            let first = text
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.trim_start_matches("error: ");
-            eprintln!("tdxlab: {first} (try --help)");
+            eprintln!(
+                "tdxlab: {} (try --help)",
+                clap_one_line(&e.render().to_string())
+            );
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// clap's whole error on one line: the error, the possible values, the "similar argument"
+/// tips — everything but the usage line and the pointer to --help (which the caller adds).
+fn clap_one_line(rendered: &str) -> String {
+    rendered
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
+        })
+        .map(|l| l.trim_start_matches("error: "))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A usage error found after parsing: one line, exit 2.

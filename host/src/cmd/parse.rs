@@ -37,10 +37,17 @@ pub(crate) fn parse_timeout(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("'{s}' is not a number of seconds of at least 1"))
 }
 
-/// A TD's RAM: a size that is a multiple of 2 MiB within what the host lays out.
+/// A TD's RAM: a size that is a multiple of 2 MiB within what the host lays out. A number
+/// without a unit is MiB, as QEMU's `-m` reads it.
 pub(crate) fn parse_td_mem(s: &str) -> Result<u64, String> {
     use crate::td::{MAX_MEM, MIN_MEM};
-    let v = parse_size(s)?;
+    let t = s.trim();
+    let v = if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+        parse_size(&format!("{t}M"))
+            .map_err(|_| format!("'{s}' is not a size (use e.g. 256M or 1G)"))?
+    } else {
+        parse_size(s)?
+    };
     if v % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&v) {
         return Err(format!(
             "'{s}' is not a multiple of 2 MiB from {} MiB to {} MiB",
@@ -125,7 +132,11 @@ pub(crate) fn parse_inject_item(item: &str) -> Result<InjectItem, String> {
     };
     Ok(match k {
         "retry" => InjectItem::Retry(parse_probability(v).map_err(|e| format!("retry: {e}"))?),
-        "busy" => InjectItem::Busy(parse_probability(v).map_err(|e| format!("busy: {e}"))?),
+        "busy" => match parse_probability(v).map_err(|e| format!("busy: {e}"))? {
+            // Every accept would answer OPERAND_BUSY: no guest could ever finish.
+            p if p >= 1.0 => return Err(format!("busy={v} fails every accept (use less than 1)")),
+            p => InjectItem::Busy(p),
+        },
         "private-page-size" => InjectItem::PrivatePageSize(
             parse_page_size(v).map_err(|e| format!("private-page-size: {e}"))?,
         ),
@@ -145,7 +156,29 @@ pub(crate) fn parse_inject_item(item: &str) -> Result<InjectItem, String> {
     })
 }
 
-/// The injection configuration the items describe (a later item overrides an earlier one).
+impl InjectItem {
+    /// The item's name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            InjectItem::Retry(_) => "retry",
+            InjectItem::Busy(_) => "busy",
+            InjectItem::PrivatePageSize(_) => "private-page-size",
+            InjectItem::HostInvalidateHz(_) => "host-invalidate-hz",
+        }
+    }
+}
+
+/// Each `--inject` item at most once (`retry=0.1,retry=0.2` is a mistake, not an override).
+pub fn check_inject(items: &[InjectItem]) -> Result<(), String> {
+    for (i, a) in items.iter().enumerate() {
+        if items[..i].iter().any(|b| b.name() == a.name()) {
+            return Err(format!("--inject names {} twice", a.name()));
+        }
+    }
+    Ok(())
+}
+
+/// The injection configuration the items describe.
 pub fn inject_config(items: &[InjectItem]) -> InjectConfig {
     let mut c = InjectConfig::default();
     for item in items {
@@ -173,6 +206,14 @@ mod tests {
     }
 
     #[test]
+    fn td_memory_without_a_unit_is_mib_as_qemu_reads_it() {
+        assert_eq!(parse_td_mem("256"), Ok(256 << 20));
+        assert_eq!(parse_td_mem("1G"), Ok(1 << 30));
+        let e = parse_td_mem("3").unwrap_err();
+        assert!(e.starts_with("'3' is not a multiple of 2 MiB"), "{e}");
+    }
+
+    #[test]
     fn inject_items_parse_and_combine() {
         let items: Vec<InjectItem> = ["retry=0.2", "private-page-size=2m", "busy=0.1"]
             .iter()
@@ -184,6 +225,20 @@ mod tests {
         assert!(parse_inject_item("retry").is_err());
         assert!(parse_inject_item("busy=2").is_err());
         assert!(parse_inject_item("nope=1").is_err());
+        assert!(parse_inject_item("").is_err());
+        assert!(parse_inject_item("busy=1")
+            .unwrap_err()
+            .contains("fails every accept"));
+        let twice = [
+            InjectItem::Retry(0.1),
+            InjectItem::Busy(0.1),
+            InjectItem::Retry(0.2),
+        ];
+        assert_eq!(
+            check_inject(&twice),
+            Err("--inject names retry twice".into())
+        );
+        assert_eq!(check_inject(&items), Ok(()));
     }
 
     #[test]

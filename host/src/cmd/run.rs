@@ -18,7 +18,8 @@ pub struct RunArgs {
     /// vCPUs.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::guest_layout::MAX_VCPUS as i64))]
     vcpus: u32,
-    /// Guest RAM, e.g. 256M or 1G: a multiple of 2 MiB from 16 MiB to 2 GiB.
+    /// Guest RAM, e.g. 256M, 1G or 256 (MiB, as QEMU's -m): a multiple of 2 MiB from 16 MiB
+    /// to 2 GiB.
     #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
     mem: u64,
     /// Zap semantics of the MMU model: filter, exclude or v19.
@@ -38,7 +39,7 @@ pub struct RunArgs {
     report: Option<PathBuf>,
     /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
     /// touch-unaccepted, alias-mismatch, hang, fault, raw-io or triple-fault.
-    #[arg(long, value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
+    #[arg(long, conflicts_with = "image", value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
     misbehave: Option<String>,
     /// Accept all RAM at boot (instead of lazily) and report how long it took.
     #[arg(long)]

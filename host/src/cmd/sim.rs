@@ -68,6 +68,9 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
             crate::sim::MAX_PAGES >> 8
         ));
     }
+    if let Err(e) = super::check_inject(&a.inject) {
+        return usage(format_args!("{e} (try --help)"));
+    }
     let inject = super::inject_config(&a.inject);
     if inject.host_invalidate_hz > 0 {
         return usage("--inject host-invalidate-hz is for KVM runs; the simulated host migrates shared pages as part of its operations (try --help)");

@@ -56,6 +56,7 @@ pub struct Td<'c> {
 pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     let meta = TdvfMetadata::parse(&cfg.image)
         .map_err(|e| anyhow::anyhow!("the image is not a loadable TDVF image: {e}"))?;
+    check_doorbell(&cfg.image)?;
     let gpaw = check(cfg)?;
     let layout = Layout::of(&meta, cfg.mem_bytes, cfg.image.len() as u64)?;
     let kvm = kvm_ioctls::Kvm::new().context("cannot open /dev/kvm")?;
@@ -85,6 +86,21 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
         .tdh_mr_finalize()
         .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
     Ok(td)
+}
+
+/// Only a guest that speaks tdxlab's emulation doorbell can run on the emulated host (on a
+/// stock KVM VM there is no TDCALL instruction): say so before booting anything else.
+fn check_doorbell(image: &[u8]) -> anyhow::Result<()> {
+    use shared_abi::doorbell::DOORBELL_ABI_VERSION;
+    match crate::image::doorbell_abi(image) {
+        Some(DOORBELL_ABI_VERSION) => Ok(()),
+        Some(v) => bail!(
+            "the image speaks doorbell ABI {v}; this tdxlab speaks {DOORBELL_ABI_VERSION} (rebuild the guest)"
+        ),
+        None => bail!(
+            "the image has no tdxlab doorbell entry in its OVMF table: only doorbell-aware guests run on the emulated host (boot other TDVF images in QEMU's TDX mode on TDX hardware)"
+        ),
+    }
 }
 
 /// The flags and the host: vCPUs, RAM, a usable KVM, and the TD's GPAW.

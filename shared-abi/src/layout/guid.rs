@@ -90,6 +90,15 @@ pub const TDXLAB_HOB: Guid = Guid::from_fields(
     0x4a3c,
     [0x9e, 0x51, 0x74, 0x64, 0x78, 0x6c, 0x61, 0x62],
 );
+/// `6d2a4f2f-91b7-4a3c-9e51-7464786c6162`: the OVMF-table entry of an image that speaks
+/// tdxlab's emulation doorbell; its data is the doorbell ABI version (u16). Real TDVF images
+/// have none: they run in QEMU's TDX mode on TDX hardware, not on the emulated host.
+pub const TDXLAB_DOORBELL: Guid = Guid::from_fields(
+    0x6d2a_4f2f,
+    0x91b7,
+    0x4a3c,
+    [0x9e, 0x51, 0x74, 0x64, 0x78, 0x6c, 0x61, 0x62],
+);
 
 const KNOWN: &[(Guid, &str)] = &[
     (OVMF_TABLE_FOOTER, "OVMF table footer"),
@@ -101,6 +110,7 @@ const KNOWN: &[(Guid, &str)] = &[
     (SEV_SECRET, "SEV secret"),
     (SEV_ES_RESET_BLOCK, "SEV-ES reset block"),
     (TDXLAB_HOB, "tdxlab emulation HOB"),
+    (TDXLAB_DOORBELL, "tdxlab doorbell ABI"),
 ];
 
 impl fmt::Display for Guid {
