@@ -133,8 +133,24 @@ pub(crate) fn host_maxphyaddr() -> u8 {
 
 /// /dev/kvm could not be opened.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open /dev/kvm: {0}")]
+#[error("cannot open /dev/kvm: {err}{hint}", err = .0, hint = kvm_open_hint(.0))]
 pub struct KvmOpenError(#[source] pub kvm_ioctls::Error);
+
+/// What to do about the usual reasons.
+fn kvm_open_hint(e: &kvm_ioctls::Error) -> &'static str {
+    match e.errno() {
+        libc::EACCES | libc::EPERM => {
+            " (join the kvm group: sudo usermod -aG kvm $USER, then log in again)"
+        }
+        libc::ENOENT => {
+            " (no KVM here: load kvm_intel or kvm_amd, or enable nested virtualization)"
+        }
+        _ => "",
+    }
+}
+
+/// The KVM API version every KVM since Linux 2.6.22 reports (`KVM_API_VERSION`).
+const KVM_API_VERSION: i32 = 12;
 
 /// Open /dev/kvm and read the capabilities.
 pub(crate) fn probe_kvm() -> Result<KvmCaps, KvmOpenError> {
@@ -157,9 +173,10 @@ pub(crate) fn probe() -> HostCaps {
     let mut problems = Vec::new();
     match &kvm {
         Err(e) => problems.push(format!("no usable /dev/kvm: {e}")),
-        Ok(k) if k.api_version != 12 => {
-            problems.push(format!("KVM API version {} (need 12)", k.api_version))
-        }
+        Ok(k) if k.api_version != KVM_API_VERSION => problems.push(format!(
+            "/dev/kvm is not KVM: KVM_GET_API_VERSION answered {} (KVM answers {KVM_API_VERSION})",
+            k.api_version
+        )),
         Ok(_) => {}
     }
     let gpaw = td_gpaw(None, maxphyaddr);
@@ -217,6 +234,12 @@ pub fn run(json: bool) -> anyhow::Result<u8> {
 fn render(c: &HostCaps) -> String {
     let mut s = String::from("tdxlab host capability check\n");
     match &c.kvm {
+        Some(k) if k.api_version != KVM_API_VERSION => {
+            s += &format!(
+                "  /dev/kvm                   NOT KVM: KVM_GET_API_VERSION answered {}\n",
+                k.api_version
+            );
+        }
         Some(k) => {
             s += &format!(
                 "  /dev/kvm                   ok, KVM API version {}\n",
@@ -310,4 +333,22 @@ pub enum UffdOpenError {
     /// The kernel lacks a feature, or another failure.
     #[error("userfaultfd: {0}")]
     Other(#[source] userfaultfd::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_dev_kvm_says_how_to_get_access() {
+        let e = KvmOpenError(kvm_ioctls::Error::new(libc::EACCES));
+        assert!(e.to_string().contains("join the kvm group"), "{e}");
+        let e = KvmOpenError(kvm_ioctls::Error::new(libc::ENOENT));
+        assert!(e.to_string().contains("load kvm_intel or kvm_amd"), "{e}");
+        let e = KvmOpenError(kvm_ioctls::Error::new(libc::EIO));
+        assert!(
+            !e.to_string().contains("(join") && !e.to_string().contains("(no KVM"),
+            "{e}"
+        );
+    }
 }
