@@ -452,3 +452,16 @@ fn usage_errors_carry_clap_s_hints_in_one_line_with_exit_2() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+/// `sim --zap-policy v19` is run to show v19's problems: finding them exits 0 on purpose and
+/// says so; the same problems under another policy would fail the run.
+#[test]
+fn sim_v19_finding_its_problems_says_so_and_exits_0() {
+    let out = tdxlab(&["sim", "--zap-policy", "v19", "--vcpus", "1", "--seed", "3"]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("verdict: PROBLEMS FOUND, as expected under v19"),
+        "{text}"
+    );
+}
