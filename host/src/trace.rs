@@ -62,7 +62,32 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for TreeLayer {
     }
 }
 
-/// Install the tree printer for every span and event.
-pub fn init() {
-    let _ = tracing_subscriber::registry().with(TreeLayer).try_init();
+/// Install the logger: with `tree` (`--trace`) every span and event as the tree above;
+/// otherwise log lines on stderr at the level `RUST_LOG` names (tracing-subscriber's
+/// EnvFilter syntax, e.g. `RUST_LOG=kvm=debug`), or else at warn, raised by each `-v`
+/// (info, debug, trace) and lowered to errors by `-q`.
+pub fn init(verbose: u8, quiet: bool, tree: bool) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{EnvFilter, LevelFilter};
+    if tree {
+        let _ = tracing_subscriber::registry().with(TreeLayer).try_init();
+        return;
+    }
+    let default = match (quiet, verbose) {
+        (true, _) => LevelFilter::ERROR,
+        (false, 0) => LevelFilter::WARN,
+        (false, 1) => LevelFilter::INFO,
+        (false, 2) => LevelFilter::DEBUG,
+        (false, _) => LevelFilter::TRACE,
+    };
+    let filter = EnvFilter::builder()
+        .with_default_directive(default.into())
+        .from_env_lossy();
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .without_time();
+    let _ = tracing_subscriber::registry()
+        .with(lines.with_filter(filter))
+        .try_init();
 }

@@ -465,3 +465,20 @@ fn sim_v19_finding_its_problems_says_so_and_exits_0() {
         "{text}"
     );
 }
+
+/// Logging goes through RUST_LOG (tracing-subscriber's filter syntax) and -v/-q: silent
+/// below warn by default, the MMU's debug events with `RUST_LOG=kvm=debug` or `-vv`.
+#[test]
+fn rust_log_and_v_raise_the_log_level() {
+    let sim = ["sim", "--vcpus", "1", "--ops", "5"];
+    let err = |env: &[(&str, &str)], extra: &[&str]| {
+        let args: Vec<&str> = extra.iter().chain(sim.iter()).copied().collect();
+        let out = common::tdxlab_env(&args, env);
+        assert_eq!(out.status.code(), Some(0));
+        String::from_utf8(out.stderr).unwrap()
+    };
+    assert!(!err(&[], &[]).contains("DEBUG"));
+    assert!(err(&[("RUST_LOG", "kvm=debug")], &[]).contains("DEBUG kvm: kvm_tdp_mmu_map"));
+    assert!(err(&[], &["-vv"]).contains("DEBUG kvm: kvm_tdp_mmu_map"));
+    assert!(!err(&[], &["-q"]).contains("DEBUG"));
+}

@@ -27,6 +27,24 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Log errors only (warnings are shown by default).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+impl Command {
+    /// `--trace`: the subcommand asked for the step tree.
+    fn trace(&self) -> bool {
+        match self {
+            Command::Run(a) => a.trace,
+            Command::Stress(a) => a.trace,
+            Command::Sim(a) => a.trace,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -81,6 +99,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    crate::trace::init(cli.verbose, cli.quiet, cli.command.trace());
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
         Command::ZapTable(o) => crate::zap_table::run(o.json),
@@ -98,9 +117,6 @@ pub fn main() -> ExitCode {
 
 /// `tdxlab stress`: the report path is checked before anything boots.
 fn stress(mut args: stress::StressArgs) -> anyhow::Result<u8> {
-    if args.trace {
-        init_trace();
-    }
     args.plant_leak = plant_leak_requested();
     if let Err(e) = check_inject(&args.inject) {
         return usage(format_args!("{e} (try --help)"));
@@ -170,8 +186,6 @@ fn usage(message: impl std::fmt::Display) -> anyhow::Result<u8> {
     eprintln!("tdxlab: {message}");
     Ok(EXIT_USAGE)
 }
-
-pub use crate::trace::init as init_trace;
 
 /// Test-only switch (environment, never a flag, so that `--help` and normal use never see
 /// it): `TDXLAB_TEST_PLANT_LEAK=1` makes the host leak a private byte into shared memory

@@ -1,7 +1,7 @@
 //! `tdxlab run`: boot the emulated TD with the built-in guest (or an image) and report.
 
 use super::parse::{parse_gpaw, parse_probability, parse_td_mem, parse_timeout, parse_zap_policy};
-use super::{init_trace, open_report, plant_leak_requested, usage};
+use super::{open_report, plant_leak_requested, usage};
 use crate::exit::{ExitKind, EXIT_PIPE};
 use crate::kvm::ZapPolicy;
 use crate::td::{InjectConfig, RunConfig};
@@ -30,7 +30,7 @@ pub struct RunArgs {
     strict: bool,
     /// Print every kernel/module step as a tree.
     #[arg(long)]
-    trace: bool,
+    pub(super) trace: bool,
     /// Stop the TD after this many seconds.
     #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
     timeout: u64,
@@ -99,9 +99,6 @@ impl RunArgs {
 
 /// Check, boot, run, report; the verdict is the exit code.
 pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
-    if args.trace {
-        init_trace();
-    }
     let need = shared_abi::workload::min_mem(args.vcpus);
     if args.image.is_none() && args.mem < need {
         return usage(format_args!(

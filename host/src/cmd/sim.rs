@@ -4,7 +4,7 @@ use super::parse::{
     parse_gpaw, parse_inject_item, parse_page_size, parse_probability, parse_seconds,
     parse_zap_policy, InjectItem,
 };
-use super::{init_trace, usage};
+use super::usage;
 use crate::kvm::ZapPolicy;
 use crate::sim::SimConfig;
 use shared_abi::PageLevel;
@@ -49,14 +49,11 @@ pub struct SimArgs {
     json: bool,
     /// Print every mirrored kernel/module step (very verbose; use few ops).
     #[arg(long)]
-    trace: bool,
+    pub(super) trace: bool,
 }
 
 /// Check the size and the injection, then run.
 pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
-    if a.trace {
-        init_trace();
-    }
     let pages = a.vcpus as u64 * a.region_pages;
     if pages > crate::sim::MAX_PAGES {
         return usage(format_args!(
