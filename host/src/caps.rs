@@ -214,7 +214,7 @@ pub(crate) fn probe() -> HostCaps {
 pub fn run(json: bool) -> anyhow::Result<u8> {
     let caps = probe();
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&caps)?)?;
+        crate::outln!("{}", crate::output::json("caps", &caps)?)?;
     } else {
         crate::output::write_str(&render(&caps))?;
     }
@@ -338,6 +338,18 @@ pub enum UffdOpenError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_gpaw_wider_than_the_host_is_refused_whatever_the_host() {
+        assert_eq!(
+            td_gpaw(Some(49), 48),
+            Err(GpawError::WiderThanHost { bits: 49, host: 48 })
+        );
+        assert_eq!(td_gpaw(Some(30), 48), Err(GpawError::OutOfRange(30)));
+        assert_eq!(td_gpaw(None, 30), Err(GpawError::HostTooNarrow(30)));
+        assert_eq!(td_gpaw(None, 46).map(|g| g.bits()), Ok(46));
+        assert_eq!(td_gpaw(None, 52).map(|g| g.bits()), Ok(52));
+    }
 
     #[test]
     fn a_refused_dev_kvm_says_how_to_get_access() {

@@ -117,7 +117,7 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let info = describe(&image)
         .with_context(|| format!("{} is not a loadable TDVF image", path.display()))?;
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&info)?)?;
+        crate::outln!("{}", crate::output::json("inspect", &info)?)?;
         return Ok(0);
     }
     crate::outln!(

@@ -58,6 +58,37 @@ pub struct ReportOpenError {
     pub source: std::io::Error,
 }
 
+/// The version of every JSON document's layout; documented in docs/json.md, raised when a
+/// field changes meaning or disappears (new fields do not raise it).
+pub const SCHEMA: u32 = 1;
+
+/// Every JSON document tdxlab writes: which command wrote it, the schema version, the tdxlab
+/// version, then the command's own fields.
+#[derive(serde::Serialize)]
+struct Envelope<'a, T: serde::Serialize> {
+    command: &'static str,
+    schema: u32,
+    tdxlab: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+/// `value` as `command`'s pretty JSON document.
+pub fn json<T: serde::Serialize>(command: &'static str, value: &T) -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&Envelope {
+        command,
+        schema: SCHEMA,
+        tdxlab: env!("CARGO_PKG_VERSION"),
+        body: value,
+    })
+}
+
+/// Serialize a 64-bit value (a hash) as a hex string: JSON numbers lose precision above 2^53
+/// in most readers.
+pub fn hex_u64<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#018x}"))
+}
+
 impl Report {
     /// Open `--report PATH` now (`-` is stdout): a missing directory or a read-only file is
     /// a usage error before the TD boots, not a lost run after it.
@@ -78,9 +109,13 @@ impl Report {
         matches!(self, Report::Stdout)
     }
 
-    /// Write `value` as pretty JSON.
-    pub fn write<T: serde::Serialize>(self, value: &T) -> anyhow::Result<()> {
-        let json = serde_json::to_string_pretty(value)?;
+    /// Write `value` as `command`'s pretty JSON document (see [`json`]).
+    pub fn write<T: serde::Serialize>(
+        self,
+        command: &'static str,
+        value: &T,
+    ) -> anyhow::Result<()> {
+        let json = json(command, value)?;
         match self {
             Report::Stdout => write_line(format_args!("{json}"))?,
             Report::File(mut f, path) => f

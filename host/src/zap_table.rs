@@ -130,11 +130,20 @@ pub fn table() -> Vec<ZapRow> {
     rows
 }
 
+/// The JSON document of `zap-table`: its rows.
+#[derive(Serialize)]
+struct ZapTableJson<'a> {
+    rows: &'a [ZapRow],
+}
+
 /// `tdxlab zap-table [--json]`.
 pub fn run(json: bool) -> anyhow::Result<u8> {
     let rows = table();
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&rows)?)?;
+        crate::outln!(
+            "{}",
+            crate::output::json("zap-table", &ZapTableJson { rows: &rows })?
+        )?;
         return Ok(0);
     }
     crate::outln!(

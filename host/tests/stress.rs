@@ -271,7 +271,11 @@ fn the_same_seed_replays_the_same_operation_sequences() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|x| (u(x, "vcpu"), u(x, "ops"), u(x, "hash")))
+            .map(|x| {
+                let hash = x["hash"].as_str().expect("hashes are hex strings");
+                let hash = u64::from_str_radix(hash.trim_start_matches("0x"), 16).unwrap();
+                (u(x, "vcpu"), u(x, "ops"), hash)
+            })
             .collect();
         v.sort();
         v

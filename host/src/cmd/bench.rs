@@ -74,7 +74,7 @@ pub fn doorbell(json: bool) -> anyhow::Result<u8> {
         ratio: t as f64 / b.max(1) as f64,
     };
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
+        crate::outln!("{}", crate::output::json("bench doorbell", &out)?)?;
     } else {
         crate::outln!("doorbell floor, median of {n} round trips each, measured in one run:")?;
         crate::outln!(
@@ -139,7 +139,7 @@ pub fn convert(json: bool) -> anyhow::Result<u8> {
     let r = run(&convert_config())?;
     let out = ConvertBench::from_run(&r)?;
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&out)?)?;
+        crate::outln!("{}", crate::output::json("bench convert", &out)?)?;
     } else {
         print_convert(&out)?;
     }

@@ -121,6 +121,9 @@ fn stress(mut args: stress::StressArgs) -> anyhow::Result<u8> {
     if let Err(e) = check_inject(&args.inject) {
         return usage(format_args!("{e} (try --help)"));
     }
+    if args.json {
+        args.report = Some("-".into());
+    }
     match open_report(args.report.as_deref()) {
         Ok(report) => stress::main(&args, report),
         Err(code) => Ok(code),

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Print the JSON report on stdout (as `--report -`; docs/json.md).
+    #[arg(long, conflicts_with = "report")]
+    json: bool,
     /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
     /// touch-unaccepted, alias-mismatch, hang, fault, raw-io or triple-fault.
     #[arg(long, conflicts_with = "image", value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
@@ -108,7 +111,12 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
             need.div_ceil(2 << 20) * 2
         ));
     }
-    let report = match open_report(args.report.as_deref()) {
+    let path = if args.json {
+        Some(PathBuf::from("-"))
+    } else {
+        args.report.clone()
+    };
+    let report = match open_report(path.as_deref()) {
         Ok(r) => r,
         Err(code) => return Ok(code),
     };
@@ -122,7 +130,7 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         .is_some_and(crate::output::Report::is_stdout);
     let r = crate::td::run(&args.config(image, echo))?;
     if let Some(report) = report {
-        report.write(&r)?;
+        report.write("run", &r)?;
     }
     eprintln!(
         "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",

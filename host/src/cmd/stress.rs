@@ -54,6 +54,9 @@ pub struct StressArgs {
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
     pub report: Option<std::path::PathBuf>,
+    /// Print the JSON report on stdout (as `--report -`; docs/json.md).
+    #[arg(long, conflicts_with = "report")]
+    pub json: bool,
     /// Print every kernel/module step as a tree (very verbose).
     #[arg(long)]
     pub trace: bool,
@@ -89,7 +92,9 @@ pub struct VcpuResult {
     pub pages: u64,
     /// Host checks that passed.
     pub checks: u64,
-    /// Hash of the operation sequence: equal seeds and op counts give equal hashes.
+    /// Hash of the operation sequence: equal seeds and op counts give equal hashes (a hex
+    /// string in JSON).
+    #[serde(serialize_with = "crate::output::hex_u64")]
     pub hash: u64,
 }
 
@@ -254,7 +259,7 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
     if let Some(report) = report {
-        report.write(&r)?;
+        report.write("stress", &r)?;
     }
     if json_on_stdout {
         // `--report -` owns stdout: the summary goes to stderr.

@@ -34,7 +34,7 @@ pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
     };
     let r = super::run_with_progress(cfg, &progress);
     if json {
-        crate::outln!("{}", serde_json::to_string_pretty(&r)?)?;
+        crate::outln!("{}", crate::output::json("sim", &r)?)?;
     } else {
         crate::output::write_str(&summary(&r))?;
     }

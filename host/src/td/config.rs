@@ -45,7 +45,7 @@ pub struct RunConfig {
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct InjectConfig {
     /// Probability that MapGPA answers RETRY part-way through a chunk.
     pub retry: f64,
@@ -53,6 +53,7 @@ pub struct InjectConfig {
     pub busy: f64,
     /// The largest page KVM maps private memory with (4K is KVM today: 2 MiB accepts get
     /// PAGE_SIZE_MISMATCH and fall back).
+    #[serde(serialize_with = "page_size_name")]
     pub private_page_size: PageLevel,
     /// mmu-notifier invalidations of shared memory per second (0: none).
     pub host_invalidate_hz: u32,
@@ -77,9 +78,10 @@ impl InjectConfig {
 }
 
 /// The stress workload's parameters, handed to the guest in the tdxlab HOB.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct StressParams {
     /// Which scenario.
+    #[serde(serialize_with = "scenario_name")]
     pub scenario: shared_abi::stress::Scenario,
     /// Seed of the per-vCPU operation sequences.
     pub seed: u64,
@@ -104,4 +106,55 @@ pub struct Progress {
     pub host_checks: u64,
     /// Host checks that failed so far.
     pub mismatches: u64,
+}
+
+fn page_size_name<S: serde::Serializer>(l: &PageLevel, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&l.name().to_ascii_lowercase())
+}
+
+fn scenario_name<S: serde::Serializer>(
+    sc: &shared_abi::stress::Scenario,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(sc.name())
+}
+
+/// Every setting that shaped a run, recorded in its report.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Settings {
+    /// The zap policy of the MMU model.
+    pub zap_policy: ZapPolicy,
+    /// `--strict`.
+    pub strict: bool,
+    /// `--timeout`, seconds.
+    pub timeout_s: u64,
+    /// `--gpaw` when forced (the TD's GPAW is in the report either way).
+    pub gpaw_forced: Option<u8>,
+    /// Fault injection.
+    pub inject: InjectConfig,
+    /// The guest's configuration flags (`--misbehave`, `--accept-all`).
+    pub flags: u32,
+    /// The stress workload's parameters (seed, ops, seconds...), for `stress`.
+    pub stress: Option<StressParams>,
+    /// The built-in guest, or an image given with `--image`.
+    pub builtin_image: bool,
+    /// Test-only leak planting (`TDXLAB_TEST_PLANT_LEAK`).
+    pub plant_leak: bool,
+}
+
+impl RunConfig {
+    /// The settings as the report records them.
+    pub fn settings(&self) -> Settings {
+        Settings {
+            zap_policy: self.policy,
+            strict: self.strict,
+            timeout_s: self.timeout.as_secs(),
+            gpaw_forced: self.gpaw,
+            inject: self.inject.clone(),
+            flags: self.flags,
+            stress: self.stress.clone(),
+            builtin_image: self.image == crate::GUEST_IMAGE,
+            plant_leak: self.plant_leak,
+        }
+    }
 }

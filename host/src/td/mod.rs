@@ -33,7 +33,9 @@ mod ve;
 
 pub use backing::Backing;
 pub use build::{build, Td};
-pub use config::{InjectConfig, Progress, RunConfig, StressParams, MAX_MEM, MAX_TD_HOB, MIN_MEM};
+pub use config::{
+    InjectConfig, Progress, RunConfig, Settings, StressParams, MAX_MEM, MAX_TD_HOB, MIN_MEM,
+};
 pub use contain::{install_panic_hook, TEST_PANIC_ENV};
 pub use measured::Measured;
 pub use report::{RunReport, Zaps};

@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering::Relaxed;
 pub struct RunReport {
     /// How the TD ended.
     pub exit: GuestExit,
+    /// Every setting that shaped the run.
+    pub settings: super::config::Settings,
     /// vCPUs.
     pub vcpus: u32,
     /// RAM bytes.
@@ -119,6 +121,7 @@ impl RunReport {
         let c = &td.counters;
         Ok(RunReport {
             exit: ended.exit,
+            settings: cfg.settings(),
             vcpus: cfg.vcpus,
             mem_bytes: cfg.mem_bytes,
             gpaw: td.gpaw.bits(),
