@@ -182,7 +182,7 @@ fn two_megabyte_private_pages_accept_without_size_mismatch() {
     );
     assert_eq!(small.code, Some(0), "{}", small.out);
     assert_eq!(big.code, Some(0), "{}", big.out);
-    let mm = |r: &Run| u(&r.report["injected"], "page_size_mismatch");
+    let mm = |r: &Run| u(&r.report, "accept_2m_fallbacks");
     assert!(mm(&small) > 0, "4K mappings must refuse 2M accepts");
     // Converting part of a 2 MiB private mapping splits it first (TDH.MEM.PAGE.DEMOTE).
     assert_eq!(u(&small.report, "demotes"), 0);
@@ -304,6 +304,17 @@ fn measured_round_trips_are_reported_next_to_the_doorbell_floor() {
     );
     assert!(rt2m > rt4k, "2M {rt2m} vs 4K {rt4k}");
     assert!(r.out.contains("doorbell floor") && r.out.contains("4K round trip"));
+    assert!(r.out.contains("(projected: "), "{}", r.out);
+    // The phases: measuring first, then the scenario window the rates are over.
+    let ph = &r.report["phases"];
+    let (measure, window) = (ph["measure_s"].as_f64(), ph["scenario_s"].as_f64().unwrap());
+    assert!(measure.is_some_and(|m| m > 0.0), "{ph}");
+    let ran = r.report["vcpus_ran_s"].as_f64().unwrap();
+    assert!(window > 0.0 && window + measure.unwrap() <= ran, "{ph}, ran {ran}");
+    let conv = r.report["guest_conversions"].as_f64().unwrap();
+    let rate = r.report["conversions_per_s"].as_f64().unwrap();
+    assert!((rate - conv / window).abs() < 1e-6 * rate.max(1.0), "{rate} vs {conv}/{window}");
+    assert!(r.out.contains("over the scenario window") && r.out.contains("  phases "));
 }
 
 #[test]

@@ -90,6 +90,9 @@ pub mod options {
 /// Prefix of the guest's per-vCPU result line:
 /// `stress-result vcpu=V ops=N conversions=N pages=N checks=N hash=H`.
 pub const RESULT_LINE: &str = "stress-result";
+/// A vCPU's phase change: `stress-phase vcpu=N phase=scenario` when its scenario starts
+/// (after vCPU 0's measurements), `phase=sweep` when its final check of every page starts.
+pub const PHASE_LINE: &str = "stress-phase";
 /// Prefix of vCPU 0's measurement line:
 /// `stress-measure floor=CYC rt4k=CYC rt2m=CYC n4k=N n2m=N`.
 pub const MEASURE_LINE: &str = "stress-measure";

@@ -13,7 +13,9 @@ use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
 use shared_abi::layout::hob::TdxlabHob;
-use shared_abi::stress::{options, Scenario, CHUNK_BASE, MEASURE_AREA, MEASURE_LINE, RESULT_LINE};
+use shared_abi::stress::{
+    options, Scenario, CHUNK_BASE, MEASURE_AREA, MEASURE_LINE, PHASE_LINE, RESULT_LINE,
+};
 use shared_abi::{Gpa, GpaRange, Gpaw};
 use tdcall::HostCheck;
 
@@ -270,6 +272,7 @@ pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
         checks: 0,
         hash: 0xCBF2_9CE4_8422_2325,
     };
+    println!("{PHASE_LINE} vcpu={vcpu} phase=scenario");
     match scenario {
         Scenario::Explicit => repeat(&mut run, explicit),
         Scenario::PunchHole => repeat(&mut run, punch_hole),
@@ -566,6 +569,7 @@ fn random(run: &mut Run, hob: &TdxlabHob) {
         }
     }
     // Every page still holds what was last written to it.
+    println!("{PHASE_LINE} vcpu={} phase=sweep", run.vcpu);
     for p in 0..n {
         if st[p] != St::Unaccepted {
             run.verify(run.range(p as u64 * PAGE, PAGE), tag[p], "final sweep");

@@ -5,7 +5,7 @@
 use crate::exit::{ExitKind, EXIT_USAGE};
 use crate::td::{run_with_progress, InjectConfig, Measured, Progress, RunConfig, RunReport};
 use serde::Serialize;
-use shared_abi::stress::{field, Scenario, RESULT_LINE};
+use shared_abi::stress::{field, Scenario, MEASURE_LINE, PHASE_LINE, RESULT_LINE};
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
@@ -98,6 +98,60 @@ pub struct VcpuResult {
     pub hash: u64,
 }
 
+/// Where the time of a stress run went, from the guest's phase lines as the host received
+/// them.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Phases {
+    /// vCPUs started → the guest's first console line.
+    pub boot_s: f64,
+    /// vCPU 0's doorbell-floor and round-trip measurements (`None` with --no-measure).
+    pub measure_s: Option<f64>,
+    /// The first vCPU's scenario start → the last vCPU's scenario end: the window the
+    /// rates are over.
+    pub scenario_s: f64,
+    /// The longest final check of every page (random scenario), after the scenario window.
+    pub final_sweep_s: Option<f64>,
+    /// The host's end-of-run audit.
+    pub audit_s: f64,
+}
+
+impl Phases {
+    /// From the phase and result lines and when each arrived.
+    fn from_console(run: &RunReport) -> Phases {
+        let at = |i: usize| run.console_at_s.get(i).copied().unwrap_or(0.0);
+        let mut start = f64::MAX;
+        let (mut end, mut sweep_max) = (0.0f64, None::<f64>);
+        let mut vcpu0_start = None;
+        let mut sweeps = std::collections::HashMap::new();
+        for (i, l) in run.console.iter().enumerate() {
+            let vcpu = field(l, "vcpu");
+            if l.starts_with(PHASE_LINE) && l.ends_with("phase=scenario") {
+                start = start.min(at(i));
+                if vcpu == Some(0) {
+                    vcpu0_start = Some(at(i));
+                }
+            } else if l.starts_with(PHASE_LINE) && l.ends_with("phase=sweep") {
+                sweeps.insert(vcpu, at(i));
+                end = end.max(at(i));
+            } else if l.starts_with(RESULT_LINE) {
+                match sweeps.get(&vcpu) {
+                    Some(s) => sweep_max = Some(sweep_max.unwrap_or(0.0).max(at(i) - s)),
+                    None => end = end.max(at(i)),
+                }
+            }
+        }
+        let boot_s = run.boot_ms / 1e3;
+        let measured = run.console.iter().any(|l| l.starts_with(MEASURE_LINE));
+        Phases {
+            boot_s,
+            measure_s: measured.then(|| vcpu0_start.unwrap_or(boot_s) - boot_s),
+            scenario_s: if start <= end { end - start } else { 0.0 },
+            final_sweep_s: sweep_max,
+            audit_s: run.audit_s,
+        }
+    }
+}
+
 /// The stress report: the run's report plus the verdict's numbers.
 #[derive(Clone, Debug, Serialize)]
 pub struct StressReport {
@@ -111,9 +165,16 @@ pub struct StressReport {
     pub mismatches: u64,
     /// Audit findings (details in `audit`).
     pub leaks: u64,
-    /// Conversions per second over the run.
+    /// The run's phases, in seconds (the rates are over `phases.scenario_s` only).
+    pub phases: Phases,
+    /// Conversions the guests asked for (MapGPA, or PTE flips the host converted
+    /// implicitly), summed over the vCPUs' result lines.
+    pub guest_conversions: u64,
+    /// Pages in them.
+    pub guest_pages: u64,
+    /// Guest conversions per second over the scenario window.
     pub conversions_per_s: f64,
-    /// Bytes whose attribute changed per second over the run.
+    /// Guest-converted bytes per second over the scenario window.
     pub bytes_converted_per_s: f64,
     /// The null-TDCALL floor (when measured).
     pub doorbell_floor_us: Option<f64>,
@@ -171,7 +232,10 @@ pub fn stress(
         })
         .collect();
     let measured = Measured::from_console(&run.console, run.tsc_hz);
-    let secs = run.elapsed_s.max(1e-9);
+    let phases = Phases::from_console(&run);
+    let secs = phases.scenario_s.max(1e-9);
+    let guest_conversions = vcpu_results.iter().map(|v| v.conversions).sum::<u64>();
+    let guest_pages = vcpu_results.iter().map(|v| v.pages).sum::<u64>();
     let mismatches = run.host_check_mismatches;
     let leaks = run.audit.len() as u64;
     let passed = run.exit.kind == ExitKind::Guest
@@ -185,8 +249,11 @@ pub fn stress(
         seconds: a.seconds,
         mismatches,
         leaks,
-        conversions_per_s: run.conversions as f64 / secs,
-        bytes_converted_per_s: (run.pages_converted * 4096) as f64 / secs,
+        conversions_per_s: guest_conversions as f64 / secs,
+        bytes_converted_per_s: (guest_pages * 4096) as f64 / secs,
+        phases,
+        guest_conversions,
+        guest_pages,
         doorbell_floor_us: measured.as_ref().map(|m| m.doorbell_floor_us),
         measured,
         vcpu_results,
@@ -210,13 +277,15 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     }
     let tty = std::io::stderr().is_terminal();
     let last_line = std::sync::Mutex::new(0.0f64);
+    let window = std::sync::Mutex::new(Window::default());
     let progress = |p: Progress| {
+        let what = window
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .describe(&p, a.vcpus);
         let line = format!(
-            "[{:6.1} s] {} conversions ({:.0}/s), {} pages, {} host checks{}",
+            "[{:6.1} s] {what}, {} host checks{}",
             p.elapsed_s,
-            p.conversions,
-            p.conversions as f64 / p.elapsed_s.max(1e-9),
-            p.pages_converted,
             p.host_checks,
             if p.mismatches > 0 {
                 format!(", {} MISMATCHES", p.mismatches)
@@ -270,6 +339,48 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     Ok(r.run.exit.kind.exit_code(r.run.exit.code, r.passed))
 }
 
+/// The scenario window as the progress lines see it: rates count from the first vCPU's
+/// scenario start and stop when every vCPU has left its scenario; the phases around it are
+/// named instead.
+#[derive(Default)]
+struct Window {
+    /// (elapsed, host conversions) when the first vCPU started its scenario.
+    start: Option<(f64, u64)>,
+    /// The rate when the window closed.
+    closed: Option<f64>,
+}
+
+impl Window {
+    fn describe(&mut self, p: &Progress, vcpus: u32) -> String {
+        let (started, sweeping, results) = p.stress_marks;
+        let ended = if sweeping > 0 { sweeping } else { results };
+        if started == 0 {
+            return format!(
+                "measuring round trips on vCPU 0 ({} host conversions)",
+                p.conversions
+            );
+        }
+        let (t0, c0) = *self.start.get_or_insert((p.elapsed_s, p.conversions));
+        let rate = (p.conversions - c0) as f64 / (p.elapsed_s - t0).max(1e-9);
+        if ended < vcpus {
+            return format!(
+                "scenario: {} host conversions ({:.0}/s in the scenario window), {} pages",
+                p.conversions, rate, p.pages_converted
+            );
+        }
+        let rate = *self.closed.get_or_insert(rate);
+        let phase = if results < vcpus {
+            "final sweep"
+        } else {
+            "finishing"
+        };
+        format!(
+            "{phase}: {} host conversions ({rate:.0}/s in the scenario window), {} pages",
+            p.conversions, p.pages_converted
+        )
+    }
+}
+
 fn describe_inject(i: &InjectConfig) -> String {
     let mut v = Vec::new();
     if i.retry > 0.0 {
@@ -317,16 +428,19 @@ fn summary(r: &StressReport) -> String {
             run.exit.kind, run.exit.message
         );
     }
+    s += &phase_line(&r.phases);
     let _ = writeln!(
         s,
-        "  conversions      {:>10}  {:>10.1}/s  (implicit {})",
-        run.conversions, r.conversions_per_s, run.implicit_conversions
+        "  guest conversions {:>9}  {:>10.1}/s over the scenario window  ({} pages, {:.2} MiB/s)",
+        r.guest_conversions,
+        r.conversions_per_s,
+        r.guest_pages,
+        mib(r.bytes_converted_per_s)
     );
     let _ = writeln!(
         s,
-        "  pages converted  {:>10}  {:>10.2} MiB/s",
-        run.pages_converted,
-        mib(r.bytes_converted_per_s)
+        "  host conversions {:>10}  (MapGPA chunks incl. RETRYs and measurements; implicit {}; {} pages changed attribute)",
+        run.conversions, run.implicit_conversions, run.pages_converted
     );
     let _ = writeln!(
         s,
@@ -344,6 +458,13 @@ fn summary(r: &StressReport) -> String {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(s, "  injected         {}", inj.join(", "));
+    }
+    if run.accept_2m_fallbacks > 0 {
+        let _ = writeln!(
+            s,
+            "  2M accepts at 4K {:>10}  (KVM mapped those ranges with 4K pages: not an error)",
+            run.accept_2m_fallbacks
+        );
     }
     let _ = writeln!(s,
         "  TDX activity     {} TDCALLs, {} EPT violations, {} leaves zapped (mirror {}, direct {}), {} kicks",
@@ -371,6 +492,20 @@ fn summary(r: &StressReport) -> String {
     s
 }
 
+/// Where the time went.
+fn phase_line(p: &Phases) -> String {
+    let mut v = vec![format!("boot {:.2} s", p.boot_s)];
+    if let Some(m) = p.measure_s {
+        v.push(format!("measuring {m:.2} s"));
+    }
+    v.push(format!("scenario {:.2} s", p.scenario_s));
+    if let Some(f) = p.final_sweep_s {
+        v.push(format!("final sweep {f:.2} s"));
+    }
+    v.push(format!("audit {:.2} s", p.audit_s));
+    format!("  phases           {}\n", v.join(", "))
+}
+
 /// vCPU 0's round trips, in time and in doorbell floors.
 fn measured_lines(m: &Measured) -> String {
     use std::fmt::Write;
@@ -382,7 +517,7 @@ fn measured_lines(m: &Measured) -> String {
     );
     let _ = writeln!(
         s,
-        "  4K round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+        "  4K round trip    {:>10.1} us = {:.1} floors  (projected: {:.0} conversions/s, {:.2} MiB/s)",
         m.round_trip_4k_us,
         m.round_trip_4k_floors,
         m.conversions_per_s_4k,
@@ -390,7 +525,7 @@ fn measured_lines(m: &Measured) -> String {
     );
     let _ = writeln!(
         s,
-        "  2M round trip    {:>10.1} us = {:.1} floors  ->  {:.0} conversions/s, {:.2} MiB/s",
+        "  2M round trip    {:>10.1} us = {:.1} floors  (projected: {:.0} conversions/s, {:.2} MiB/s)",
         m.round_trip_2m_us,
         m.round_trip_2m_floors,
         m.conversions_per_s_2m,

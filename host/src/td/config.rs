@@ -106,6 +106,8 @@ pub struct Progress {
     pub host_checks: u64,
     /// Host checks that failed so far.
     pub mismatches: u64,
+    /// vCPUs that started their stress scenario, started their final sweep, reported.
+    pub stress_marks: (u32, u32, u32),
 }
 
 fn page_size_name<S: serde::Serializer>(l: &PageLevel, s: S) -> Result<S::Ok, S::Error> {

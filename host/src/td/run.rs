@@ -24,6 +24,10 @@ pub struct Ended {
     pub exit: GuestExit,
     /// From starting the vCPUs to the guest's first console line (0 if none).
     pub boot_ms: f64,
+    /// When the vCPUs started.
+    pub boot_at: Instant,
+    /// From starting the vCPUs to the last one stopping.
+    pub ran_s: f64,
 }
 
 impl Td<'_> {
@@ -66,7 +70,13 @@ impl Td<'_> {
             exit.message = format!("{}; {}", exit.message, rips.join(", "));
         }
         let boot_ms = first_line.map_or(0.0, |t: Instant| (t - boot_at).as_secs_f64() * 1e3);
-        Ok(Ended { exit, boot_ms })
+        let ran_s = boot_at.elapsed().as_secs_f64();
+        Ok(Ended {
+            exit,
+            boot_ms,
+            boot_at,
+            ran_s,
+        })
     }
 
     pub(super) fn io(&self) -> &GuestIo {
@@ -185,6 +195,11 @@ impl Td<'_> {
             pages_converted: vmm.pages_converted.load(Relaxed),
             host_checks: vmm.host_checks.load(Relaxed),
             mismatches: vmm.host_check_mismatches.load(Relaxed),
+            stress_marks: {
+                let m = &self.io().marks;
+                let ld = |a: &std::sync::atomic::AtomicU32| a.load(Relaxed);
+                (ld(&m.started), ld(&m.sweeping), ld(&m.results))
+            },
         }
     }
 

@@ -4,7 +4,7 @@
 use crate::exit::ExitKind;
 use serde::Serialize;
 use shared_abi::doorbell::{COM1_PORT, DEBUG_EXIT_PORT};
-use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use std::sync::Mutex;
 
 /// How the TD ended.
@@ -18,11 +18,45 @@ pub struct GuestExit {
     pub message: String,
 }
 
+/// How many vCPUs of a stress workload started their scenario, started their final sweep,
+/// and reported their result (`shared_abi::stress` lines).
+#[derive(Default)]
+pub struct StressMarks {
+    /// `stress-phase … phase=scenario` lines.
+    pub started: AtomicU32,
+    /// `stress-phase … phase=sweep` lines.
+    pub sweeping: AtomicU32,
+    /// `stress-result` lines.
+    pub results: AtomicU32,
+}
+
+impl StressMarks {
+    fn note(&self, line: &str) {
+        use shared_abi::stress::{PHASE_LINE, RESULT_LINE};
+        let counter = if line.starts_with(RESULT_LINE) {
+            &self.results
+        } else if !line.starts_with(PHASE_LINE) {
+            return;
+        } else if line.ends_with("phase=scenario") {
+            &self.started
+        } else if line.ends_with("phase=sweep") {
+            &self.sweeping
+        } else {
+            return;
+        };
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
 /// Console and exit state shared by all vCPU threads.
 pub struct GuestIo {
     lines: Mutex<Vec<Vec<u8>>>,
     /// Every complete console line, in order.
     pub output: Mutex<Vec<String>>,
+    /// When each line of `output` arrived.
+    pub output_at: Mutex<Vec<std::time::Instant>>,
+    /// The stress workload's markers seen so far (for live progress).
+    pub marks: StressMarks,
     exit: Mutex<Option<GuestExit>>,
     /// Set once the TD must stop (exit, fatal error, timeout).
     pub stop: AtomicBool,
@@ -38,6 +72,8 @@ impl GuestIo {
         GuestIo {
             lines: Mutex::new(vec![Vec::new(); vcpus as usize]),
             output: Mutex::new(Vec::new()),
+            output_at: Mutex::new(Vec::new()),
+            marks: StressMarks::default(),
             exit: Mutex::new(None),
             stop: AtomicBool::new(false),
             echo: AtomicBool::new(echo),
@@ -85,10 +121,14 @@ impl GuestIo {
                 }
             }
         }
-        self.output
+        self.marks.note(&line);
+        // Both under the output lock, so the two lists stay the same length.
+        let mut out = self.output.lock().unwrap_or_else(|e| e.into_inner());
+        out.push(line);
+        self.output_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(line);
+            .push(std::time::Instant::now());
     }
 
     /// An I/O access; unknown ports read as all ones and ignore writes, as on a PC.
