@@ -57,8 +57,26 @@ fn main() {
     let elf_path = target_dir.join("x86_64-unknown-none/release/tdxlab-guest");
     let elf = std::fs::read(&elf_path).expect("read the guest ELF");
     let image = pack::pack(&elf).unwrap_or_else(|e| panic!("packing the guest image: {e}"));
-    let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("tdxlab-guest.bin");
-    std::fs::write(&out, image).expect("write tdxlab-guest.bin");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(out_dir.join("tdxlab-guest.bin"), image).expect("write tdxlab-guest.bin");
+    std::fs::write(out_dir.join("guest-symbols.txt"), symbols(&elf))
+        .expect("write guest-symbols.txt");
+}
+
+/// The guest's function symbols, one `ADDRESS SIZE NAME` line each (hex), sorted by
+/// address, for the host to name guest RIPs with.
+fn symbols(elf: &[u8]) -> String {
+    use object::{Object, ObjectSymbol, SymbolKind};
+    let file = object::File::parse(elf).expect("the guest ELF parses (pack checked it)");
+    let mut v: Vec<(u64, u64, String)> = file
+        .symbols()
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_string())))
+        .collect();
+    v.sort();
+    v.iter()
+        .map(|(a, n, name)| format!("{a:x} {n:x} {name}\n"))
+        .collect()
 }
 
 /// `cargo run` on a fresh machine must need nothing else: add the bare-metal target through

@@ -22,6 +22,7 @@ pub mod output;
 pub mod pack;
 pub mod seam;
 pub mod sim;
+pub mod symbols;
 pub mod td;
 pub mod trace;
 pub mod vmm;

@@ -292,6 +292,12 @@ fn a_guest_exception_is_reported_with_vector_and_rip() {
         err.contains("vCPU 0 reported a fatal error: exception 6 at RIP 0x"),
         "{err}"
     );
+    // The guest's own line in full on stderr, with its vCPU and the RIP named.
+    assert!(
+        err.contains("[guest vCPU 0] EXCEPTION vector 6 (#UD invalid opcode) at RIP 0x")
+            && err.contains("(tdxlab_guest::workloads::round_trip::misbehave_if_asked+0x"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -416,7 +422,7 @@ fn a_raw_out_at_rip_zero_is_a_clean_guest_failure() {
     for (base, want, ves) in [
         // The OUT runs at RIP 0; its #VE meets an empty IDT (RIP 1: after KVM's completion;
         // on AMD the RIP is lost to KVM's reset at the shutdown, the #VE count still shows it).
-        (0x10_0000, "vCPU 0 triple-faulted (RIP 0x1)", 1),
+        (0x10_0000, "vCPU 0 triple-faulted (RIP 0x1", 1),
         // The fetch from GPA 0 is refused before anything runs there.
         (0, "access before accept: private gpa 0x0 is", 0),
     ] {

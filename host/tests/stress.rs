@@ -310,10 +310,16 @@ fn measured_round_trips_are_reported_next_to_the_doorbell_floor() {
     let (measure, window) = (ph["measure_s"].as_f64(), ph["scenario_s"].as_f64().unwrap());
     assert!(measure.is_some_and(|m| m > 0.0), "{ph}");
     let ran = r.report["vcpus_ran_s"].as_f64().unwrap();
-    assert!(window > 0.0 && window + measure.unwrap() <= ran, "{ph}, ran {ran}");
+    assert!(
+        window > 0.0 && window + measure.unwrap() <= ran,
+        "{ph}, ran {ran}"
+    );
     let conv = r.report["guest_conversions"].as_f64().unwrap();
     let rate = r.report["conversions_per_s"].as_f64().unwrap();
-    assert!((rate - conv / window).abs() < 1e-6 * rate.max(1.0), "{rate} vs {conv}/{window}");
+    assert!(
+        (rate - conv / window).abs() < 1e-6 * rate.max(1.0),
+        "{rate} vs {conv}/{window}"
+    );
     assert!(r.out.contains("over the scenario window") && r.out.contains("  phases "));
 }
 

@@ -132,6 +132,9 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
     if let Some(report) = report {
         report.write("run", &r)?;
     }
+    for l in r.guest_failure_lines() {
+        eprintln!("{l}");
+    }
     eprintln!(
         "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
         r.exit.kind,

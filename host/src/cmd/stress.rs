@@ -324,6 +324,9 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     if tty {
         eprintln!();
     }
+    for l in r.run.guest_failure_lines() {
+        eprintln!("{l}");
+    }
     let json_on_stdout = report
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);

@@ -72,6 +72,8 @@ impl VcpuError {
 pub(super) struct Ctx<'a> {
     /// The doorbell benchmark runs: the bare bench port is answered by re-entering.
     pub(super) bench: bool,
+    /// The built-in guest runs: its RIPs can be named (`crate::symbols`).
+    pub(super) builtin: bool,
     pub(super) seam: &'a TdxModule,
     pub(super) vmm: &'a Vmm,
     pub(super) counters: &'a Counters,

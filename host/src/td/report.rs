@@ -96,6 +96,12 @@ pub struct RunReport {
     /// not part of the report).
     #[serde(skip)]
     pub console_at_s: Vec<f64>,
+    /// Which vCPU printed each console line (not part of the report).
+    #[serde(skip)]
+    pub console_vcpu: Vec<u32>,
+    /// The built-in guest ran (its RIPs can be named; not part of the report).
+    #[serde(skip)]
+    pub builtin_image: bool,
     /// Stdout's reader went away while the console was echoed (not part of the report).
     #[serde(skip)]
     pub stdout_closed: bool,
@@ -121,13 +127,14 @@ impl RunReport {
         let (cfg, seam, vmm, k) = (td.cfg, &td.seam, &td.vmm, &td.kvm.stats);
         let io = td.io();
         let console = io.output.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        let console_at_s = (io
+        let at = io
             .output_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .iter())
-        .map(|t| t.saturating_duration_since(ended.boot_at).as_secs_f64())
-        .collect();
+            .clone();
+        let (console_at_s, console_vcpu) = (at.iter())
+            .map(|(t, v)| (t.saturating_duration_since(ended.boot_at).as_secs_f64(), *v))
+            .unzip();
         let audit_start = std::time::Instant::now();
         let elapsed_s = start.0.elapsed().as_secs_f64();
         let tsc_hz = (super::rdtsc() - start.1) as f64 / elapsed_s;
@@ -181,6 +188,8 @@ impl RunReport {
             vcpus_ran_s: ended.ran_s,
             audit_s,
             console_at_s,
+            console_vcpu,
+            builtin_image: cfg.image == crate::GUEST_IMAGE,
             stdout_closed: io.stdout_closed.load(Relaxed),
         })
     }
@@ -215,4 +224,32 @@ fn injected(td: &Td) -> BTreeMap<String, u64> {
     .filter(|(_, _, on)| *on)
     .map(|(name, n, _)| (name.to_string(), n))
     .collect()
+}
+
+impl RunReport {
+    /// The guest's own account of a failure — its panic and exception lines, in full — each
+    /// prefixed with its vCPU, RIPs named when the built-in guest ran.
+    pub fn guest_failure_lines(&self) -> Vec<String> {
+        (self.console.iter().zip(&self.console_vcpu))
+            .filter(|(l, _)| l.starts_with("PANIC:") || l.starts_with("EXCEPTION"))
+            .map(|(l, v)| format!("[guest vCPU {v}] {}", self.name_rip(l)))
+            .collect()
+    }
+
+    /// "... at RIP 0x…, ..." with the symbol added after the address.
+    fn name_rip(&self, line: &str) -> String {
+        let Some(at) = line.find("RIP 0x") else {
+            return line.to_string();
+        };
+        let hex: String = line[at + 6..]
+            .chars()
+            .take_while(char::is_ascii_hexdigit)
+            .collect();
+        let Ok(rip) = u64::from_str_radix(&hex, 16) else {
+            return line.to_string();
+        };
+        let end = at + 6 + hex.len();
+        let named = crate::symbols::describe_rip(rip, self.builtin_image);
+        format!("{}{named}{}", &line[..at], &line[end..])
+    }
 }

@@ -65,7 +65,11 @@ impl Td<'_> {
         });
         if exit.kind == ExitKind::Timeout {
             let rips: Vec<String> = (self.backend.vcpus.iter().enumerate())
-                .map(|(i, v)| format!("vCPU {i} at RIP {:#x}", v.stopped_rip.load(SeqCst)))
+                .map(|(i, v)| {
+                    let rip = v.stopped_rip.load(SeqCst);
+                    let builtin = self.cfg.image == crate::GUEST_IMAGE;
+                    format!("vCPU {i} at {}", crate::symbols::describe_rip(rip, builtin))
+                })
                 .collect();
             exit.message = format!("{}; {}", exit.message, rips.join(", "));
         }
@@ -121,6 +125,7 @@ impl Td<'_> {
             .map(|(i, vcpu)| {
                 let ctx = Ctx {
                     bench,
+                    builtin: self.cfg.image == crate::GUEST_IMAGE,
                     seam: &self.seam,
                     vmm: &self.vmm,
                     counters: &self.counters,

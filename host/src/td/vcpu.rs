@@ -31,7 +31,8 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         if let Some((kind, message)) = refused {
             drop(result);
             let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-            return fatal(kind, format!("{message} (RIP {rip:#x})"));
+            let at = crate::symbols::describe_rip(rip, ctx.builtin);
+            return fatal(kind, format!("{message} ({at})"));
         }
         // Guest memory was fenced to stop the TD: whatever this vCPU ran into after that
         // (EFAULT, an MMIO exit, a fault PVM turned into a triple fault) is the fence's doing.
@@ -64,7 +65,10 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             Next::RawIo(port, size, false) => inject_out_ve(index, &vcpu, ctx, port, size),
             Next::RawIo(port, size, true) => inject_in_ve(index, &mut vcpu, ctx, port, size),
             Next::Stop(kind, message) => {
-                return fatal(kind, format!("{message} ({})", where_stopped(&vcpu)));
+                return fatal(
+                    kind,
+                    format!("{message} ({})", where_stopped(&vcpu, ctx.builtin)),
+                );
             }
         };
         if let Err(e) = served {
@@ -128,14 +132,14 @@ fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
 /// On AMD, KVM answers a SHUTDOWN intercept by INITing the vCPU, because the VMCB is
 /// undefined after it (`shutdown_interception` in Linux's `arch/x86/kvm/svm/svm.c`): the
 /// registers read back are the reset state (CS f000:fff0 based at 0xffff0000), never a TD's.
-fn where_stopped(vcpu: &VcpuFd) -> String {
+fn where_stopped(vcpu: &VcpuFd, builtin: bool) -> String {
     let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
     let cs = vcpu.get_sregs().map(|s| s.cs);
     match cs {
         Ok(cs) if rip == 0xfff0 && cs.selector == 0xf000 && cs.base == 0xffff_0000 => {
             "RIP unknown: KVM reset the vCPU at the shutdown, as it does on AMD".to_string()
         }
-        _ => format!("RIP {rip:#x}"),
+        _ => crate::symbols::describe_rip(rip, builtin),
     }
 }
 

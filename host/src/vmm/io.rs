@@ -53,8 +53,8 @@ pub struct GuestIo {
     lines: Mutex<Vec<Vec<u8>>>,
     /// Every complete console line, in order.
     pub output: Mutex<Vec<String>>,
-    /// When each line of `output` arrived.
-    pub output_at: Mutex<Vec<std::time::Instant>>,
+    /// When each line of `output` arrived, and from which vCPU.
+    pub output_at: Mutex<Vec<(std::time::Instant, u32)>>,
     /// The stress workload's markers seen so far (for live progress).
     pub marks: StressMarks,
     exit: Mutex<Option<GuestExit>>,
@@ -128,7 +128,7 @@ impl GuestIo {
         self.output_at
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .push(std::time::Instant::now());
+            .push((std::time::Instant::now(), vcpu));
     }
 
     /// An I/O access; unknown ports read as all ones and ignore writes, as on a PC.
