@@ -40,6 +40,8 @@ pub const WORKLOAD_BENCH_CONVERT: u32 = 3;
 pub const BENCH_BARE_PORT: u16 = 0x0DB1;
 /// TDCALLs (and bare exits) the doorbell benchmark times.
 pub const BENCH_SAMPLES: usize = 1000;
+/// The most samples `bench doorbell --samples` takes (they live on the 1 MiB heap).
+pub const MAX_BENCH_SAMPLES: usize = 50_000;
 /// The guest heap: accepted by the BSP at boot.
 pub const HEAP_BASE: u64 = 0x30_0000;
 /// Heap size.

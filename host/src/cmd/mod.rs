@@ -78,7 +78,13 @@ enum Command {
 enum BenchCommand {
     /// The round trip of a null TDCALL (TDG.VP.INFO) through the doorbell, next to a bare KVM
     /// port-I/O exit measured in the same run: the floor every conversion figure is judged by.
-    Doorbell(JsonArg),
+    Doorbell {
+        /// Samples of each round trip (min, median and p90 are printed).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=crate::guest_layout::MAX_BENCH_SAMPLES as i64))]
+        samples: u32,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// Conversion costs in one run: the doorbell floor, 4K and 2M round trips, and 1 GiB
     /// accepted with 2 MiB pages next to memset over the same memory (boots a 1.5 GiB TD).
     Convert(JsonArg),
@@ -105,7 +111,7 @@ pub fn main() -> ExitCode {
         Command::ZapTable(o) => crate::zap_table::run(o.json),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
         Command::Bench { which } => match which {
-            BenchCommand::Doorbell(o) => bench::doorbell(o.json),
+            BenchCommand::Doorbell { samples, out } => bench::doorbell(out.json, samples),
             BenchCommand::Convert(o) => bench::convert(o.json),
         },
         Command::Stress(args) => stress(args),

@@ -96,6 +96,7 @@ impl RunArgs {
             },
             stress: None,
             gpaw: self.gpaw,
+            bench_samples: 0,
         }
     }
 }

@@ -214,6 +214,7 @@ pub fn stress(
             measure: !a.no_measure,
         }),
         gpaw: a.gpaw,
+        bench_samples: 0,
     };
     let run = run_with_progress(&cfg, progress)?;
     let vcpu_results: Vec<VcpuResult> = run

@@ -333,6 +333,7 @@ fn guest_config(cfg: &RunConfig, vcpu0: &VcpuFd) -> TdxlabHob {
         workload: cfg.workload,
         ..Default::default()
     };
+    h.ops = cfg.bench_samples;
     if let Some(st) = &cfg.stress {
         let khz = vcpu0
             .get_tsc_khz()

@@ -42,6 +42,8 @@ pub struct RunConfig {
     pub stress: Option<StressParams>,
     /// Force the TD's GPAW (`--gpaw`); `None` picks it from the host (`caps::default_gpaw`).
     pub gpaw: Option<u8>,
+    /// Samples a benchmark workload takes (0: its default).
+    pub bench_samples: u32,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.
