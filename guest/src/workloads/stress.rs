@@ -657,16 +657,21 @@ pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
             to_private(r, gpaw).unwrap_or_else(|e| panic!("measure: {r} to private: {e}"));
             *x = rdtsc() - t;
         }
-        median(s)
+        median(s) // leaves the samples sorted: min first, p90 at 9/10
     };
+    let p90 = |s: &[u64]| s[(s.len() * 9 / 10).min(s.len() - 1)];
     let mut s4 = [0u64; 32];
     let rt4k = trip(page, &mut s4);
     let mut s2 = [0u64; 4];
     let rt2m = trip(block, &mut s2);
     println!(
-        "{MEASURE_LINE} floor={floor} rt4k={rt4k} rt2m={rt2m} n4k={} n2m={}",
+        "{MEASURE_LINE} floor={floor} rt4k={rt4k} rt2m={rt2m} n4k={} n2m={} rt4k_min={} rt4k_p90={} rt2m_min={} rt2m_p90={}",
         s4.len(),
-        s2.len()
+        s2.len(),
+        s4[0],
+        p90(&s4),
+        s2[0],
+        p90(&s2)
     );
 }
 

@@ -247,15 +247,19 @@ fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
         "  doorbell floor (null TDCALL)      {:>9.1} us",
         m.doorbell_floor_us
     )?;
+    let (min4, p904) = m.round_trip_4k_min_p90_us;
+    let (min2, p902) = m.round_trip_2m_min_p90_us;
     crate::outln!(
-        "  4K private->shared->private       {:>9.1} us  = {:.1} floors",
+        "  4K private->shared->private       {:>9.1} us  = {:.1} floors  (min {min4:.1}, p90 {p904:.1}; {} samples)",
         m.round_trip_4k_us,
-        m.round_trip_4k_floors
+        m.round_trip_4k_floors,
+        m.samples_4k
     )?;
     crate::outln!(
-        "  2M private->shared->private       {:>9.1} us  = {:.1} floors",
+        "  2M private->shared->private       {:>9.1} us  = {:.1} floors  (min {min2:.1}, p90 {p902:.1}; {} samples)",
         m.round_trip_2m_us,
-        m.round_trip_2m_floors
+        m.round_trip_2m_floors,
+        m.samples_2m
     )?;
     crate::outln!(
         "  accept 1 GiB at 2M ({} calls)     {:>9.3} s   {:.2} GiB/s",
