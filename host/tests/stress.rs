@@ -308,7 +308,10 @@ fn measured_round_trips_are_reported_next_to_the_doorbell_floor() {
         m["round_trip_4k_min_p90_us"][1].as_f64().unwrap(),
     );
     assert!(min4 <= rt4k && rt4k <= p904, "{m}");
-    assert_eq!((m["samples_4k"].as_u64(), m["samples_2m"].as_u64()), (Some(32), Some(4)));
+    assert_eq!(
+        (m["samples_4k"].as_u64(), m["samples_2m"].as_u64()),
+        (Some(32), Some(4))
+    );
     assert!(r.out.contains("doorbell floor") && r.out.contains("4K round trip"));
     assert!(r.out.contains("(projected: "), "{}", r.out);
     // The phases: measuring first, then the scenario window the rates are over.

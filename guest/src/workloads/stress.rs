@@ -255,7 +255,7 @@ pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
     let measure = hob.options & options::MEASURE != 0;
     let ram = crate::boot::info::get().ram_end;
     if vcpu == 0 && measure {
-        measure_round_trips(ram - MEASURE_AREA, gpaw);
+        measure_round_trips(ram - MEASURE_AREA, gpaw, ROUND_TRIPS_4K);
     }
     let (base, len) = chunk_of(scenario, vcpu, vcpus, ram, measure);
     let mut run = Run {
@@ -639,7 +639,12 @@ fn random_convert(run: &mut Run, rng: &mut Rng, st: &mut [St], tag: &mut [u8]) {
 /// vCPU 0's measurements, in the area at the top of RAM: the doorbell floor (null TDCALL), a
 /// 4 KiB private → shared → private round trip including the first touch of the shared page,
 /// and the same for a 2 MiB block (first page touched).
-pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
+/// 4 KiB round trips the stress measurements time (2 MiB ones: an eighth, at least 4).
+const ROUND_TRIPS_4K: usize = 32;
+
+/// Time `n4k` 4 KiB and `max(n4k / 8, 4)` 2 MiB private → shared → private round trips in
+/// `area`, and the doorbell floor; print them (median, min, p90).
+pub fn measure_round_trips(area: u64, gpaw: Gpaw, n4k: usize) {
     let floor = null_tdcall_cycles(&mut [0u64; 64]);
     let mut tdx = crate::arch::tdx();
     let block = GpaRange::new(Gpa(area), MB2);
@@ -660,9 +665,9 @@ pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
         median(s) // leaves the samples sorted: min first, p90 at 9/10
     };
     let p90 = |s: &[u64]| s[(s.len() * 9 / 10).min(s.len() - 1)];
-    let mut s4 = [0u64; 32];
+    let mut s4 = alloc::vec![0u64; n4k.max(1)];
     let rt4k = trip(page, &mut s4);
-    let mut s2 = [0u64; 4];
+    let mut s2 = alloc::vec![0u64; (n4k / 8).max(4)];
     let rt2m = trip(block, &mut s2);
     println!(
         "{MEASURE_LINE} floor={floor} rt4k={rt4k} rt2m={rt2m} n4k={} n2m={} rt4k_min={} rt4k_p90={} rt2m_min={} rt2m_p90={}",
@@ -679,7 +684,11 @@ pub fn measure_round_trips(area: u64, gpaw: Gpaw) {
 /// pages next to memset over the same memory (cold: first touch; warm: again).
 pub fn bench_convert(gpaw: Gpaw) {
     let ram = crate::boot::info::get().ram_end;
-    measure_round_trips(ram - MEASURE_AREA, gpaw);
+    let n4k = match crate::boot::info::get().tdxlab_hob().ops as usize {
+        0 => ROUND_TRIPS_4K,
+        n => n.min(crate::layout::MAX_BENCH_SAMPLES),
+    };
+    measure_round_trips(ram - MEASURE_AREA, gpaw, n4k);
     let len = 1u64 << 30;
     let start = 256u64 << 20;
     if start + len > ram - MEASURE_AREA {

@@ -164,8 +164,11 @@ fn host_memset(len: usize) -> anyhow::Result<(f64, f64)> {
 }
 
 /// Boot a 1.5 GiB TD whose vCPU 0 measures the conversion costs; print them.
-pub fn convert(json: bool) -> anyhow::Result<u8> {
-    let r = run(&convert_config())?;
+pub fn convert(json: bool, samples: u32) -> anyhow::Result<u8> {
+    let r = run(&RunConfig {
+        bench_samples: samples,
+        ..convert_config()
+    })?;
     let out = ConvertBench::from_run(&r)?;
     if json {
         crate::outln!("{}", crate::output::json("bench convert", &out)?)?;

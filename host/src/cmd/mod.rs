@@ -87,7 +87,13 @@ enum BenchCommand {
     },
     /// Conversion costs in one run: the doorbell floor, 4K and 2M round trips, and 1 GiB
     /// accepted with 2 MiB pages next to memset over the same memory (boots a 1.5 GiB TD).
-    Convert(JsonArg),
+    Convert {
+        /// 4K round trips to time (2M ones: an eighth, at least 4).
+        #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        samples: u32,
+        #[command(flatten)]
+        out: JsonArg,
+    },
 }
 
 /// `--json`, for the commands whose result has a machine-readable form.
@@ -112,7 +118,7 @@ pub fn main() -> ExitCode {
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
         Command::Bench { which } => match which {
             BenchCommand::Doorbell { samples, out } => bench::doorbell(out.json, samples),
-            BenchCommand::Convert(o) => bench::convert(o.json),
+            BenchCommand::Convert { samples, out } => bench::convert(out.json, samples),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),
