@@ -465,13 +465,7 @@ fn an_image_with_a_huge_td_hob_is_refused_in_one_line() {
         .unwrap();
     hob.memory_size = 2 << 20;
     write_descriptor(&mut img, tdxlab::pack::DESCRIPTOR_OFFSET, &sections).unwrap();
-    let path = std::env::temp_dir().join(format!("tdxlab-bighob-{}.bin", std::process::id()));
-    std::fs::write(&path, &img).unwrap();
-    let out = tdxlab(&["run", "--image", path.to_str().unwrap(), "--vcpus", "1"]);
-    std::fs::remove_file(&path).ok();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = common::refused_image_error("bighob", &img);
     assert!(
         err.contains(
             "the image's TD_HOB section is 2048 KiB; tdxlab builds a TD HOB of at most 1024 KiB"
@@ -498,13 +492,7 @@ fn an_image_without_the_doorbell_is_refused_before_boot() {
         tdxlab::image::doorbell_abi(tdxlab::GUEST_IMAGE),
         Some(shared_abi::doorbell::DOORBELL_ABI_VERSION)
     );
-    let path = std::env::temp_dir().join(format!("tdxlab-nodoorbell-{}.bin", std::process::id()));
-    std::fs::write(&path, &img).unwrap();
-    let out = tdxlab(&["run", "--image", path.to_str().unwrap(), "--vcpus", "1"]);
-    std::fs::remove_file(&path).ok();
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert_eq!(err.lines().count(), 1, "{err}");
+    let err = common::refused_image_error("nodoorbell", &img);
     assert!(
         err.contains("only doorbell-aware guests run on the emulated host"),
         "{err}"

@@ -90,3 +90,16 @@ pub fn run_with_report_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         report,
     }
 }
+
+/// Boot `image` (written to a temporary file named after `tag`) with `tdxlab run --image`
+/// on one vCPU and expect a refusal before boot: exit 3 and one line, which is returned.
+pub fn refused_image_error(tag: &str, image: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("tdxlab-{tag}-{}.bin", std::process::id()));
+    std::fs::write(&path, image).unwrap();
+    let out = tdxlab(&["run", "--image", path.to_str().unwrap(), "--vcpus", "1"]);
+    std::fs::remove_file(&path).ok();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    err
+}
