@@ -61,3 +61,27 @@ fn the_map_names_every_room() {
         "docs/architecture.md does not name: {missing:?}"
     );
 }
+
+/// The glossary and the reading order name files that exist (paths from the repository root,
+/// or from `host/src` for the host's rooms).
+#[test]
+fn the_glossary_and_the_reading_order_name_real_files() {
+    let mut checked = 0;
+    for doc in ["docs/glossary.md", "docs/reading-order.md"] {
+        let text = std::fs::read_to_string(root().join(doc)).unwrap();
+        for span in text.split('`').skip(1).step_by(2) {
+            let is_path = span.ends_with(".rs")
+                && span.contains('/')
+                && span
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "/_.-".contains(c));
+            if !is_path {
+                continue;
+            }
+            let found = root().join(span).exists() || root().join("host/src").join(span).exists();
+            assert!(found, "{doc} names {span}, which does not exist");
+            checked += 1;
+        }
+    }
+    assert!(checked > 25, "only {checked} paths checked");
+}
