@@ -28,6 +28,7 @@ fn panic(info: &PanicInfo) -> ! {
     let mut msg = [0u8; 64];
     let mut w = crate::console::Buf(&mut msg, 0);
     let _ = write!(w, "{}", info.message());
-    let _ = crate::arch::tdx().report_fatal_error(1, None, &msg);
+    // Error code 0, as Linux sends it ("0 is panic"): QEMU refuses any of bits 15:0 set.
+    let _ = crate::arch::tdx().report_fatal_error(0, None, &msg);
     exit(0xFF)
 }

@@ -534,3 +534,19 @@ fn run_json_is_the_report_with_its_settings() {
     assert_eq!(s["builtin_image"], true);
     assert!(v["gpaw"].as_u64().is_some());
 }
+
+/// `tdxlab image -o FILE` writes the built-in guest image, byte for byte; a path that
+/// cannot be written is one line and exit 3.
+#[test]
+fn image_writes_the_built_in_guest() {
+    let path = std::env::temp_dir().join(format!("tdxlab-image-{}.bin", std::process::id()));
+    let out = tdxlab(&["image", "-o", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0));
+    let written = std::fs::read(&path).unwrap();
+    std::fs::remove_file(&path).ok();
+    assert!(written == tdxlab::GUEST_IMAGE, "the image differs");
+    let out = tdxlab(&["image", "-o", "/nonexistent-tdxlab-dir/x.bin"]);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}

@@ -259,6 +259,7 @@ extern "C" fn exception(f: &mut Frame) {
         &mut w,
         format_args!("exception {} at RIP {:#x} CR2 {cr2:#x}", f.vector, f.rip),
     );
-    let _ = crate::arch::tdx().report_fatal_error(f.vector, None, &msg);
+    // Error code 0 (the vector is in the message): QEMU refuses any of bits 15:0 set.
+    let _ = crate::arch::tdx().report_fatal_error(0, None, &msg);
     crate::exit::exit(0xE0)
 }

@@ -72,6 +72,12 @@ enum Command {
     },
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
     ZapTable(JsonArg),
+    /// Write the built-in guest's TDVF image to a file (to boot it elsewhere, or inspect it).
+    Image {
+        /// Where to write it.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -116,6 +122,7 @@ pub fn main() -> ExitCode {
         Command::Caps(o) => crate::caps::run(o.json),
         Command::ZapTable(o) => crate::zap_table::run(o.json),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
+        Command::Image { output } => write_image(&output),
         Command::Bench { which } => match which {
             BenchCommand::Doorbell { samples, out } => bench::doorbell(out.json, samples),
             BenchCommand::Convert { samples, out } => bench::convert(out.json, samples),
@@ -125,6 +132,20 @@ pub fn main() -> ExitCode {
         Command::Sim(args) => sim::main(args),
     };
     finish(result)
+}
+
+/// `tdxlab image -o FILE`.
+fn write_image(path: &std::path::Path) -> anyhow::Result<u8> {
+    use anyhow::Context;
+    std::fs::write(path, crate::GUEST_IMAGE)
+        .with_context(|| format!("cannot write the image to {}", path.display()))?;
+    eprintln!(
+        "tdxlab: wrote the built-in guest image ({} KiB, doorbell ABI {}) to {}",
+        crate::GUEST_IMAGE.len() >> 10,
+        shared_abi::doorbell::DOORBELL_ABI_VERSION,
+        path.display()
+    );
+    Ok(EXIT_OK)
 }
 
 /// `tdxlab stress`: the report path is checked before anything boots.

@@ -158,8 +158,21 @@ impl GuestIo {
     }
 
     /// TDVMCALL<ReportFatalError>: the guest's 64-byte message from R14, R15, RBX, RDI, RSI,
-    /// R8, R9, RDX.
+    /// R8, R9, RDX. An error code with any of bits 15:0 set is refused with QEMU's words and
+    /// the message is lost, as QEMU does (`tdx_handle_report_fatal_error` in
+    /// `target/i386/kvm/tdx.c` stops the VM with an internal error); Linux sends 0 ("0 is
+    /// panic").
     pub(crate) fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
+        if regs.r12 & 0xffff != 0 {
+            return self.finish(GuestExit {
+                kind: ExitKind::Fatal,
+                code: regs.r12,
+                message: format!(
+                    "vCPU {vcpu}: TDX: REPORT_FATAL_ERROR: invalid error code: {:#x}",
+                    regs.r12
+                ),
+            });
+        }
         let words = [
             regs.r14, regs.r15, regs.rbx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.rdx,
         ];
@@ -174,5 +187,35 @@ impl GuestIo {
             code: regs.r12,
             message: format!("vCPU {vcpu} reported a fatal error: {msg}"),
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fatal(r12: u64) -> GuestExit {
+        let io = GuestIo::new(1, false);
+        let regs = tdcall::Regs {
+            r12,
+            r14: u64::from_le_bytes(*b"oops\0\0\0\0"),
+            ..Default::default()
+        };
+        io.report_fatal_error(0, &regs);
+        io.exit().expect("the TD stopped")
+    }
+
+    #[test]
+    fn report_fatal_error_takes_what_qemu_takes() {
+        // Linux's panic code, 0, carries the message.
+        let e = fatal(0);
+        assert_eq!(e.kind, ExitKind::Fatal);
+        assert_eq!(e.message, "vCPU 0 reported a fatal error: oops");
+        // Bits 15:0 set: QEMU refuses the call, and the message is lost.
+        let e = fatal(1);
+        assert_eq!(
+            e.message,
+            "vCPU 0: TDX: REPORT_FATAL_ERROR: invalid error code: 0x1"
+        );
     }
 }
