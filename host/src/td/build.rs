@@ -37,6 +37,8 @@ pub struct Td<'c> {
     pub(super) vcpus: Vec<VcpuFd>,
     pub(super) cfg: &'c RunConfig,
     pub(super) gpaw: Gpaw,
+    /// The built-in guest runs (its RIPs can be named): compared once, here.
+    pub(super) builtin: bool,
     /// One seed for every injector: the stress seed (fixed for `run`).
     pub(super) seed: u64,
     pub(super) seam: Arc<TdxModule>,
@@ -291,6 +293,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         vcpus: Vec::new(),
         cfg,
         gpaw,
+        builtin: cfg.image == crate::GUEST_IMAGE,
         seed,
         seam,
         kvm,

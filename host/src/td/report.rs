@@ -189,7 +189,7 @@ impl RunReport {
             audit_s,
             console_at_s,
             console_vcpu,
-            builtin_image: cfg.image == crate::GUEST_IMAGE,
+            builtin_image: td.builtin,
             stdout_closed: io.stdout_closed.load(Relaxed),
         })
     }

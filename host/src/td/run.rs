@@ -67,8 +67,10 @@ impl Td<'_> {
             let rips: Vec<String> = (self.backend.vcpus.iter().enumerate())
                 .map(|(i, v)| {
                     let rip = v.stopped_rip.load(SeqCst);
-                    let builtin = self.cfg.image == crate::GUEST_IMAGE;
-                    format!("vCPU {i} at {}", crate::symbols::describe_rip(rip, builtin))
+                    format!(
+                        "vCPU {i} at {}",
+                        crate::symbols::describe_rip(rip, self.builtin)
+                    )
                 })
                 .collect();
             exit.message = format!("{}; {}", exit.message, rips.join(", "));
@@ -125,7 +127,7 @@ impl Td<'_> {
             .map(|(i, vcpu)| {
                 let ctx = Ctx {
                     bench,
-                    builtin: self.cfg.image == crate::GUEST_IMAGE,
+                    builtin: self.builtin,
                     seam: &self.seam,
                     vmm: &self.vmm,
                     counters: &self.counters,
