@@ -295,12 +295,7 @@ fn report_paths_that_cannot_be_written_are_refused_before_boot() {
             "Is a directory",
         ),
     ] {
-        let out = tdxlab(&args);
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
+        common::assert_usage_error(&args, want);
     }
 }
 
@@ -453,11 +448,7 @@ fn usage_errors_carry_clap_s_hints_in_one_line_with_exit_2() {
         ),
         (&["run", "--mem", "3"][..], "'3' is not a multiple of 2 MiB"),
     ] {
-        let out = tdxlab(args);
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        common::assert_usage_error(args, want);
     }
 }
 

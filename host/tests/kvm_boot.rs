@@ -162,12 +162,7 @@ fn bad_run_flags_are_refused_before_boot_with_exit_2() {
         ),
     ];
     for (args, want) in cases {
-        let out = tdxlab(args);
-        let err = String::from_utf8(out.stderr).unwrap();
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
-        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
-        assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
+        common::assert_usage_error(args, want);
     }
 }
 

@@ -103,3 +103,14 @@ pub fn refused_image_error(tag: &str, image: &[u8]) -> String {
     assert_eq!(err.lines().count(), 1, "{err}");
     err
 }
+
+/// `tdxlab ARGS` is a usage error: exit 2, one line on stderr containing `want`, nothing on
+/// stdout (nothing booted).
+pub fn assert_usage_error(args: &[&str], want: &str) {
+    let out = tdxlab(args);
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    assert!(err.contains(want), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
+}
