@@ -36,6 +36,8 @@ pub const WORKLOAD_STRESS: u32 = 2;
 /// Workload id: the conversion benchmark (round trips, then 1 GiB accepted at 2 MiB next to
 /// memset over the same memory).
 pub const WORKLOAD_BENCH_CONVERT: u32 = 3;
+/// Workload id: the conversion round trips alone (`bench convert --compare`, once per mode).
+pub const WORKLOAD_BENCH_ROUND_TRIPS: u32 = 4;
 /// The benchmark's bare exit: an `out` the host answers by re-entering at once.
 pub const BENCH_BARE_PORT: u16 = 0x0DB1;
 /// TDCALLs (and bare exits) the doorbell benchmark times.

@@ -3,6 +3,7 @@
 # inside QEMU's TCG emulation of AMD SVM with nested paging, at several MAXPHYADDR widths.
 #
 #   scripts/kvm-lane.sh [--phys-bits "48 39"] [--soak SECONDS] [--keep]
+#                       [--only TEST_FILTER] [--repeat N]
 #
 # Everything comes from Debian's archive through a private apt state in the work folder
 # (target/kvm-lane, or $TDXLAB_LANE_DIR; downloads are cached there); nothing is installed on
@@ -15,19 +16,26 @@
 #
 # --soak SECONDS adds the long checks (not run by CI): a 4-vCPU random stress of that length
 # with injection on, the alternating-pages scenario over 2 GiB of RAM, and `bench convert`. --keep leaves the
-# initramfs (the per-width logs always stay in the work folder).
+# initramfs (the per-width logs always stay in the work folder). --only TEST_FILTER runs just
+# the integration tests whose names contain it, --repeat N runs the test binaries N times: both
+# for chasing an intermittent failure. A failed command's whole output (up to 400 lines) goes
+# to the width's log, and its failure lines to this script's output.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PHYS_BITS="48 39"
 SOAK=0
 KEEP=0
+ONLY=""
+REPEAT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --phys-bits) PHYS_BITS="$2"; shift 2 ;;
     --soak) SOAK="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --only) ONLY="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kvm-lane: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -150,9 +158,10 @@ n=0
 lane() { # NAME COMMAND...: run it, print its output and one result line
   name=\$1; shift; n=\$((n+1))
   timeout $INNER_TIMEOUT "\$@" > /tmp/out 2>&1; rc=\$?
-  if [ \$rc -ne 0 ]; then tail -n 40 /tmp/out; fi
+  if [ \$rc -ne 0 ]; then echo "LANE-OUTPUT \$name begin"; head -n 400 /tmp/out; echo "LANE-OUTPUT \$name end"; fi
   echo "LANE-RESULT \$name rc=\$rc"
 }
+if [ -z "$ONLY" ]; then
 lane caps \$T caps
 lane bench-doorbell \$T bench doorbell; sed 's/^/LANE-BENCH /' /tmp/out
 for v in 1 2 4; do lane run-\${v}vcpu \$T run --vcpus \$v --timeout 120; done
@@ -169,9 +178,12 @@ if [ $SOAK -gt 0 ]; then
   grep -E 'PASSED|FAILED|conversions  |audit' /tmp/out | sed 's/^/LANE-SOAK /'
   lane bench-convert \$T bench convert; sed 's/^/LANE-BENCH /' /tmp/out
 fi
+fi
+for i in \$(seq $REPEAT); do
 for t in $LANE_TESTS; do
-  cd /tmp; lane test-\$t /tests/\$t --test-threads=2 --include-ignored
+  cd /tmp; lane test-\$t /tests/\$t --test-threads=2 --include-ignored $ONLY
   grep '^test result:' /tmp/out | sed "s/^/LANE-TESTS \$t /"
+done
 done
 echo "LANE-DONE \$n"
 poweroff -f
@@ -211,8 +223,10 @@ for b in $PHYS_BITS; do
     echo "  FAILED: the boot did not finish (see $log)"; tail -n 30 "$log" | sed 's/^/  | /'; status=1
   elif [ -n "$failed" ]; then
     echo "$failed" | sed 's/^LANE-RESULT /  FAILED: /'; status=1
-    # What failed, in the CI log too: each panic with its message.
-    grep -A2 'panicked at' "$log" | head -n 40 | sed 's/^/  | /' || true
+    # What failed, in the CI log too: the failure lines of each failed command's output.
+    sed -n '/^LANE-OUTPUT .* begin$/,/^LANE-OUTPUT .* end$/p' "$log" \
+      | grep -E 'LANE-OUTPUT .* begin|panicked at|FAILED|[Ee]rror|fatal|timed out|exit' \
+      | head -n 60 | sed 's/^/  | /' || true
   fi
   echo "  phys-bits=$b: $passed passed$( [ -n "$failed" ] && echo ", $(echo "$failed" | wc -l) failed")"
 done

@@ -63,6 +63,17 @@ fn main(vcpu: u32) -> ! {
             workloads::stress::bench_convert(info.gpaw);
             exit::exit(0);
         }
+        if boot.workload() == layout::WORKLOAD_BENCH_ROUND_TRIPS {
+            workloads::stress::bench_round_trips(info.gpaw);
+            exit::exit(0);
+        }
+    }
+    if boot.workload() == layout::WORKLOAD_BENCH_ROUND_TRIPS {
+        // The other vCPUs stay busy in the TD, as a loaded TD's do: every kick of vCPU 0's
+        // conversions has to interrupt them (and wait for them to leave).
+        loop {
+            core::hint::spin_loop();
+        }
     }
     smp::wait_heap_ready();
     let what = if boot.workload() == layout::WORKLOAD_STRESS {

@@ -30,4 +30,24 @@ crate::tdcall::leaves! { HostCheckOp: u64, "What the host is asked to do (R11)."
     /// host punches a hole in the private backing of the range, which stays private. The
     /// guest must re-accept the pages and find them zeroed. R14 and R15 are ignored.
     PunchHole = 3, "PUNCH_HOLE";
+    /// A measurement mark: R12 is the window ([`Window`]), R13 0 at its start and 1 at its
+    /// end. The host adds what its counters moved in between (exits by kind, kicks, memory
+    /// system calls, host CPU time) to that window; the mark's own exit is not counted.
+    /// R14 and R15 are ignored; nothing is checked.
+    Mark = 4, "MARK";
+}
+
+crate::tdcall::leaves! { Window: u64, "The measured windows of a round trip (R12 of MARK).",
+    /// A 4 KiB page private → shared (MapGPA and the host's conversion).
+    ToShared4k = 1, "4k-to-shared";
+    /// The first guest write to that page through the shared alias.
+    Touch4k = 2, "4k-first-touch";
+    /// The page shared → private: MapGPA, then TDG.MEM.PAGE.ACCEPT.
+    ToPrivate4k = 3, "4k-to-private";
+    /// A 2 MiB block private → shared.
+    ToShared2m = 4, "2m-to-shared";
+    /// The first write to its first page through the shared alias.
+    Touch2m = 5, "2m-first-touch";
+    /// The block shared → private: MapGPA, then its accept (2 MiB, or 512 × 4 KiB).
+    ToPrivate2m = 6, "2m-to-private";
 }

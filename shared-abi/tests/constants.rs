@@ -452,8 +452,14 @@ fn host_check_protocol_values() {
     assert_eq!(HostCheckOp::from_number(1), Some(HostCheckOp::SyncShared));
     assert_eq!(HostCheckOp::from_number(2), Some(HostCheckOp::SyncPrivate));
     assert_eq!(HostCheckOp::from_number(3), Some(HostCheckOp::PunchHole));
+    assert_eq!(HostCheckOp::from_number(4), Some(HostCheckOp::Mark));
     assert_eq!(HostCheckOp::from_number(0), None);
-    assert_eq!(HostCheckOp::from_number(4), None);
+    assert_eq!(HostCheckOp::from_number(5), None);
+    // The measured windows: three steps per round trip, numbered from 1.
+    let numbers: Vec<u64> = Window::ALL.iter().map(|w| w.number()).collect();
+    assert_eq!(numbers, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(Window::from_number(0), None);
+    assert_eq!(Window::ToPrivate2m.name(), "2m-to-private");
 }
 
 #[test]

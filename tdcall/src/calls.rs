@@ -261,6 +261,22 @@ impl<T: Transport> Tdx<T> {
         })
     }
 
+    /// Mark the start (`end` false) or end of a measured window for the host's exit
+    /// accounting (`shared_abi::hostcheck::HostCheckOp::Mark`). Hosts without it (real KVM)
+    /// fail the hypercall; a mark changes nothing in the TD, so the answer is ignored.
+    pub fn mark(&mut self, window: shared_abi::hostcheck::Window, end: bool) {
+        let regs = Regs {
+            rax: shared_abi::tdcall::leaf_rax(TdcallLeaf::VpVmcall, 0),
+            rcx: select::LINUX_EXPOSE_MASK,
+            r10: shared_abi::hostcheck::TDXLAB_HYPERCALL,
+            r11: shared_abi::hostcheck::HostCheckOp::Mark as u64,
+            r12: window as u64,
+            r13: end as u64,
+            ..Regs::default()
+        };
+        let _ = self.leaf(TdcallLeaf::VpVmcall, regs);
+    }
+
     /// One raw TDVMCALL<MapGPA>: `(R10 status, R11)`. Use [`Tdx::map_gpa`] for the loop.
     pub fn map_gpa_once(&mut self, start: Gpa, len: u64) -> Result<(VmcallStatus, u64), Error> {
         let r = Regs {

@@ -11,7 +11,7 @@ use crate::convert::{set_alias, to_private, to_shared};
 use crate::workloads::round_trip::{median, null_tdcall_cycles, rdtsc, SHARED_WINDOW};
 use alloc::vec;
 use alloc::vec::Vec;
-use shared_abi::hostcheck::{HostCheckOp, HOST_CHECK_MAX_LEN};
+use shared_abi::hostcheck::{HostCheckOp, Window, HOST_CHECK_MAX_LEN};
 use shared_abi::layout::hob::TdxlabHob;
 use shared_abi::stress::{
     options, Scenario, CHUNK_BASE, MEASURE_AREA, MEASURE_LINE, PHASE_LINE, RESULT_LINE,
@@ -653,42 +653,105 @@ pub fn measure_round_trips(area: u64, gpaw: Gpaw, n4k: usize) {
         tdx.accept(r)
             .unwrap_or_else(|e| panic!("measure: accept {r}: {e}"));
     }
-    let trip = |r: GpaRange, s: &mut [u64]| {
-        for x in s.iter_mut() {
-            let t = rdtsc();
-            to_shared(r, gpaw).unwrap_or_else(|e| panic!("measure: {r} to shared: {e}"));
-            // SAFETY: shared now; the PTE carries the shared bit. The first touch faults it in.
-            unsafe { (r.start.0 as *mut u64).write_volatile(0x5EED) };
-            to_private(r, gpaw).unwrap_or_else(|e| panic!("measure: {r} to private: {e}"));
-            *x = rdtsc() - t;
-        }
-        median(s) // leaves the samples sorted: min first, p90 at 9/10
-    };
     let p90 = |s: &[u64]| s[(s.len() * 9 / 10).min(s.len() - 1)];
-    let mut s4 = alloc::vec![0u64; n4k.max(1)];
-    let rt4k = trip(page, &mut s4);
-    let mut s2 = alloc::vec![0u64; (n4k / 8).max(4)];
-    let rt2m = trip(block, &mut s2);
+    let mut t4 = Trips::new(n4k.max(1));
+    t4.run(
+        &mut tdx,
+        page,
+        gpaw,
+        [Window::ToShared4k, Window::Touch4k, Window::ToPrivate4k],
+    );
+    let mut t2 = Trips::new((n4k / 8).max(4));
+    t2.run(
+        &mut tdx,
+        block,
+        gpaw,
+        [Window::ToShared2m, Window::Touch2m, Window::ToPrivate2m],
+    );
+    let (rt4k, sh4k, pr4k) = t4.medians();
+    let (rt2m, sh2m, pr2m) = t2.medians();
     println!(
-        "{MEASURE_LINE} floor={floor} rt4k={rt4k} rt2m={rt2m} n4k={} n2m={} rt4k_min={} rt4k_p90={} rt2m_min={} rt2m_p90={}",
-        s4.len(),
-        s2.len(),
-        s4[0],
-        p90(&s4),
-        s2[0],
-        p90(&s2)
+        "{MEASURE_LINE} floor={floor} rt4k={rt4k} rt2m={rt2m} n4k={} n2m={} rt4k_min={} rt4k_p90={} rt2m_min={} rt2m_p90={} sh4k={sh4k} pr4k={pr4k} sh2m={sh2m} pr2m={pr2m}",
+        t4.rt.len(),
+        t2.rt.len(),
+        t4.rt[0],
+        p90(&t4.rt),
+        t2.rt[0],
+        p90(&t2.rt)
     );
 }
 
-/// The conversion benchmark (vCPU 0 only): the round trips, then 1 GiB accepted with 2 MiB
-/// pages next to memset over the same memory (cold: first touch; warm: again).
-pub fn bench_convert(gpaw: Gpaw) {
+type Tdx = tdcall::Tdx<tdcall::transport::AnyTransport>;
+
+/// Timed round trips of one range: each whole trip, and its two conversions apart.
+struct Trips {
+    rt: alloc::vec::Vec<u64>,
+    sh: alloc::vec::Vec<u64>,
+    pr: alloc::vec::Vec<u64>,
+}
+
+impl Trips {
+    fn new(n: usize) -> Trips {
+        let v = || alloc::vec![0u64; n];
+        Trips {
+            rt: v(),
+            sh: v(),
+            pr: v(),
+        }
+    }
+
+    /// Each trip: to shared, the first touch, to private, each step timed alone and inside
+    /// its window's marks (the host counts the exits of each; the marks' own exits fall
+    /// outside both the windows and the timings).
+    fn run(&mut self, tdx: &mut Tdx, r: GpaRange, gpaw: Gpaw, w: [Window; 3]) {
+        let step = |tdx: &mut Tdx, w: Window, f: &mut dyn FnMut()| {
+            tdx.mark(w, false);
+            let t = rdtsc();
+            f();
+            let dt = rdtsc() - t;
+            tdx.mark(w, true);
+            dt
+        };
+        for i in 0..self.rt.len() {
+            let sh = step(tdx, w[0], &mut || {
+                to_shared(r, gpaw).unwrap_or_else(|e| panic!("measure: {r} to shared: {e}"));
+            });
+            // SAFETY: shared now; the PTE carries the shared bit. The first touch faults it in.
+            let touch = step(tdx, w[1], &mut || unsafe {
+                (r.start.0 as *mut u64).write_volatile(0x5EED)
+            });
+            let pr = step(tdx, w[2], &mut || {
+                to_private(r, gpaw).unwrap_or_else(|e| panic!("measure: {r} to private: {e}"));
+            });
+            (self.rt[i], self.sh[i], self.pr[i]) = (sh + touch + pr, sh, pr);
+        }
+    }
+
+    /// Medians of the trips and of each conversion (sorts the samples: min first).
+    fn medians(&mut self) -> (u64, u64, u64) {
+        (
+            median(&mut self.rt),
+            median(&mut self.sh),
+            median(&mut self.pr),
+        )
+    }
+}
+
+/// The round trips alone, at the top of RAM, `ops` 4 KiB ones (0: the default).
+pub fn bench_round_trips(gpaw: Gpaw) {
     let ram = crate::boot::info::get().ram_end;
     let n4k = match crate::boot::info::get().tdxlab_hob().ops as usize {
         0 => ROUND_TRIPS_4K,
         n => n.min(crate::layout::MAX_BENCH_SAMPLES),
     };
     measure_round_trips(ram - MEASURE_AREA, gpaw, n4k);
+}
+
+/// The conversion benchmark (vCPU 0 only): the round trips, then 1 GiB accepted with 2 MiB
+/// pages next to memset over the same memory (cold: first touch; warm: again).
+pub fn bench_convert(gpaw: Gpaw) {
+    let ram = crate::boot::info::get().ram_end;
+    bench_round_trips(gpaw);
     let len = 1u64 << 30;
     let start = 256u64 << 20;
     if start + len > ram - MEASURE_AREA {

@@ -1,10 +1,12 @@
 //! `tdxlab bench`: a null TDCALL's round trip next to a bare KVM exit's (`doorbell`), and the
 //! conversion costs (`convert`), each measured in one run.
 
+use super::costs::{self, ModeCosts, StepCosts, TripExits};
 use crate::kvm::ZapPolicy;
 use crate::td::{run, RunConfig};
 use serde::Serialize;
 use shared_abi::stress::field;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// One measured quantity over its samples, in cycles.
@@ -55,6 +57,7 @@ pub fn doorbell(json: bool, samples: u32) -> anyhow::Result<u8> {
         stress: None,
         gpaw: None,
         bench_samples: samples,
+        beyond: Default::default(),
     };
     let r = run(&cfg)?;
     let out = DoorbellBench::from_run(&r)?;
@@ -147,6 +150,19 @@ pub struct ConvertBench {
     pub host_memset_warm_bytes_per_s: f64,
     /// Accept bandwidth vs the host's warm memset bandwidth over the same size.
     pub accept_vs_host_memset: f64,
+    /// What each step of the round trips cost the host, per sample, beside real TDX.
+    pub steps: BTreeMap<String, StepCosts>,
+    /// Exits per 4K round trip (first touch included), here and on real TDX.
+    pub round_trip_4k_exits: Option<TripExits>,
+    /// The same for the 2M round trip (private pages mapped at 2 MiB).
+    pub round_trip_2m_exits: Option<TripExits>,
+}
+
+/// `tdxlab bench convert --compare`: the 2 MiB conversions under each mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompareBench {
+    /// Upstream first, then each option alone.
+    pub modes: Vec<ModeCosts>,
 }
 
 /// memset over `len` bytes of fresh anonymous memory, twice: (first touch, again) in bytes/s.
@@ -163,10 +179,15 @@ fn host_memset(len: usize) -> anyhow::Result<(f64, f64)> {
     Ok((bw[0], bw[1]))
 }
 
-/// Boot a 1.5 GiB TD whose vCPU 0 measures the conversion costs; print them.
-pub fn convert(json: bool, samples: u32) -> anyhow::Result<u8> {
+/// Boot a 1.5 GiB TD whose vCPU 0 measures the conversion costs; print them. With
+/// `compare`, boot one small TD per mode instead and compare their 2 MiB conversions.
+pub fn convert(json: bool, samples: u32, compare: bool) -> anyhow::Result<u8> {
+    if compare {
+        return convert_compare(json, samples);
+    }
     let r = run(&RunConfig {
         bench_samples: samples,
+        beyond: Default::default(),
         ..convert_config()
     })?;
     let out = ConvertBench::from_run(&r)?;
@@ -198,6 +219,7 @@ fn convert_config() -> RunConfig {
         stress: None,
         gpaw: None,
         bench_samples: 0,
+        beyond: Default::default(),
     }
 }
 
@@ -223,6 +245,7 @@ impl ConvertBench {
             get("memset_warm")?,
         );
         let bw = |n: u64, cycles: u64| n as f64 / (cycles as f64 / r.tsc_hz);
+        let steps = costs::steps(r, shared_abi::PageLevel::Size2M);
         let (host_cold, host_warm) = host_memset(bytes as usize)?;
         Ok(ConvertBench {
             round_trips: rt,
@@ -236,6 +259,9 @@ impl ConvertBench {
             host_memset_cold_bytes_per_s: host_cold,
             host_memset_warm_bytes_per_s: host_warm,
             accept_vs_host_memset: bw(bytes, accept) / host_warm,
+            round_trip_4k_exits: costs::trip(&steps, costs::TRIP_4K),
+            round_trip_2m_exits: costs::trip(&steps, costs::TRIP_2M),
+            steps,
         })
     }
 }
@@ -285,5 +311,62 @@ fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
         "  accept vs warm host memset (bandwidth): {:.2}",
         out.accept_vs_host_memset
     )?;
+    crate::outln!("what each step cost the host (docs/performance.md):")?;
+    costs::print_steps(&out.steps)?;
+    for (what, t) in [
+        ("4K", out.round_trip_4k_exits),
+        ("2M", out.round_trip_2m_exits),
+    ] {
+        if let Some(t) = t {
+            crate::outln!(
+                "  {what} round trip: {:.1} exits, real TDX {} (ratio {:.2})",
+                t.exits,
+                t.real_tdx_exits,
+                t.ratio
+            )?;
+        }
+    }
     Ok(())
+}
+
+/// One small TD per mode (upstream, then each option alone), each timing `samples` 4K and
+/// `samples / 8` (at least 4) 2M round trips; print their 2 MiB conversions side by side.
+fn convert_compare(json: bool, samples: u32) -> anyhow::Result<u8> {
+    let mut modes = Vec::new();
+    for (i, mode) in costs::MODES.iter().enumerate() {
+        eprintln!(
+            "bench convert --compare: mode {} ({}/{})",
+            mode.name,
+            i + 1,
+            costs::MODES.len()
+        );
+        let mut cfg = convert_config();
+        cfg.workload = crate::guest_layout::WORKLOAD_BENCH_ROUND_TRIPS;
+        cfg.mem_bytes = 256 << 20;
+        // vCPU 1 stays busy in the TD, so each kick has a running vCPU to interrupt.
+        cfg.vcpus = 2;
+        cfg.bench_samples = samples;
+        cfg.beyond = mode.beyond;
+        cfg.inject.private_page_size = mode.private;
+        let r = run(&cfg)?;
+        modes.push(ModeCosts::of(mode, &r)?);
+    }
+    let out = CompareBench { modes };
+    if json {
+        crate::outln!("{}", crate::output::json("bench convert", &out)?)?;
+        return Ok(0);
+    }
+    crate::outln!(
+        "2 MiB conversions under upstream KVM and each option, measured one after another (2 vCPUs: vCPU 1 stays busy in the TD, so kicks interrupt it):"
+    )?;
+    costs::print_compare(&out.modes)?;
+    if let Some(t) = out.modes[0].round_trip_4k {
+        crate::outln!(
+            "  4K round trip (upstream): {:.1} exits, real TDX {} (ratio {:.2})",
+            t.exits,
+            t.real_tdx_exits,
+            t.ratio
+        )?;
+    }
+    Ok(0)
 }

@@ -2,6 +2,8 @@
 //! dispatch, and turn every error into one line and an exit code (`crate::exit`).
 
 mod bench;
+mod beyond;
+mod costs;
 mod parse;
 mod run;
 mod sim;
@@ -97,6 +99,11 @@ enum BenchCommand {
         /// 4K round trips to time (2M ones: an eighth, at least 4).
         #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=1000))]
         samples: u32,
+        /// Instead: the 2 MiB conversions under upstream behaviour and under each
+        /// beyond-upstream option (batched removal, prefault, 2 MiB private pages), one small
+        /// TD each, side by side with upstream's figures over each mode's.
+        #[arg(long)]
+        compare: bool,
         #[command(flatten)]
         out: JsonArg,
     },
@@ -125,7 +132,11 @@ pub fn main() -> ExitCode {
         Command::Image { output } => write_image(&output),
         Command::Bench { which } => match which {
             BenchCommand::Doorbell { samples, out } => bench::doorbell(out.json, samples),
-            BenchCommand::Convert { samples, out } => bench::convert(out.json, samples),
+            BenchCommand::Convert {
+                samples,
+                compare,
+                out,
+            } => bench::convert(out.json, samples, compare),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),

@@ -55,6 +55,8 @@ pub struct RunArgs {
     /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
     #[arg(long, value_parser = parse_gpaw)]
     gpaw: Option<u8>,
+    #[command(flatten)]
+    beyond: super::beyond::BeyondArgs,
 }
 
 impl RunArgs {
@@ -97,6 +99,7 @@ impl RunArgs {
             stress: None,
             gpaw: self.gpaw,
             bench_samples: 0,
+            beyond: self.beyond.get(),
         }
     }
 }

@@ -44,6 +44,8 @@ pub struct SimArgs {
     /// emulated TD gets on a host with that MAXPHYADDR.
     #[arg(long, default_value_t = 48, value_parser = parse_gpaw)]
     gpaw: u8,
+    #[command(flatten)]
+    beyond: super::beyond::BeyondArgs,
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     json: bool,
@@ -85,6 +87,7 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
         retry_p: a.inject_retry.max(inject.retry),
         busy_p: inject.busy,
         gpaw: shared_abi::Gpaw::emulated(a.gpaw).expect("checked by parse_gpaw"),
+        beyond: a.beyond.get(),
         ..Default::default()
     };
     crate::sim::cli::run(&cfg, a.json)

@@ -48,6 +48,8 @@ pub struct StressArgs {
     /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
     #[arg(long, value_parser = super::parse_gpaw)]
     pub gpaw: Option<u8>,
+    #[command(flatten)]
+    pub(crate) beyond: super::beyond::BeyondArgs,
     /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
     #[arg(long, value_parser = super::parse_timeout)]
     pub timeout: Option<u64>,
@@ -215,6 +217,7 @@ pub fn stress(
         }),
         gpaw: a.gpaw,
         bench_samples: 0,
+        beyond: a.beyond.get(),
     };
     let run = run_with_progress(&cfg, progress)?;
     let vcpu_results: Vec<VcpuResult> = run

@@ -90,6 +90,33 @@ impl Kvm {
         self.after_map(result, gpa, gfn, kind)
     }
 
+    /// Beyond upstream (`--prefault`): map private `[start, end)` ahead of the guest's
+    /// ACCEPTs, each page (or 2 MiB block, where private mappings may be that large) through
+    /// the fault path as KVM_PRE_FAULT_MEMORY's `kvm_tdp_map_page` does, so the TDX hook AUGs
+    /// it PENDING. Best effort: a page left unmapped (a racing zap) is faulted in by the
+    /// guest's ACCEPT as usual. Returns the pages mapped.
+    pub fn kvm_arch_vcpu_pre_fault_memory(&self, start: u64, end: u64) -> u64 {
+        let huge = self.cfg.private_max_level;
+        let mut gfn = start;
+        let mut mapped = 0;
+        while gfn < end {
+            let whole = gfn % huge.pages_4k() == 0 && gfn + huge.pages_4k() <= end;
+            let level = if whole { huge } else { PageLevel::Size4K };
+            // A retry means a zap raced this range: try again a few times, then leave it.
+            for _ in 0..4 {
+                match self.kvm_mmu_page_fault(Gpa(gfn << 12), level) {
+                    FaultOutcome::Retry => continue,
+                    FaultOutcome::Mapped => mapped += level.pages_4k(),
+                    _ => {}
+                }
+                break;
+            }
+            gfn += level.pages_4k();
+        }
+        self.stats.prefaulted.fetch_add(mapped, Relaxed);
+        mapped
+    }
+
     /// `kvm_tdp_mmu_map`: install the leaf; a private one through the TDX hooks
     /// (`tdx_sept_link_private_spt`, `tdx_sept_set_private_spte`).
     fn map_leaf(

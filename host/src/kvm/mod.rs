@@ -21,6 +21,7 @@ pub use policy::{
 };
 pub use tdp::{MapOutcome, RootKind, TdpRoot};
 pub use tdvmcall::{HypercallFailed, VmmExits};
+pub use tdx::TdxRemove;
 pub use zap::KvmGfnRange;
 
 use crate::seam::TdxModule;
@@ -47,6 +48,19 @@ pub struct KvmConfig {
     pub mem_pages: u64,
     /// Guest physical-address width.
     pub gpaw: Gpaw,
+    /// Behaviour beyond upstream KVM (all off by default).
+    pub beyond: BeyondUpstream,
+}
+
+/// Behaviour beyond upstream KVM, each selectable and off by default, so the model keeps
+/// teaching what KVM does (docs/performance.md measures each against upstream).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BeyondUpstream {
+    /// How a zap removes private leaves (`--tdx-remove`; KVM: one at a time).
+    pub tdx_remove: TdxRemove,
+    /// AUG the pages of a MapGPA-to-private range at once (`--prefault`), so the guest's
+    /// ACCEPTs find them PENDING instead of raising EPT violations.
+    pub prefault: bool,
 }
 
 impl KvmConfig {
@@ -60,6 +74,7 @@ impl KvmConfig {
             private_max_level: PageLevel::Size4K,
             mem_pages,
             gpaw,
+            beyond: BeyondUpstream::default(),
         }
     }
 }
@@ -85,6 +100,8 @@ pub struct KvmStats {
     pub fault_retries: AtomicU64,
     /// Faults that became memory-fault exits (attribute mismatch).
     pub memory_faults: AtomicU64,
+    /// Pages mapped ahead of the guest (`--prefault`).
+    pub prefaulted: AtomicU64,
     /// Leaves installed, direct and mirror.
     pub installed_direct: AtomicU64,
     /// Mirror leaves installed.

@@ -1,9 +1,33 @@
 //! The TDX hooks: how mirror-root changes reach the TDX module (`vmx/tdx.c`).
 
-use super::{Alias, Kvm, KvmBug};
+use super::{Kvm, KvmBug};
 use crate::seam::{OpState, SeamResult, TdxModule};
 use shared_abi::{Gpa, TdxStatus};
 use std::sync::atomic::Ordering::*;
+
+/// How a zap removes the private leaves of its range.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TdxRemove {
+    /// KVM 6.16: each leaf on its own, BLOCK → TRACK → kick → REMOVE
+    /// (`tdx_sept_remove_private_spte`), so a 2 MiB range of 4K leaves kicks 512 times.
+    #[default]
+    PerLeaf,
+    /// Beyond upstream: BLOCK every leaf, one TRACK and one kick, then every REMOVE.
+    Batched,
+}
+
+impl TdxRemove {
+    /// Both modes.
+    pub const ALL: [TdxRemove; 2] = [TdxRemove::PerLeaf, TdxRemove::Batched];
+    /// "per-leaf" / "batched".
+    pub const fn name(self) -> &'static str {
+        match self {
+            TdxRemove::PerLeaf => "per-leaf",
+            TdxRemove::Batched => "batched",
+        }
+    }
+}
 
 impl Kvm {
     fn tdx_module(&self) -> Result<&TdxModule, KvmBug> {
@@ -84,29 +108,88 @@ impl Kvm {
         Ok(())
     }
 
-    /// `tdx_sept_remove_private_spte`: BLOCK → TRACK → kick → REMOVE → WBINVD + clear, then
-    /// the frame is unreachable (`tdx_sept_zap_private_spte`, `tdx_sept_drop_private_spte`).
+    /// `tdx_sept_remove_private_spte`: BLOCK → TRACK → kick → REMOVE → WBINVD + clear, one
+    /// leaf at a time, as KVM 6.16 does. The caller makes the frame unreachable afterwards
+    /// (one call per run of adjacent leaves).
     pub(crate) fn tdx_sept_remove_private_spte(
         &self,
         gfn: u64,
         level: u8,
         pfn: u64,
     ) -> Result<(), KvmBug> {
-        let tdx = self.tdx_module()?;
         let gpa = Self::gfn_gpa(gfn);
         let _s =
             tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_spte", gpa = %gpa, level)
                 .entered();
-        if tdx.op_state() == OpState::Runnable {
-            match tdx.tdh_mem_range_block(gpa, level) {
-                Ok(()) => {}
-                Err(s) if s.is(TdxStatus::GPA_RANGE_ALREADY_BLOCKED) => {}
-                Err(_) => self.tdh_do_no_vcpus("TDH.MEM.RANGE.BLOCK", || {
-                    tdx.tdh_mem_range_block(gpa, level)
-                })?,
+        if self.tdx_module()?.op_state() == OpState::Runnable {
+            self.tdx_sept_zap_private_spte(gfn, level)?;
+            self.tdx_track()?;
+        }
+        self.tdx_sept_drop_private_spte(gfn, level, pfn)?;
+        tracing::trace!(target: "kvm", hpa = pfn, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
+        self.tdx_module()?
+            .tdx_clear_page(pfn, shared_abi::sept::level_pages(level));
+        Ok(())
+    }
+
+    /// Beyond upstream (`--tdx-remove batched`): BLOCK every leaf of the zap, then one TRACK
+    /// and one kick for all of them, then every REMOVE. The module's rule is the same —
+    /// REMOVE needs its BLOCK tracked and every vCPU out of the older epoch — so one TRACK
+    /// covers all the BLOCKs before it.
+    pub(crate) fn tdx_sept_remove_private_sptes_batched(
+        &self,
+        leaves: &[(u64, u8, u64)],
+    ) -> Result<(), KvmBug> {
+        let _s = tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_sptes_batched", leaves = leaves.len())
+            .entered();
+        if self.tdx_module()?.op_state() == OpState::Runnable {
+            for &(gfn, level, _) in leaves {
+                self.tdx_sept_zap_private_spte(gfn, level)?;
             }
             self.tdx_track()?;
         }
+        for &(gfn, level, pfn) in leaves {
+            self.tdx_sept_drop_private_spte(gfn, level, pfn)?;
+        }
+        // The frames go back to the host per run of adjacent frames (one hole each on KVM).
+        let tdx = self.tdx_module()?;
+        let mut run: Option<(u64, u64)> = None;
+        for &(_, level, pfn) in leaves {
+            let n = shared_abi::sept::level_pages(level);
+            run = match run {
+                Some((s, len)) if s + len == pfn => Some((s, len + n)),
+                Some((s, len)) => {
+                    tdx.tdx_clear_pages_released(s, len);
+                    Some((pfn, n))
+                }
+                None => Some((pfn, n)),
+            };
+        }
+        if let Some((s, len)) = run {
+            tdx.tdx_clear_pages_released(s, len);
+        }
+        Ok(())
+    }
+
+    /// `tdx_sept_zap_private_spte`: TDH.MEM.RANGE.BLOCK (the module stops new translations
+    /// and unmaps the frame for the CPU).
+    fn tdx_sept_zap_private_spte(&self, gfn: u64, level: u8) -> Result<(), KvmBug> {
+        let tdx = self.tdx_module()?;
+        let gpa = Self::gfn_gpa(gfn);
+        match tdx.tdh_mem_range_block(gpa, level) {
+            Ok(()) => Ok(()),
+            Err(s) if s.is(TdxStatus::GPA_RANGE_ALREADY_BLOCKED) => Ok(()),
+            Err(_) => self.tdh_do_no_vcpus("TDH.MEM.RANGE.BLOCK", || {
+                tdx.tdh_mem_range_block(gpa, level)
+            }),
+        }
+    }
+
+    /// `tdx_sept_drop_private_spte`: TDH.MEM.PAGE.REMOVE, checking the frame it returns (the
+    /// caller then clears it: TDH.PHYMEM.PAGE.WBINVD and `tdx_clear_page`).
+    fn tdx_sept_drop_private_spte(&self, gfn: u64, level: u8, pfn: u64) -> Result<(), KvmBug> {
+        let tdx = self.tdx_module()?;
+        let gpa = Self::gfn_gpa(gfn);
         let hpa = self.tdh_do_no_vcpus("TDH.MEM.PAGE.REMOVE", || {
             tdx.tdh_mem_page_remove(gpa, level)
         })?;
@@ -117,16 +200,7 @@ impl Kvm {
                 want: pfn,
             }));
         }
-        tracing::trace!(target: "kvm", hpa, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
-        tdx.tdx_clear_page(hpa, level);
-        self.backend
-            .set_accessible(
-                Alias::Private,
-                gfn,
-                shared_abi::sept::level_pages(level),
-                false,
-            )
-            .map_err(|e| self.bug(e))
+        Ok(())
     }
 
     /// Split a private huge leaf before a partial zap: BLOCK → TRACK → kick → DEMOTE

@@ -1,7 +1,7 @@
 //! The zap path and its callers (`kvm_main.c`, `mmu.c`, `tdp_mmu.c`, `guest_memfd.c`).
 
 use super::policy::{root_action, RootAction, ZapCaller};
-use super::{Alias, Kvm, KvmBug, RootKind, TdpRoot, INVALID_GFN};
+use super::{Alias, Kvm, KvmBug, RootKind, TdpRoot, TdxRemove, INVALID_GFN};
 use shared_abi::convert::MemoryAttributes;
 use shared_abi::PageLevel;
 use std::sync::atomic::Ordering::*;
@@ -30,6 +30,26 @@ impl KvmGfnRange {
             attr_filter: caller.attr_filter(),
             may_block: true,
             caller,
+        }
+    }
+}
+
+/// Zapped leaves gathered into runs of adjacent GFNs (start, pages).
+#[derive(Default)]
+struct UnmapRuns(Option<(u64, u64)>);
+
+impl UnmapRuns {
+    /// Add `n` pages at `gfn`; returns the run this one does not continue, if any.
+    fn add(&mut self, gfn: u64, n: u64) -> Option<(u64, u64)> {
+        match self.0 {
+            Some((s, len)) if s + len == gfn => {
+                self.0 = Some((s, len + n));
+                None
+            }
+            prev => {
+                self.0 = Some((gfn, n));
+                prev
+            }
         }
     }
 }
@@ -205,41 +225,53 @@ impl Kvm {
             }
         };
         let mut errs: Vec<KvmBug> = Vec::new();
-        // Adjacent shared leaves are unmapped from the backend in one call (one madvise on
-        // KVM); the walk visits leaves in address order.
-        let mut run: Option<(u64, u64)> = None;
+        // Each alias's zapped leaves leave the backend in runs of adjacent GFNs, one call
+        // each (one madvise on KVM); the walk visits leaves in address order.
+        let alias = if mirror {
+            Alias::Private
+        } else {
+            Alias::Shared
+        };
+        let mut runs = UnmapRuns::default();
+        let mut batch: Vec<(u64, u8, u64)> = Vec::new();
         let mut zapped = |gfn: u64, level: u8, pfn: u64| {
             let n = shared_abi::sept::level_pages(level);
             tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level, "zap leaf");
             if mirror {
                 self.stats.zapped_mirror.fetch_add(n, Relaxed);
-                if let Err(e) = self.tdx_sept_remove_private_spte(gfn, level, pfn) {
-                    errs.push(e);
+                match self.cfg.beyond.tdx_remove {
+                    TdxRemove::PerLeaf => {
+                        if let Err(e) = self.tdx_sept_remove_private_spte(gfn, level, pfn) {
+                            errs.push(e);
+                        }
+                    }
+                    TdxRemove::Batched => batch.push((gfn, level, pfn)),
                 }
             } else {
                 self.stats.zapped_direct.fetch_add(n, Relaxed);
-                run = match run {
-                    Some((s, len)) if s + len == gfn => Some((s, len + n)),
-                    Some((s, len)) => {
-                        if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
-                            errs.push(self.bug(e));
-                        }
-                        Some((gfn, n))
-                    }
-                    None => Some((gfn, n)),
-                };
+            }
+            if let Some((s, len)) = runs.add(gfn, n) {
+                errs.extend(self.unmap_run(alias, s, len));
             }
         };
         let any = root.zap_leafs(start, end, &mut split, &mut zapped);
-        if let Some((s, len)) = run {
-            if let Err(e) = self.backend.set_accessible(Alias::Shared, s, len, false) {
-                errs.push(self.bug(e));
-            }
+        if !batch.is_empty() {
+            errs.extend(self.tdx_sept_remove_private_sptes_batched(&batch).err());
+        }
+        if let Some((s, len)) = runs.0 {
+            errs.extend(self.unmap_run(alias, s, len));
         }
         match err.or(errs.into_iter().next()) {
             Some(e) => Err(e),
             None => Ok(any),
         }
+    }
+
+    /// Make `[gfn, gfn + len)` of `alias` unreachable for the CPU.
+    fn unmap_run(&self, alias: Alias, gfn: u64, len: u64) -> Option<KvmBug> {
+        (self.backend.set_accessible(alias, gfn, len, false))
+            .err()
+            .map(|e| self.bug(e))
     }
 
     /// The mmu_notifier around a host change to shared memory (`invalidate_range_start`,

@@ -14,6 +14,12 @@ pub struct CpuMapError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 pub trait PrivateMem: Send + Sync {
     /// Zero `pages` 4K frames starting at `hpa`.
     fn zero(&self, hpa: Hpa, pages: u64);
+    /// The frames go back to the host, cleared (KVM's `tdx_clear_page` after a REMOVE): by
+    /// default zeroed in place; a backing that can drop them (a memfd's hole) does, which
+    /// reads as zeroes too and costs no page faults.
+    fn release(&self, hpa: Hpa, pages: u64) {
+        self.zero(hpa, pages)
+    }
     /// Read the word at `offset` (bytes, 8-aligned) of frame `hpa` (the CPU's access).
     fn read(&self, hpa: Hpa, offset: u64) -> u64;
     /// Write the word at `offset` of frame `hpa` (the CPU's access).

@@ -87,6 +87,11 @@ pub(crate) struct SeamInner {
     pub(crate) epoch: EpochState,
     /// Per-vCPU pending #VE info (valid until VEINFO.GET).
     pub(crate) ve_info: Vec<Option<shared_abi::ve::VeInfo>>,
+    /// Pages blocked since the last TRACK that the CPU may still reach (first GFN, pages):
+    /// BLOCK stops new translations, but the CPU's cached ones live until TLB tracking, so
+    /// the emulated CPU loses these pages at the next TRACK (one call per run of adjacent
+    /// pages), or before an operation that needs them gone.
+    pub(crate) cpu_unmap_pending: Vec<(u64, u64)>,
 }
 
 /// The TDX module of one TD.
@@ -117,6 +122,7 @@ impl TdxModule {
                 sept: Sept::new(),
                 epoch: EpochState::new(params.num_vcpus),
                 ve_info: vec![None; params.num_vcpus as usize],
+                cpu_unmap_pending: Vec::new(),
             }),
             params,
             mem,
@@ -226,12 +232,24 @@ impl TdxModule {
         }
     }
 
-    /// A leaf was just blocked: the CPU loses the pages (the caller holds the module's lock);
-    /// a host failure is counted and logged like [`Self::map_for_cpu`]'s.
-    fn unmap_for_cpu(&self, gpa: Gpa, pages: u64) {
-        if let Err(e) = self.mem.unmap(gpa, pages) {
-            self.stats.map_failures.fetch_add(1, Relaxed);
-            tracing::error!(target: "seam", gpa = %gpa, pages, "unmapping a blocked page failed: {e}");
+    /// The pages blocked since the last TRACK leave the CPU, one call per run of adjacent
+    /// pages (the caller holds the module's lock); a host failure is counted and logged like
+    /// [`Self::map_for_cpu`]'s.
+    fn unmap_blocked_for_cpu(&self, g: &mut SeamInner) {
+        let mut pending = std::mem::take(&mut g.cpu_unmap_pending);
+        pending.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (gfn, n) in pending {
+            match runs.last_mut() {
+                Some((s, len)) if *s + *len == gfn => *len += n,
+                _ => runs.push((gfn, n)),
+            }
+        }
+        for (gfn, pages) in runs {
+            if let Err(e) = self.mem.unmap(Gpa(gfn << 12), pages) {
+                self.stats.map_failures.fetch_add(1, Relaxed);
+                tracing::error!(target: "seam", gpa = %Gpa(gfn << 12), pages, "unmapping a blocked page failed: {e}");
+            }
         }
     }
 
@@ -296,7 +314,8 @@ impl TdxModule {
         m.state = next;
         m.bepoch = bepoch;
         if e.state == SeptState::Mapped {
-            self.unmap_for_cpu(gpa, shared_abi::sept::level_pages(level));
+            let pages = shared_abi::sept::level_pages(level);
+            g.cpu_unmap_pending.push((gpa.0 >> 12, pages));
         }
         self.stats.block.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
@@ -307,6 +326,7 @@ impl TdxModule {
     pub fn tdh_mem_range_unblock(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
         self.check_gpa(gpa)?;
         let mut g = self.lock();
+        self.unmap_blocked_for_cpu(&mut g);
         let e = g.sept.entry_at(gpa, level)?;
         let next = match e.state {
             SeptState::NlBlocked => SeptState::NlMapped,
@@ -330,6 +350,7 @@ impl TdxModule {
     pub fn tdh_mem_track(&self) -> SeamResult<()> {
         let mut g = self.lock();
         g.epoch.track()?;
+        self.unmap_blocked_for_cpu(&mut g);
         self.stats.track.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", epoch = g.epoch.td_epoch(), "TDH.MEM.TRACK");
         Ok(())
@@ -357,6 +378,7 @@ impl TdxModule {
     pub fn tdh_mem_page_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<Hpa> {
         self.check_gpa(gpa)?;
         let mut g = self.lock();
+        self.unmap_blocked_for_cpu(&mut g);
         let e = g.sept.entry_at(gpa, level)?;
         if !matches!(
             e.state,
@@ -384,6 +406,7 @@ impl TdxModule {
             return Err(rcx_error(TdxStatus::OPERAND_INVALID));
         }
         let mut g = self.lock();
+        self.unmap_blocked_for_cpu(&mut g);
         let e = g.sept.entry_at(gpa, level)?;
         let child = match e.state {
             SeptState::Mapped | SeptState::Blocked => SeptState::Mapped,
@@ -407,6 +430,7 @@ impl TdxModule {
             return Err(rcx_error(TdxStatus::OPERAND_INVALID));
         }
         let mut g = self.lock();
+        self.unmap_blocked_for_cpu(&mut g);
         let e = g.sept.entry_at(gpa, level)?;
         if !e.state.is_non_leaf() {
             return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
@@ -425,8 +449,14 @@ impl TdxModule {
 
     /// TDH.PHYMEM.PAGE.WBINVD then the host's MOVDIR64B clear (`tdx_clear_page`): the frame
     /// holds no TD data afterwards.
-    pub(crate) fn tdx_clear_page(&self, hpa: Hpa, level: SeptLevel) {
-        self.mem.zero(hpa, shared_abi::sept::level_pages(level));
+    pub(crate) fn tdx_clear_page(&self, hpa: Hpa, pages: u64) {
+        self.mem.zero(hpa, pages);
+    }
+
+    /// [`Self::tdx_clear_page`] over a run of frames the host takes back at once (batched
+    /// removal): the backing may drop them instead of zeroing each.
+    pub(crate) fn tdx_clear_pages_released(&self, hpa: Hpa, pages: u64) {
+        self.mem.release(hpa, pages);
     }
 
     /// A vCPU enters the TD (TDH.VP.ENTER): it joins the current epoch. Returns true when the

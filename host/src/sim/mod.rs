@@ -53,6 +53,8 @@ pub struct SimConfig {
     pub invariant_every: u64,
     /// The TD's guest physical-address width (the shared bit is `gpaw - 1`).
     pub gpaw: Gpaw,
+    /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
+    pub beyond: crate::kvm::BeyondUpstream,
 }
 
 impl Default for SimConfig {
@@ -69,6 +71,7 @@ impl Default for SimConfig {
             seconds: None,
             invariant_every: 64,
             gpaw: Gpaw::GPAW_48,
+            beyond: Default::default(),
         }
     }
 }
@@ -162,6 +165,7 @@ impl World {
         let mut kc = KvmConfig::td(gfns, cfg.gpaw);
         kc.policy = cfg.policy;
         kc.private_max_level = cfg.private_max_level;
+        kc.beyond = cfg.beyond;
         let kvm = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
         let vmm = Vmm::new(
             kvm.clone(),

@@ -2,6 +2,7 @@
 //! `target/i386/kvm/tdx.c`) on a stock KVM VM — checks, memory and memslots, the three
 //! models, the initial private pages, the vCPUs in the TD start state and the TD HOB.
 
+use super::account::Accounting;
 use super::backing::Backing;
 use super::config::{RunConfig, MAX_MEM, MAX_TD_HOB, MIN_MEM};
 use super::ctx::Counters;
@@ -45,7 +46,9 @@ pub struct Td<'c> {
     pub(super) kvm: Arc<Kvm>,
     pub(super) vmm: Arc<Vmm>,
     pub(super) backend: Arc<KvmBackend>,
-    pub(super) counters: Counters,
+    pub(super) counters: Arc<Counters>,
+    /// Exits and host costs, in total and per measured window.
+    pub(super) account: Arc<Accounting>,
     /// mmu-notifier invalidations injected (`--inject host-invalidate-hz`).
     pub(super) invalidations: AtomicU64,
     pub(super) uffd: Arc<Uffd>,
@@ -277,14 +280,19 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         shared: mem.shared.clone(),
         vcpus: (0..cfg.vcpus).map(|_| VcpuCtl::default()).collect(),
         kicks: AtomicU64::new(0),
+        kick_waits: AtomicU64::new(0),
         fenced: AtomicBool::new(false),
     });
     let mut kc = KvmConfig::td(cfg.mem_bytes >> 12, gpaw);
     kc.policy = cfg.policy;
     kc.private_max_level = cfg.inject.private_page_size;
+    kc.beyond = cfg.beyond;
     let kvm = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
     let retry = Injector::new(cfg.inject.retry, 0x7d78_6c61 ^ seed);
+    let counters = Arc::new(Counters::default());
+    let account = Arc::new(Accounting::new(counters.clone(), backend.clone()));
     let mut vmm = Vmm::new(kvm.clone(), cfg.strict, retry);
+    vmm.marks = Some(account.clone());
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     vmm.shared_view = Some(mem.shared.clone());
@@ -299,7 +307,8 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         kvm,
         vmm: Arc::new(vmm),
         backend,
-        counters: Counters::default(),
+        counters,
+        account,
         invalidations: AtomicU64::new(0),
         uffd: mem.uffd,
         private: mem.private,

@@ -1,6 +1,6 @@
 //! What `tdxlab run` boots ([`RunConfig`]) and the limits it is checked against.
 
-use crate::kvm::ZapPolicy;
+use crate::kvm::{BeyondUpstream, ZapPolicy};
 use shared_abi::PageLevel;
 use std::time::Duration;
 
@@ -44,6 +44,8 @@ pub struct RunConfig {
     pub gpaw: Option<u8>,
     /// Samples a benchmark workload takes (0: its default).
     pub bench_samples: u32,
+    /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
+    pub beyond: BeyondUpstream,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.
@@ -144,6 +146,8 @@ pub struct Settings {
     pub builtin_image: bool,
     /// Test-only leak planting (`TDXLAB_TEST_PLANT_LEAK`).
     pub plant_leak: bool,
+    /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
+    pub beyond: BeyondUpstream,
 }
 
 impl RunConfig {
@@ -159,6 +163,7 @@ impl RunConfig {
             stress: self.stress.clone(),
             builtin_image: self.image == crate::GUEST_IMAGE,
             plant_leak: self.plant_leak,
+            beyond: self.beyond,
         }
     }
 }

@@ -19,8 +19,17 @@ pub(super) struct Counters {
     pub(super) memory_faults: AtomicU64,
     /// Pages the fault service served (each queued page once).
     pub(super) memory_faults_served: AtomicU64,
-    /// #VEs injected for raw port I/O.
+    /// #VEs injected for raw port I/O (each a raw-I/O exit).
     pub(super) ves: AtomicU64,
+    /// Doorbell exits (every TDCALL; measurement marks not counted).
+    pub(super) doorbell_exits: AtomicU64,
+    /// Doorbell exits carrying TDVMCALL<MapGPA>.
+    pub(super) map_gpa_exits: AtomicU64,
+    /// Other exits: HLT, the bare benchmark port.
+    pub(super) other_exits: AtomicU64,
+    /// Host CPU time spent outside KVM_RUN, ns: the vCPU threads between a KVM_RUN's return
+    /// and the next entry, and the fault service per served page (thread CPU clocks).
+    pub(super) host_cpu_ns: AtomicU64,
     /// TDCALLs by leaf name.
     pub(super) tdcalls: Mutex<BTreeMap<&'static str, u64>>,
     /// TDVMCALLs by sub-function name.
@@ -28,6 +37,11 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    /// One more event.
+    pub(super) fn bump(a: &AtomicU64) {
+        a.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// One more call named `name` in a by-name count.
     pub(super) fn count(m: &Mutex<BTreeMap<&'static str, u64>>, name: &'static str) {
         *m.lock()

@@ -17,6 +17,13 @@ impl PrivateMem for KvmPrivateMem {
     fn zero(&self, hpa: Hpa, pages: u64) {
         self.0.zero(hpa * 4096, pages * 4096);
     }
+    fn release(&self, hpa: Hpa, pages: u64) {
+        // A hole reads as zeroes; the next accept allocates a fresh page (Backing::map). A
+        // failed punch falls back to zeroing in place, so the frame is cleared either way.
+        if self.0.punch_hole(hpa * 4096, pages * 4096).is_err() {
+            self.0.zero(hpa * 4096, pages * 4096);
+        }
+    }
     fn read(&self, hpa: Hpa, offset: u64) -> u64 {
         let mut b = [0u8; 8];
         self.0.read(hpa * 4096 + offset, &mut b);
@@ -127,7 +134,10 @@ pub(super) struct KvmBackend {
     pub(super) private: Arc<Backing>,
     pub(super) shared: Arc<Backing>,
     pub(super) vcpus: Vec<VcpuCtl>,
+    /// Kick-all requests (TRACK and remote TLB flushes).
     pub(super) kicks: AtomicU64,
+    /// vCPUs a kick had to signal and wait for (those inside the TD at the time).
+    pub(super) kick_waits: AtomicU64,
     /// Guest memory is fenced (the TD is being stopped): exits caused by it are expected.
     pub(super) fenced: AtomicBool,
 }
@@ -196,14 +206,17 @@ impl Backend for KvmBackend {
         self.kicks.fetch_add(1, Relaxed);
         for v in &self.vcpus {
             let seen = v.exits.load(SeqCst);
+            let mut waited = false;
             while v.in_run.load(SeqCst)
                 && !v.in_fault.load(SeqCst)
                 && v.exits.load(SeqCst) == seen
                 && !self.fenced.load(SeqCst)
             {
                 self.signal(v);
+                waited = true;
                 std::thread::sleep(Duration::from_micros(20));
             }
+            self.kick_waits.fetch_add(waited as u64, Relaxed);
         }
     }
     fn shared_pfn(&self, gfn: u64) -> u64 {

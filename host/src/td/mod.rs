@@ -15,6 +15,7 @@
 //!   the doorbell, #VE for raw I/O in `ve`), the fault service threads, and a watcher;
 //! - [`RunReport::collect`] (`report.rs`): every role's counters and the audit (`audit`).
 
+mod account;
 mod audit;
 mod backing;
 mod build;
@@ -31,6 +32,7 @@ mod uffd;
 mod vcpu;
 mod ve;
 
+pub use account::{ExitCounts, WindowCounts};
 pub use backing::Backing;
 pub use build::{build, Td};
 pub use config::{

@@ -92,6 +92,12 @@ pub struct RunReport {
     pub vcpus_ran_s: f64,
     /// Seconds the end-of-run audit took.
     pub audit_s: f64,
+    /// Exits by kind, kicks, memory system calls and host CPU time outside KVM_RUN, over
+    /// the whole run (docs/performance.md).
+    pub exits: super::ExitCounts,
+    /// The same per measured window (vCPU 0's round trips: `4k-to-shared`, …), summed over
+    /// its samples.
+    pub windows: BTreeMap<String, super::WindowCounts>,
     /// When each console line arrived, in seconds since the vCPUs started (beside `console`;
     /// not part of the report).
     #[serde(skip)]
@@ -187,6 +193,8 @@ impl RunReport {
             memslot_vmas,
             vcpus_ran_s: ended.ran_s,
             audit_s,
+            exits: td.account.snapshot(vmm),
+            windows: td.account.windows(),
             console_at_s,
             console_vcpu,
             builtin_image: td.builtin,

@@ -139,9 +139,13 @@ impl FaultService<'_> {
                     .unwrap_or_default()
             };
             let first_vcpu = self.pending_vcpu(fault);
+            let began = super::account::thread_cpu_ns();
             self.counters.memory_faults_served.fetch_add(1, Relaxed);
             match self.ept_violation(fault, first_vcpu) {
                 Ok(()) => {
+                    // Counted before the wake: a vCPU that ends a window right after sees it.
+                    let spent = super::account::thread_cpu_ns().saturating_sub(began);
+                    self.counters.host_cpu_ns.fetch_add(spent, Relaxed);
                     for (i, run) in waiters(self) {
                         self.backend.vcpus[i as usize].fault_resume(self.seam, i, run);
                     }

@@ -1,12 +1,14 @@
 //! A vCPU thread of the emulated TD: the exit loop and the doorbell. (Guest-memory faults
 //! reach the host through userfaultfd: `uffd`.)
 
+use super::account::thread_cpu_ns;
 use super::ctx::{Counters, Ctx, VcpuError};
 use super::ve::{inject_in_ve, inject_out_ve};
 use crate::exit::ExitKind;
 use crate::vmm::{handle_tdcall, GuestExit};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
+use shared_abi::hostcheck::{HostCheckOp, TDXLAB_HYPERCALL};
 use shared_abi::tdcall::{decode_rax, TdcallLeaf};
 use shared_abi::vmcall::Subfunction;
 use std::sync::atomic::Ordering::*;
@@ -26,6 +28,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
         ctl.enter(ctx.seam, index);
         let result = vcpu.run();
+        let exited_at = thread_cpu_ns();
         ctl.exit(ctx.seam, index);
         let refused = ctl.refused.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((kind, message)) = refused {
@@ -45,6 +48,9 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         let exit = match result {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                // A kick's exit: the host's cost of it counts too.
+                let spent = thread_cpu_ns().saturating_sub(exited_at);
+                ctx.counters.host_cpu_ns.fetch_add(spent, Relaxed);
                 if io.stop.load(SeqCst) {
                     ctl.stopped_rip
                         .store(vcpu.get_regs().map(|r| r.rip).unwrap_or(0), SeqCst);
@@ -59,9 +65,13 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             }
         };
         // The exit borrows the vCPU's run area: classify it first, then serve it.
+        let mut counted = true;
         let served = match classify(index, exit, ctx.bench) {
-            Next::Reenter => Ok(()),
-            Next::Doorbell => doorbell(index, &vcpu, ctx),
+            Next::Reenter => {
+                Counters::bump(&ctx.counters.other_exits);
+                Ok(())
+            }
+            Next::Doorbell => doorbell(index, &vcpu, ctx).map(|mark| counted = !mark),
             Next::RawIo(port, size, false) => inject_out_ve(index, &vcpu, ctx, port, size),
             Next::RawIo(port, size, true) => inject_in_ve(index, &mut vcpu, ctx, port, size),
             Next::Stop(kind, message) => {
@@ -73,6 +83,11 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         };
         if let Err(e) = served {
             return fatal(e.kind(), e.to_string());
+        }
+        if counted {
+            // A measurement mark's own exit is left out of what it measures.
+            let spent = thread_cpu_ns().saturating_sub(exited_at);
+            ctx.counters.host_cpu_ns.fetch_add(spent, Relaxed);
         }
         if test_panic {
             panic!(
@@ -143,8 +158,9 @@ fn where_stopped(vcpu: &VcpuFd, builtin: bool) -> String {
     }
 }
 
-/// The emulation doorbell: every TDCALL register in place, RDX carried in RBP.
-fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
+/// The emulation doorbell: every TDCALL register in place, RDX carried in RBP. Returns
+/// whether it was a measurement mark (not counted as an exit).
+fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<bool, VcpuError> {
     let (seam, vmm, counters) = (ctx.seam, ctx.vmm, ctx.counters);
     let mut k = vcpu
         .get_regs()
@@ -169,17 +185,25 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
         .and_then(|(l, _)| TdcallLeaf::from_number(l))
         .map(|l| l.name())
         .unwrap_or("unknown");
-    Counters::count(&counters.tdcalls, name);
-    if r.rax == 0 {
+    let mark = r.rax == 0 && r.r10 == TDXLAB_HYPERCALL && r.r11 == HostCheckOp::Mark.number();
+    if !mark {
+        Counters::count(&counters.tdcalls, name);
+        Counters::bump(&counters.doorbell_exits);
+    }
+    if r.rax == 0 && !mark {
         let sub = Subfunction::from_number(r.r11)
             .map(|s| s.name())
             .unwrap_or("unknown");
         Counters::count(&counters.tdvmcalls, sub);
+        if r.r10 == 0 && r.r11 == Subfunction::MapGpa.number() {
+            Counters::bump(&counters.map_gpa_exits);
+        }
     }
     handle_tdcall(seam, vmm, index, &mut r)?;
     (k.rax, k.rcx, k.rbp, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rdx, r.rbx, r.rsi, r.rdi);
     (k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14, k.r15) =
         (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
     vcpu.set_regs(&k)
-        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))
+        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))?;
+    Ok(mark)
 }

@@ -62,6 +62,18 @@ pub struct Vmm {
     /// Test-only hook: leak a private byte into the shared backing before each SYNC_PRIVATE,
     /// to prove the check catches a leaking host.
     pub plant_leak: std::sync::atomic::AtomicBool,
+    /// EPT violations resolved inside a TDCALL's exit (an ACCEPT's fault path, AUG and
+    /// re-executed ACCEPT are one exit: `handle_tdcall`).
+    pub ept_violations: AtomicU64,
+    /// Where the guest's measurement marks go (absent: marks are answered and ignored).
+    pub marks: Option<Arc<dyn MarkSink>>,
+}
+
+/// The receiver of the guest's measurement marks (`HostCheckOp::Mark`): the runner's exit
+/// accounting, which snapshots its counters at each.
+pub trait MarkSink: Send + Sync {
+    /// vCPU `vcpu` starts (`end` false) or ends window `window`.
+    fn mark(&self, vmm: &Vmm, vcpu: u32, window: shared_abi::hostcheck::Window, end: bool);
 }
 
 impl Vmm {
@@ -80,6 +92,8 @@ impl Vmm {
             pages_converted: AtomicU64::new(0),
             shared_view: None,
             plant_leak: std::sync::atomic::AtomicBool::new(false),
+            ept_violations: AtomicU64::new(0),
+            marks: None,
         }
     }
 
@@ -117,6 +131,9 @@ impl Vmm {
                     .backend()
                     .discard(Alias::Shared, start_gfn, npages)?;
                 self.conversions_to_private.fetch_add(1, Relaxed);
+                if self.kvm.config().beyond.prefault {
+                    self.kvm.kvm_arch_vcpu_pre_fault_memory(start_gfn, end);
+                }
             }
             ConversionTarget::Shared => {
                 self.kvm.kvm_gmem_punch_hole(start_gfn, end)?;
@@ -176,6 +193,17 @@ impl VmmExits for Vmm {
         let Some(op) = HostCheckOp::from_number(regs.r11) else {
             return bad(regs);
         };
+        if op == HostCheckOp::Mark {
+            let window = shared_abi::hostcheck::Window::from_number(regs.r12);
+            let (Some(window), 0..=1) = (window, regs.r13) else {
+                return bad(regs);
+            };
+            if let Some(sink) = &self.marks {
+                sink.mark(self, vcpu, window, regs.r13 == 1);
+            }
+            regs.r10 = 0;
+            return;
+        }
         let (gpa, len, expect, new) = (regs.r12, regs.r13, regs.r14 as u8, regs.r15 as u8);
         let mem = self.kvm.config().mem_pages << 12;
         if gpa % 4096 != 0

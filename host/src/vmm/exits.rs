@@ -86,6 +86,8 @@ pub fn handle_tdcall(
                     return Err(TdcallError::Livelock { vcpu, gpa });
                 }
                 let max = PageLevel::from_tdx_level(level as u64).unwrap_or(PageLevel::Size4K);
+                vmm.ept_violations
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 resolve_ept_violation(vmm, vcpu, gpa, max)?;
                 std::thread::yield_now();
             }

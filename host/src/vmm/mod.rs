@@ -7,6 +7,6 @@ mod convert;
 mod exits;
 mod io;
 
-pub use convert::{ConvertError, Injector, SharedView, Vmm};
+pub use convert::{ConvertError, Injector, MarkSink, SharedView, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use io::{GuestExit, GuestIo};
