@@ -46,7 +46,7 @@ SUITES="bookworm bookworm-backports"
 QEMU_PKGS="qemu-system-x86 qemu-system-common qemu-system-data seabios"
 KERNEL_META="linux-image-cloud-amd64"
 # The integration tests that need /dev/kvm (the others run the same on any host).
-LANE_TESTS="kvm_boot stress cli"
+LANE_TESTS="kvm_boot stress cli perf_counts"
 INNER_TIMEOUT=600   # one inner command, seconds
 BOOT_TIMEOUT=1500   # one boot, seconds
 

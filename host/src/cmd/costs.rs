@@ -323,3 +323,20 @@ pub fn print_compare(modes: &[ModeCosts]) -> Result<(), crate::output::OutputErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trip_real(w: [Window; 3], private: PageLevel) -> u64 {
+        w.iter().map(|w| real_tdx_exits(*w, private)).sum()
+    }
+
+    #[test]
+    fn real_tdx_round_trips_take_4_exits_and_515_with_4k_private_mappings_at_2m() {
+        assert_eq!(trip_real(TRIP_4K, PageLevel::Size4K), 4);
+        assert_eq!(trip_real(TRIP_4K, PageLevel::Size2M), 4);
+        assert_eq!(trip_real(TRIP_2M, PageLevel::Size2M), 4);
+        assert_eq!(trip_real(TRIP_2M, PageLevel::Size4K), 515);
+    }
+}

@@ -6,6 +6,7 @@ mod beyond;
 mod costs;
 mod parse;
 mod run;
+mod scale;
 mod sim;
 pub mod stress;
 
@@ -107,6 +108,19 @@ enum BenchCommand {
         #[command(flatten)]
         out: JsonArg,
     },
+    /// Conversion throughput at 1, 2 and 4 vCPUs under per-leaf and batched removal, as
+    /// ratios to 1 vCPU measured in one run: the simulator, and with --stress the emulated
+    /// TD on KVM (the random scenario).
+    Scale {
+        /// Seconds each point runs.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+        seconds: f64,
+        /// Also boot the emulated TD for every point (needs a usable /dev/kvm).
+        #[arg(long)]
+        stress: bool,
+        #[command(flatten)]
+        out: JsonArg,
+    },
 }
 
 /// `--json`, for the commands whose result has a machine-readable form.
@@ -137,6 +151,11 @@ pub fn main() -> ExitCode {
                 compare,
                 out,
             } => bench::convert(out.json, samples, compare),
+            BenchCommand::Scale {
+                seconds,
+                stress,
+                out,
+            } => scale::scale(out.json, seconds, stress),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),

@@ -35,7 +35,9 @@ pub struct VcpuShared {
 pub struct SharedFrames {
     words: Vec<AtomicU64>,
     gen: Vec<AtomicU64>,
-    free: Mutex<Vec<u64>>,
+    /// Free frames, oldest retired first: a retired frame is reused as late as possible, so
+    /// a stale translation to it reads the poison for long.
+    free: Mutex<std::collections::VecDeque<u64>>,
     map: Vec<AtomicU64>,
 }
 
@@ -44,7 +46,7 @@ impl SharedFrames {
         SharedFrames {
             words: (0..frames * 512).map(|_| AtomicU64::new(0)).collect(),
             gen: (0..frames).map(|_| AtomicU64::new(0)).collect(),
-            free: Mutex::new((0..frames).rev().collect()),
+            free: Mutex::new((0..frames).collect()),
             map: (0..gfns).map(|_| AtomicU64::new(NO_FRAME)).collect(),
         }
     }
@@ -53,7 +55,7 @@ impl SharedFrames {
             .free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop()
+            .pop_front()
             .expect("shared frame pool sized for the run");
         self.gen[f as usize].fetch_add(1, AcqRel);
         for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
@@ -69,7 +71,7 @@ impl SharedFrames {
         self.free
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(0, f);
+            .push_back(f);
     }
     /// The frame backing `gfn`, allocated (zeroed) on first touch.
     pub(crate) fn frame_of(&self, gfn: u64) -> u64 {
