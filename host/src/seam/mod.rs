@@ -84,7 +84,6 @@ pub struct SeamStats {
 pub(crate) struct SeamInner {
     pub(crate) op_state: OpState,
     pub(crate) sept: Sept,
-    pub(crate) epoch: EpochState,
     /// Per-vCPU pending #VE info (valid until VEINFO.GET).
     pub(crate) ve_info: Vec<Option<shared_abi::ve::VeInfo>>,
     /// Pages blocked since the last TRACK that the CPU may still reach (first GFN, pages):
@@ -98,6 +97,9 @@ pub(crate) struct SeamInner {
 pub struct TdxModule {
     params: TdParams,
     inner: Mutex<SeamInner>,
+    /// TLB epochs, apart from the S-EPT: vCPUs enter and leave the TD far more often than
+    /// the S-EPT changes, and need nothing else. Taken after `inner` where both are needed.
+    epoch: Mutex<EpochState>,
     mem: Arc<dyn PrivateMem>,
     /// What the module did.
     pub stats: SeamStats,
@@ -120,10 +122,10 @@ impl TdxModule {
             inner: Mutex::new(SeamInner {
                 op_state: OpState::Initialized,
                 sept: Sept::new(),
-                epoch: EpochState::new(params.num_vcpus),
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
             }),
+            epoch: Mutex::new(EpochState::new(params.num_vcpus)),
             params,
             mem,
             stats: SeamStats::default(),
@@ -156,6 +158,11 @@ impl TdxModule {
     pub(crate) fn lock(&self) -> MutexGuard<'_, SeamInner> {
         // A poisoned lock means a panic elsewhere already failed the run; keep reporting.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The TLB epochs (after `inner` when both are held).
+    fn epochs(&self) -> MutexGuard<'_, EpochState> {
+        self.epoch.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The TD's op-state.
@@ -299,7 +306,7 @@ impl TdxModule {
     pub fn tdh_mem_range_block(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
         self.check_gpa(gpa)?;
         let mut g = self.lock();
-        let bepoch = g.epoch.td_epoch();
+        let bepoch = self.epochs().td_epoch();
         let e = g.sept.entry_at(gpa, level)?;
         let next = match e.state {
             SeptState::NlMapped => SeptState::NlBlocked,
@@ -334,7 +341,7 @@ impl TdxModule {
             SeptState::PendingBlocked => SeptState::Pending,
             _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
         };
-        if g.op_state == OpState::Runnable && !g.epoch.is_tracked(e.bepoch) {
+        if g.op_state == OpState::Runnable && !self.epochs().is_tracked(e.bepoch) {
             return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
         }
         g.sept.entry_mut(gpa, level).state = next;
@@ -349,15 +356,24 @@ impl TdxModule {
     /// (`tdh_mem_track`).
     pub fn tdh_mem_track(&self) -> SeamResult<()> {
         let mut g = self.lock();
-        g.epoch.track()?;
+        let epoch = {
+            let mut ep = self.epochs();
+            ep.track()?;
+            ep.td_epoch()
+        };
         self.unmap_blocked_for_cpu(&mut g);
         self.stats.track.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", epoch = g.epoch.td_epoch(), "TDH.MEM.TRACK");
+        tracing::trace!(target: "seam", epoch, "TDH.MEM.TRACK");
         Ok(())
     }
 
     /// Checks shared by REMOVE, DEMOTE and SEPT.REMOVE on a runnable TD: blocked, then tracked.
-    fn require_blocked_tracked(g: &SeamInner, e: &SeptEntry, level: SeptLevel) -> SeamResult<()> {
+    fn require_blocked_tracked(
+        &self,
+        g: &SeamInner,
+        e: &SeptEntry,
+        level: SeptLevel,
+    ) -> SeamResult<()> {
         if g.op_state != OpState::Runnable {
             return Ok(());
         }
@@ -368,7 +384,7 @@ impl TdxModule {
         if !blocked {
             return Err(TdxStatus::GPA_RANGE_NOT_BLOCKED.with_details(level as u32));
         }
-        if !g.epoch.is_tracked(e.bepoch) {
+        if !self.epochs().is_tracked(e.bepoch) {
             return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
         }
         Ok(())
@@ -391,7 +407,7 @@ impl TdxModule {
         ) {
             return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
         }
-        Self::require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&g, &e, level)?;
         *g.sept.entry_mut(gpa, level) = SeptEntry::FREE;
         self.stats.remove.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
@@ -413,7 +429,7 @@ impl TdxModule {
             SeptState::Pending | SeptState::PendingBlocked => SeptState::Pending,
             _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
         };
-        Self::require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&g, &e, level)?;
         g.sept.demote(gpa, e.hpa, child);
         if child == SeptState::Mapped {
             // 512 present 4K leaves: the CPU reaches the pages again (BLOCK took them away).
@@ -435,7 +451,7 @@ impl TdxModule {
         if !e.state.is_non_leaf() {
             return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
         }
-        Self::require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&g, &e, level)?;
         if !g.sept.child_table_is_free(gpa, level) {
             return Err(TdxStatus::EPT_PAGE_NOT_FREE.with_details(level as u32));
         }
@@ -462,17 +478,17 @@ impl TdxModule {
     /// A vCPU enters the TD (TDH.VP.ENTER): it joins the current epoch. Returns true when the
     /// module must flush the vCPU's TLB because the epoch moved since its last entry.
     pub fn td_vcpu_enter(&self, vcpu: u32) -> bool {
-        self.lock().epoch.enter(vcpu)
+        self.epochs().enter(vcpu)
     }
 
     /// The TD epoch and the vCPUs inside it, in one line (for diagnostics).
     pub(crate) fn epoch_summary(&self) -> String {
-        self.lock().epoch.describe()
+        self.epochs().describe()
     }
 
     /// The vCPU left the TD (TD exit).
     pub fn td_vcpu_exit(&self, vcpu: u32) {
-        self.lock().epoch.exit(vcpu)
+        self.epochs().exit(vcpu)
     }
 
     /// The hardware's view: where a private GPA translates now.
