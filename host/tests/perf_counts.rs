@@ -79,7 +79,10 @@ fn v19_still_shows_its_lost_flush_under_batched_removal() {
     });
     assert!(r.flushes_dropped > 0, "{r:#?}");
     assert!(r.stale_tlb_reads > 0 && r.data_mismatches > 0, "{r:#?}");
-    assert!(r.invariant_violations == 0 && r.private_leaks == 0, "{r:#?}");
+    assert!(
+        r.invariant_violations == 0 && r.private_leaks == 0,
+        "{r:#?}"
+    );
 }
 
 #[test]

@@ -24,6 +24,11 @@ fn u(r: &Value, k: &str) -> u64 {
 /// injection runs use the narrowest GPAW tested here (39, the Intel client width, unless the
 /// host is narrower), the others the host's own: both shared-bit positions see every scenario.
 fn check(scenario: &str, vcpus: u32, inject: bool) {
+    check_with(scenario, vcpus, inject, &[]);
+}
+
+/// [`check`] with `extra` flags (the beyond-upstream options).
+fn check_with(scenario: &str, vcpus: u32, inject: bool, extra: &[&str]) {
     let v = vcpus.to_string();
     let gpaw = if inject && vcpus > 1 {
         common::test_gpaws().into_iter().min().unwrap()
@@ -53,12 +58,13 @@ fn check(scenario: &str, vcpus: u32, inject: bool) {
             args.extend(["--inject", "private-page-size=2m"]);
         }
     }
+    args.extend_from_slice(extra);
     let r = stress(&args);
     let rep = &r.report;
     assert_eq!(
         r.code,
         Some(0),
-        "{scenario} on {vcpus} vCPUs (inject {inject}) failed: {}\n{}",
+        "{scenario} on {vcpus} vCPUs (inject {inject}, {extra:?}) failed: {}\n{}",
         r.out,
         r.err
     );
@@ -135,6 +141,34 @@ scenario_tests! {
     random_1_inject: "random", 1, true;
     random_4: "random", 4, false;
     random_4_inject: "random", 4, true;
+}
+
+/// Beyond upstream (batched removal, prefault) under every scenario with injection and
+/// 2 MiB private pages on 4 vCPUs: the guest's checks, the host checks and the audit hold, and
+/// the report records the options.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn beyond_upstream_options_pass_every_scenario_with_injection() {
+    require_kvm!();
+    let extra = ["--tdx-remove", "batched", "--prefault"];
+    for scenario in ["explicit", "punch-hole", "implicit", "boundary", "random"] {
+        check_with(scenario, 4, true, &extra);
+    }
+    let r = stress(&[
+        "--scenario",
+        "boundary",
+        "--vcpus",
+        "2",
+        "--seconds",
+        "0",
+        "--no-measure",
+        "--tdx-remove",
+        "batched",
+        "--prefault",
+    ]);
+    let beyond = &r.report["settings"]["beyond"];
+    assert_eq!(beyond["tdx_remove"], "batched", "{beyond}");
+    assert_eq!(beyond["prefault"], true, "{beyond}");
 }
 
 /// Every other page of all RAM private, the ones between shared: 65,024 separately reachable
