@@ -33,11 +33,11 @@ fn td_at(gpaw: Gpaw) -> (Arc<TdxModule>, Arc<Kvm>) {
     (t, kvm)
 }
 
-/// A VMM that records the chunks it is handed and can cut one short.
+/// A VMM that records the chunks it is handed, and can have an event always pending.
 #[derive(Default)]
 struct Recorder {
     chunks: Mutex<Vec<MapGpaRangeArgs>>,
-    event_after: Option<u64>,
+    event_pending: bool,
     fail: bool,
 }
 
@@ -49,8 +49,8 @@ impl VmmExits for Recorder {
         }
         Ok(())
     }
-    fn map_gpa_event_after(&self, _: u32, pages: u64) -> Option<u64> {
-        self.event_after.filter(|n| *n < pages)
+    fn map_gpa_event_pending(&self, _: u32) -> bool {
+        self.event_pending
     }
 }
 
@@ -81,6 +81,11 @@ fn kvm_validates_like_tdx_map_gpa() {
             (s - 0x1000, 0x2000, VmcallStatus::INVALID_OPERAND),
             (1 << bits, 0x1000, VmcallStatus::INVALID_OPERAND),
             (!0xFFF, 0x2000, VmcallStatus::INVALID_OPERAND),
+            // KVM checks the range before the alignment: a misaligned request that also
+            // crosses the shared bit or leaves the GPA space is INVALID_OPERAND.
+            (s - 0x800, 0x1000, VmcallStatus::INVALID_OPERAND),
+            ((1 << bits) + 0x10, 0x1000, VmcallStatus::INVALID_OPERAND),
+            (0x1000, 0x1800, VmcallStatus::ALIGN_ERROR),
         ];
         for (gpa, size, status) in cases {
             let r = vmcall(&kvm, &rec, gpa, size);
@@ -120,22 +125,31 @@ fn kvm_forwards_at_most_2m_per_exit() {
 }
 
 #[test]
-fn a_pending_event_answers_retry_with_the_resume_gpa_in_the_request_alias() {
+fn a_pending_event_answers_retry_between_chunks_with_the_resume_gpa_in_the_request_alias() {
     let (_, kvm) = td();
     let rec = Recorder {
-        event_after: Some(3),
+        event_pending: true,
         ..Default::default()
     };
-    let r = vmcall(&kvm, &rec, 0x10_0000 | S, 0x10_000);
+    // 5 MiB from 1 MiB: the first 2 MiB chunk goes through, then RETRY at its end.
+    let r = vmcall(&kvm, &rec, 0x10_0000 | S, 5 << 20);
     assert_eq!(
         (VmcallStatus(r.r10), r.r11),
-        (VmcallStatus::RETRY, (0x10_0000 + 0x3000) | S)
+        (VmcallStatus::RETRY, 0x30_0000 | S)
     );
-    let r = vmcall(&kvm, &rec, 0x10_0000, 0x10_000);
+    let r = vmcall(&kvm, &rec, 0x10_0000, 5 << 20);
     assert_eq!(
         (VmcallStatus(r.r10), r.r11),
-        (VmcallStatus::RETRY, 0x10_3000),
+        (VmcallStatus::RETRY, 0x30_0000),
         "to private: no shared bit"
+    );
+    // One chunk (≤ 2 MiB) has no point between chunks: it completes whatever is pending.
+    let r = vmcall(&kvm, &rec, 0x40_0000 | S, 2 << 20);
+    assert_eq!(VmcallStatus(r.r10), VmcallStatus::SUCCESS);
+    let chunks = rec.chunks.lock().unwrap();
+    assert!(
+        chunks.iter().all(|c| c.npages == 512),
+        "every chunk forwarded whole"
     );
 }
 

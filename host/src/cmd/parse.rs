@@ -115,7 +115,7 @@ pub(crate) fn parse_probability(s: &str) -> Result<f64, String> {
 /// One `--inject` item (clap splits the flag's value at commas).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum InjectItem {
-    /// `retry=P`: MapGPA answers RETRY part-way through a chunk.
+    /// `retry=P`: an event is pending after a 2 MiB chunk of a longer MapGPA (RETRY there).
     Retry(f64),
     /// `busy=P`: TDG.MEM.PAGE.ACCEPT answers OPERAND_BUSY.
     Busy(f64),

@@ -47,8 +47,9 @@ pub struct RunArgs {
     /// Accept all RAM at boot (instead of lazily) and report how long it took.
     #[arg(long)]
     accept_all: bool,
-    /// Probability that the host answers a MapGPA chunk with RETRY after part of it
-    /// (fault injection: the guest's RETRY loop must resume from R11).
+    /// Probability that an event is pending after each 2 MiB chunk of a longer MapGPA, so
+    /// the host answers RETRY there as KVM does (fault injection: the guest's RETRY loop must
+    /// resume from R11). The built-in round trip converts 16 pages: one chunk, never cut.
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     inject_retry: f64,
     /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else

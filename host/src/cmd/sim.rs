@@ -37,7 +37,8 @@ pub struct SimArgs {
     /// Largest private mapping: 4k (KVM today) or 2m.
     #[arg(long, default_value = "4k", value_parser = parse_page_size)]
     private_page_size: PageLevel,
-    /// Probability that the host cuts a MapGPA short with RETRY.
+    /// Probability that an event is pending after each 2 MiB chunk of a longer MapGPA (the
+    /// host answers RETRY there, as KVM does).
     #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
     inject_retry: f64,
     /// The simulated TD's GPA width (shared bit GPAW - 1): 48, 52, or 36..=47 as an

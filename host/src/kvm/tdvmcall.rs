@@ -17,11 +17,11 @@ pub struct HypercallFailed(#[source] pub Box<dyn std::error::Error + Send + Sync
 pub trait VmmExits {
     /// KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE): convert the chunk.
     fn hc_map_gpa_range(&self, vcpu: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed>;
-    /// Before forwarding a chunk of `pages`: how many pages to forward before an event
-    /// becomes pending and KVM answers RETRY (`None`: the whole chunk). Fault injection
-    /// uses this to model an interrupt arriving mid-range.
-    fn map_gpa_event_after(&self, _vcpu: u32, _pages: u64) -> Option<u64> {
-        None
+    /// After a chunk, when more remain: is an event pending for `vcpu`
+    /// (`kvm_vcpu_has_events`)? KVM then answers RETRY. Fault injection uses this to model
+    /// an interrupt arriving mid-range.
+    fn map_gpa_event_pending(&self, _vcpu: u32) -> bool {
+        false
     }
     /// TDVMCALL<Instruction.IO> (a KVM_EXIT_IO in real KVM).
     fn io(
@@ -105,15 +105,15 @@ impl Kvm {
         }
     }
 
-    /// `tdx_map_gpa`: validate as KVM does, then forward ≤2 MiB chunks to the VMM, answering
-    /// RETRY with the resume GPA (request alias) in R11 when an event is pending.
+    /// `tdx_map_gpa`: validate as KVM does — the range first (no wrap, legal GPAs, one side of
+    /// the shared bit: INVALID_OPERAND), then alignment (ALIGN_ERROR), R11 = the GPA either
+    /// way — then forward ≤2 MiB chunks to the VMM. Only between chunks may a pending event
+    /// end the call with RETRY and the resume GPA (request alias) in R11
+    /// (`tdx_complete_vmcall_map_gpa`).
     fn tdx_map_gpa(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
         let gpaw = self.cfg.gpaw;
         let (gpa, size) = (regs.r12, regs.r13);
         let fail = |regs: &mut Regs, s: VmcallStatus| (regs.r10, regs.r11) = (s.0, gpa);
-        if gpa % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
-            return fail(regs, VmcallStatus::ALIGN_ERROR);
-        }
         let end = gpa.wrapping_add(size);
         let last = Gpa(end.wrapping_sub(1));
         if end <= gpa
@@ -123,6 +123,9 @@ impl Kvm {
         {
             return fail(regs, VmcallStatus::INVALID_OPERAND);
         }
+        if gpa % PAGE_SIZE != 0 || size % PAGE_SIZE != 0 {
+            return fail(regs, VmcallStatus::ALIGN_ERROR);
+        }
         let to = if gpaw.is_shared(Gpa(gpa)) {
             ConversionTarget::Shared
         } else {
@@ -130,24 +133,18 @@ impl Kvm {
         };
         let mut next = gpa;
         loop {
-            let mut chunk = (end - next).min(TDX_MAP_GPA_MAX_LEN);
-            let event = vmm.map_gpa_event_after(vcpu, chunk / PAGE_SIZE);
-            if let Some(pages) = event {
-                chunk = chunk.min(pages * PAGE_SIZE);
+            let chunk = (end - next).min(TDX_MAP_GPA_MAX_LEN);
+            let args = MapGpaRangeArgs::for_range(GpaRange::new(Gpa(next), chunk), to, gpaw);
+            tracing::debug!(target: "kvm", gpa = %Gpa(next), bytes = chunk, to = to.name(), "KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE)");
+            if let Err(e) = vmm.hc_map_gpa_range(vcpu, args) {
+                tracing::warn!(target: "kvm", "{e}");
+                return (regs.r10, regs.r11) = (VmcallStatus::INVALID_OPERAND.0, next);
             }
-            if chunk > 0 {
-                let args = MapGpaRangeArgs::for_range(GpaRange::new(Gpa(next), chunk), to, gpaw);
-                tracing::debug!(target: "kvm", gpa = %Gpa(next), bytes = chunk, to = to.name(), "KVM_EXIT_HYPERCALL(KVM_HC_MAP_GPA_RANGE)");
-                if let Err(e) = vmm.hc_map_gpa_range(vcpu, args) {
-                    tracing::warn!(target: "kvm", "{e}");
-                    return (regs.r10, regs.r11) = (VmcallStatus::INVALID_OPERAND.0, next);
-                }
-                next += chunk;
-            }
+            next += chunk;
             if next >= end {
                 return regs.r10 = VmcallStatus::SUCCESS.0;
             }
-            if event.is_some() {
+            if vmm.map_gpa_event_pending(vcpu) {
                 tracing::debug!(target: "kvm", resume = %Gpa(next), "MapGPA RETRY (event pending)");
                 return (regs.r10, regs.r11) = (VmcallStatus::RETRY.0, next);
             }

@@ -381,6 +381,27 @@ impl<'w> Vcpu<'w> {
         Ok(())
     }
 
+    /// The whole region to shared in one MapGPA (private and shared pages alike, as a guest
+    /// releasing a buffer does): with more than 2 MiB, KVM forwards it in chunks and may
+    /// answer RETRY between them. Pages already shared keep their contents.
+    fn region_to_shared(&mut self) -> Result<(), GuestError> {
+        let n = self.pages.len();
+        let was: Vec<bool> = self.pages.iter().map(|p| p.shared).collect();
+        self.flush_local(0, n, Alias::Private);
+        self.map_gpa(0, n, ConversionTarget::Shared)?;
+        for (p, shared) in was.into_iter().enumerate() {
+            if !shared {
+                self.pages[p] = Page {
+                    shared: true,
+                    expect: Expect::Unknown,
+                };
+                self.check_page(p)?;
+                self.write_page(p)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Shared → private in Linux's order: MapGPA, accept, then the PTE turns private.
     fn convert_to_private(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         self.map_gpa(i, n, ConversionTarget::Private)?;
@@ -431,7 +452,9 @@ impl<'w> Vcpu<'w> {
         let n = self.pages.len();
         let roll = self.rng.random_range(0..100);
         let i = self.rng.random_range(0..n);
-        let r = if roll < 35 {
+        let r = if roll < 35 && self.rng.random_range(0..16) == 0 {
+            self.region_to_shared()
+        } else if roll < 35 {
             let want = match self.rng.random_range(0..4) {
                 0 => 1,
                 1 => self.rng.random_range(1..=16),

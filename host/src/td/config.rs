@@ -51,7 +51,8 @@ pub struct RunConfig {
 /// What `--inject` asks for; every injected event is counted in the report.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct InjectConfig {
-    /// Probability that MapGPA answers RETRY part-way through a chunk.
+    /// Probability that an event is pending after each 2 MiB chunk of a longer MapGPA, so
+    /// KVM answers RETRY there.
     pub retry: f64,
     /// Probability that TDG.MEM.PAGE.ACCEPT answers OPERAND_BUSY.
     pub busy: f64,

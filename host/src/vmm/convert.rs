@@ -2,7 +2,6 @@
 
 use crate::inject::Chance;
 use crate::kvm::{Alias, BackendError, HypercallFailed, Kvm, KvmBug, VmmExits};
-use rand::Rng;
 use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, MemoryAttributes};
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -10,7 +9,7 @@ use std::sync::Arc;
 
 /// Seeded fault injection into the host's answers.
 pub struct Injector {
-    /// A MapGPA chunk is cut short by a pending event (RETRY mid-range).
+    /// An event is pending between two MapGPA chunks (RETRY at the chunk boundary).
     pub retry: Chance,
     /// RETRYs injected.
     pub retries: AtomicU64,
@@ -270,15 +269,11 @@ impl VmmExits for Vmm {
         }
     }
 
-    fn map_gpa_event_after(&self, _vcpu: u32, pages: u64) -> Option<u64> {
-        if pages < 2 {
-            return None;
+    fn map_gpa_event_pending(&self, _vcpu: u32) -> bool {
+        let hit = self.inject.retry.hit_then(|_| ()).is_some();
+        if hit {
+            self.inject.retries.fetch_add(1, Relaxed);
         }
-        let after = self
-            .inject
-            .retry
-            .hit_then(|rng| rng.random_range(1..pages))?;
-        self.inject.retries.fetch_add(1, Relaxed);
-        Some(after)
+        hit
     }
 }
