@@ -45,6 +45,7 @@ fn main(vcpu: u32) -> ! {
         info.num_vcpus,
         info.gpaw.bits()
     );
+    check_td_attributes(info.attributes);
     let boot = boot::info::get();
     if vcpu == 0 {
         console::init_log();
@@ -95,6 +96,21 @@ fn main(vcpu: u32) -> ! {
         info.num_vcpus
     );
     exit::exit(0)
+}
+
+/// A TD without SEPT_VE_DISABLE would take a #VE on any private page the host removes,
+/// which this guest, like Linux, cannot handle for its own memory: refuse it (a debug TD
+/// only gets a warning), as Linux's `tdx_early_init` does.
+#[cfg(target_os = "none")]
+fn check_td_attributes(attributes: u64) {
+    use shared_abi::td::attributes::{DEBUG, SEPT_VE_DISABLE};
+    const MSG: &str = "TD misconfiguration: SEPT_VE_DISABLE attribute must be set.";
+    if attributes & SEPT_VE_DISABLE == 0 {
+        if attributes & DEBUG == 0 {
+            panic!("{MSG}");
+        }
+        println!("WARNING: {MSG}");
+    }
 }
 
 #[cfg(not(target_os = "none"))]

@@ -504,3 +504,21 @@ fn an_image_without_the_doorbell_is_refused_before_boot() {
         "{err}"
     );
 }
+
+/// A TD without SEPT_VE_DISABLE is refused by the guest as Linux refuses it (`tdx_early_init`):
+/// a panic through ReportFatalError, exit 1; a debug TD only gets the warning and runs.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn the_guest_refuses_a_td_without_sept_ve_disable_unless_it_is_a_debug_td() {
+    require_kvm!();
+    let msg = "TD misconfiguration: SEPT_VE_DISABLE attribute must be set.";
+    let env = tdxlab::td::TEST_TD_ATTRIBUTES_ENV;
+    let run = run_with_report_env(&["run", "--vcpus", "1"], &[(env, "0")]);
+    assert_eq!(run.code, Some(1), "{}\n{}", run.out, run.err);
+    assert!(run.err.contains(msg), "{}", run.err);
+    assert_eq!(run.report["exit"]["kind"], "fatal", "{}", run.report);
+    let debug = run_with_report_env(&["run", "--vcpus", "1"], &[(env, "0x1")]);
+    assert_eq!(debug.code, Some(0), "{}\n{}", debug.out, debug.err);
+    let console = debug.report["console"].to_string();
+    assert!(console.contains(&format!("WARNING: {msg}")), "{console}");
+}

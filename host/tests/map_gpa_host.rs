@@ -242,19 +242,120 @@ fn hlt_and_msr_tdvmcalls_get_ghci_statuses() {
         call(Subfunction::Wrmsr, 0x1B),
         VmcallStatus::INVALID_OPERAND
     );
+    // A KVM hypercall through TDVMCALL: R10 is the number, the answer comes back in R10.
+    let hypercall = |nr: u64| {
+        let mut r = Regs {
+            r10: nr,
+            ..Regs::default()
+        };
+        kvm.tdx_emulate_vmcall(0, &mut r, &rec);
+        r.r10
+    };
+    assert_eq!(hypercall(1), 0, "KVM_HC_VAPIC_POLL_IRQ");
     assert_eq!(
-        call(Subfunction::GetQuote, 0),
+        hypercall(0x1234),
+        tdxlab::kvm::KVM_ENOSYS.wrapping_neg(),
+        "an unknown KVM hypercall is -KVM_ENOSYS"
+    );
+    assert_eq!(hypercall(12), tdxlab::kvm::KVM_ENOSYS.wrapping_neg());
+}
+
+/// The TDVMCALLs KVM serves or checks itself before userspace, with KVM's statuses.
+#[test]
+fn kvm_checks_get_quote_event_notify_mmio_and_serves_cpuid_and_vmcall_info() {
+    let (_, kvm) = td();
+    let rec = Recorder::default();
+    let call = |sub: Subfunction, r12: u64, r13: u64, r14: u64| {
+        let mut r = Regs {
+            r11: sub as u64,
+            r12,
+            r13,
+            r14,
+            r15: 0xAB,
+            ..Regs::default()
+        };
+        kvm.tdx_emulate_vmcall(0, &mut r, &rec);
+        r
+    };
+    let status = |r: &Regs| VmcallStatus(r.r10);
+    // GetQuote: a private buffer is refused by KVM; a shared one reaches the VMM, which has
+    // no quote service.
+    assert_eq!(
+        status(&call(Subfunction::GetQuote, 0x1000, 0x1000, 0)),
+        VmcallStatus::INVALID_OPERAND
+    );
+    assert_eq!(
+        status(&call(Subfunction::GetQuote, 0x1000 | S, 0x1000, 0)),
         VmcallStatus::SUBFUNC_UNSUPPORTED
     );
-    let mut r = Regs {
-        r10: 1,
-        r11: 12,
-        ..Regs::default()
-    };
-    kvm.tdx_emulate_vmcall(0, &mut r, &rec);
+    // SetupEventNotifyInterrupt: vectors 32..=255 only.
+    for v in [0, 31, 256] {
+        assert_eq!(
+            status(&call(Subfunction::SetupEventNotifyInterrupt, v, 0, 0)),
+            VmcallStatus::INVALID_OPERAND,
+            "vector {v}"
+        );
+    }
     assert_eq!(
-        VmcallStatus(r.r10),
-        VmcallStatus::SUBFUNC_UNSUPPORTED,
-        "KVM hypercalls through TDVMCALL are not offered"
+        status(&call(Subfunction::SetupEventNotifyInterrupt, 32, 0, 0)),
+        VmcallStatus::SUBFUNC_UNSUPPORTED
+    );
+    // #VE.RequestMMIO: size, direction, shared GPA; nothing mapped there reads 0.
+    assert_eq!(
+        status(&call(Subfunction::RequestMmio, 3, 0, S | 0x1000)),
+        VmcallStatus::INVALID_OPERAND
+    );
+    assert_eq!(
+        status(&call(Subfunction::RequestMmio, 4, 2, S | 0x1000)),
+        VmcallStatus::INVALID_OPERAND
+    );
+    assert_eq!(
+        status(&call(Subfunction::RequestMmio, 4, 0, 0x1000)),
+        VmcallStatus::INVALID_OPERAND,
+        "private GPA"
+    );
+    assert_eq!(
+        status(&call(Subfunction::RequestMmio, 8, 0, S - 4)),
+        VmcallStatus::INVALID_OPERAND,
+        "straddles the shared bit"
+    );
+    let r = call(Subfunction::RequestMmio, 4, 0, S | 0xFEC0_0000);
+    assert_eq!((status(&r), r.r11), (VmcallStatus::SUCCESS, 0));
+    // GetTdVmCallInfo: leaf 0 and 1 succeed with zeroes here, others are refused.
+    for leaf in [0, 1] {
+        let r = call(Subfunction::GetTdVmCallInfo, leaf, 7, 7);
+        assert_eq!(
+            (status(&r), r.r11, r.r12, r.r13, r.r14),
+            (VmcallStatus::SUCCESS, 0, 0, 0, 0)
+        );
+    }
+    assert_eq!(
+        status(&call(Subfunction::GetTdVmCallInfo, 2, 0, 0)),
+        VmcallStatus::INVALID_OPERAND
+    );
+    // Instruction.CPUID: from the vCPU's table (KVM_SET_CPUID2), zeros where it has nothing.
+    kvm.kvm_set_cpuid(vec![tdxlab::kvm::CpuidEntry {
+        function: 0x4000_0000,
+        index: 0,
+        significant_index: false,
+        regs: [0x4000_0001, 0x4b4d564b, 0x564b4d56, 0x4d],
+    }]);
+    let r = call(Subfunction::Cpuid, 0x4000_0000, 0, 0);
+    assert_eq!(
+        (status(&r), r.r12, r.r13, r.r14, r.r15),
+        (
+            VmcallStatus::SUCCESS,
+            0x4000_0001,
+            0x4b4d564b,
+            0x564b4d56,
+            0x4d
+        )
+    );
+    let r = call(Subfunction::Cpuid, 0x4000_0002, 0, 0);
+    assert_eq!((r.r12, r.r13, r.r14, r.r15), (0, 0, 0, 0));
+    // A sub-function KVM does not know (Instruction.WBINVD).
+    assert_eq!(
+        status(&call(Subfunction::Wbinvd, 0, 0, 0)),
+        VmcallStatus::SUBFUNC_UNSUPPORTED
     );
 }

@@ -337,12 +337,20 @@ fn bad_operands_get_operand_invalid_rcx() {
         "VMCALL exposing RAX is refused"
     );
     assert_eq!(TdxStatus(r.rax), inv);
+    // VEINFO.GET with nothing pending: NO_VALID_VE_INFO, and the outputs zeroed whatever
+    // they held (the module clears them before it looks).
     let mut r = Regs {
         rax: 3,
+        rcx: 0x11,
+        rdx: 0x22,
+        r8: 0x33,
+        r9: 0x44,
+        r10: 0x55,
         ..Regs::default()
     };
     m.tdcall(1, &mut r);
     assert_eq!(TdxStatus(r.rax), TdxStatus::NO_VALID_VE_INFO);
+    assert_eq!((r.rcx, r.rdx, r.r8, r.r9, r.r10), (0, 0, 0, 0, 0));
 }
 
 #[test]
@@ -374,5 +382,32 @@ fn vmcall_host_sees_only_selected_registers() {
         (g.rax, g.rdx, g.r10, g.r11),
         (0, 5, 1, 0x1800),
         "RDX not selected: the guest's value stays"
+    );
+}
+
+/// Contention on the S-EPT entry during TDG.MEM.PAGE.ACCEPT: OPERAND_BUSY naming operand RCX,
+/// as `tdg_mem_page_accept` reports its entry-lock cmpxchg failing.
+#[test]
+fn a_busy_accept_names_rcx_and_leaves_the_page_pending() {
+    let p = TdParams {
+        gpaw: Gpaw::GPAW_48,
+        attributes: 0,
+        num_vcpus: 1,
+    };
+    let m = TdxModule::new(p, Arc::new(SimPrivateMem::new(1024))).with_accept_busy(1.0, 3);
+    m.tdh_mr_finalize().unwrap();
+    m.tdh_mem_sept_add(G, 3).unwrap();
+    m.tdh_mem_sept_add(G, 2).unwrap();
+    m.tdh_mem_page_aug(G, L, 0).unwrap();
+    let busy = accept(&m, G, L).unwrap();
+    assert_eq!(
+        busy,
+        TdxStatus::OPERAND_BUSY.with_details(shared_abi::status::operand::RCX)
+    );
+    assert_eq!(
+        m.stats
+            .accept_busy_injected
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
     );
 }

@@ -215,7 +215,14 @@ fn handle_ve(f: &mut Frame) -> Result<(), VeError> {
             }
         }
         exit_reason::CPUID => {
-            let r = tdx.cpuid(f.regs[RAX] as u32, f.regs[RCX] as u32)?;
+            // Only the hypervisor range goes to the host; any other leaf reads as zeros, as on
+            // a CPU without it (Linux's handle_cpuid in arch/x86/coco/tdx/tdx.c).
+            let leaf = f.regs[RAX] as u32;
+            let r = if (0x4000_0000..=0x4FFF_FFFF).contains(&leaf) {
+                tdx.cpuid(leaf, f.regs[RCX] as u32)?
+            } else {
+                [0; 4]
+            };
             (f.regs[RAX], f.regs[RBX], f.regs[RCX], f.regs[RDX]) =
                 (r[0] as u64, r[1] as u64, r[2] as u64, r[3] as u64);
         }

@@ -5,7 +5,9 @@
 
 mod attributes;
 mod backend;
+mod cpuid;
 mod fault;
+mod hypercall;
 mod policy;
 mod tdp;
 mod tdvmcall;
@@ -14,7 +16,9 @@ mod zap;
 
 pub use attributes::Attributes;
 pub use backend::{Alias, Backend, BackendError, NullBackend};
+pub use cpuid::CpuidEntry;
 pub use fault::{FaultError, FaultOutcome};
+pub use hypercall::KVM_ENOSYS;
 pub use policy::{
     root_action, FilterZeroBug, RootAction, ZapCaller, ZapPolicy, KVM_FILTER_PRIVATE,
     KVM_FILTER_SHARED,
@@ -121,6 +125,8 @@ struct Invalidation {
 /// The VM as KVM's MMU sees it.
 pub struct Kvm {
     cfg: KvmConfig,
+    /// The vCPUs' CPUID table (KVM_SET_CPUID2).
+    cpuid: RwLock<Vec<CpuidEntry>>,
     /// `kvm->mmu_lock`: read for faults, write for zaps.
     mmu_lock: RwLock<()>,
     /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
@@ -212,6 +218,7 @@ impl Kvm {
             MemoryAttributes::SHARED
         };
         Kvm {
+            cpuid: RwLock::new(Vec::new()),
             attrs: RwLock::new(Attributes::new(cfg.mem_pages, init)),
             cfg,
             mmu_lock: RwLock::new(()),

@@ -2,7 +2,7 @@
 
 use super::Kvm;
 use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, TDX_MAP_GPA_MAX_LEN};
-use shared_abi::vmcall::{Subfunction, GET_TDVMCALL_INFO_LEAF_BASE, TDX_HYPERCALL_STANDARD};
+use shared_abi::vmcall::{Subfunction, TDX_HYPERCALL_STANDARD};
 use shared_abi::{Gpa, GpaRange, VmcallStatus, PAGE_SIZE};
 use tdcall::Regs;
 
@@ -48,6 +48,34 @@ pub trait VmmExits {
     }
     /// TDVMCALL<ReportFatalError> (KVM_EXIT_SYSTEM_EVENT / TDX_FATAL).
     fn report_fatal_error(&self, _vcpu: u32, _regs: &Regs) {}
+    /// GetTdVmCallInfo leaf 1 (KVM_EXIT_TDX): R11..R14, which optional TDVMCALLs userspace
+    /// serves. None here: tdxlab's VMM has no quote service and no event notification.
+    fn get_tdvmcall_info_1(&self, _vcpu: u32) -> [u64; 4] {
+        [0; 4]
+    }
+    /// GetQuote (KVM_EXIT_TDX) for the buffer at `gpa` (shared bit stripped): KVM presets
+    /// SUBFUNC_UNSUPPORTED, which stands when userspace has no quote service.
+    fn get_quote(&self, _vcpu: u32, _gpa: shared_abi::Gpa, _size: u64) -> VmcallStatus {
+        VmcallStatus::SUBFUNC_UNSUPPORTED
+    }
+    /// SetupEventNotifyInterrupt (KVM_EXIT_TDX): as [`Self::get_quote`], unsupported unless
+    /// userspace says otherwise.
+    fn setup_event_notify_interrupt(&self, _vcpu: u32, _vector: u8) -> VmcallStatus {
+        VmcallStatus::SUBFUNC_UNSUPPORTED
+    }
+    /// #VE.RequestMMIO forwarded as KVM_EXIT_MMIO at `gpa` (shared bit stripped): the value
+    /// read. With no device there, QEMU's unassigned memory reads 0 and drops writes
+    /// (`unassigned_mem_read` / `unassigned_mem_write` in `system/memory.c`).
+    fn mmio(
+        &self,
+        _vcpu: u32,
+        _gpa: shared_abi::Gpa,
+        _size: u8,
+        _write: bool,
+        _value: u64,
+    ) -> Result<u64, VmcallStatus> {
+        Ok(0)
+    }
 }
 
 impl Kvm {
@@ -60,19 +88,17 @@ impl Kvm {
             return vmm.host_check(vcpu, regs);
         }
         if regs.r10 != TDX_HYPERCALL_STANDARD {
-            // A KVM hypercall through TDVMCALL; none is offered to emulated TDs.
-            regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;
-            return;
+            return self.kvm_emulate_hypercall(regs);
         }
         match sub {
             Some(Subfunction::MapGpa) => self.tdx_map_gpa(vcpu, regs, vmm),
-            Some(Subfunction::GetTdVmCallInfo) => {
-                if regs.r12 == GET_TDVMCALL_INFO_LEAF_BASE {
-                    (regs.r10, regs.r11, regs.r12, regs.r13, regs.r14) = (0, 0, 0, 0, 0);
-                } else {
-                    regs.r10 = VmcallStatus::INVALID_OPERAND.0;
-                }
+            Some(Subfunction::GetTdVmCallInfo) => self.tdx_get_td_vm_call_info(vcpu, regs, vmm),
+            Some(Subfunction::Cpuid) => self.tdx_emulate_cpuid(regs),
+            Some(Subfunction::GetQuote) => self.tdx_get_quote(vcpu, regs, vmm),
+            Some(Subfunction::SetupEventNotifyInterrupt) => {
+                self.tdx_setup_event_notify_interrupt(vcpu, regs, vmm)
             }
+            Some(Subfunction::RequestMmio) => self.tdx_emulate_mmio(vcpu, regs, vmm),
             Some(Subfunction::Io) => {
                 let size = regs.r12 as u8;
                 if !matches!(size, 1 | 2 | 4) || regs.r13 > 1 || regs.r14 > u16::MAX as u64 {

@@ -135,7 +135,7 @@ impl TdxModule {
 
     /// The module with injected accept contention: each accept that would succeed answers
     /// OPERAND_BUSY with probability `p` (seeded).
-    pub(crate) fn with_accept_busy(self, p: f64, seed: u64) -> TdxModule {
+    pub fn with_accept_busy(self, p: f64, seed: u64) -> TdxModule {
         TdxModule {
             inject_accept_busy: (p > 0.0).then(|| crate::inject::Chance::new(p, seed)),
             ..self

@@ -72,7 +72,9 @@ impl TdxModule {
         regs.r11 = 0;
     }
 
-    /// TDG.VP.VEINFO.GET (`tdg_vp_veinfo_get`): read and clear this vCPU's #VE info.
+    /// TDG.VP.VEINFO.GET (`tdg_vp_veinfo_get`): read and clear this vCPU's #VE info. The
+    /// outputs are zeroed first, so with nothing pending the guest reads zeros beside
+    /// NO_VALID_VE_INFO, as the module leaves them.
     fn tdg_vp_veinfo_get(&self, vcpu: u32, regs: &mut Regs) {
         let taken = self
             .lock()
@@ -80,7 +82,10 @@ impl TdxModule {
             .get_mut(vcpu as usize)
             .and_then(Option::take);
         match taken {
-            None => regs.rax = TdxStatus::NO_VALID_VE_INFO.0,
+            None => {
+                set_outputs(regs, (0, 0, 0, 0, 0));
+                regs.rax = TdxStatus::NO_VALID_VE_INFO.0;
+            }
             Some(ve) => set_outputs(regs, ve.encode()),
         }
     }
@@ -118,12 +123,14 @@ impl TdxModule {
                 _ => return TdcallExit::EptViolation { gpa, level },
             },
             Walk::Leaf { entry, .. } => match entry.state {
-                // Injected contention on the S-EPT tree lock, rolled once per accept that
-                // would succeed (not per re-execution after an EPT-violation exit, which
-                // would compound the probability): the guest retries the same call.
+                // Injected contention on the S-EPT entry (the module's guest-exclusive entry
+                // lock, taken by cmpxchg: OPERAND_BUSY naming RCX, as `tdg_mem_page_accept`
+                // does), rolled once per accept that would succeed (not per re-execution
+                // after an EPT-violation exit, which would compound the probability): the
+                // guest retries the same call.
                 SeptState::Pending if self.inject_accept_busy.as_ref().is_some_and(|c| c.hit()) => {
                     self.stats.accept_busy_injected.fetch_add(1, Relaxed);
-                    TdxStatus::OPERAND_BUSY.with_details(operand::SEPT_TREE)
+                    TdxStatus::OPERAND_BUSY.with_details(operand::RCX)
                 }
                 SeptState::Pending => {
                     let pages = shared_abi::sept::level_pages(level);

@@ -74,6 +74,18 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     td.add_initial_pages(&layout.accepted)?;
     // vCPUs in the TD start state (created before finalization, as QEMU does).
     let cpuid = td_cpuid(&kvm)?;
+    // KVM answers TDVMCALL<Instruction.CPUID> from the table userspace set (the binding
+    // spells the flag as the kernel header does: SIGNIFCANT).
+    td.kvm.kvm_set_cpuid(
+        (cpuid.as_slice().iter())
+            .map(|e| crate::kvm::CpuidEntry {
+                function: e.function,
+                index: e.index,
+                significant_index: e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
+                regs: [e.eax, e.ebx, e.ecx, e.edx],
+            })
+            .collect(),
+    );
     for i in 0..cfg.vcpus {
         let v = create_vcpu(&td.vm, i, &cpuid, layout.hob.0, gpaw)?;
         td.vcpus.push(v);
@@ -266,11 +278,25 @@ impl Memory {
 }
 
 /// The TD's three roles over its memory: the TDX module, KVM's MMU and the VMM.
+/// Test-only switch (environment, never a flag): `TDXLAB_TEST_TD_ATTRIBUTES=0x…` gives the TD
+/// these ATTRIBUTES instead of SEPT_VE_DISABLE, to show the guest refusing a misconfigured TD
+/// as Linux does.
+pub const TEST_TD_ATTRIBUTES_ENV: &str = "TDXLAB_TEST_TD_ATTRIBUTES";
+
+/// The TD's ATTRIBUTES: SEPT_VE_DISABLE, as QEMU sets it by default (`sept-ve-disable=on`),
+/// unless the test switch says otherwise.
+fn td_attributes() -> u64 {
+    std::env::var(TEST_TD_ATTRIBUTES_ENV)
+        .ok()
+        .and_then(|v| u64::from_str_radix(v.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(SEPT_VE_DISABLE)
+}
+
 fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let params = TdParams {
         gpaw,
-        attributes: SEPT_VE_DISABLE,
+        attributes: td_attributes(),
         num_vcpus: cfg.vcpus,
     };
     let module = TdxModule::new(params, Arc::new(KvmPrivateMem(mem.private.clone())));

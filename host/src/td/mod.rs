@@ -34,7 +34,7 @@ mod ve;
 
 pub use account::{ExitCounts, WindowCounts};
 pub use backing::Backing;
-pub use build::{build, Td};
+pub use build::{build, Td, TEST_TD_ATTRIBUTES_ENV};
 pub use config::{
     InjectConfig, Progress, RunConfig, Settings, StressParams, MAX_MEM, MAX_TD_HOB, MIN_MEM,
 };
