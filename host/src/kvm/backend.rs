@@ -58,6 +58,10 @@ pub trait Backend: Send + Sync {
     fn private_pfn(&self, gfn: u64) -> u64 {
         gfn
     }
+    /// Keep every vCPU from entering the TD (`hold`), or let them in again: KVM's
+    /// `wait_for_sept_zap` while a contended SEAMCALL is retried (`tdx_no_vcpus_enter_start`
+    /// / `_stop`). A vCPU that would enter meanwhile waits instead.
+    fn hold_vcpus_out(&self, _hold: bool) {}
 }
 
 /// A backend that does nothing, for model-only tests, benches and the zap table.

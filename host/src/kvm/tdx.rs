@@ -62,20 +62,23 @@ impl Kvm {
         }
     }
 
-    /// Run a SEAMCALL; on contention kick every vCPU out and retry once (`tdh_do_no_vcpus`).
+    /// Run a SEAMCALL; on OPERAND_BUSY (contention with a TD entry or a TDCALL) keep every
+    /// vCPU out of the TD, kick them and retry once (`tdx_no_vcpus_enter_start`, the retry,
+    /// `tdx_no_vcpus_enter_stop`). Any other failure — PREVIOUS_TLB_EPOCH_BUSY and
+    /// GPA_RANGE_ALREADY_BLOCKED included — is a KVM bug, as `KVM_BUG_ON(err)` makes it.
     fn tdh_do_no_vcpus<T>(
         &self,
         what: &'static str,
         f: impl Fn() -> SeamResult<T>,
     ) -> Result<T, KvmBug> {
-        let busy = |s: &TdxStatus| {
-            s.is(TdxStatus::OPERAND_BUSY) || s.is(TdxStatus::PREVIOUS_TLB_EPOCH_BUSY)
-        };
         match f() {
-            Err(s) if busy(&s) => {
+            Err(s) if s.is(TdxStatus::OPERAND_BUSY) => {
+                self.backend.hold_vcpus_out(true);
                 self.stats.kicks.fetch_add(1, Relaxed);
                 self.backend.kick_all_vcpus(false);
-                f().map_err(|status| self.seamcall_bug(what, status, true))
+                let r = f();
+                self.backend.hold_vcpus_out(false);
+                r.map_err(|status| self.seamcall_bug(what, status, true))
             }
             r => r.map_err(|status| self.seamcall_bug(what, status, false)),
         }
@@ -176,13 +179,9 @@ impl Kvm {
     fn tdx_sept_zap_private_spte(&self, gfn: u64, level: u8) -> Result<(), KvmBug> {
         let tdx = self.tdx_module()?;
         let gpa = Self::gfn_gpa(gfn);
-        match tdx.tdh_mem_range_block(gpa, level) {
-            Ok(()) => Ok(()),
-            Err(s) if s.is(TdxStatus::GPA_RANGE_ALREADY_BLOCKED) => Ok(()),
-            Err(_) => self.tdh_do_no_vcpus("TDH.MEM.RANGE.BLOCK", || {
-                tdx.tdh_mem_range_block(gpa, level)
-            }),
-        }
+        self.tdh_do_no_vcpus("TDH.MEM.RANGE.BLOCK", || {
+            tdx.tdh_mem_range_block(gpa, level)
+        })
     }
 
     /// `tdx_sept_drop_private_spte`: TDH.MEM.PAGE.REMOVE, checking the frame it returns (the
@@ -220,5 +219,90 @@ impl Kvm {
         self.tdh_do_no_vcpus("TDH.MEM.PAGE.DEMOTE", || {
             tdx.tdh_mem_page_demote(gpa, level)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kvm::{Alias, Backend, BackendError, KvmConfig};
+    use crate::seam::{SimPrivateMem, TdParams};
+    use shared_abi::Gpaw;
+    use std::cell::Cell;
+    use std::sync::{Arc, Mutex};
+
+    /// Records hold / kick / release in order.
+    #[derive(Default)]
+    struct Rec(Mutex<Vec<&'static str>>);
+    impl Backend for Rec {
+        fn set_accessible(&self, _: Alias, _: u64, _: u64, _: bool) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn discard(&self, _: Alias, _: u64, _: u64) -> Result<(), BackendError> {
+            Ok(())
+        }
+        fn kick_all_vcpus(&self, _: bool) {
+            self.0.lock().unwrap().push("kick");
+        }
+        fn shared_pfn(&self, gfn: u64) -> u64 {
+            gfn
+        }
+        fn hold_vcpus_out(&self, hold: bool) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(if hold { "hold" } else { "release" });
+        }
+    }
+
+    fn kvm(rec: Arc<Rec>) -> Kvm {
+        let p = TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+        };
+        let m = TdxModule::runnable(p, Arc::new(SimPrivateMem::new(16)));
+        Kvm::new(KvmConfig::td(16, Gpaw::GPAW_48), Some(m), rec)
+    }
+
+    #[test]
+    fn operand_busy_holds_the_vcpus_out_kicks_and_retries_once() {
+        let rec = Arc::new(Rec::default());
+        let k = kvm(rec.clone());
+        let calls = Cell::new(0);
+        let r = k.tdh_do_no_vcpus("TEST", || {
+            calls.set(calls.get() + 1);
+            if calls.get() == 1 {
+                Err(TdxStatus::OPERAND_BUSY)
+            } else {
+                Ok(7)
+            }
+        });
+        assert_eq!(r, Ok(7));
+        assert_eq!(calls.get(), 2);
+        assert_eq!(*rec.0.lock().unwrap(), ["hold", "kick", "release"]);
+    }
+
+    #[test]
+    fn epoch_busy_and_already_blocked_are_kvm_bugs_without_a_retry() {
+        for status in [
+            TdxStatus::PREVIOUS_TLB_EPOCH_BUSY,
+            TdxStatus::GPA_RANGE_ALREADY_BLOCKED,
+        ] {
+            let rec = Arc::new(Rec::default());
+            let k = kvm(rec.clone());
+            let calls = Cell::new(0);
+            let r: Result<(), _> = k.tdh_do_no_vcpus("TEST", || {
+                calls.set(calls.get() + 1);
+                Err(status)
+            });
+            assert!(
+                matches!(r, Err(KvmBug::Seamcall { retried: false, .. })),
+                "{r:?}"
+            );
+            assert_eq!(calls.get(), 1);
+            assert!(rec.0.lock().unwrap().is_empty());
+            assert!(k.is_bugged());
+        }
     }
 }

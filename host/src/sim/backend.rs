@@ -134,6 +134,8 @@ pub struct SimBackend {
     private_gen: Vec<AtomicU64>,
     /// Kick requests served.
     pub kicks: AtomicU64,
+    /// KVM's `wait_for_sept_zap`: no simulated vCPU enters the TD while it is set.
+    pub hold_out: AtomicBool,
 }
 
 impl SimBackend {
@@ -145,6 +147,7 @@ impl SimBackend {
             private: Arc::new(SimPrivateMem::new(gfns)),
             private_gen: (0..gfns).map(|_| AtomicU64::new(0)).collect(),
             kicks: AtomicU64::new(0),
+            hold_out: AtomicBool::new(false),
         }
     }
     /// A private frame's generation.
@@ -197,5 +200,8 @@ impl Backend for SimBackend {
     }
     fn shared_pfn(&self, gfn: u64) -> u64 {
         self.shared.frame_of(gfn)
+    }
+    fn hold_vcpus_out(&self, hold: bool) {
+        self.hold_out.store(hold, SeqCst);
     }
 }

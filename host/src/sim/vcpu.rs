@@ -152,6 +152,9 @@ impl<'w> Vcpu<'w> {
     /// epoch the TDX module flushes the translations it tracks, those through the Secure EPT.
     /// Shared-EPT translations are KVM's to flush: that is why v19's dropped flush matters.
     fn enter(&mut self) {
+        while self.backend().hold_out.load(SeqCst) {
+            std::thread::yield_now();
+        }
         self.sh().mode.store(IN_GUEST, SeqCst);
         if self.sh().flush_req.swap(false, SeqCst) {
             self.tlb.clear();

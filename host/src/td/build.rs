@@ -307,6 +307,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         vcpus: (0..cfg.vcpus).map(|_| VcpuCtl::default()).collect(),
         kicks: AtomicU64::new(0),
         kick_waits: AtomicU64::new(0),
+        hold_out: AtomicBool::new(false),
         fenced: AtomicBool::new(false),
     });
     let mut kc = KvmConfig::td(cfg.mem_bytes >> 12, gpaw);

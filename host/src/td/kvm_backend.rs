@@ -138,6 +138,8 @@ pub(super) struct KvmBackend {
     pub(super) kicks: AtomicU64,
     /// vCPUs a kick had to signal and wait for (those inside the TD at the time).
     pub(super) kick_waits: AtomicU64,
+    /// KVM's `wait_for_sept_zap`: no vCPU enters the TD while a contended SEAMCALL retries.
+    pub(super) hold_out: AtomicBool,
     /// Guest memory is fenced (the TD is being stopped): exits caused by it are expected.
     pub(super) fenced: AtomicBool,
 }
@@ -221,6 +223,9 @@ impl Backend for KvmBackend {
     }
     fn shared_pfn(&self, gfn: u64) -> u64 {
         gfn
+    }
+    fn hold_vcpus_out(&self, hold: bool) {
+        self.hold_out.store(hold, SeqCst);
     }
 }
 

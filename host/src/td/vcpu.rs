@@ -25,6 +25,10 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     let ctl = &ctx.backend.vcpus[index as usize];
     let test_panic = super::contain::test_panic(&format!("vcpu{index}"));
     while !io.stop.load(SeqCst) {
+        // KVM's tdx_vcpu_run refuses entry while wait_for_sept_zap is set.
+        while ctx.backend.hold_out.load(SeqCst) && !io.stop.load(SeqCst) {
+            std::thread::sleep(std::time::Duration::from_micros(20));
+        }
         // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
         ctl.enter(ctx.seam, index);
         let result = vcpu.run();
