@@ -64,6 +64,9 @@ impl Kvm {
             };
         }
         let level = self.max_mapping_level(gfn, is_private, max_level);
+        if is_private && self.pending_leaf_above(gpa, level) {
+            return self.split_for_smaller_fault(gfn);
+        }
         let base = gfn & !(level.pages_4k() - 1);
         let pfn = if is_private {
             self.backend.private_pfn(base)
@@ -115,6 +118,40 @@ impl Kvm {
         }
         self.stats.prefaulted.fetch_add(mapped, Relaxed);
         mapped
+    }
+
+    /// Is `gpa` covered by a PENDING private leaf larger than `level` (a 4K ACCEPT inside a
+    /// 2M page KVM AUGed whole)?
+    fn pending_leaf_above(&self, gpa: Gpa, level: PageLevel) -> bool {
+        let Some(tdx) = self.tdx.as_deref() else {
+            return false;
+        };
+        matches!(tdx.translate(gpa), crate::seam::Walk::Leaf { entry, level: at }
+            if at > level as u8 && entry.state == shared_abi::sept::SeptState::Pending)
+    }
+
+    /// The fault asks for a smaller page than the PENDING private leaf covering it: split the
+    /// leaf (BLOCK, TRACK, kick, DEMOTE — module 1.5 demotes PENDING pages too) and have the
+    /// fault retried, so the re-executed ACCEPT finds a PENDING 4K child, as the TDX huge-page
+    /// series does. Without the split the module would raise the same EPT violation forever.
+    fn split_for_smaller_fault(&self, gfn: u64) -> FaultOutcome {
+        let Some(root) = self.root(RootKind::Mirror) else {
+            return FaultOutcome::Error(FaultError::NoRoot(RootKind::Mirror));
+        };
+        let _w = self.lock_write();
+        let mut err = None;
+        let mut split = |g: u64, lv: u8, pfn: u64| match self.tdx_sept_split_private_spte(g, lv) {
+            Ok(()) => Some(pfn),
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        };
+        root.split_huge_leaf(gfn, &mut split);
+        match err {
+            Some(e) => FaultOutcome::Error(e.into()),
+            None => self.retry(),
+        }
     }
 
     /// `kvm_tdp_mmu_map`: install the leaf; a private one through the TDX hooks

@@ -262,16 +262,7 @@ impl TdpRoot {
             let partial = g < start || g + sz > end;
             if partial {
                 if let Some(child_pfn) = split(g, level, pfn) {
-                    let new = TdpPage::new();
-                    let large = if level > 1 { SPTE_LEAF_LARGE } else { 0 };
-                    let step = span(level - 1);
-                    for (j, c) in self.page(new).0.iter().enumerate() {
-                        c.store(
-                            (child_pfn + j as u64 * step) << 12 | SPTE_PRESENT | large,
-                            Relaxed,
-                        );
-                    }
-                    e.store(new as u64 | SPTE_PRESENT, Release);
+                    let new = Self::split_entry(e, level, child_pfn);
                     any |= self.zap_in(new, level - 1, g, start, end, split, zapped);
                     continue;
                 }
@@ -281,6 +272,53 @@ impl TdpRoot {
             any = true;
         }
         any
+    }
+
+    /// Replace the huge leaf in `e` (at `level`) by a table of 512 children mapping the
+    /// frames from `child_pfn`; returns the new table.
+    fn split_entry(e: &AtomicU64, level: u8, child_pfn: u64) -> *mut TdpPage {
+        let new = TdpPage::new();
+        let large = if level > 1 { SPTE_LEAF_LARGE } else { 0 };
+        let step = span(level - 1);
+        // SAFETY: `new` was just allocated and is not yet reachable.
+        for (j, c) in unsafe { &*new }.0.iter().enumerate() {
+            c.store(
+                (child_pfn + j as u64 * step) << 12 | SPTE_PRESENT | large,
+                Relaxed,
+            );
+        }
+        e.store(new as u64 | SPTE_PRESENT, Release);
+        new
+    }
+
+    /// Split the huge leaf covering `gfn` into its 512 children, keeping every frame mapped
+    /// (`tdp_mmu_split_huge_page`), `mmu_lock` held for write. `split(gfn, level, pfn)` does
+    /// the external part first (the TDX hooks) and returns the children's base pfn, or `None`
+    /// to leave the leaf as it is. Returns whether a leaf was split.
+    pub(crate) fn split_huge_leaf(
+        &self,
+        gfn: u64,
+        split: &mut dyn FnMut(u64, u8, u64) -> Option<u64>,
+    ) -> bool {
+        let mut p = self.top;
+        let mut level = ROOT_LEVEL;
+        loop {
+            let e = &self.page(p).0[((gfn >> (9 * level as u32)) & 511) as usize];
+            let s = e.load(Acquire);
+            if s & SPTE_PRESENT == 0 || level == 0 {
+                return false;
+            }
+            if is_leaf(s, level) {
+                let base = gfn & !(span(level) - 1);
+                let Some(child_pfn) = split(base, level, s >> 12 & (ADDR_MASK >> 12)) else {
+                    return false;
+                };
+                Self::split_entry(e, level, child_pfn);
+                return true;
+            }
+            p = child(s);
+            level -= 1;
+        }
     }
 
     /// Every leaf as `(gfn, level, pfn)`.

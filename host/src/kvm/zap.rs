@@ -55,7 +55,7 @@ impl UnmapRuns {
 }
 
 impl Kvm {
-    fn lock_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
+    pub(super) fn lock_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
         self.mmu_lock.write().unwrap_or_else(|e| e.into_inner())
     }
 
