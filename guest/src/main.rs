@@ -46,9 +46,17 @@ fn main(vcpu: u32) -> ! {
         info.gpaw.bits()
     );
     check_td_attributes(info.attributes);
+    // vCPUs beyond the layout's stacks parked in the boot code: the rest run the workload.
+    let online = info.num_vcpus.min(layout::MAX_VCPUS as u32);
     let boot = boot::info::get();
     if vcpu == 0 {
         console::init_log();
+        if online < info.num_vcpus {
+            println!(
+                "{} vCPUs (index {online} and up) parked at boot: this guest runs on at most {online}",
+                info.num_vcpus - online
+            );
+        }
         mm::heap::init();
         mm::paging::map_shared_window(boot.ram_end, info.gpaw.shared_bit());
         smp::heap_ready();
@@ -78,7 +86,7 @@ fn main(vcpu: u32) -> ! {
     }
     smp::wait_heap_ready();
     let what = if boot.workload() == layout::WORKLOAD_STRESS {
-        workloads::stress::run(vcpu, info.num_vcpus, info.gpaw);
+        workloads::stress::run(vcpu, online, info.gpaw);
         "the stress scenario"
     } else {
         workloads::round_trip::conversion_round_trip(vcpu, &info);
@@ -88,13 +96,10 @@ fn main(vcpu: u32) -> ! {
     if vcpu != 0 {
         exit::park();
     }
-    while smp::arrived() < info.num_vcpus {
+    while smp::arrived() < online {
         core::hint::spin_loop();
     }
-    println!(
-        "all {} vCPUs passed {what} ({n} arrived when vCPU 0 finished); exiting",
-        info.num_vcpus
-    );
+    println!("all {online} vCPUs passed {what} ({n} arrived when vCPU 0 finished); exiting");
     exit::exit(0)
 }
 

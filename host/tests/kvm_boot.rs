@@ -151,7 +151,7 @@ fn bad_run_flags_are_refused_before_boot_with_exit_2() {
         (&["run", "--mem", "101M"], "is not a multiple of 2 MiB"),
         (&["run", "--mem", "64G"], "is not a multiple of 2 MiB"),
         (&["run", "--mem", "lots"], "is not a size"),
-        (&["run", "--vcpus", "0"], "0 is not in 1..=16"),
+        (&["run", "--vcpus", "0"], "0 is not in 1..=64"),
         (
             &["run", "--timeout", "0"],
             "'0' is not a number of seconds of at least 1",
@@ -521,4 +521,29 @@ fn the_guest_refuses_a_td_without_sept_ve_disable_unless_it_is_a_debug_td() {
     assert_eq!(debug.code, Some(0), "{}\n{}", debug.out, debug.err);
     let console = debug.report["console"].to_string();
     assert!(console.contains(&format!("WARNING: {msg}")), "{console}");
+}
+
+/// More vCPUs than the guest has stacks for: the extra ones park in the boot code before
+/// they touch memory, the guest's own maximum (16) runs the workload, and the TD passes.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn vcpus_beyond_the_guests_maximum_park_and_the_rest_run() {
+    require_kvm!();
+    let run = run_with_report(&["run", "--vcpus", "17", "--mem", "512M"]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
+    let console = run.report["console"].as_array().unwrap();
+    let has = |s: &str| console.iter().any(|l| l.as_str().unwrap().contains(s));
+    assert!(
+        has("1 vCPUs (index 16 and up) parked at boot"),
+        "{console:?}"
+    );
+    assert!(
+        has("all 16 vCPUs passed the conversion round trip"),
+        "{console:?}"
+    );
+    let online = (console.iter())
+        .filter(|l| l.as_str().unwrap().contains(": online (TDG.VP.INFO"))
+        .count();
+    assert_eq!(online, 16, "vCPU 16 never reached Rust");
+    assert_eq!(run.report["vcpus"], 17);
 }

@@ -1,6 +1,9 @@
 //! Reset-vector target: 32-bit protected mode (the TD start state) → long mode.
 //!
-//! Every vCPU starts here at once (EBX = GPAW, ECX = R8 = TD HOB, ESI = vCPU index). The BSP
+//! Every vCPU starts here at once (EBX = GPAW, ECX = R8 = TD HOB, ESI = vCPU index). A vCPU
+//! whose index is beyond the layout's `MAX_VCPUS` parks at once in a PAUSE loop, touching no
+//! memory (its stack would overwrite the mailbox and the page tables; a HLT would be a #VE
+//! with no handler yet, and 32-bit code cannot reach R10–R15 for TDVMCALL<HLT>). The BSP
 //! builds identity page tables for the low 4 GiB with 2 MiB pages (the shared window is added
 //! later, in Rust, by `paging`) and raises the mailbox flag;
 //! the APs wait for it. All then enable paging (EFER.LME is already set in a TD), load a 64-bit
@@ -8,7 +11,7 @@
 
 pub mod info;
 
-use crate::layout::{MAILBOX, PT_BASE, STACK_SIZE, STACK_TOP};
+use crate::layout::{MAILBOX, MAX_VCPUS, PT_BASE, STACK_SIZE, STACK_TOP};
 
 /// Page-table entry bits: present, writable, and (in a PD entry) a 2 MiB page.
 const PTE_PRESENT: u32 = 1 << 0;
@@ -28,7 +31,11 @@ core::arch::global_asm!(
     .global _start32
 _start32:
     cli
-    mov edi, ecx
+    cmp esi, {max_vcpus}
+    jb 0f
+9:  pause
+    jmp 9b
+0:  mov edi, ecx
     test esi, esi
     jnz 3f
     mov dword ptr [{pt}], {pt} + 0x1000 + {pte_rw}
@@ -112,6 +119,7 @@ tdxlab_gdt_ptr:
     mailbox = const MAILBOX,
     stack_size = const STACK_SIZE,
     stack_top = const STACK_TOP,
+    max_vcpus = const MAX_VCPUS,
     rust_main = sym rust_main,
 );
 

@@ -15,8 +15,8 @@ pub struct RunArgs {
     /// TDVF image to boot (default: the built-in tdxlab guest).
     #[arg(long)]
     image: Option<PathBuf>,
-    /// vCPUs.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::guest_layout::MAX_VCPUS as i64))]
+    /// vCPUs (the built-in guest runs on up to 16 and parks the others at boot).
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::td::MAX_VCPUS as i64))]
     vcpus: u32,
     /// Guest RAM, e.g. 256M, 1G or 256 (MiB, as QEMU's -m): a multiple of 2 MiB from 16 MiB
     /// to 2 GiB.
@@ -107,7 +107,7 @@ impl RunArgs {
 
 /// Check, boot, run, report; the verdict is the exit code.
 pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
-    let need = shared_abi::workload::min_mem(args.vcpus);
+    let need = shared_abi::workload::min_mem(args.vcpus.min(crate::guest_layout::MAX_VCPUS as u32));
     if args.image.is_none() && args.mem < need {
         return usage(format_args!(
             "--mem {} MiB is too small for {} vCPUs of the default workload (needs {} MiB)",

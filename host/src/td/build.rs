@@ -122,11 +122,11 @@ fn check_doorbell(image: &[u8]) -> anyhow::Result<()> {
 
 /// The flags and the host: vCPUs, RAM, a usable KVM, and the TD's GPAW.
 fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
-    if !(1..=crate::guest_layout::MAX_VCPUS as u32).contains(&cfg.vcpus) {
+    if !(1..=super::config::MAX_VCPUS).contains(&cfg.vcpus) {
         bail!(
             "--vcpus {} is out of range (1..={})",
             cfg.vcpus,
-            crate::guest_layout::MAX_VCPUS
+            super::config::MAX_VCPUS
         );
     }
     let mem = cfg.mem_bytes;

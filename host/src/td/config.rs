@@ -10,6 +10,10 @@ pub const MAX_MEM: u64 = 2 * GIB;
 /// The largest TD_HOB section tdxlab fills (OVMF's is 8 KiB; the list is a few hundred
 /// bytes): the host allocates the section's size to build it.
 pub const MAX_TD_HOB: u64 = 1 << 20;
+/// Most vCPUs the emulated host creates for a TD. The built-in guest runs on the first
+/// `guest_layout::MAX_VCPUS` (its stacks) and parks the others at boot, as it would under
+/// QEMU with a larger `-smp`.
+pub const MAX_VCPUS: u32 = 64;
 /// Smallest RAM: the image's TEMP_MEM and TD_HOB sections must fit.
 pub const MIN_MEM: u64 = 16 << 20;
 
