@@ -49,6 +49,9 @@ pub struct ImageInfo {
     pub sections: Vec<SectionInfo>,
     /// The OVMF table entries, last first (QEMU's walk order).
     pub ovmf_table: Vec<TableEntryInfo>,
+    /// The MRTD the TDX module computes when QEMU builds a TD from this image (hex;
+    /// `crate::mrtd`): compare it with the MRTD of a quote from real hardware.
+    pub mrtd: String,
 }
 
 impl From<&TdvfSection> for SectionInfo {
@@ -72,6 +75,7 @@ pub fn describe(image: &[u8]) -> anyhow::Result<ImageInfo> {
         image_size: image.len(),
         descriptor_offset: meta.descriptor_offset,
         sections: meta.sections().map(|s| SectionInfo::from(&s)).collect(),
+        mrtd: crate::mrtd::hex(&crate::mrtd::mrtd(&meta)),
         ovmf_table: table
             .entries()
             .map_while(Result::ok)
@@ -146,6 +150,10 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
             s.memory_size
         )?;
     }
+    crate::outln!(
+        "  MRTD (as the TDX module measures it under QEMU): {}",
+        info.mrtd
+    )?;
     crate::outln!("  OVMF table:")?;
     for e in &info.ovmf_table {
         crate::outln!(

@@ -47,6 +47,12 @@ fn debian_ovmf_has_the_tdvf_sections_qemu_loads() {
     }
     let desc = v["descriptor_offset"].as_u64().unwrap();
     assert!(desc < size);
+    // MRTD as the module would measure the BFV and add the rest: 48 bytes of hex.
+    let mrtd = v["mrtd"].as_str().unwrap();
+    assert!(
+        mrtd.len() == 96 && mrtd.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{mrtd}"
+    );
 }
 
 const SIZE: usize = 128 << 10;

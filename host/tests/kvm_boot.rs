@@ -546,4 +546,7 @@ fn vcpus_beyond_the_guests_maximum_park_and_the_rest_run() {
         .count();
     assert_eq!(online, 16, "vCPU 16 never reached Rust");
     assert_eq!(run.report["vcpus"], 17);
+    // The report carries the image's MRTD, as `tdxlab inspect` computes it.
+    let mrtd = run.report["mrtd"].as_str().unwrap();
+    assert_eq!(mrtd.len(), 96, "{mrtd}");
 }

@@ -92,6 +92,8 @@ pub struct RunReport {
     pub vcpus_ran_s: f64,
     /// Seconds the end-of-run audit took.
     pub audit_s: f64,
+    /// The image's MRTD as the TDX module computes it under QEMU (hex, `crate::mrtd`).
+    pub mrtd: String,
     /// Exits by kind, kicks, memory system calls and host CPU time outside KVM_RUN, over
     /// the whole run (docs/performance.md).
     pub exits: super::ExitCounts,
@@ -193,6 +195,9 @@ impl RunReport {
             memslot_vmas,
             vcpus_ran_s: ended.ran_s,
             audit_s,
+            mrtd: shared_abi::layout::tdvf::TdvfMetadata::parse(&cfg.image)
+                .map(|m| crate::mrtd::hex(&crate::mrtd::mrtd(&m)))
+                .unwrap_or_default(),
             exits: td.account.snapshot(vmm),
             windows: td.account.windows(),
             console_at_s,

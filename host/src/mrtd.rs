@@ -1,0 +1,126 @@
+//! MRTD: the measurement the TDX module accumulates while the VMM builds a TD, as QEMU builds
+//! one from a TDVF image (`tdx_finalize_vm` in QEMU's `target/i386/kvm/tdx.c`: every section
+//! without PAGE_AUG goes through KVM_TDX_INIT_MEM_REGION, measured when it has MR_EXTEND).
+//!
+//! The module extends a SHA-384 hash (TDX module base spec, "MRTD"):
+//! - TDH.MEM.PAGE.ADD of a page: a 128-byte block, `"MEM.PAGE.ADD"` at byte 0 and the GPA
+//!   (little-endian) at byte 16, zeros elsewhere — the page's contents are not measured;
+//! - TDH.MR.EXTEND of a 256-byte chunk: a 128-byte block, `"MR.EXTEND"` at 0 and the chunk's
+//!   GPA at 16, then the chunk's 256 bytes.
+//!
+//! KVM adds each page and then extends its sixteen chunks (`tdx_gmem_post_populate`), section
+//! by section in metadata order; TDH.MR.FINALIZE ends the hash. The result depends on the
+//! image only, so a user can compare it with the MRTD in a TD quote on real hardware.
+
+use sha2::{Digest, Sha384};
+use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
+
+const BLOCK: usize = 128;
+const CHUNK: usize = 256;
+const PAGE: usize = 4096;
+
+fn record(tag: &[u8], gpa: u64) -> [u8; BLOCK] {
+    let mut b = [0u8; BLOCK];
+    b[..tag.len()].copy_from_slice(tag);
+    b[16..24].copy_from_slice(&gpa.to_le_bytes());
+    b
+}
+
+/// The MRTD of a TD built from `meta`'s image, as 48 bytes.
+pub fn mrtd(meta: &TdvfMetadata) -> [u8; 48] {
+    let mut h = Sha384::new();
+    for s in meta.sections() {
+        if s.attributes & ATTR_PAGE_AUG != 0 {
+            continue;
+        }
+        // The section's memory as QEMU copies it: the raw data, zero-filled to its size.
+        let raw = meta.raw_data(&s);
+        for page in 0..(s.memory_size as usize).div_ceil(PAGE) {
+            let gpa = s.memory_address + (page * PAGE) as u64;
+            h.update(record(b"MEM.PAGE.ADD", gpa));
+            if s.attributes & ATTR_MR_EXTEND == 0 {
+                continue;
+            }
+            for c in 0..PAGE / CHUNK {
+                let at = page * PAGE + c * CHUNK;
+                let mut chunk = [0u8; CHUNK];
+                if at < raw.len() {
+                    let n = (raw.len() - at).min(CHUNK);
+                    chunk[..n].copy_from_slice(&raw[at..at + n]);
+                }
+                h.update(record(b"MR.EXTEND", gpa + (c * CHUNK) as u64));
+                h.update(chunk);
+            }
+        }
+    }
+    h.finalize().into()
+}
+
+/// Lower-case hex, as quotes and attestation tools print MRTD.
+pub fn hex(m: &[u8; 48]) -> String {
+    m.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_put_the_tag_at_0_and_the_gpa_at_16() {
+        let r = record(b"MR.EXTEND", 0xffff_f000);
+        assert_eq!(&r[..9], b"MR.EXTEND");
+        assert!(r[9..16].iter().all(|b| *b == 0));
+        assert_eq!(
+            u64::from_le_bytes(r[16..24].try_into().unwrap()),
+            0xffff_f000
+        );
+        assert!(r[24..].iter().all(|b| *b == 0));
+    }
+
+    /// The built-in image's MRTD is the SHA-384 of exactly the records its sections call for,
+    /// laid end to end here as one buffer (one PAGE.ADD per page of every section the VMM
+    /// adds; sixteen MR.EXTENDs with their chunks per page of the measured ones); and it
+    /// changes when one byte of measured firmware does.
+    #[test]
+    fn the_built_in_images_mrtd_covers_every_added_page_and_measured_byte() {
+        let image = crate::GUEST_IMAGE.to_vec();
+        let meta = TdvfMetadata::parse(&image).unwrap();
+        let mut all = Vec::new();
+        let (mut adds, mut extends) = (0usize, 0usize);
+        for s in meta
+            .sections()
+            .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+        {
+            let mut mem = meta.raw_data(&s).to_vec();
+            mem.resize(s.memory_size as usize, 0);
+            for (i, page) in mem.chunks(PAGE).enumerate() {
+                let gpa = s.memory_address + (i * PAGE) as u64;
+                all.extend_from_slice(&record(b"MEM.PAGE.ADD", gpa));
+                adds += 1;
+                if s.attributes & ATTR_MR_EXTEND != 0 {
+                    for (c, chunk) in page.chunks(CHUNK).enumerate() {
+                        all.extend_from_slice(&record(b"MR.EXTEND", gpa + (c * CHUNK) as u64));
+                        all.extend_from_slice(chunk);
+                        extends += 1;
+                    }
+                }
+            }
+        }
+        assert!(
+            adds > 0 && extends > 0,
+            "the image has added and measured sections"
+        );
+        assert_eq!(all.len(), adds * BLOCK + extends * (BLOCK + CHUNK));
+        let m = mrtd(&meta);
+        assert_eq!(m[..], Sha384::digest(&all)[..]);
+        assert_eq!(hex(&m).len(), 96);
+        let s = meta
+            .sections()
+            .find(|s| s.attributes & ATTR_MR_EXTEND != 0 && s.raw_size > 0)
+            .unwrap();
+        let mut other = image.clone();
+        other[s.data_offset as usize] ^= 1;
+        let m2 = mrtd(&TdvfMetadata::parse(&other).unwrap());
+        assert_ne!(m, m2, "measured bytes change MRTD");
+    }
+}
