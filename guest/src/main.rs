@@ -58,7 +58,7 @@ fn main(vcpu: u32) -> ! {
             );
         }
         mm::heap::init();
-        mm::paging::map_shared_window(boot.ram_end, info.gpaw.shared_bit());
+        mm::paging::map_shared_window(boot.ram_ranges(), info.gpaw.shared_bit());
         smp::heap_ready();
         workloads::round_trip::misbehave_if_asked(boot.flags());
         if boot.flags() & shared_abi::layout::hob::config::ACCEPT_ALL != 0 {

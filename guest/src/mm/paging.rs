@@ -8,6 +8,7 @@
 use crate::layout::PT_BASE;
 use crate::workloads::round_trip::SHARED_WINDOW;
 use alloc::alloc::{alloc_zeroed, Layout};
+use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::page_table::PageTableEntry;
 use x86_64::structures::paging::{
     FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags, PhysFrame, Size2MiB,
@@ -16,26 +17,34 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 /// Table pages for the window come from the boot page-table area after the identity map's
-/// six pages (PML4, PDPT, 4 PDs); that area is TEMP_MEM: accepted and zeroed by the host.
+/// six pages (PML4, PDPT, 4 PDs), TEMP_MEM accepted and zeroed by the host, and once those
+/// ten run out from the heap: RAM split around the 32-bit PCI hole, or larger than 9 GiB,
+/// needs more (one page directory per GiB of window).
 struct BootTableFrames {
     next: u64,
     end: u64,
 }
 
-// SAFETY: hands out each frame of the reserved, unused area once.
+// SAFETY: hands out each frame of the reserved, unused area once, then fresh zeroed heap
+// pages that are never freed (page tables live as long as the TD).
 unsafe impl FrameAllocator<Size4KiB> for BootTableFrames {
     fn allocate_frame(&mut self) -> Option<PhysFrame<Size4KiB>> {
-        if self.next >= self.end {
-            return None;
+        if self.next < self.end {
+            let f = PhysFrame::containing_address(PhysAddr::new(self.next));
+            self.next += 4096;
+            return Some(f);
         }
-        let f = PhysFrame::containing_address(PhysAddr::new(self.next));
-        self.next += 4096;
-        Some(f)
+        let layout = Layout::from_size_align(4096, 4096).expect("valid layout");
+        // SAFETY: a non-zero-sized, page-aligned layout.
+        let p = unsafe { alloc_zeroed(layout) };
+        (!p.is_null()).then(|| PhysFrame::containing_address(PhysAddr::new(p as u64)))
     }
 }
 
-/// Map the shared alias of `[0, ram)` at `SHARED_WINDOW` (BSP, once, before any vCPU uses it).
-pub fn map_shared_window(ram: u64, shared_bit: u32) {
+/// Map the shared alias of every RAM range (`(gpa, bytes)`, from the TD HOB) at
+/// `SHARED_WINDOW + gpa`, with 2 MiB pages (BSP, once, after the heap, before any vCPU uses
+/// the window). Holes between ranges (the 32-bit PCI hole) stay unmapped.
+pub fn map_shared_window(ram: &[(u64, u64)], shared_bit: u32) {
     // SAFETY: CR3 holds the boot PML4 at PT_BASE, identity-mapped, so physical offset 0.
     let pml4 = unsafe { &mut *(PT_BASE as *mut PageTable) };
     // SAFETY: all page-table memory is identity-mapped.
@@ -46,19 +55,28 @@ pub fn map_shared_window(ram: u64, shared_bit: u32) {
     };
     let flags = PageTableFlags::PRESENT | PageTableFlags::WRITABLE | PageTableFlags::NO_EXECUTE;
     let step = 2u64 << 20;
-    for gpa in (0..ram).step_by(step as usize) {
-        let page = Page::<Size2MiB>::containing_address(VirtAddr::new(SHARED_WINDOW + gpa));
-        let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(gpa | 1 << shared_bit));
-        // SAFETY: the window's virtual range is used for nothing else; the frame is the shared
-        // alias the host backs separately from private memory.
-        match unsafe { mapper.map_to(page, frame, flags, &mut frames) } {
-            Ok(f) => f.flush(),
-            Err(e) => panic!("mapping the shared window at {gpa:#x}: {e:?}"),
+    let mut total = 0;
+    for &(start, len) in ram {
+        let first = start & !(step - 1);
+        for gpa in (first..start + len).step_by(step as usize) {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(SHARED_WINDOW + gpa));
+            let frame =
+                PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(gpa | 1 << shared_bit));
+            // SAFETY: the window's virtual range is used for nothing else; the frame is the
+            // shared alias the host backs separately from private memory.
+            match unsafe { mapper.map_to(page, frame, flags, &mut frames) } {
+                Ok(f) => f.flush(),
+                // Adjacent resources can share a 2 MiB page: mapped once is enough.
+                Err(MapToError::PageAlreadyMapped(_)) => {}
+                Err(e) => panic!("mapping the shared window at {gpa:#x}: {e:?}"),
+            }
         }
+        total += len;
     }
     log::info!(
-        "shared window: {} MiB at {SHARED_WINDOW:#x} (shared bit {shared_bit})",
-        ram >> 20
+        "shared window: {} MiB of RAM in {} ranges at {SHARED_WINDOW:#x} (shared bit {shared_bit})",
+        total >> 20,
+        ram.len()
     );
 }
 

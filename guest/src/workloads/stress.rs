@@ -253,7 +253,7 @@ pub fn run(vcpu: u32, vcpus: u32, gpaw: Gpaw) {
     let scenario = Scenario::from_u32(hob.param)
         .unwrap_or_else(|| panic!("unknown stress scenario {}", hob.param));
     let measure = hob.options & options::MEASURE != 0;
-    let ram = crate::boot::info::get().ram_end;
+    let ram = crate::boot::info::get().low_ram_end;
     if vcpu == 0 && measure {
         measure_round_trips(ram - MEASURE_AREA, gpaw, ROUND_TRIPS_4K);
     }
@@ -739,7 +739,7 @@ impl Trips {
 
 /// The round trips alone, at the top of RAM, `ops` 4 KiB ones (0: the default).
 pub fn bench_round_trips(gpaw: Gpaw) {
-    let ram = crate::boot::info::get().ram_end;
+    let ram = crate::boot::info::get().low_ram_end;
     let n4k = match crate::boot::info::get().tdxlab_hob().ops as usize {
         0 => ROUND_TRIPS_4K,
         n => n.min(crate::layout::MAX_BENCH_SAMPLES),
@@ -750,7 +750,7 @@ pub fn bench_round_trips(gpaw: Gpaw) {
 /// The conversion benchmark (vCPU 0 only): the round trips, then 1 GiB accepted with 2 MiB
 /// pages next to memset over the same memory (cold: first touch; warm: again).
 pub fn bench_convert(gpaw: Gpaw) {
-    let ram = crate::boot::info::get().ram_end;
+    let ram = crate::boot::info::get().low_ram_end;
     bench_round_trips(gpaw);
     let len = 1u64 << 30;
     let start = 256u64 << 20;

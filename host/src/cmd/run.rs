@@ -19,7 +19,8 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::td::MAX_VCPUS as i64))]
     vcpus: u32,
     /// Guest RAM, e.g. 256M, 1G or 256 (MiB, as QEMU's -m): a multiple of 2 MiB from 16 MiB
-    /// to 2 GiB.
+    /// to 16 GiB; from 2.75 GiB on laid out as QEMU's q35 does (2 GiB below 4 GiB, the rest
+    /// from 4 GiB).
     #[arg(long, default_value = "256M", value_parser = parse_td_mem)]
     mem: u64,
     /// Zap semantics of the MMU model: filter, exclude or v19.

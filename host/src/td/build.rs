@@ -7,6 +7,7 @@ use super::backing::Backing;
 use super::config::{RunConfig, MAX_MEM, MAX_TD_HOB, MIN_MEM};
 use super::ctx::Counters;
 use super::kvm_backend::{KvmBackend, KvmPrivateMem, VcpuCtl};
+use super::ram::RamLayout;
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use crate::kvm::{FaultOutcome, Kvm, KvmConfig};
 use crate::seam::{TdParams, TdxModule};
@@ -63,13 +64,14 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
         .map_err(|e| anyhow::anyhow!("the image is not a loadable TDVF image: {e}"))?;
     check_doorbell(&cfg.image)?;
     let gpaw = check(cfg)?;
-    let layout = Layout::of(&meta, cfg.mem_bytes, cfg.image.len() as u64)?;
+    let ram = RamLayout::q35(cfg.mem_bytes);
+    let layout = Layout::of(&meta, ram.below_4g, cfg.image.len() as u64)?;
     let kvm = kvm_ioctls::Kvm::new().context("cannot open /dev/kvm")?;
     let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
     vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
     vm.create_irq_chip().context("KVM_CREATE_IRQCHIP")?;
     let mem = Memory::new(cfg)?;
-    mem.add_memslots(&vm, gpaw, layout.image_base)?;
+    mem.add_memslots(&vm, gpaw, &ram, layout.image_base)?;
     let mut td = models(cfg, gpaw, vm, mem);
     td.add_initial_pages(&layout.accepted)?;
     // vCPUs in the TD start state (created before finalization, as QEMU does).
@@ -94,7 +96,7 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     let hob = build_td_hob(
         layout.hob.0,
         layout.hob.1,
-        cfg.mem_bytes,
+        &ram.ranges(),
         &layout.accepted,
         &guest,
     )?;
@@ -146,12 +148,12 @@ fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
     }
     let gpaw = crate::caps::td_gpaw(cfg.gpaw, caps.maxphyaddr)?;
     // Both aliases of RAM and the firmware window must lie below the shared bit.
-    if mem.max(1 << 32) > gpaw.shared_mask() {
+    let end = RamLayout::q35(mem).extent().max(1 << 32);
+    if end > gpaw.shared_mask() {
         bail!(
-            "GPAW {} puts the shared bit at {:#x}, below the end of RAM and the firmware window ({:#x})",
+            "GPAW {} puts the shared bit at {:#x}, below the end of RAM and the firmware window ({end:#x})",
             gpaw.bits(),
             gpaw.shared_mask(),
-            mem.max(1 << 32)
         );
     }
     Ok(gpaw)
@@ -228,7 +230,9 @@ struct Memory {
 
 impl Memory {
     fn new(cfg: &RunConfig) -> anyhow::Result<Memory> {
-        let mem = cfg.mem_bytes;
+        // Each backing spans the GPA space up to the end of RAM (offset = private GPA); the
+        // hole below 4 GiB is never in a memslot, so never allocated.
+        let mem = RamLayout::q35(cfg.mem_bytes).extent();
         let uffd = Arc::new(crate::caps::open_userfaultfd()?);
         let private = Arc::new(Backing::new("tdxlab-private", mem, uffd.clone())?);
         let shared = Arc::new(Backing::new("tdxlab-shared", mem, uffd.clone())?);
@@ -250,16 +254,21 @@ impl Memory {
 
     /// Slot 0: the private alias at GPA 0; slot 1: the shared alias at the shared bit;
     /// slot 2: the firmware window below 4 GiB.
-    fn add_memslots(&self, vm: &VmFd, gpaw: Gpaw, image_base: u64) -> anyhow::Result<()> {
-        let mem = self.private.len as u64;
+    fn add_memslots(
+        &self,
+        vm: &VmFd,
+        gpaw: Gpaw,
+        ram: &RamLayout,
+        image_base: u64,
+    ) -> anyhow::Result<()> {
         let fw_addr = vm_memory::GuestMemoryBackend::get_host_address(&self.firmware, self.fw_base)
             .map_err(|e| anyhow::anyhow!("the firmware window: {e}"))?;
         let fw_len = (1u64 << 32) - image_base;
-        let slots = [
-            (0u64, self.private.slot_addr(), mem),
-            (gpaw.shared_mask(), self.shared.slot_addr(), mem),
-            (image_base, fw_addr as u64, fw_len),
-        ];
+        let mut slots = vec![(image_base, fw_addr as u64, fw_len)];
+        for (gpa, len) in ram.ranges() {
+            slots.push((gpa, self.private.slot_addr() + gpa, len));
+            slots.push((gpaw.shared_mask() | gpa, self.shared.slot_addr() + gpa, len));
+        }
         for (i, (gpa, addr, len)) in slots.into_iter().enumerate() {
             let region = kvm_userspace_memory_region {
                 slot: i as u32,
@@ -310,7 +319,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         hold_out: AtomicBool::new(false),
         fenced: AtomicBool::new(false),
     });
-    let mut kc = KvmConfig::td(cfg.mem_bytes >> 12, gpaw);
+    let mut kc = KvmConfig::td(RamLayout::q35(cfg.mem_bytes).extent() >> 12, gpaw);
     kc.policy = cfg.policy;
     kc.private_max_level = cfg.inject.private_page_size;
     kc.beyond = cfg.beyond;

@@ -5,8 +5,10 @@ use shared_abi::PageLevel;
 use std::time::Duration;
 
 const GIB: u64 = 1 << 30;
-/// Largest RAM the emulated TD takes (all of it below the 32-bit PCI hole for now).
-pub const MAX_MEM: u64 = 2 * GIB;
+/// Largest RAM the emulated TD takes (from 2.75 GiB on, laid out as QEMU's q35 does: 2 GiB
+/// below the 32-bit PCI hole, the rest from 4 GiB; `RamLayout`). Lazy accept makes a large
+/// TD cheap: only what the guest touches is allocated.
+pub const MAX_MEM: u64 = 16 * GIB;
 /// The largest TD_HOB section tdxlab fills (OVMF's is 8 KiB; the list is a few hundred
 /// bytes): the host allocates the section's size to build it.
 pub const MAX_TD_HOB: u64 = 1 << 20;

@@ -25,6 +25,7 @@ mod ctx;
 mod invalidate;
 mod kvm_backend;
 mod measured;
+mod ram;
 mod report;
 mod run;
 mod td_setup;
@@ -41,6 +42,7 @@ pub use config::{
 };
 pub use contain::{install_panic_hook, TEST_PANIC_ENV};
 pub use measured::Measured;
+pub use ram::RamLayout;
 pub use report::{RunReport, Zaps};
 pub use run::Ended;
 

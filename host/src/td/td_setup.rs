@@ -19,7 +19,7 @@ const APIC_BASE: u64 = 0xFEE0_0000;
 pub(super) fn build_td_hob(
     base: u64,
     size: u64,
-    mem: u64,
+    ram: &[(u64, u64)],
     accepted: &[(u64, u64)],
     guest: &TdxlabHob,
 ) -> anyhow::Result<Vec<u8>> {
@@ -28,16 +28,21 @@ pub(super) fn build_td_hob(
     let mut ranges: Vec<(u64, u64, u32)> = Vec::new();
     let mut acc = accepted.to_vec();
     acc.sort();
-    let mut at = 0;
-    for (s, l) in acc {
-        if s > at {
-            ranges.push((at, s - at, resource_type::MEMORY_UNACCEPTED));
+    // Per RAM range (QEMU's tdx_init_ram_entries): the added pages as system memory, the
+    // rest unaccepted.
+    for &(start, len) in ram {
+        let end = start + len;
+        let mut at = start;
+        for &(s, l) in acc.iter().filter(|(s, _)| *s >= start && *s < end) {
+            if s > at {
+                ranges.push((at, s - at, resource_type::MEMORY_UNACCEPTED));
+            }
+            ranges.push((s, l, resource_type::SYSTEM_MEMORY));
+            at = s + l;
         }
-        ranges.push((s, l, resource_type::SYSTEM_MEMORY));
-        at = s + l;
-    }
-    if at < mem {
-        ranges.push((at, mem - at, resource_type::MEMORY_UNACCEPTED));
+        if at < end {
+            ranges.push((at, end - at, resource_type::MEMORY_UNACCEPTED));
+        }
     }
     for (start, length, ty) in ranges {
         w.resource(&ResourceDescriptor {
@@ -197,5 +202,41 @@ fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
     // hardware never needs this, so the real start state stays the default.
     if std::env::var_os("TDXLAB_LANE_CR4_PAE").is_some() {
         s.cr4 |= CR4_PAE;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::td::RamLayout;
+    use shared_abi::layout::hob::HobList;
+
+    /// 8 GiB as q35 lays it out: the HOB's RAM resources cover [0, 2 GiB) — the added pages
+    /// as system memory, the rest unaccepted — and [4 GiB, 10 GiB) unaccepted; nothing in the
+    /// 32-bit PCI hole.
+    #[test]
+    fn the_hob_has_one_resource_set_per_q35_ram_range_and_nothing_in_the_hole() {
+        let ram = RamLayout::q35(8 << 30).ranges();
+        let accepted = [(0x10_0000, 0x10_0000), (0x20_0000, 0x2000)];
+        let hob = build_td_hob(0x20_0000, 0x2000, &ram, &accepted, &TdxlabHob::default()).unwrap();
+        let list = HobList::parse(&hob).unwrap();
+        let got: Vec<(u64, u64, u32)> = list
+            .resources()
+            .map(|r| (r.start, r.length, r.resource_type))
+            .collect();
+        let (u, s) = (
+            resource_type::MEMORY_UNACCEPTED,
+            resource_type::SYSTEM_MEMORY,
+        );
+        assert_eq!(
+            got,
+            [
+                (0, 0x10_0000, u),
+                (0x10_0000, 0x10_0000, s),
+                (0x20_0000, 0x2000, s),
+                (0x20_2000, (2 << 30) - 0x20_2000, u),
+                (4 << 30, 6 << 30, u),
+            ]
+        );
     }
 }
