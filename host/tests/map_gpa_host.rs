@@ -359,3 +359,32 @@ fn kvm_checks_get_quote_event_notify_mmio_and_serves_cpuid_and_vmcall_info() {
         VmcallStatus::SUBFUNC_UNSUPPORTED
     );
 }
+
+/// TDVMCALL<HLT> blocks the vCPU as KVM does; nothing in the emulated TD wakes it, so it
+/// returns (SUCCESS) only once the TD stops.
+#[test]
+fn hlt_blocks_until_the_td_stops() {
+    let (_, kvm) = td();
+    let mut vmm = Vmm::new(kvm.clone(), false, Injector::new(0.0, 1));
+    vmm.io = Some(tdxlab::vmm::GuestIo::new(1, false));
+    let vmm = Arc::new(vmm);
+    let (k, v) = (kvm.clone(), vmm.clone());
+    let halted = std::thread::spawn(move || {
+        let mut r = Regs {
+            r11: Subfunction::Hlt as u64,
+            r12: 1,
+            r10: 0,
+            ..Regs::default()
+        };
+        k.tdx_emulate_vmcall(0, &mut r, &*v);
+        VmcallStatus(r.r10)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(!halted.is_finished(), "the halted vCPU is still blocked");
+    vmm.io
+        .as_ref()
+        .unwrap()
+        .stop
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(halted.join().unwrap(), VmcallStatus::SUCCESS);
+}

@@ -46,6 +46,9 @@ pub trait VmmExits {
     fn host_check(&self, _vcpu: u32, regs: &mut Regs) {
         regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;
     }
+    /// TDVMCALL<Instruction.HLT>: block the vCPU until something wakes it (`interrupts_blocked`:
+    /// the guest's RFLAGS.IF was clear). Model-only hosts return at once.
+    fn halt(&self, _vcpu: u32, _interrupts_blocked: bool) {}
     /// TDVMCALL<ReportFatalError> (KVM_EXIT_SYSTEM_EVENT / TDX_FATAL).
     fn report_fatal_error(&self, _vcpu: u32, _regs: &Regs) {}
     /// GetTdVmCallInfo leaf 1 (KVM_EXIT_TDX): R11..R14, which optional TDVMCALLs userspace
@@ -110,9 +113,14 @@ impl Kvm {
                     Err(s) => regs.r10 = s.0,
                 }
             }
-            // The vCPU thread goes on at once: nothing in the emulated TD wakes a halted vCPU,
-            // and the guest halts only where a spin would do.
-            Some(Subfunction::Hlt) => regs.r10 = 0,
+            // KVM blocks the vCPU until it has an event to take (`kvm_emulate_halt_noskip`);
+            // R12 bit 0 says the guest's interrupts are blocked, so only an NMI-like event
+            // would do. The emulated TD has no interrupt source: the VMM blocks the vCPU until
+            // the TD stops.
+            Some(Subfunction::Hlt) => {
+                vmm.halt(vcpu, regs.r12 & 1 == 1);
+                regs.r10 = 0;
+            }
             Some(Subfunction::Rdmsr) => match vmm.rdmsr(vcpu, regs.r12 as u32) {
                 Ok(v) => (regs.r10, regs.r11) = (0, v),
                 Err(s) => regs.r10 = s.0,

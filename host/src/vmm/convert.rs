@@ -263,6 +263,16 @@ impl VmmExits for Vmm {
         regs.r10 = 0;
     }
 
+    /// Nothing in the emulated TD raises an interrupt, so a halted vCPU sleeps until the TD
+    /// stops (its exit, a signal, the timeout).
+    fn halt(&self, _vcpu: u32, _interrupts_blocked: bool) {
+        if let Some(io) = &self.io {
+            while !io.stop.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+    }
+
     fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
         if let Some(io) = &self.io {
             io.report_fatal_error(vcpu, regs);
