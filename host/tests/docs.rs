@@ -85,3 +85,15 @@ fn the_glossary_and_the_reading_order_name_real_files() {
     }
     assert!(checked > 25, "only {checked} paths checked");
 }
+
+/// docs/sept-states.svg is the picture `tdxlab sept-states --svg` draws from the TDX module
+/// model's measured transitions: if the model changes, the picture must be redrawn.
+#[test]
+fn the_sept_state_picture_is_the_one_the_model_draws() {
+    let on_disk = std::fs::read_to_string(root().join("docs/sept-states.svg")).unwrap();
+    let drawn = tdxlab::cmd::sept_states::svg(&tdxlab::seam::machine::edges());
+    assert!(
+        on_disk == drawn,
+        "docs/sept-states.svg is stale: run `tdxlab sept-states --svg docs/sept-states.svg`"
+    );
+}

@@ -7,6 +7,7 @@ mod costs;
 mod parse;
 mod run;
 mod scale;
+pub mod sept_states;
 mod sim;
 pub mod stress;
 
@@ -75,6 +76,15 @@ enum Command {
     },
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
     ZapTable(JsonArg),
+    /// Print the S-EPT entry state machine as measured on the TDX module model (every
+    /// operation tried on every state), or draw it as SVG.
+    SeptStates {
+        /// Write the picture as SVG to this file (`-`: stdout) instead.
+        #[arg(long)]
+        svg: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// Write the built-in guest's TDVF image to a file (to boot it elsewhere, or inspect it).
     Image {
         /// Where to write it.
@@ -142,6 +152,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
         Command::ZapTable(o) => crate::zap_table::run(o.json),
+        Command::SeptStates { svg, out } => sept_states::main(out.json, svg.as_deref()),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
         Command::Image { output } => write_image(&output),
         Command::Bench { which } => match which {

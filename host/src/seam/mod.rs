@@ -5,6 +5,7 @@
 //! page contents live behind [`PrivateMem`]: the hypervisor and VMM roles never read them.
 
 mod epoch;
+pub mod machine;
 mod mem;
 mod sept;
 mod tdcall;
