@@ -225,7 +225,13 @@ impl<'w> Vcpu<'w> {
         // A fault that waited behind a zap sees the sequence moved and retries, as in KVM;
         // only a long stretch without success means the host is stuck.
         let since = std::time::Instant::now();
+        let mut attempt = 0u32;
         while since.elapsed() < crate::vmm::FAULT_PROGRESS_TIMEOUT {
+            if attempt > 0 {
+                // The fault was retried (it raced a zap): let the zapping thread finish.
+                std::thread::yield_now();
+            }
+            attempt += 1;
             let hit = match alias {
                 Alias::Shared => self
                     .w
@@ -257,7 +263,6 @@ impl<'w> Vcpu<'w> {
             let r = resolve_ept_violation(&self.w.vmm, self.id, gpa, PageLevel::Size4K);
             self.enter();
             r?;
-            std::thread::yield_now();
         }
         Err(GuestError::Livelock { vcpu: self.id, gpa })
     }

@@ -69,6 +69,7 @@ pub fn handle_tdcall(
     regs: &mut Regs,
 ) -> Result<(), TdcallError> {
     let since = std::time::Instant::now();
+    let mut faults = 0u32;
     loop {
         match seam.tdcall(vcpu, regs) {
             // An accepted page is already reachable: the module maps it for the CPU as
@@ -89,7 +90,12 @@ pub fn handle_tdcall(
                 vmm.ept_violations
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 resolve_ept_violation(vmm, vcpu, gpa, max)?;
-                std::thread::yield_now();
+                // The usual accept faults once; a second fault means the first was retried
+                // (it raced a zap): give the zapping thread the CPU before trying again.
+                faults += 1;
+                if faults > 1 {
+                    std::thread::yield_now();
+                }
             }
         }
     }
