@@ -378,15 +378,18 @@ impl<'w> Vcpu<'w> {
     fn convert_to_shared(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         self.flush_local(i, n, Alias::Private);
         self.map_gpa(i, n, ConversionTarget::Shared)?;
-        for p in i..i + n {
-            self.pages[p] = Page {
-                shared: true,
-                expect: Expect::Unknown,
-            };
-            self.check_page(p)?;
-            self.write_page(p)?;
-        }
-        Ok(())
+        (i..i + n).try_for_each(|p| self.became_shared(p))
+    }
+
+    /// Page `p` was just converted to shared: its contents are undefined until written; read
+    /// it (nothing private may show) and write it.
+    fn became_shared(&mut self, p: usize) -> Result<(), GuestError> {
+        self.pages[p] = Page {
+            shared: true,
+            expect: Expect::Unknown,
+        };
+        self.check_page(p)?;
+        self.write_page(p)
     }
 
     /// The whole region to shared in one MapGPA (private and shared pages alike, as a guest
@@ -397,17 +400,9 @@ impl<'w> Vcpu<'w> {
         let was: Vec<bool> = self.pages.iter().map(|p| p.shared).collect();
         self.flush_local(0, n, Alias::Private);
         self.map_gpa(0, n, ConversionTarget::Shared)?;
-        for (p, shared) in was.into_iter().enumerate() {
-            if !shared {
-                self.pages[p] = Page {
-                    shared: true,
-                    expect: Expect::Unknown,
-                };
-                self.check_page(p)?;
-                self.write_page(p)?;
-            }
-        }
-        Ok(())
+        (was.into_iter().enumerate())
+            .filter(|(_, shared)| !shared)
+            .try_for_each(|(p, _)| self.became_shared(p))
     }
 
     /// Shared → private in Linux's order: MapGPA, accept, then the PTE turns private.
