@@ -51,6 +51,7 @@ fn beyond_upstream_options_keep_every_invariant_in_the_simulator() {
         let r = sim(ZapPolicy::Filter, beyond);
         assert!(r.clean(), "{beyond:?}: {r:#?}");
         assert!(r.zaps_mirror > 0 && r.conversions > 0, "{beyond:?}: {r:#?}");
+        assert_eq!(r.beyond, beyond, "the report records the options");
         if beyond.tdx_remove == TdxRemove::Batched {
             assert!(
                 r.kicks < upstream.kicks,

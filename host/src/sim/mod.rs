@@ -219,6 +219,8 @@ pub struct SimReport {
     pub seed: u64,
     /// The TD's GPA width.
     pub gpaw: u8,
+    /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
+    pub beyond: crate::kvm::BeyondUpstream,
     /// MapGPA conversions the guests completed.
     pub conversions: u64,
     /// 4K pages accepted.
@@ -362,6 +364,7 @@ fn report(
         ops: cfg.ops,
         seed: cfg.seed,
         gpaw: cfg.gpaw.bits(),
+        beyond: cfg.beyond,
         conversions: c.conversions,
         accepts: world.seam.stats.accepted_4k.load(Relaxed),
         zaps: zd + zm,
