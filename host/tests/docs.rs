@@ -97,3 +97,24 @@ fn the_sept_state_picture_is_the_one_the_model_draws() {
         "docs/sept-states.svg is stale: run `tdxlab sept-states --svg docs/sept-states.svg`"
     );
 }
+
+/// docs/zap-table.svg is the picture `tdxlab zap-table --svg` draws from the measured zap
+/// table, and the text under it holds: every non-TD row zaps the direct root, flush kept.
+#[test]
+fn the_zap_table_picture_is_the_one_the_model_draws() {
+    let rows = tdxlab::zap_table::table();
+    let on_disk = std::fs::read_to_string(root().join("docs/zap-table.svg")).unwrap();
+    assert!(
+        on_disk == tdxlab::zap_table::svg(&rows),
+        "docs/zap-table.svg is stale: run `tdxlab zap-table --svg docs/zap-table.svg`"
+    );
+    for r in rows
+        .iter()
+        .filter(|r| r.vm == tdxlab::zap_table::VmKind::NonTd)
+    {
+        assert!(
+            r.flush_preserved && r.roots_zapped == [tdxlab::kvm::RootKind::Direct],
+            "{r:?}"
+        );
+    }
+}

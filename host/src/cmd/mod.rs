@@ -75,7 +75,13 @@ enum Command {
         out: JsonArg,
     },
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
-    ZapTable(JsonArg),
+    ZapTable {
+        /// Draw the TD half as SVG to this file (`-`: stdout) instead.
+        #[arg(long)]
+        svg: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        out: JsonArg,
+    },
     /// Print the S-EPT entry state machine as measured on the TDX module model (every
     /// operation tried on every state), or draw it as SVG.
     SeptStates {
@@ -151,7 +157,7 @@ pub fn main() -> ExitCode {
     crate::trace::init(cli.verbose, cli.quiet, cli.command.trace());
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
-        Command::ZapTable(o) => crate::zap_table::run(o.json),
+        Command::ZapTable { svg, out } => crate::zap_table::run(out.json, svg.as_deref()),
         Command::SeptStates { svg, out } => sept_states::main(out.json, svg.as_deref()),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
         Command::Image { output } => write_image(&output),
