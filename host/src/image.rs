@@ -50,8 +50,9 @@ pub struct ImageInfo {
     /// The OVMF table entries, last first (QEMU's walk order).
     pub ovmf_table: Vec<TableEntryInfo>,
     /// The MRTD the TDX module computes when QEMU builds a TD from this image (hex;
-    /// `crate::mrtd`): compare it with the MRTD of a quote from real hardware.
-    pub mrtd: String,
+    /// `crate::mrtd`): compare it with the MRTD of a quote from real hardware. `None` when
+    /// the image's added sections cover more than `mrtd::MAX_ADDED_BYTES`.
+    pub mrtd: Option<String>,
 }
 
 impl From<&TdvfSection> for SectionInfo {
@@ -75,7 +76,7 @@ pub fn describe(image: &[u8]) -> anyhow::Result<ImageInfo> {
         image_size: image.len(),
         descriptor_offset: meta.descriptor_offset,
         sections: meta.sections().map(|s| SectionInfo::from(&s)).collect(),
-        mrtd: crate::mrtd::hex(&crate::mrtd::mrtd(&meta)),
+        mrtd: crate::mrtd::mrtd(&meta).map(|m| crate::mrtd::hex(&m)),
         ovmf_table: table
             .entries()
             .map_while(Result::ok)
@@ -150,10 +151,13 @@ pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
             s.memory_size
         )?;
     }
-    crate::outln!(
-        "  MRTD (as the TDX module measures it under QEMU): {}",
-        info.mrtd
-    )?;
+    match &info.mrtd {
+        Some(m) => crate::outln!("  MRTD (as the TDX module measures it under QEMU): {m}")?,
+        None => crate::outln!(
+            "  MRTD: not computed (the sections QEMU adds cover more than {} MiB)",
+            crate::mrtd::MAX_ADDED_BYTES >> 20
+        )?,
+    }
     crate::outln!("  OVMF table:")?;
     for e in &info.ovmf_table {
         crate::outln!(

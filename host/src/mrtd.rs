@@ -15,6 +15,10 @@
 use sha2::{Digest, Sha384};
 use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
 
+/// The most memory the sections QEMU adds may cover for tdxlab to compute MRTD (64 Ki pages;
+/// a real TDVF adds a few MiB of TEMP_MEM and TD_HOB beside its firmware volume). A section
+/// table claiming more — from a broken or hostile image — is not hashed page by page.
+pub const MAX_ADDED_BYTES: u64 = 256 << 20;
 const BLOCK: usize = 128;
 const CHUNK: usize = 256;
 const PAGE: usize = 4096;
@@ -26,8 +30,17 @@ fn record(tag: &[u8], gpa: u64) -> [u8; BLOCK] {
     b
 }
 
-/// The MRTD of a TD built from `meta`'s image, as 48 bytes.
-pub fn mrtd(meta: &TdvfMetadata) -> [u8; 48] {
+/// The MRTD of a TD built from `meta`'s image, as 48 bytes; `None` when its added sections
+/// cover more than [`MAX_ADDED_BYTES`].
+pub fn mrtd(meta: &TdvfMetadata) -> Option<[u8; 48]> {
+    let added = (meta.sections())
+        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+        .try_fold(0u64, |sum, s| {
+            sum.checked_add(s.memory_size.div_ceil(PAGE as u64) * PAGE as u64)
+        });
+    if added.is_none_or(|b| b > MAX_ADDED_BYTES) {
+        return None;
+    }
     let mut h = Sha384::new();
     for s in meta.sections() {
         if s.attributes & ATTR_PAGE_AUG != 0 {
@@ -53,7 +66,7 @@ pub fn mrtd(meta: &TdvfMetadata) -> [u8; 48] {
             }
         }
     }
-    h.finalize().into()
+    Some(h.finalize().into())
 }
 
 /// Lower-case hex, as quotes and attestation tools print MRTD.
@@ -111,7 +124,7 @@ mod tests {
             "the image has added and measured sections"
         );
         assert_eq!(all.len(), adds * BLOCK + extends * (BLOCK + CHUNK));
-        let m = mrtd(&meta);
+        let m = mrtd(&meta).unwrap();
         assert_eq!(m[..], Sha384::digest(&all)[..]);
         assert_eq!(hex(&m).len(), 96);
         let s = meta
@@ -120,7 +133,28 @@ mod tests {
             .unwrap();
         let mut other = image.clone();
         other[s.data_offset as usize] ^= 1;
-        let m2 = mrtd(&TdvfMetadata::parse(&other).unwrap());
+        let m2 = mrtd(&TdvfMetadata::parse(&other).unwrap()).unwrap();
         assert_ne!(m, m2, "measured bytes change MRTD");
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    /// A fuzzed image whose section table claims terabytes of TEMP_MEM: refused at once
+    /// instead of hashed page by page (it took 20 s in a release build, far longer in debug).
+    #[test]
+    fn an_image_claiming_huge_added_sections_is_not_measured() {
+        let data =
+            include_bytes!("../../fuzz/corpus/tdvf_image/306a7316e1c18c1550695e121eb618b22eb67388");
+        // As the fuzz target builds its image: the input right-aligned in 64 KiB.
+        let align = shared_abi::layout::tdvf::IMAGE_SIZE_ALIGN;
+        let mut image = vec![0u8; align];
+        image[align - data.len()..].copy_from_slice(data);
+        let meta = TdvfMetadata::parse(&image).expect("the corpus image parses");
+        let t = std::time::Instant::now();
+        assert_eq!(mrtd(&meta), None);
+        assert!(t.elapsed().as_secs() < 5, "refused without hashing");
     }
 }

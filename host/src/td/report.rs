@@ -92,8 +92,9 @@ pub struct RunReport {
     pub vcpus_ran_s: f64,
     /// Seconds the end-of-run audit took.
     pub audit_s: f64,
-    /// The image's MRTD as the TDX module computes it under QEMU (hex, `crate::mrtd`).
-    pub mrtd: String,
+    /// The image's MRTD as the TDX module computes it under QEMU (hex, `crate::mrtd`; `None`
+    /// for an image whose added sections are larger than tdxlab hashes).
+    pub mrtd: Option<String>,
     /// Exits by kind, kicks, memory system calls and host CPU time outside KVM_RUN, over
     /// the whole run (docs/performance.md).
     pub exits: super::ExitCounts,
@@ -195,9 +196,9 @@ impl RunReport {
             memslot_vmas,
             vcpus_ran_s: ended.ran_s,
             audit_s,
-            mrtd: shared_abi::layout::tdvf::TdvfMetadata::parse(&cfg.image)
-                .map(|m| crate::mrtd::hex(&crate::mrtd::mrtd(&m)))
-                .unwrap_or_default(),
+            mrtd: (shared_abi::layout::tdvf::TdvfMetadata::parse(&cfg.image).ok())
+                .and_then(|m| crate::mrtd::mrtd(&m))
+                .map(|m| crate::mrtd::hex(&m)),
             exits: td.account.snapshot(vmm),
             windows: td.account.windows(),
             console_at_s,
