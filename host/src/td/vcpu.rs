@@ -25,10 +25,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
     let ctl = &ctx.backend.vcpus[index as usize];
     let test_panic = super::contain::test_panic(&format!("vcpu{index}"));
     while !io.stop.load(SeqCst) {
-        // KVM's tdx_vcpu_run refuses entry while wait_for_sept_zap is set.
-        while ctx.backend.hold_out.load(SeqCst) && !io.stop.load(SeqCst) {
-            std::thread::sleep(std::time::Duration::from_micros(20));
-        }
+        wait_for_sept_zap(ctx, &io.stop);
         // Each KVM_RUN is a TD entry in the current epoch; returning is a TD exit.
         ctl.enter(ctx.seam, index);
         let result = vcpu.run();
@@ -37,27 +34,23 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         let refused = ctl.refused.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some((kind, message)) = refused {
             drop(result);
-            let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
-            let at = crate::symbols::describe_rip(rip, ctx.builtin);
+            let at = crate::symbols::describe_rip(rip(&vcpu), ctx.builtin);
             return fatal(kind, format!("{message} ({at})"));
         }
         // Guest memory was fenced to stop the TD: whatever this vCPU ran into after that
         // (EFAULT, an MMIO exit, a fault PVM turned into a triple fault) is the fence's doing.
         if ctx.backend.fenced.load(SeqCst) {
             drop(result);
-            ctl.stopped_rip
-                .store(vcpu.get_regs().map(|r| r.rip).unwrap_or(0), SeqCst);
+            ctl.stopped_rip.store(rip(&vcpu), SeqCst);
             return;
         }
         let exit = match result {
             Ok(e) => e,
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 // A kick's exit: the host's cost of it counts too.
-                let spent = thread_cpu_ns().saturating_sub(exited_at);
-                ctx.counters.host_cpu_ns.fetch_add(spent, Relaxed);
+                add_cpu_since(ctx, exited_at);
                 if io.stop.load(SeqCst) {
-                    ctl.stopped_rip
-                        .store(vcpu.get_regs().map(|r| r.rip).unwrap_or(0), SeqCst);
+                    ctl.stopped_rip.store(rip(&vcpu), SeqCst);
                 }
                 continue;
             }
@@ -90,8 +83,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         }
         if counted {
             // A measurement mark's own exit is left out of what it measures.
-            let spent = thread_cpu_ns().saturating_sub(exited_at);
-            ctx.counters.host_cpu_ns.fetch_add(spent, Relaxed);
+            add_cpu_since(ctx, exited_at);
         }
         if test_panic {
             panic!(
@@ -100,6 +92,25 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
             );
         }
     }
+}
+
+/// The vCPU's RIP now (0 if KVM will not say).
+fn rip(vcpu: &VcpuFd) -> u64 {
+    vcpu.get_regs().map(|r| r.rip).unwrap_or(0)
+}
+
+/// KVM's `tdx_vcpu_run` refuses to enter the TD while `wait_for_sept_zap` is set (a
+/// contended SEAMCALL being retried with every vCPU out): wait here until it clears.
+fn wait_for_sept_zap(ctx: &Ctx, stop: &std::sync::atomic::AtomicBool) {
+    while ctx.backend.hold_out.load(SeqCst) && !stop.load(SeqCst) {
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+}
+
+/// This thread's CPU time since `since` (ns), to the host-CPU account.
+fn add_cpu_since(ctx: &Ctx, since: u64) {
+    let spent = thread_cpu_ns().saturating_sub(since);
+    ctx.counters.host_cpu_ns.fetch_add(spent, Relaxed);
 }
 
 /// What the loop does with one KVM exit.
@@ -152,7 +163,7 @@ fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
 /// undefined after it (`shutdown_interception` in Linux's `arch/x86/kvm/svm/svm.c`): the
 /// registers read back are the reset state (CS f000:fff0 based at 0xffff0000), never a TD's.
 fn where_stopped(vcpu: &VcpuFd, builtin: bool) -> String {
-    let rip = vcpu.get_regs().map(|r| r.rip).unwrap_or(0);
+    let rip = rip(vcpu);
     let cs = vcpu.get_sregs().map(|s| s.cs);
     match cs {
         Ok(cs) if rip == 0xfff0 && cs.selector == 0xf000 && cs.base == 0xffff_0000 => {

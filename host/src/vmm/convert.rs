@@ -106,6 +106,20 @@ impl Vmm {
         self.conversions_to_private.load(Relaxed) + self.conversions_to_shared.load(Relaxed)
     }
 
+    /// A measurement mark (`HostCheckOp::Mark`): R12 the window, R13 0 at its start, 1 at its
+    /// end; handed to the runner's accounting, if any. A bad window or phase is INVALID_OPERAND.
+    fn mark(&self, vcpu: u32, regs: &mut tdcall::Regs) {
+        let window = shared_abi::hostcheck::Window::from_number(regs.r12);
+        let (Some(window), 0..=1) = (window, regs.r13) else {
+            (regs.r10, regs.r11) = (shared_abi::VmcallStatus::INVALID_OPERAND.0, u64::MAX);
+            return;
+        };
+        if let Some(sink) = &self.marks {
+            sink.mark(self, vcpu, window, regs.r13 == 1);
+        }
+        regs.r10 = 0;
+    }
+
     /// `kvm_convert_memory` (QEMU's `accel/kvm/kvm-all.c`): set the attributes, then discard the other alias's backing
     /// (shared pages on to-private, guest_memfd pages on to-shared).
     pub(crate) fn kvm_convert_memory(
@@ -193,15 +207,7 @@ impl VmmExits for Vmm {
             return bad(regs);
         };
         if op == HostCheckOp::Mark {
-            let window = shared_abi::hostcheck::Window::from_number(regs.r12);
-            let (Some(window), 0..=1) = (window, regs.r13) else {
-                return bad(regs);
-            };
-            if let Some(sink) = &self.marks {
-                sink.mark(self, vcpu, window, regs.r13 == 1);
-            }
-            regs.r10 = 0;
-            return;
+            return self.mark(vcpu, regs);
         }
         let (gpa, len, expect, new) = (regs.r12, regs.r13, regs.r14 as u8, regs.r15 as u8);
         let mem = self.kvm.config().mem_pages << 12;
