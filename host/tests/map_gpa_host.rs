@@ -388,3 +388,37 @@ fn hlt_blocks_until_the_td_stops() {
         .store(true, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(halted.join().unwrap(), VmcallStatus::SUCCESS);
 }
+
+/// MapGPA over a range with no RAM (the 32-bit PCI hole), as QEMU's `kvm_convert_memory`
+/// treats it: to shared succeeds and changes nothing (OVMF maps its MMIO windows shared so),
+/// to private fails (INVALID_OPERAND from KVM, R11 at the chunk).
+#[test]
+fn mapgpa_over_a_hole_is_ignored_to_shared_and_refused_to_private() {
+    let (_, kvm) = td();
+    let mut vmm = Vmm::new(kvm.clone(), false, Injector::new(0.0, 1));
+    vmm.ram_gfns = Some(vec![(0, 0x800)]); // RAM below 8 MiB, a hole above
+    let call = |gpa: u64| {
+        let mut r = Regs {
+            r11: Subfunction::MapGpa as u64,
+            r12: gpa,
+            r13: 2 << 20,
+            ..Regs::default()
+        };
+        kvm.tdx_emulate_vmcall(0, &mut r, &vmm);
+        (VmcallStatus(r.r10), r.r11)
+    };
+    assert_eq!(call(0x80_0000 | S).0, VmcallStatus::SUCCESS);
+    assert!(
+        kvm.attributes()
+            .range_has(0x800, 0xA00, shared_abi::convert::MemoryAttributes::PRIVATE),
+        "nothing converted in the hole"
+    );
+    assert_eq!(call(0x80_0000), (VmcallStatus::INVALID_OPERAND, 0x80_0000));
+    // RAM still converts.
+    assert_eq!(call(0x40_0000 | S).0, VmcallStatus::SUCCESS);
+    assert!(kvm.attributes().range_has(
+        0x400,
+        0x600,
+        shared_abi::convert::MemoryAttributes::SHARED
+    ));
+}

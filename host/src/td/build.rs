@@ -329,6 +329,11 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     let account = Arc::new(Accounting::new(counters.clone(), backend.clone()));
     let mut vmm = Vmm::new(kvm.clone(), cfg.strict, retry);
     vmm.marks = Some(account.clone());
+    vmm.ram_gfns = Some(
+        (RamLayout::q35(cfg.mem_bytes).ranges().into_iter())
+            .map(|(gpa, len)| (gpa >> 12, (gpa + len) >> 12))
+            .collect(),
+    );
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     vmm.shared_view = Some(mem.shared.clone());

@@ -66,6 +66,9 @@ pub struct Vmm {
     pub ept_violations: AtomicU64,
     /// Where the guest's measurement marks go (absent: marks are answered and ignored).
     pub marks: Option<Arc<dyn MarkSink>>,
+    /// Guest RAM as GFN ranges `[start, end)` (QEMU's RAM blocks); `None`: all of
+    /// `[0, mem_pages)` is RAM (the simulator, model-only tests).
+    pub ram_gfns: Option<Vec<(u64, u64)>>,
 }
 
 /// The receiver of the guest's measurement marks (`HostCheckOp::Mark`): the runner's exit
@@ -93,6 +96,7 @@ impl Vmm {
             plant_leak: std::sync::atomic::AtomicBool::new(false),
             ept_violations: AtomicU64::new(0),
             marks: None,
+            ram_gfns: None,
         }
     }
 
@@ -104,6 +108,14 @@ impl Vmm {
     /// Conversions so far: MapGPA chunks and implicit conversions, both directions.
     pub fn conversions(&self) -> u64 {
         self.conversions_to_private.load(Relaxed) + self.conversions_to_shared.load(Relaxed)
+    }
+
+    /// Is `gfn` guest RAM (inside one of QEMU's RAM blocks)?
+    fn is_ram(&self, gfn: u64) -> bool {
+        match &self.ram_gfns {
+            Some(r) => r.iter().any(|(s, e)| (*s..*e).contains(&gfn)),
+            None => gfn < self.kvm.config().mem_pages,
+        }
     }
 
     /// A measurement mark (`HostCheckOp::Mark`): R12 the window, R13 0 at its start, 1 at its
@@ -134,6 +146,15 @@ impl Vmm {
         let Some(end) = end else {
             return Err(ConvertError::OutsideMemory { start_gfn, npages });
         };
+        // A range with no RAM block at its start (the 32-bit PCI hole): QEMU ignores a
+        // conversion to shared there — OVMF maps its MMIO windows shared this way — and fails
+        // one to private.
+        if !self.is_ram(start_gfn) {
+            return match to {
+                ConversionTarget::Shared => Ok(()),
+                ConversionTarget::Private => Err(ConvertError::OutsideMemory { start_gfn, npages }),
+            };
+        }
         let _s = tracing::debug_span!(target: "vmm", "kvm_convert_memory", gpa = %Gpa(start_gfn << 12), npages, to = to.name()).entered();
         self.kvm
             .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))?;
