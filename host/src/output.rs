@@ -126,3 +126,14 @@ impl Report {
         Ok(())
     }
 }
+
+/// Write a generated picture (SVG text) to `path`, or to stdout for `-`.
+pub fn write_picture(path: &std::path::Path, picture: &str) -> anyhow::Result<()> {
+    if path.as_os_str() == "-" {
+        crate::outln!("{}", picture.trim_end())?;
+    } else {
+        std::fs::write(path, picture)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}

@@ -215,13 +215,7 @@ pub fn svg(rows: &[ZapRow]) -> String {
 pub fn run(json: bool, svg_path: Option<&std::path::Path>) -> anyhow::Result<u8> {
     let rows = table();
     if let Some(p) = svg_path {
-        let picture = svg(&rows);
-        if p.as_os_str() == "-" {
-            crate::outln!("{}", picture.trim_end())?;
-        } else {
-            std::fs::write(p, picture)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
-        }
+        crate::output::write_picture(p, &svg(&rows))?;
         return Ok(0);
     }
     if json {

@@ -116,13 +116,7 @@ pub fn svg(edges: &[Edge]) -> String {
 pub fn main(json: bool, svg_path: Option<&std::path::Path>) -> anyhow::Result<u8> {
     let edges = edges();
     if let Some(p) = svg_path {
-        let picture = svg(&edges);
-        if p.as_os_str() == "-" {
-            crate::outln!("{}", picture.trim_end())?;
-        } else {
-            std::fs::write(p, picture)
-                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", p.display()))?;
-        }
+        crate::output::write_picture(p, &svg(&edges))?;
         return Ok(0);
     }
     if json {
