@@ -118,3 +118,26 @@ fn the_zap_table_picture_is_the_one_the_model_draws() {
         );
     }
 }
+
+/// docs/walkthrough.md shows exactly what `tdxlab walkthrough` prints.
+#[test]
+fn the_walkthrough_shows_what_the_command_prints() {
+    let doc = std::fs::read_to_string(root().join("docs/walkthrough.md")).unwrap();
+    let block = doc
+        .split("<!-- walkthrough:begin -->\n```text\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n```\n<!-- walkthrough:end -->").next())
+        .expect("the trace block of docs/walkthrough.md");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .arg("walkthrough")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let printed = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        printed.trim_end(),
+        block,
+        "docs/walkthrough.md is stale: paste the output of `tdxlab walkthrough`"
+    );
+    assert!(printed.contains("5. invariants checked: 0 violations"));
+}

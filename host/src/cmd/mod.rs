@@ -46,6 +46,7 @@ impl Command {
             Command::Run(a) => a.trace,
             Command::Stress(a) => a.trace,
             Command::Sim(a) => a.trace,
+            Command::Walkthrough => true,
             _ => false,
         }
     }
@@ -74,6 +75,9 @@ enum Command {
         #[command(flatten)]
         out: JsonArg,
     },
+    /// One 4 KiB page through its life on the simulated TD (accept, to shared, first touch,
+    /// to private), every step traced: the run docs/walkthrough.md reads line by line.
+    Walkthrough,
     /// Print the zap policies' decision table: roots zapped and flush kept, per caller and VM.
     ZapTable {
         /// Draw the TD half as SVG to this file (`-`: stdout) instead.
@@ -157,6 +161,10 @@ pub fn main() -> ExitCode {
     crate::trace::init(cli.verbose, cli.quiet, cli.command.trace());
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
+        Command::Walkthrough => {
+            crate::sim::walkthrough::run();
+            Ok(0)
+        }
         Command::ZapTable { svg, out } => crate::zap_table::run(out.json, svg.as_deref()),
         Command::SeptStates { svg, out } => sept_states::main(out.json, svg.as_deref()),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),

@@ -8,6 +8,7 @@
 mod backend;
 pub mod cli;
 mod vcpu;
+pub mod walkthrough;
 
 pub use backend::{SimBackend, POISON};
 pub use vcpu::{GuestError, PRIVATE_TAG, SHARED_TAG};
