@@ -145,16 +145,23 @@ impl TdxModule {
                     TdxStatus::SUCCESS
                 }
                 SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
-                _ => return TdcallExit::EptViolation { gpa, level },
+                _ => return Self::accept_ept_violation(gpa, level),
             },
             Walk::NonLeaf { .. } => {
                 self.stats.accept_size_mismatch.fetch_add(1, Relaxed);
                 TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32)
             }
-            Walk::Free { .. } => return TdcallExit::EptViolation { gpa, level },
+            Walk::Free { .. } => return Self::accept_ept_violation(gpa, level),
         };
         regs.rax = status.0;
         TdcallExit::Done
+    }
+
+    /// The ACCEPT cannot complete on this entry: the TD exits to KVM with an EPT violation
+    /// (`tdaccept_ept_violation_exit`), to re-execute the ACCEPT afterwards.
+    fn accept_ept_violation(gpa: Gpa, level: u8) -> TdcallExit {
+        tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT -> EPT violation");
+        TdcallExit::EptViolation { gpa, level }
     }
 
     /// TDG.VP.VMCALL (`tdg_vp_vmcall`): validate the select mask and exit to the host.

@@ -89,6 +89,8 @@ pub fn handle_tdcall(
                 let max = PageLevel::from_tdx_level(level as u64).unwrap_or(PageLevel::Size4K);
                 vmm.ept_violations
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let _s = tracing::debug_span!(target: "kvm", "tdx_handle_ept_violation", gpa = %gpa, level)
+                    .entered();
                 resolve_ept_violation(vmm, vcpu, gpa, max)?;
                 // The usual accept faults once; a second fault means the first was retried
                 // (it raced a zap): give the zapping thread the CPU before trying again.
