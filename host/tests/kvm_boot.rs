@@ -281,6 +281,38 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
     );
 }
 
+/// A raw HLT is not executed in a TD: the module makes it a #VE (reason 12), the guest's
+/// handler asks for TDVMCALL<HLT> with interrupts blocked, and KVM blocks the vCPU for good.
+/// The idle vCPU 1 parks the same way (at most one #VE each).
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn a_raw_hlt_is_a_ve_and_blocks_in_tdvmcall_hlt() {
+    require_kvm!();
+    let run = run_with_report(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--misbehave",
+        "halt",
+        "--timeout",
+        "3",
+    ]);
+    let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
+    assert_eq!(code, Some(4), "{out}\n{err}");
+    assert!(
+        out.contains("[guest] halting with interrupts off, as asked"),
+        "{out}"
+    );
+    assert!(err.contains("the guest did not finish within 3 s"), "{err}");
+    let hlt = r["ves_hlt"].as_u64().unwrap();
+    assert!((1..=2).contains(&hlt), "one HLT #VE per halted vCPU: {r}");
+    assert_eq!(
+        r["tdvmcalls"]["Instruction.HLT"], hlt,
+        "each #VE became a TDVMCALL<HLT>: {r}"
+    );
+    assert_eq!(r["exits"]["other"], hlt, "and no HLT exit came back: {r}");
+}
+
 #[test]
 #[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn a_guest_exception_is_reported_with_vector_and_rip() {
@@ -316,7 +348,13 @@ fn raw_port_io_is_served_through_the_ve_handler() {
         "{out}"
     );
     let ves = r["ves_injected"].as_u64().unwrap();
-    assert_eq!(ves, "raw OUT to COM1 through #VE\n".len() as u64 + 3, "{r}");
+    // vCPU 1 may have parked with a HLT (#VE) before the TD ended.
+    let io_ves = ves - r["ves_hlt"].as_u64().unwrap();
+    assert_eq!(
+        io_ves,
+        "raw OUT to COM1 through #VE\n".len() as u64 + 3,
+        "{r}"
+    );
     assert_eq!(
         r["tdcalls"]["TDG.VP.VEINFO.GET"], ves,
         "one VEINFO.GET per #VE: {r}"

@@ -136,7 +136,7 @@ fn private_phase(tdx: &mut Tdx<AnyTransport>, conv: GpaRange, info: &VpInfo) -> 
 /// Negative tests the host asks for through the tdxlab HOB's flags.
 pub fn misbehave_if_asked(flags: u32) {
     use shared_abi::layout::hob::config::{
-        ALIAS_MISMATCH, FAULT, HANG, RAW_IO, TOUCH_UNACCEPTED, TRIPLE_FAULT,
+        ALIAS_MISMATCH, FAULT, HALT, HANG, RAW_IO, TOUCH_UNACCEPTED, TRIPLE_FAULT,
     };
     if flags & TRIPLE_FAULT != 0 {
         println!("loading an empty IDT and faulting, as asked");
@@ -169,6 +169,11 @@ pub fn misbehave_if_asked(flags: u32) {
         println!("executing ud2, as asked");
         // SAFETY: deliberately raises #UD; the exception handler stops the TD.
         unsafe { core::arch::asm!("ud2") };
+    }
+    if flags & HALT != 0 {
+        println!("halting with interrupts off, as asked");
+        // SAFETY: the #VE handler turns it into TDVMCALL<HLT>, which never returns here.
+        unsafe { core::arch::asm!("cli", "hlt", options(nomem, nostack)) };
     }
     if flags & HANG != 0 {
         println!("spinning forever, as asked");

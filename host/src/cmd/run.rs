@@ -42,8 +42,8 @@ pub struct RunArgs {
     #[arg(long, conflicts_with = "report")]
     json: bool,
     /// Make the built-in guest misbehave on purpose (to see the host's diagnostics):
-    /// touch-unaccepted, alias-mismatch, hang, fault, raw-io or triple-fault.
-    #[arg(long, conflicts_with = "image", value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "fault", "raw-io", "triple-fault"])]
+    /// touch-unaccepted, alias-mismatch, hang, halt, fault, raw-io or triple-fault.
+    #[arg(long, conflicts_with = "image", value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "halt", "fault", "raw-io", "triple-fault"])]
     misbehave: Option<String>,
     /// Accept all RAM at boot (instead of lazily) and report how long it took.
     #[arg(long)]
@@ -68,6 +68,7 @@ impl RunArgs {
             Some("touch-unaccepted") => config::TOUCH_UNACCEPTED,
             Some("alias-mismatch") => config::ALIAS_MISMATCH,
             Some("hang") => config::HANG,
+            Some("halt") => config::HALT,
             Some("fault") => config::FAULT,
             Some("raw-io") => config::RAW_IO,
             Some("triple-fault") => config::TRIPLE_FAULT,

@@ -69,7 +69,9 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     let kvm = kvm_ioctls::Kvm::new().context("cannot open /dev/kvm")?;
     let vm = kvm.create_vm().context("KVM_CREATE_VM")?;
     vm.set_tss_address(TSS_ADDR).context("KVM_SET_TSS_ADDR")?;
-    vm.create_irq_chip().context("KVM_CREATE_IRQCHIP")?;
+    // No in-kernel irqchip: the guest takes no interrupts, and without a local APIC in the
+    // kernel KVM reports a raw HLT to userspace (`KVM_EXIT_HLT`) instead of halting the vCPU
+    // itself, so the host can turn it into the #VE the TDX module raises (`ve::inject_hlt_ve`).
     let mem = Memory::new(cfg)?;
     mem.add_memslots(&vm, gpaw, &ram, layout.image_base)?;
     let mut td = models(cfg, gpaw, vm, mem);

@@ -19,13 +19,15 @@ pub(super) struct Counters {
     pub(super) memory_faults: AtomicU64,
     /// Pages the fault service served (each queued page once).
     pub(super) memory_faults_served: AtomicU64,
-    /// #VEs injected for raw port I/O (each a raw-I/O exit).
+    /// #VEs injected for raw port I/O and raw HLT (each a raw-instruction exit).
     pub(super) ves: AtomicU64,
+    /// Of those, raw HLTs.
+    pub(super) hlt_ves: AtomicU64,
     /// Doorbell exits (every TDCALL; measurement marks not counted).
     pub(super) doorbell_exits: AtomicU64,
     /// Doorbell exits carrying TDVMCALL<MapGPA>.
     pub(super) map_gpa_exits: AtomicU64,
-    /// Other exits: HLT, the bare benchmark port.
+    /// Other exits: the bare benchmark port.
     pub(super) other_exits: AtomicU64,
     /// Host CPU time spent outside KVM_RUN, ns: the vCPU threads between a KVM_RUN's return
     /// and the next entry, and the fault service per served page (thread CPU clocks).

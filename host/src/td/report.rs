@@ -43,8 +43,10 @@ pub struct RunReport {
     pub zaps: Zaps,
     /// Kick-all-vCPUs requests.
     pub kicks: u64,
-    /// #VEs injected (raw port I/O the module turned into #VE).
+    /// #VEs injected (raw port I/O and HLT, which the module turns into #VE).
     pub ves_injected: u64,
+    /// Of those, raw HLTs (#VE exit reason 12).
+    pub ves_hlt: u64,
     /// EPT-violation exits on private pages that were already accepted (MAPPED): pages the
     /// host failed to map. Must stay 0.
     pub exits_on_mapped_private: u64,
@@ -176,6 +178,7 @@ impl RunReport {
             },
             kicks: td.backend.kicks.load(Relaxed),
             ves_injected: c.ves.load(Relaxed),
+            ves_hlt: c.hlt_ves.load(Relaxed),
             exits_on_mapped_private: c.exits_on_mapped.load(Relaxed),
             memory_faults: c.memory_faults.load(Relaxed),
             memory_faults_served: c.memory_faults_served.load(Relaxed),

@@ -3,7 +3,7 @@
 
 use super::account::thread_cpu_ns;
 use super::ctx::{Counters, Ctx, VcpuError};
-use super::ve::{inject_in_ve, inject_out_ve};
+use super::ve::{inject_hlt_ve, inject_in_ve, inject_out_ve};
 use crate::exit::ExitKind;
 use crate::vmm::{handle_tdcall, GuestExit};
 use kvm_ioctls::{VcpuExit, VcpuFd};
@@ -69,6 +69,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 Ok(())
             }
             Next::Doorbell => doorbell(index, &vcpu, ctx).map(|mark| counted = !mark),
+            Next::Hlt => inject_hlt_ve(index, &vcpu, ctx),
             Next::RawIo(port, size, false) => inject_out_ve(index, &vcpu, ctx, port, size),
             Next::RawIo(port, size, true) => inject_in_ve(index, &mut vcpu, ctx, port, size),
             Next::Stop(kind, message) => {
@@ -115,8 +116,10 @@ fn add_cpu_since(ctx: &Ctx, since: u64) {
 
 /// What the loop does with one KVM exit.
 enum Next {
-    /// Nothing to serve (HLT, the bare bench port): enter again.
+    /// Nothing to serve (the bare bench port): enter again.
     Reenter,
+    /// A raw HLT: the TDX module turns it into a #VE.
+    Hlt,
     /// The emulation doorbell rang: serve the TDCALL in the registers.
     Doorbell,
     /// Raw port I/O (port, size, is IN): the TDX module turns it into a #VE.
@@ -131,7 +134,7 @@ fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
         VcpuExit::IoOut(crate::guest_layout::BENCH_BARE_PORT, _) if bench => Next::Reenter,
         VcpuExit::IoOut(port, data) => Next::RawIo(port, data.len() as u8, false),
         VcpuExit::IoIn(port, data) => Next::RawIo(port, data.len() as u8, true),
-        VcpuExit::Hlt => Next::Reenter,
+        VcpuExit::Hlt => Next::Hlt,
         // RAM and the firmware window are always in memslots: an MMIO exit is an access
         // outside them.
         VcpuExit::MmioRead(gpa, _) | VcpuExit::MmioWrite(gpa, _) => Next::Stop(
@@ -212,6 +215,12 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<bool, VcpuError> {
         Counters::count(&counters.tdvmcalls, sub);
         if r.r10 == 0 && r.r11 == Subfunction::MapGpa.number() {
             Counters::bump(&counters.map_gpa_exits);
+        }
+        if r.r10 == 0 && r.r11 == Subfunction::Hlt.number() {
+            // A halted vCPU waits here, not in KVM_RUN: this is where a timeout finds it.
+            ctx.backend.vcpus[index as usize]
+                .stopped_rip
+                .store(k.rip, SeqCst);
         }
     }
     handle_tdcall(seam, vmm, index, &mut r)?;

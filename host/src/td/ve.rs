@@ -1,4 +1,4 @@
-//! #VE delivery: what the TDX module does with a TD's raw port I/O.
+//! #VE delivery: what the TDX module does with a TD's raw port I/O and HLT.
 
 use super::ctx::{Ctx, VcpuError};
 
@@ -52,6 +52,25 @@ pub(super) fn inject_in_ve(
     deliver_io_ve(index, vcpu, ctx, (port, size, true), 0)
 }
 
+/// A raw HLT: the TDX module does not let a TD halt by itself — HLT is one of the
+/// instructions it converts into a #VE with exit reason 12 (TDX module 1.5 base spec,
+/// "#VE conversion of unconditionally-blocked instructions"; Linux serves it in
+/// `handle_halt`, arch/x86/coco/tdx/tdx.c, with TDVMCALL<HLT>). Without an in-kernel
+/// irqchip KVM reports the HLT (`KVM_EXIT_HLT`) after `kvm_emulate_halt` has skipped it, so
+/// the #VE is delivered past it with `instr_len` 0, as for raw I/O.
+pub(super) fn inject_hlt_ve(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
+    let ve = shared_abi::ve::VeInfo {
+        exit_reason: shared_abi::ve::exit_reason::HLT,
+        exit_qualification: 0,
+        gla: 0,
+        gpa: 0,
+        instr_len: 0,
+        instr_info: 0,
+    };
+    ctx.counters.hlt_ves.fetch_add(1, Relaxed);
+    deliver_ve(index, vcpu, ctx, ve)
+}
+
 /// What the TDX module does for an instruction it refuses: fill this vCPU's VEINFO (exit
 /// reason 30 with the I/O qualification and `instr_len`) and inject vector 20.
 fn deliver_io_ve(
@@ -75,6 +94,16 @@ fn deliver_io_ve(
         instr_len: instr_len as u32,
         instr_info: 0,
     };
+    deliver_ve(index, vcpu, ctx, ve)
+}
+
+/// Fill this vCPU's VEINFO and inject vector 20, as the module does on a #VE conversion.
+fn deliver_ve(
+    index: u32,
+    vcpu: &VcpuFd,
+    ctx: &Ctx,
+    ve: shared_abi::ve::VeInfo,
+) -> Result<(), VcpuError> {
     ctx.seam.inject_ve(index, ve);
     let mut ev = vcpu
         .get_vcpu_events()

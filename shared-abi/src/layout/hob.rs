@@ -123,6 +123,9 @@ pub mod config {
     pub const RAW_IO: u32 = 1 << 5;
     /// Deliberately triple-fault (test of the host's shutdown handling).
     pub const TRIPLE_FAULT: u32 = 1 << 6;
+    /// Execute a raw HLT with interrupts off, which a TD cannot: a #VE, then TDVMCALL<HLT>,
+    /// which blocks for good (test of the host's timeout on a halted vCPU).
+    pub const HALT: u32 = 1 << 7;
 }
 
 /// Encoded size of [`TdxlabHob`].
