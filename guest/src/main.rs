@@ -40,9 +40,10 @@ fn main(vcpu: u32) -> ! {
         Err(e) => panic!("TDG.VP.INFO: {e}"),
     };
     println!(
-        "vCPU {vcpu}: online (TDG.VP.INFO: index {}, {} vCPUs, GPAW {})",
+        "vCPU {vcpu}: online (TDG.VP.INFO: index {}, {} of at most {} vCPUs, GPAW {})",
         info.vcpu_index,
         info.num_vcpus,
+        info.max_vcpus,
         info.gpaw.bits()
     );
     check_td_attributes(info.attributes);
@@ -51,6 +52,7 @@ fn main(vcpu: u32) -> ! {
     let boot = boot::info::get();
     if vcpu == 0 {
         console::init_log();
+        print_module_features(info.sys_rd_available);
         if online < info.num_vcpus {
             println!(
                 "{} vCPUs (index {online} and up) parked at boot: this guest runs on at most {online}",
@@ -101,6 +103,20 @@ fn main(vcpu: u32) -> ! {
     }
     println!("all {online} vCPUs passed {what} ({n} arrived when vCPU 0 finished); exiting");
     exit::exit(0)
+}
+
+/// What the TDX module says it supports (TDG.SYS.RD TDX_FEATURES0, as Linux reads it), when
+/// TDG.VP.INFO offers TDG.SYS.RD.
+#[cfg(target_os = "none")]
+fn print_module_features(sys_rd_available: bool) {
+    if !sys_rd_available {
+        println!("TDX module: no TDG.SYS.RD (module 1.0)");
+        return;
+    }
+    match arch::tdx().tdg_sys_rd(shared_abi::td::sys_metadata::TDX_FEATURES0) {
+        Ok(f) => println!("TDX module: TDX_FEATURES0 {f:#x} (TDG.SYS.RD)"),
+        Err(e) => println!("TDX module: TDG.SYS.RD TDX_FEATURES0 failed: {e}"),
+    }
 }
 
 /// A TD without SEPT_VE_DISABLE would take a #VE on any private page the host removes,

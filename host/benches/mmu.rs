@@ -20,6 +20,7 @@ fn td(gib: u64, private_max: PageLevel) -> Kvm {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(NullPrivateMem),
     );

@@ -88,6 +88,7 @@ fn populated_vm(policy: ZapPolicy, vm: VmKind, root_order: &[RootKind]) -> Kvm {
         gpaw: Gpaw::GPAW_48,
         attributes: 0,
         num_vcpus: 1,
+        max_vcpus: 1,
     };
     let tdx = is_td.then(|| TdxModule::runnable(params, Arc::new(NullPrivateMem)));
     let kvm = Kvm::new(cfg, tdx, Arc::new(NullBackend));

@@ -20,6 +20,7 @@ fn a_4k_accept_inside_a_pending_2m_page_demotes_it_and_completes() {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
     );

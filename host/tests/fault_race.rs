@@ -32,6 +32,7 @@ fn race(seed: u64) {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         b.private.clone(),
     );

@@ -38,10 +38,16 @@ fn boot_at(vcpus: u32, gpaw: u32) {
     assert!(r["boot_ms"].as_f64().unwrap() > 0.0);
     for i in 0..vcpus {
         let line = format!(
-            "[guest] vCPU {i}: online (TDG.VP.INFO: index {i}, {vcpus} vCPUs, GPAW {gpaw})"
+            "[guest] vCPU {i}: online (TDG.VP.INFO: index {i}, {vcpus} of at most {vcpus} vCPUs, GPAW {gpaw})"
         );
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");
     }
+    // TDG.VP.INFO offered TDG.SYS.RD (module 1.5), and vCPU 0 read TDX_FEATURES0 with it.
+    assert!(
+        stdout.contains("[guest] TDX module: TDX_FEATURES0 0x0 (TDG.SYS.RD)"),
+        "{stdout}"
+    );
+    assert_eq!(r["tdcalls"]["TDG.SYS.RD"], 1, "{r}");
     for i in 0..vcpus {
         let line = format!("[guest] vCPU {i}: accepted 2052 KiB");
         assert!(stdout.contains(&line), "missing {line:?} in:\n{stdout}");

@@ -22,6 +22,7 @@ fn td_at(gpaw: Gpaw) -> (Arc<TdxModule>, Arc<Kvm>) {
             gpaw,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
     );

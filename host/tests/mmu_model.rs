@@ -121,6 +121,7 @@ fn check(policy: ZapPolicy, gpaw: Gpaw, ops: &[Op]) -> Result<(), TestCaseError>
             gpaw,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(PAGES)),
     );
@@ -268,6 +269,7 @@ fn td_module(pages: u64) -> Arc<TdxModule> {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(pages)),
     )

@@ -20,6 +20,7 @@ fn module() -> TdxModule {
         gpaw: Gpaw::GPAW_48,
         attributes: 0,
         num_vcpus: 2,
+        max_vcpus: 2,
     };
     let m = TdxModule::new(p, Arc::new(SimPrivateMem::new(1024)));
     m.tdh_mr_finalize().unwrap();
@@ -257,6 +258,7 @@ fn initialized_td_adds_pages_and_removes_without_blocking() {
         gpaw: Gpaw::GPAW_48,
         attributes: 0,
         num_vcpus: 1,
+        max_vcpus: 1,
     };
     let m = TdxModule::new(p, Arc::new(SimPrivateMem::new(16)));
     assert_eq!(m.op_state(), OpState::Initialized);
@@ -393,6 +395,7 @@ fn a_busy_accept_names_rcx_and_leaves_the_page_pending() {
         gpaw: Gpaw::GPAW_48,
         attributes: 0,
         num_vcpus: 1,
+        max_vcpus: 1,
     };
     let m = TdxModule::new(p, Arc::new(SimPrivateMem::new(1024))).with_accept_busy(1.0, 3);
     m.tdh_mr_finalize().unwrap();

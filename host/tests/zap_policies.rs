@@ -109,6 +109,7 @@ fn a_zero_filter_is_caught_on_a_td() {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         },
         Arc::new(SimPrivateMem::new(16)),
     ));

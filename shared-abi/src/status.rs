@@ -69,6 +69,11 @@ statuses! {
     TD_ASSOCIATED_PAGES_EXIST = 0xC000_0400_0000_0000;
     /// TDX_LIFECYCLE_STATE_INCORRECT.
     LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
+    /// TDX_METADATA_FIELD_ID_INCORRECT: no such metadata field (or not a single element).
+    METADATA_FIELD_ID_INCORRECT = 0xC000_0C00_0000_0000;
+    /// TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT: a read of the null field id (-1) answers
+    /// the first field's id in RDX (a warning, not an error).
+    METADATA_FIRST_FIELD_ID_IN_CONTEXT = 0x0000_0C0B_0000_0000;
     /// TDX_NO_VALID_VE_INFO: VEINFO.GET with no #VE pending.
     NO_VALID_VE_INFO = 0xC000_0704_0000_0000;
     /// TDX_EPT_WALK_FAILED: the S-EPT walk stopped above the requested level.

@@ -70,6 +70,18 @@ pub const fn is_tdx_signature(ebx: u32, ecx: u32, edx: u32) -> bool {
     ebx == TDX_SIGNATURE_EBX && edx == TDX_SIGNATURE_EDX && ecx == TDX_SIGNATURE_ECX
 }
 
+/// TDX module global metadata, read by a guest with TDG.SYS.RD (field identifiers from the
+/// ABI spec's global metadata table; Linux names the one it reads in
+/// `arch/x86/include/asm/shared/tdx.h`).
+pub mod sys_metadata {
+    /// The null field identifier: "give me the first field".
+    pub const FIELD_ID_NA: u64 = u64::MAX;
+    /// TDX_FEATURES0: the optional features the module supports (64-bit field).
+    pub const TDX_FEATURES0: u64 = 0x0A00_0003_0000_0008;
+    /// Bits 54:52 of a field identifier: the context code, which TDG.SYS.RD overwrites.
+    pub const CONTEXT_CODE_MASK: u64 = 0x7 << 52;
+}
+
 /// The outputs of TDG.VP.INFO.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct VpInfo {

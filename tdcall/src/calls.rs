@@ -83,6 +83,14 @@ impl<T: Transport> Tdx<T> {
         }
     }
 
+    /// TDG.SYS.RD: read one TDX module global metadata field (`tdg_sys_rd`); returns the
+    /// value (R8). Offered when TDG.VP.INFO's R10 bit 0 is set.
+    pub fn tdg_sys_rd(&mut self, field: u64) -> Result<u64, Error> {
+        let mut r = Regs::leaf(TdcallLeaf::SysRd);
+        r.rdx = field;
+        Ok(self.leaf(TdcallLeaf::SysRd, r)?.r8)
+    }
+
     /// TDG.VP.VEINFO.GET: read and clear the pending #VE information (`tdg_vp_veinfo_get`).
     pub fn tdg_vp_veinfo_get(&mut self) -> Result<VeInfo, Error> {
         let o = self.leaf(TdcallLeaf::VpVeinfoGet, Regs::leaf(TdcallLeaf::VpVeinfoGet))?;

@@ -260,6 +260,7 @@ mod tests {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         };
         let m = TdxModule::runnable(p, Arc::new(SimPrivateMem::new(16)));
         Kvm::new(KvmConfig::td(16, Gpaw::GPAW_48), Some(m), rec)

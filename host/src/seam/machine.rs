@@ -55,6 +55,7 @@ fn module() -> Arc<TdxModule> {
         gpaw: Gpaw::GPAW_48,
         attributes: 0,
         num_vcpus: 1,
+        max_vcpus: 1,
     };
     let m = TdxModule::runnable(p, Arc::new(SimPrivateMem::new(1024)));
     // The tables above the 2 MiB level, so the entry under test exists.

@@ -42,8 +42,11 @@ pub struct TdParams {
     pub gpaw: Gpaw,
     /// TD ATTRIBUTES (SEPT_VE_DISABLE ...).
     pub attributes: u64,
-    /// vCPUs.
+    /// vCPUs initialized (TDH.VP.INIT), the module's TDCS NUM_VCPUS.
     pub num_vcpus: u32,
+    /// TD_PARAMS.MAX_VCPUS: KVM passes its `max_vcpus` (QEMU's `-smp maxcpus`, which
+    /// defaults to the vCPU count; tdxlab's VMM never asks for more).
+    pub max_vcpus: u32,
 }
 
 /// Counters of what the module did, for reports and invariants.
@@ -522,6 +525,7 @@ mod tests {
             gpaw: Gpaw::GPAW_48,
             attributes: 0,
             num_vcpus: 1,
+            max_vcpus: 1,
         };
         TdxModule::runnable(params, Arc::new(NullPrivateMem))
     }

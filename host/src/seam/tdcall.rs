@@ -3,6 +3,7 @@
 use super::{Sept, SeptEntry, TdxModule, Walk};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
+use shared_abi::td::sys_metadata;
 use shared_abi::tdcall::{decode_gpa_level, decode_rax, TdcallLeaf};
 use shared_abi::vmcall::select;
 use shared_abi::{Gpa, TdxStatus};
@@ -45,6 +46,10 @@ impl TdxModule {
                 self.tdg_vp_info(vcpu, regs);
                 TdcallExit::Done
             }
+            Some(TdcallLeaf::SysRd) => {
+                tdg_sys_rd(regs);
+                TdcallExit::Done
+            }
             Some(TdcallLeaf::VpVeinfoGet) => {
                 self.tdg_vp_veinfo_get(vcpu, regs);
                 TdcallExit::Done
@@ -57,16 +62,17 @@ impl TdxModule {
         }
     }
 
-    /// TDG.VP.INFO (`tdg_vp_info`).
+    /// TDG.VP.INFO (`tdg_vp_info`): NUM_VCPUS from the TDCS, MAX_VCPUS from TD_PARAMS, and
+    /// R10 bit 0 set: module 1.5 always offers TDG.SYS.RD.
     fn tdg_vp_info(&self, vcpu: u32, regs: &mut Regs) {
         let p = self.params();
         let info = shared_abi::td::VpInfo {
             gpaw: p.gpaw,
             attributes: p.attributes,
             num_vcpus: p.num_vcpus,
-            max_vcpus: p.num_vcpus,
+            max_vcpus: p.max_vcpus,
             vcpu_index: vcpu,
-            sys_rd_available: false,
+            sys_rd_available: true,
         };
         set_outputs(regs, info.encode());
         regs.r11 = 0;
@@ -221,6 +227,41 @@ impl TdxModule {
 }
 
 /// Success with the (RCX, RDX, R8, R9, R10) outputs TDG.VP.INFO and VEINFO.GET both use.
+/// The global metadata fields a guest may read, in the order TDG.SYS.RD walks them. The
+/// emulated module has none of the optional features TDX_FEATURES0 announces (TD
+/// partitioning, topology enumeration, PENDING_EPT_VIOLATION_V2, ...), so it reads 0.
+const SYS_FIELDS: &[(u64, u64)] = &[(sys_metadata::TDX_FEATURES0, 0)];
+
+/// TDG.SYS.RD (`tdg_sys_rd`): RDX = field id → R8 = value, RDX = the next field's id (-1
+/// after the last). The null id (-1) answers the first id with
+/// METADATA_FIRST_FIELD_ID_IN_CONTEXT; an unknown id fails with
+/// METADATA_FIELD_ID_INCORRECT, R8 = 0 and RDX = -1, as the module leaves them.
+fn tdg_sys_rd(regs: &mut Regs) {
+    (regs.rdx, regs.r8) = match regs.rdx {
+        sys_metadata::FIELD_ID_NA => {
+            regs.rax = TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT.0;
+            (SYS_FIELDS[0].0, 0)
+        }
+        id => {
+            // The module sets the context code to SYS itself (0).
+            let id = id & !sys_metadata::CONTEXT_CODE_MASK;
+            match SYS_FIELDS.iter().position(|(f, _)| *f == id) {
+                Some(i) => {
+                    regs.rax = 0;
+                    let next = SYS_FIELDS
+                        .get(i + 1)
+                        .map_or(sys_metadata::FIELD_ID_NA, |f| f.0);
+                    (next, SYS_FIELDS[i].1)
+                }
+                None => {
+                    regs.rax = TdxStatus::METADATA_FIELD_ID_INCORRECT.0;
+                    (sys_metadata::FIELD_ID_NA, 0)
+                }
+            }
+        }
+    };
+}
+
 fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u64)) {
     *regs = Regs {
         rax: 0,
@@ -238,4 +279,63 @@ fn accept_leaf(sept: &mut Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) {
         state: SeptState::Mapped,
         ..entry
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seam::{NullPrivateMem, TdParams};
+    use shared_abi::td::VpInfo;
+    use shared_abi::Gpaw;
+    use std::sync::Arc;
+
+    fn module(num_vcpus: u32, max_vcpus: u32) -> Arc<TdxModule> {
+        let params = TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus,
+            max_vcpus,
+        };
+        TdxModule::runnable(params, Arc::new(NullPrivateMem))
+    }
+
+    fn call(m: &TdxModule, leaf: TdcallLeaf, rdx: u64) -> Regs {
+        let mut r = Regs {
+            rax: leaf as u64,
+            rdx,
+            r10: 0x5a5a,
+            r11: 0x5a5a,
+            ..Regs::default()
+        };
+        assert_eq!(m.tdcall(1, &mut r), TdcallExit::Done);
+        r
+    }
+
+    /// TDG.VP.INFO: NUM_VCPUS and MAX_VCPUS apart (R8), SYS_RD offered (R10 bit 0), R11 0.
+    #[test]
+    fn vp_info_reports_num_and_max_vcpus_and_sys_rd() {
+        let r = call(&module(2, 4), TdcallLeaf::VpInfo, 0);
+        assert_eq!(r.rax, 0);
+        assert_eq!(r.r8, 2 | 4 << 32);
+        assert_eq!((r.r10, r.r11), (1, 0));
+        let info = VpInfo::decode(r.rcx, r.rdx, r.r8, r.r9, r.r10).unwrap();
+        assert_eq!((info.vcpu_index, info.max_vcpus), (1, 4));
+        assert!(info.sys_rd_available);
+    }
+
+    /// TDG.SYS.RD: a known field reads with the next id (-1: the last), the null id names the
+    /// first field, an unknown id fails with R8 = 0 and RDX = -1.
+    #[test]
+    fn sys_rd_reads_walks_and_refuses_as_the_module_does() {
+        let m = module(1, 1);
+        let r = call(&m, TdcallLeaf::SysRd, sys_metadata::TDX_FEATURES0);
+        assert_eq!((r.rax, r.r8, r.rdx), (0, 0, sys_metadata::FIELD_ID_NA));
+        let r = call(&m, TdcallLeaf::SysRd, sys_metadata::FIELD_ID_NA);
+        assert_eq!(r.rax, TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT.0);
+        assert_eq!(r.rdx, sys_metadata::TDX_FEATURES0);
+        // MAJOR_VERSION is not one a guest may read from this module.
+        let r = call(&m, TdcallLeaf::SysRd, 0x0800_0001_0000_0004);
+        assert_eq!(r.rax, TdxStatus::METADATA_FIELD_ID_INCORRECT.0);
+        assert_eq!((r.r8, r.rdx), (0, sys_metadata::FIELD_ID_NA));
+    }
 }

@@ -156,6 +156,7 @@ impl World {
             gpaw: cfg.gpaw,
             attributes: SEPT_VE_DISABLE,
             num_vcpus: cfg.vcpus,
+            max_vcpus: cfg.vcpus,
         };
         let module = TdxModule::new(params, backend.private.clone())
             .with_accept_busy(cfg.busy_p, cfg.seed ^ 0xb05e);

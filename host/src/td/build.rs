@@ -309,6 +309,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         gpaw,
         attributes: td_attributes(),
         num_vcpus: cfg.vcpus,
+        max_vcpus: cfg.vcpus,
     };
     let module = TdxModule::new(params, Arc::new(KvmPrivateMem(mem.private.clone())));
     let seam = Arc::new(module.with_accept_busy(cfg.inject.busy, 0xb05e ^ seed));
