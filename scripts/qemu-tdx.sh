@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Boot tdxlab's guest image in QEMU's TDX mode on a TDX host (docs/tdx-hardware.md).
 #
-#   scripts/qemu-tdx.sh [--dry-run] [--mem SIZE] [--smp N] [--qemu PATH] [QEMU ARGS...]
+#   scripts/qemu-tdx.sh [--dry-run] [--no-debug-exit] [--mem SIZE] [--smp N] [--qemu PATH]
+#                       [QEMU ARGS...]
 #
 # Writes the built-in guest image (`tdxlab image -o`), checks the host one line per problem
 # (QEMU 10.1 or newer with a tdx-guest object, kvm_intel loaded with tdx=Y, KVM offering the
 # TDX VM type), then runs QEMU with the command line of QEMU's own TDX documentation
 # (docs/system/i386/tdx.rst) plus isa-debug-exit for the verdict. The guest writes 0 to the
 # exit port on success, so QEMU exits (0 << 1) | 1 = 1; this script turns that into 0 and
-# anything else into 1. --dry-run prints the QEMU command and stops (no checks, no QEMU).
+# anything else into 1. With --no-debug-exit there is no exit device: the guest finds QEMU's
+# ACPI tables through fw_cfg and powers off (S5), QEMU exits 0, and the verdict is read from
+# the console (the power-off line, and no PANIC). --dry-run prints the QEMU command and stops
+# (no checks, no QEMU).
 # Extra arguments go to QEMU as they are. Exit codes: 0 the guest passed; 1 it failed or QEMU
 # could not run it; 2 bad usage; 3 the host cannot run a TD (a preflight check failed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DRY=0
+DEBUG_EXIT=1
 MEM=2G
 SMP=2
 QEMU=${QEMU:-qemu-system-x86_64}
@@ -25,7 +30,8 @@ while [ $# -gt 0 ]; do
     --mem) MEM="${2:?--mem needs a size}"; shift 2 ;;
     --smp) SMP="${2:?--smp needs a count}"; shift 2 ;;
     --qemu) QEMU="${2:?--qemu needs a path}"; shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --no-debug-exit) DEBUG_EXIT=0; shift ;;
+    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;
   esac
 done
@@ -36,9 +42,9 @@ IMAGE=${TDXLAB_IMAGE:-target/tdxlab-guest.fd}
 CMD=("$QEMU" -accel kvm -cpu host
   -object tdx-guest,id=tdx0
   -machine q35,kernel-irqchip=split,confidential-guest-support=tdx0
-  -bios "$IMAGE" -m "$MEM" -smp "$SMP" -nographic
-  -device isa-debug-exit,iobase=0xf4,iosize=0x04
-  "${EXTRA[@]}")
+  -bios "$IMAGE" -m "$MEM" -smp "$SMP" -nographic)
+[ $DEBUG_EXIT -eq 0 ] || CMD+=(-device isa-debug-exit,iobase=0xf4,iosize=0x04)
+CMD+=("${EXTRA[@]}")
 
 # The command as a shell would take it: arguments quoted only where they need it.
 show() {
@@ -90,10 +96,20 @@ fi
 mkdir -p "$(dirname "$IMAGE")"
 "$TDXLAB" image -o "$IMAGE"
 echo "qemu-tdx: $(show "${CMD[@]}")" >&2
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
 set +e
-"${CMD[@]}"
-rc=$?
+"${CMD[@]}" | tee "$LOG"
+rc=${PIPESTATUS[0]}
 set -e
+if [ $DEBUG_EXIT -eq 0 ]; then
+  if [ $rc -eq 0 ] && grep -q "powering off: S5" "$LOG" && ! grep -q "PANIC:" "$LOG"; then
+    echo "qemu-tdx: PASSED (the guest powered off through ACPI after passing)" >&2
+    exit 0
+  fi
+  echo "qemu-tdx: FAILED (QEMU exited $rc; no ACPI power-off after a pass on the console)" >&2
+  exit 1
+fi
 if [ $rc -eq 1 ]; then
   echo "qemu-tdx: PASSED (the guest wrote 0 to isa-debug-exit)" >&2
   exit 0

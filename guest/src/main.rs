@@ -15,6 +15,8 @@ mod layout {
 #[macro_use]
 mod console;
 #[cfg(target_os = "none")]
+mod acpi;
+#[cfg(target_os = "none")]
 mod arch;
 #[cfg(target_os = "none")]
 mod boot;

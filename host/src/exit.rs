@@ -24,6 +24,9 @@ pub(crate) const EXIT_PIPE: u8 = 141;
 pub enum ExitKind {
     /// The guest wrote its exit value to the isa-debug-exit port.
     Guest,
+    /// The guest powered off through ACPI (S5): what it does when it passed and there is no
+    /// isa-debug-exit device.
+    PowerOff,
     /// ReportFatalError, access before accept, an alias mismatch under `--strict`, a #VE the
     /// host could not deliver.
     Fatal,
@@ -42,6 +45,7 @@ impl ExitKind {
     pub fn name(self) -> &'static str {
         match self {
             ExitKind::Guest => "guest",
+            ExitKind::PowerOff => "power_off",
             ExitKind::Fatal => "fatal",
             ExitKind::TripleFault => "triple_fault",
             ExitKind::HostError => "host_error",
@@ -78,6 +82,7 @@ mod tests {
     fn each_kind_maps_to_its_documented_code() {
         assert_eq!(ExitKind::Guest.exit_code(0, true), EXIT_OK);
         assert_eq!(ExitKind::Guest.exit_code(1, false), EXIT_GUEST);
+        assert_eq!(ExitKind::PowerOff.exit_code(0, true), EXIT_OK);
         assert_eq!(ExitKind::Fatal.exit_code(0, false), EXIT_GUEST);
         assert_eq!(ExitKind::TripleFault.exit_code(0, false), EXIT_GUEST);
         assert_eq!(ExitKind::HostError.exit_code(0, false), EXIT_HOST);
@@ -88,7 +93,12 @@ mod tests {
 
     #[test]
     fn kinds_serialize_as_their_names() {
-        for k in [ExitKind::Guest, ExitKind::TripleFault, ExitKind::HostError] {
+        for k in [
+            ExitKind::Guest,
+            ExitKind::PowerOff,
+            ExitKind::TripleFault,
+            ExitKind::HostError,
+        ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),
                 format!("\"{}\"", k.name())

@@ -287,6 +287,36 @@ fn a_hung_guest_times_out_naming_each_vcpus_rip() {
     );
 }
 
+/// Without isa-debug-exit (QEMU without `-device isa-debug-exit`), the guest loads QEMU's
+/// ACPI tables from fw_cfg, finds PM1a_CNT and `_S5`, and powers off: exit code 0. A failing
+/// guest reports a fatal error instead.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn without_the_exit_device_the_guest_powers_off_through_acpi() {
+    require_kvm!();
+    let run = run_with_report(&["run", "--vcpus", "3", "--no-debug-exit"]);
+    let (code, out, err, r) = (run.code, &run.out, &run.err, &run.report);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert_eq!(r["exit"]["kind"], "power_off", "{r}");
+    assert_eq!(r["settings"]["debug_exit"], false, "{r}");
+    assert!(
+        out.contains(
+            "[guest] ACPI: 3 CPUs in the MADT; powering off: S5 (SLP_TYP 0) to PM1a_CNT 0x604"
+        ),
+        "{out}"
+    );
+    let failed = run_with_report(&[
+        "run",
+        "--vcpus",
+        "1",
+        "--no-debug-exit",
+        "--misbehave",
+        "fault",
+    ]);
+    assert_eq!(failed.code, Some(1), "{}", failed.err);
+    assert_eq!(failed.report["exit"]["kind"], "fatal", "{}", failed.report);
+}
+
 /// A raw HLT is not executed in a TD: the module makes it a #VE (reason 12), the guest's
 /// handler asks for TDVMCALL<HLT> with interrupts blocked, and KVM blocks the vCPU for good.
 /// The idle vCPU 1 parks the same way (at most one #VE each).

@@ -39,6 +39,21 @@ fn dry_run_prints_qemus_tdx_command_with_the_exit_device() {
     );
 }
 
+/// Without the exit device, QEMU's own command stays as its documentation has it; the guest
+/// then powers off through ACPI.
+#[test]
+fn dry_run_without_the_exit_device_leaves_it_out() {
+    let out = script(&["--dry-run", "--no-debug-exit", "-d", "int"], &[]);
+    assert_eq!(out.status.code(), Some(0));
+    let cmd = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        cmd.trim_end(),
+        "qemu-system-x86_64 -accel kvm -cpu host -object tdx-guest,id=tdx0 \
+         -machine q35,kernel-irqchip=split,confidential-guest-support=tdx0 \
+         -bios target/tdxlab-guest.fd -m 2G -smp 2 -nographic -d int"
+    );
+}
+
 fn refusals(out: &Output) -> Vec<String> {
     let err = String::from_utf8_lossy(&out.stderr);
     err.lines().map(str::to_string).collect()

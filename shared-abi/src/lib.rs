@@ -9,6 +9,7 @@
 
 pub mod convert;
 pub mod doorbell;
+pub mod fw_cfg;
 pub mod gpa;
 pub mod hostcheck;
 pub mod kvm;

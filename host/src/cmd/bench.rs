@@ -58,6 +58,7 @@ pub fn doorbell(json: bool, samples: u32) -> anyhow::Result<u8> {
         gpaw: None,
         bench_samples: samples,
         beyond: Default::default(),
+        debug_exit: true,
     };
     let r = run(&cfg)?;
     let out = DoorbellBench::from_run(&r)?;
@@ -220,6 +221,7 @@ fn convert_config() -> RunConfig {
         gpaw: None,
         bench_samples: 0,
         beyond: Default::default(),
+        debug_exit: true,
     }
 }
 

@@ -45,6 +45,11 @@ pub struct RunArgs {
     /// touch-unaccepted, alias-mismatch, hang, halt, fault, raw-io or triple-fault.
     #[arg(long, conflicts_with = "image", value_parser = ["touch-unaccepted", "alias-mismatch", "hang", "halt", "fault", "raw-io", "triple-fault"])]
     misbehave: Option<String>,
+    /// Leave out the isa-debug-exit device, as QEMU does without `-device isa-debug-exit`:
+    /// the guest then finds QEMU's ACPI tables through fw_cfg and powers off (S5) when it
+    /// passes (exit kind `poweroff`, exit code 0).
+    #[arg(long)]
+    no_debug_exit: bool,
     /// Accept all RAM at boot (instead of lazily) and report how long it took.
     #[arg(long)]
     accept_all: bool,
@@ -103,6 +108,7 @@ impl RunArgs {
             gpaw: self.gpaw,
             bench_samples: 0,
             beyond: self.beyond.get(),
+            debug_exit: !self.no_debug_exit,
         }
     }
 }
@@ -156,6 +162,7 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
     if r.stdout_closed {
         return Ok(EXIT_PIPE);
     }
-    let passed = r.exit.kind == ExitKind::Guest && r.exit.code == 0;
+    let passed =
+        (r.exit.kind == ExitKind::Guest && r.exit.code == 0) || r.exit.kind == ExitKind::PowerOff;
     Ok(r.exit.kind.exit_code(r.exit.code, passed))
 }

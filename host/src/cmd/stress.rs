@@ -219,6 +219,7 @@ pub fn stress(
         gpaw: a.gpaw,
         bench_samples: 0,
         beyond: a.beyond.get(),
+        debug_exit: true,
     };
     let run = run_with_progress(&cfg, progress)?;
     let vcpu_results: Vec<VcpuResult> = run

@@ -337,7 +337,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
             .map(|(gpa, len)| (gpa >> 12, (gpa + len) >> 12))
             .collect(),
     );
-    vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo));
+    vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo).with_platform(cfg.vcpus, cfg.debug_exit));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     vmm.shared_view = Some(mem.shared.clone());
     Td {

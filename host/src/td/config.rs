@@ -52,6 +52,9 @@ pub struct RunConfig {
     pub bench_samples: u32,
     /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
     pub beyond: BeyondUpstream,
+    /// Give the machine an isa-debug-exit device (`--no-debug-exit` leaves it out, as QEMU
+    /// without `-device isa-debug-exit`: the guest then powers off through ACPI).
+    pub debug_exit: bool,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.
@@ -155,6 +158,8 @@ pub struct Settings {
     pub plant_leak: bool,
     /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
     pub beyond: BeyondUpstream,
+    /// Whether the machine had an isa-debug-exit device.
+    pub debug_exit: bool,
 }
 
 impl RunConfig {
@@ -171,6 +176,7 @@ impl RunConfig {
             builtin_image: self.image == crate::GUEST_IMAGE,
             plant_leak: self.plant_leak,
             beyond: self.beyond,
+            debug_exit: self.debug_exit,
         }
     }
 }

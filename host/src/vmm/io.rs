@@ -1,9 +1,13 @@
 //! The devices a TD reaches through TDVMCALL<Instruction.IO> and <ReportFatalError>: COM1
-//! (printed line by line with a `[guest]` prefix) and the isa-debug-exit port 0xf4.
+//! (printed line by line with a `[guest]` prefix), the isa-debug-exit port 0xf4 (unless the
+//! run leaves it out, as QEMU does without `-device isa-debug-exit`), fw_cfg with QEMU's
+//! ACPI tables, and the ICH9 PM1a control register the guest powers off with.
 
+use super::FwCfg;
 use crate::exit::ExitKind;
 use serde::Serialize;
 use shared_abi::doorbell::{COM1_PORT, DEBUG_EXIT_PORT};
+use shared_abi::fw_cfg::{pm, DATA_PORT, SELECTOR_PORT};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::*};
 use std::sync::Mutex;
 
@@ -64,6 +68,12 @@ pub struct GuestIo {
     echo: AtomicBool,
     /// Stdout's reader went away while echoing (the CLI exits as a closed pipe does).
     pub stdout_closed: AtomicBool,
+    /// The fw_cfg device (a machine TD has one; unit tests need none).
+    fw_cfg: Option<FwCfg>,
+    /// Whether the isa-debug-exit device is there.
+    debug_exit: bool,
+    /// PM1a_CNT as last written (SLP_EN reads back as 0).
+    pm1_cnt: AtomicU32,
 }
 
 impl GuestIo {
@@ -78,7 +88,18 @@ impl GuestIo {
             stop: AtomicBool::new(false),
             echo: AtomicBool::new(echo),
             stdout_closed: AtomicBool::new(false),
+            fw_cfg: None,
+            debug_exit: true,
+            pm1_cnt: AtomicU32::new(0),
         }
+    }
+
+    /// Give the machine its q35 platform devices: fw_cfg with the ACPI tables for `vcpus`
+    /// vCPUs, and the isa-debug-exit device if `debug_exit`.
+    pub fn with_platform(mut self, vcpus: u32, debug_exit: bool) -> GuestIo {
+        self.fw_cfg = Some(FwCfg::q35(vcpus));
+        self.debug_exit = debug_exit;
+        self
     }
 
     /// Record how the TD ended (the first report wins) and stop it.
@@ -139,7 +160,21 @@ impl GuestIo {
                 0
             }
             (p, false) if p == COM1_PORT + 5 => 0x60, // LSR: transmitter empty
-            (DEBUG_EXIT_PORT, true) => {
+            (SELECTOR_PORT, true) if size == 2 => {
+                if let Some(f) = &self.fw_cfg {
+                    f.select(data as u16);
+                }
+                0
+            }
+            (DATA_PORT, false) if size == 1 => {
+                self.fw_cfg.as_ref().map_or(0xFF, |f| f.read() as u32)
+            }
+            (pm::PM1A_CNT_BLK, true) if size == 2 => {
+                self.pm1_cnt_write(data as u16);
+                0
+            }
+            (pm::PM1A_CNT_BLK, false) if size == 2 => self.pm1_cnt.load(SeqCst),
+            (DEBUG_EXIT_PORT, true) if self.debug_exit => {
                 let message = if data == 0 {
                     "guest reported success".into()
                 } else {
@@ -154,6 +189,21 @@ impl GuestIo {
             }
             (_, false) => u32::MAX >> (32 - 8 * size as u32),
             (_, true) => 0,
+        }
+    }
+
+    /// PM1a_CNT: SLP_EN with SLP_TYP 0 is a soft power-off (QEMU's `acpi_pm1_cnt_write`,
+    /// whose q35 `_S5` is type 0). The other sleep types (QEMU: S3 suspend, S4) are not
+    /// modelled: the write is kept and nothing happens.
+    fn pm1_cnt_write(&self, v: u16) {
+        self.pm1_cnt.store((v & !pm::SLP_EN) as u32, SeqCst);
+        let typ = (v >> pm::SLP_TYP_SHIFT) & 7;
+        if v & pm::SLP_EN != 0 && typ == pm::S5_SLP_TYP as u16 {
+            self.finish(GuestExit {
+                kind: ExitKind::PowerOff,
+                code: 0,
+                message: "the guest powered off (ACPI S5 through PM1a_CNT)".into(),
+            });
         }
     }
 
@@ -203,6 +253,30 @@ mod tests {
         };
         io.report_fatal_error(0, &regs);
         io.exit().expect("the TD stopped")
+    }
+
+    /// Only SLP_EN with SLP_TYP 0 (q35's `_S5`) powers off; other types and a write without
+    /// SLP_EN change nothing. Without isa-debug-exit, port 0xf4 is an empty port.
+    #[test]
+    fn pm1a_cnt_powers_off_on_s5_only_and_debug_exit_can_be_absent() {
+        let io = GuestIo::new(1, false).with_platform(1, false);
+        io.io(0, 4, true, DEBUG_EXIT_PORT, 0);
+        io.io(
+            0,
+            2,
+            true,
+            pm::PM1A_CNT_BLK,
+            1 << pm::SLP_TYP_SHIFT | pm::SLP_EN as u32,
+        );
+        io.io(0, 2, true, pm::PM1A_CNT_BLK, 1);
+        assert_eq!(io.exit(), None);
+        assert_eq!(io.io(0, 2, false, pm::PM1A_CNT_BLK, 0), 1);
+        io.io(0, 2, true, pm::PM1A_CNT_BLK, pm::SLP_EN as u32);
+        assert_eq!(io.exit().map(|e| e.kind), Some(ExitKind::PowerOff));
+        // fw_cfg answers on its ports.
+        io.io(0, 2, true, SELECTOR_PORT, 0);
+        let sig: Vec<u32> = (0..4).map(|_| io.io(0, 1, false, DATA_PORT, 0)).collect();
+        assert_eq!(sig, [b'Q', b'E', b'M', b'U'].map(u32::from));
     }
 
     #[test]

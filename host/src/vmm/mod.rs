@@ -3,10 +3,13 @@
 //! conversion on memory-fault exits, the console and exit devices — and the loop that serves
 //! one TDCALL through the TDX module, KVM and the VMM.
 
+mod acpi;
 mod convert;
 mod exits;
+mod fw_cfg;
 mod io;
 
 pub use convert::{ConvertError, Injector, MarkSink, SharedView, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
+pub use fw_cfg::FwCfg;
 pub use io::{GuestExit, GuestIo};

@@ -1,0 +1,209 @@
+//! The ACPI tables QEMU builds for a q35 machine, as few of them as a guest needs to find its
+//! CPUs and power off: FACS, DSDT (with `_S5`), FADT, MADT and the RSDT, plus the RSDP, and
+//! the loader script that places, links and checksums them in guest memory (QEMU's
+//! `hw/i386/acpi-build.c`: `acpi_build`, `build_fadt`, `build_madt`, `build_rsdt`,
+//! `build_rsdp`; the loader is `hw/acpi/bios-linker-loader.c`). Values follow QEMU's q35:
+//! ICH9's PM block at 0x600, SCI on IRQ 9, the I/O APIC at 0xFEC00000, `_S5` = {0, 0, 0, 0}.
+//!
+//! Tables hold offsets inside their blob where the guest must put addresses; the loader's
+//! ADD_POINTER commands add the blob's address there, and ADD_CHECKSUM fixes each checksum
+//! afterwards — so the blobs themselves carry zero checksums.
+
+use shared_abi::fw_cfg::{file, pm, zone, Command};
+
+/// The three fw_cfg files of QEMU's ACPI build.
+pub struct AcpiBlobs {
+    /// `etc/acpi/rsdp`.
+    pub rsdp: Vec<u8>,
+    /// `etc/acpi/tables`.
+    pub tables: Vec<u8>,
+    /// `etc/table-loader`.
+    pub loader: Vec<u8>,
+}
+
+const HEADER: usize = 36;
+/// The FADT revision QEMU's q35 uses (ACPI 2.0 layout, 244 bytes).
+const FADT_REVISION: u8 = 3;
+const FADT_LEN: usize = 244;
+const LAPIC_BASE: u32 = 0xFEE0_0000;
+const IOAPIC_BASE: u32 = 0xFEC0_0000;
+const SCI_IRQ: u16 = 9;
+
+/// A table's 36-byte header with QEMU's OEM fields; length and checksum are filled later.
+fn header(signature: &[u8; 4], revision: u8) -> Vec<u8> {
+    let mut h = Vec::with_capacity(HEADER);
+    h.extend_from_slice(signature);
+    h.extend_from_slice(&[0; 4]); // length
+    h.push(revision);
+    h.push(0); // checksum: the loader's ADD_CHECKSUM
+    h.extend_from_slice(b"BOCHS ");
+    h.extend_from_slice(b"BXPC    ");
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h.extend_from_slice(b"BXPC");
+    h.extend_from_slice(&1u32.to_le_bytes());
+    h
+}
+
+fn finish(mut t: Vec<u8>) -> Vec<u8> {
+    let len = t.len() as u32;
+    t[4..8].copy_from_slice(&len.to_le_bytes());
+    t
+}
+
+/// The DSDT: only `Name (_S5, Package (0x04) { Zero, Zero, Zero, Zero })` in the root
+/// scope, QEMU's own encoding of the soft-off state.
+fn dsdt() -> Vec<u8> {
+    let mut t = header(b"DSDT", 1);
+    t.extend_from_slice(&[0x08, b'_', b'S', b'5', b'_', 0x12, 0x06, 0x04, 0, 0, 0, 0]);
+    finish(t)
+}
+
+/// A Generic Address Structure in system I/O space.
+fn gas_io(port: u16, bits: u8, access_size: u8) -> [u8; 12] {
+    let mut g = [0u8; 12];
+    (g[0], g[1], g[2], g[3]) = (1, bits, 0, access_size);
+    g[4..12].copy_from_slice(&(port as u64).to_le_bytes());
+    g
+}
+
+/// The FADT with the q35 PM block; FIRMWARE_CTRL, DSDT and X_DSDT hold blob offsets.
+fn fadt(facs_at: u32, dsdt_at: u32) -> Vec<u8> {
+    let mut t = header(b"FACP", FADT_REVISION);
+    t.resize(FADT_LEN, 0);
+    let put = |t: &mut Vec<u8>, at: usize, v: &[u8]| t[at..at + v.len()].copy_from_slice(v);
+    put(&mut t, 36, &facs_at.to_le_bytes());
+    put(&mut t, 40, &dsdt_at.to_le_bytes());
+    put(&mut t, 46, &SCI_IRQ.to_le_bytes());
+    put(&mut t, 48, &0xB2u32.to_le_bytes()); // SMI_CMD: ICH9's APM control port
+    (t[52], t[53]) = (0x02, 0x03); // ACPI_ENABLE / ACPI_DISABLE
+    put(&mut t, 56, &(pm::PM1A_EVT_BLK as u32).to_le_bytes());
+    put(&mut t, 64, &(pm::PM1A_CNT_BLK as u32).to_le_bytes());
+    put(&mut t, 76, &(pm::PM_TMR_BLK as u32).to_le_bytes());
+    put(&mut t, 80, &(pm::GPE0_BLK as u32).to_le_bytes());
+    (t[88], t[89], t[91], t[92]) = (4, 2, 4, 16); // PM1_EVT, PM1_CNT, PM_TMR, GPE0 lengths
+    put(&mut t, 96, &0x0FFFu16.to_le_bytes()); // P_LVL2_LAT: C2 unsupported
+    put(&mut t, 98, &0x0FFFu16.to_le_bytes()); // P_LVL3_LAT: C3 unsupported
+                                               // WBINVD, PROC_C1, SLP_BUTTON, RTC_S4 (QEMU's q35 flags, less the platform clock).
+    put(
+        &mut t,
+        112,
+        &(1u32 | 1 << 2 | 1 << 5 | 1 << 7).to_le_bytes(),
+    );
+    put(&mut t, 140, &(dsdt_at as u64).to_le_bytes()); // X_DSDT
+    put(&mut t, 148, &gas_io(pm::PM1A_EVT_BLK, 32, 0));
+    put(&mut t, 172, &gas_io(pm::PM1A_CNT_BLK, 16, 0));
+    put(&mut t, 208, &gas_io(pm::PM_TMR_BLK, 32, 0));
+    put(&mut t, 220, &gas_io(pm::GPE0_BLK, 128, 0));
+    finish(t)
+}
+
+/// The MADT: one local APIC per vCPU, the I/O APIC, QEMU's interrupt overrides (IRQ 0 on
+/// GSI 2; the SCI level-triggered, active high) and the LINT1 NMI of every processor.
+fn madt(vcpus: u32) -> Vec<u8> {
+    let mut t = header(b"APIC", 1);
+    t.extend_from_slice(&LAPIC_BASE.to_le_bytes());
+    t.extend_from_slice(&1u32.to_le_bytes()); // PCAT_COMPAT: dual 8259s present
+    for i in 0..vcpus {
+        t.extend_from_slice(&[0, 8, i as u8, i as u8]);
+        t.extend_from_slice(&1u32.to_le_bytes()); // enabled
+    }
+    t.extend_from_slice(&[1, 12, 0, 0]);
+    t.extend_from_slice(&IOAPIC_BASE.to_le_bytes());
+    t.extend_from_slice(&0u32.to_le_bytes());
+    for (irq, gsi, flags) in [(0u8, 2u32, 0u16), (SCI_IRQ as u8, SCI_IRQ as u32, 0x000D)] {
+        t.extend_from_slice(&[2, 10, 0, irq]);
+        t.extend_from_slice(&gsi.to_le_bytes());
+        t.extend_from_slice(&flags.to_le_bytes());
+    }
+    t.extend_from_slice(&[4, 6, 0xFF, 0, 0, 1]); // all processors, flags 0, LINT1
+    finish(t)
+}
+
+fn facs() -> Vec<u8> {
+    let mut t = vec![0u8; 64];
+    t[0..4].copy_from_slice(b"FACS");
+    t[4..8].copy_from_slice(&64u32.to_le_bytes());
+    t
+}
+
+/// The three files for a q35 machine with `vcpus` vCPUs.
+pub fn build_q35(vcpus: u32) -> AcpiBlobs {
+    let tables_f = file::ACPI_TABLES.as_bytes();
+    let rsdp_f = file::ACPI_RSDP.as_bytes();
+    let mut tables = facs();
+    let mut cmds = vec![
+        Command::Allocate {
+            file: rsdp_f,
+            align: 16,
+            zone: zone::FSEG,
+        },
+        Command::Allocate {
+            file: tables_f,
+            align: 64,
+            zone: zone::HIGH,
+        },
+    ];
+    let pointer = |offset: usize, size: u8| Command::AddPointer {
+        dest: tables_f,
+        src: tables_f,
+        offset: offset as u32,
+        size,
+    };
+    let append = |tables: &mut Vec<u8>, t: Vec<u8>, cmds: &mut Vec<Command<'_>>| {
+        let at = tables.len();
+        cmds.push(Command::AddChecksum {
+            file: tables_f,
+            offset: (at + 9) as u32,
+            start: at as u32,
+            length: t.len() as u32,
+        });
+        tables.extend_from_slice(&t);
+        at
+    };
+    let dsdt_at = append(&mut tables, dsdt(), &mut cmds);
+    let fadt_at = tables.len();
+    cmds.extend([
+        pointer(fadt_at + 36, 4),
+        pointer(fadt_at + 40, 4),
+        pointer(fadt_at + 140, 8),
+    ]);
+    append(&mut tables, fadt(0, dsdt_at as u32), &mut cmds);
+    let madt_at = append(&mut tables, madt(vcpus), &mut cmds);
+    let mut rsdt = header(b"RSDT", 1);
+    let rsdt_at = tables.len();
+    for (i, entry) in [fadt_at, madt_at].into_iter().enumerate() {
+        rsdt.extend_from_slice(&(entry as u32).to_le_bytes());
+        cmds.push(pointer(rsdt_at + HEADER + 4 * i, 4));
+    }
+    append(&mut tables, finish(rsdt), &mut cmds);
+    // Pointers are patched before checksums are computed: QEMU's loader order.
+    cmds.sort_by_key(|c| match c {
+        Command::Allocate { .. } => 0,
+        Command::AddPointer { .. } => 1,
+        _ => 2,
+    });
+    let mut rsdp = Vec::with_capacity(20);
+    rsdp.extend_from_slice(b"RSD PTR ");
+    rsdp.push(0); // checksum
+    rsdp.extend_from_slice(b"BOCHS ");
+    rsdp.push(0); // revision 0: ACPI 1.0, an RSDT
+    rsdp.extend_from_slice(&(rsdt_at as u32).to_le_bytes());
+    cmds.push(Command::AddPointer {
+        dest: rsdp_f,
+        src: tables_f,
+        offset: 16,
+        size: 4,
+    });
+    cmds.push(Command::AddChecksum {
+        file: rsdp_f,
+        offset: 8,
+        start: 0,
+        length: 20,
+    });
+    let loader = cmds.iter().flat_map(|c| c.encode()).collect();
+    AcpiBlobs {
+        rsdp,
+        tables,
+        loader,
+    }
+}
