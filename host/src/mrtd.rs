@@ -12,6 +12,7 @@
 //! by section in metadata order; TDH.MR.FINALIZE ends the hash. The result depends on the
 //! image only, so a user can compare it with the MRTD in a TD quote on real hardware.
 
+use crate::seam::measure::{record, CHUNK};
 use sha2::{Digest, Sha384};
 use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
 
@@ -19,16 +20,7 @@ use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
 /// a real TDVF adds a few MiB of TEMP_MEM and TD_HOB beside its firmware volume). A section
 /// table claiming more — from a broken or hostile image — is not hashed page by page.
 pub const MAX_ADDED_BYTES: u64 = 256 << 20;
-const BLOCK: usize = 128;
-const CHUNK: usize = 256;
 const PAGE: usize = 4096;
-
-fn record(tag: &[u8], gpa: u64) -> [u8; BLOCK] {
-    let mut b = [0u8; BLOCK];
-    b[..tag.len()].copy_from_slice(tag);
-    b[16..24].copy_from_slice(&gpa.to_le_bytes());
-    b
-}
 
 /// The MRTD of a TD built from `meta`'s image, as 48 bytes; `None` when its added sections
 /// cover more than [`MAX_ADDED_BYTES`].
@@ -77,6 +69,7 @@ pub fn hex(m: &[u8; 48]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::seam::measure::BLOCK;
 
     #[test]
     fn records_put_the_tag_at_0_and_the_gpa_at_16() {

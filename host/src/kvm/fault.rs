@@ -50,7 +50,7 @@ impl Kvm {
         let gpaw = self.cfg.gpaw;
         let is_private = self.cfg.is_td && !gpaw.is_shared(gpa);
         let gfn = self.gfn_of(gpa);
-        if gfn >= self.cfg.mem_pages {
+        if gfn >= self.cfg.mem_pages && !(is_private && self.cfg.firmware.contains(&gfn)) {
             return FaultOutcome::Error(FaultError::OutsideMemory(gpa));
         }
         // kvm_mmu_faultin_pfn: snapshot the sequence, then check the attribute.

@@ -54,6 +54,9 @@ pub struct KvmConfig {
     pub gpaw: Gpaw,
     /// Behaviour beyond upstream KVM (all off by default).
     pub beyond: BeyondUpstream,
+    /// GFNs of the firmware window: a guest_memfd memslot that QEMU makes private for good
+    /// before it populates it (KVM_TDX_INIT_MEM_REGION); empty without one.
+    pub firmware: std::ops::Range<u64>,
 }
 
 /// Behaviour beyond upstream KVM, each selectable and off by default, so the model keeps
@@ -79,6 +82,7 @@ impl KvmConfig {
             mem_pages,
             gpaw,
             beyond: BeyondUpstream::default(),
+            firmware: 0..0,
         }
     }
 }
@@ -277,6 +281,9 @@ impl Kvm {
     }
     /// `kvm_mem_is_private(gfn)`.
     pub(crate) fn kvm_mem_is_private(&self, gfn: u64) -> bool {
+        if self.cfg.firmware.contains(&gfn) {
+            return true;
+        }
         self.attrs
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -303,7 +310,7 @@ impl Kvm {
                 let n = shared_abi::sept::level_pages(level);
                 for gfn in gpa.0 >> 12..(gpa.0 >> 12) + n {
                     private_gfns.insert(gfn);
-                    if !attrs.get(gfn).is_private() {
+                    if !attrs.get(gfn).is_private() && !self.cfg.firmware.contains(&gfn) {
                         bad.push(format!(
                             "S-EPT leaf {} ({}) at gfn {gfn:#x} whose attribute is shared",
                             state.name(),

@@ -6,6 +6,7 @@
 
 mod epoch;
 pub mod machine;
+pub mod measure;
 mod mem;
 mod sept;
 mod tdcall;
@@ -56,6 +57,8 @@ pub struct SeamStats {
     pub sept_add: AtomicU64,
     /// PAGE.ADD.
     pub page_add: AtomicU64,
+    /// MR.EXTEND (256-byte chunks measured).
+    pub mr_extend: AtomicU64,
     /// PAGE.AUG.
     pub page_aug: AtomicU64,
     /// RANGE.BLOCK.
@@ -95,6 +98,8 @@ pub(crate) struct SeamInner {
     /// the emulated CPU loses these pages at the next TRACK (one call per run of adjacent
     /// pages), or before an operation that needs them gone.
     pub(crate) cpu_unmap_pending: Vec<(u64, u64)>,
+    /// MRTD, extended while the TD is built.
+    pub(crate) mrtd: measure::Measurement,
 }
 
 /// The TDX module of one TD.
@@ -128,6 +133,7 @@ impl TdxModule {
                 sept: Sept::new(),
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
+                mrtd: measure::Measurement::default(),
             }),
             epoch: Mutex::new(EpochState::new(params.num_vcpus)),
             params,
@@ -181,6 +187,7 @@ impl TdxModule {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
         g.op_state = OpState::Runnable;
+        g.mrtd.finalize();
         Ok(())
     }
 
@@ -228,6 +235,7 @@ impl TdxModule {
             return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(0));
         }
         *g.sept.entry_mut(gpa, 0) = SeptEntry::leaf(SeptState::Mapped, hpa);
+        g.mrtd.page_add(gpa);
         self.map_for_cpu(gpa, hpa, 1);
         self.stats.page_add.fetch_add(1, Relaxed);
         Ok(())

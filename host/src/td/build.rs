@@ -10,13 +10,14 @@ use super::kvm_backend::{KvmBackend, KvmPrivateMem, VcpuCtl};
 use super::ram::RamLayout;
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
 use crate::kvm::{FaultOutcome, Kvm, KvmConfig};
+use crate::seam::measure::CHUNK;
 use crate::seam::{TdParams, TdxModule};
 use crate::vmm::{GuestIo, Injector, Vmm};
 use anyhow::{bail, Context};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
 use shared_abi::layout::hob::TdxlabHob;
-use shared_abi::layout::tdvf::{SectionType, TdvfMetadata};
+use shared_abi::layout::tdvf::{SectionType, TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
 use shared_abi::td::attributes::SEPT_VE_DISABLE;
 use shared_abi::{Gpa, Gpaw, PageLevel};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -75,7 +76,7 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     let mem = Memory::new(cfg)?;
     mem.add_memslots(&vm, gpaw, &ram, layout.image_base)?;
     let mut td = models(cfg, gpaw, vm, mem);
-    td.add_initial_pages(&layout.accepted)?;
+    td.add_initial_pages(&meta)?;
     // vCPUs in the TD start state (created before finalization, as QEMU does).
     let cpuid = td_cpuid(&kvm)?;
     // KVM answers TDVMCALL<Instruction.CPUID> from the table userspace set (the binding
@@ -311,7 +312,9 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         num_vcpus: cfg.vcpus,
         max_vcpus: cfg.vcpus,
     };
-    let module = TdxModule::new(params, Arc::new(KvmPrivateMem(mem.private.clone())));
+    let window = mem.fw_base.0..1 << 32;
+    let private = KvmPrivateMem(mem.private.clone(), window.clone());
+    let module = TdxModule::new(params, Arc::new(private));
     let seam = Arc::new(module.with_accept_busy(cfg.inject.busy, 0xb05e ^ seed));
     let backend = Arc::new(KvmBackend {
         private: mem.private.clone(),
@@ -326,6 +329,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     kc.policy = cfg.policy;
     kc.private_max_level = cfg.inject.private_page_size;
     kc.beyond = cfg.beyond;
+    kc.firmware = window.start >> 12..window.end >> 12;
     let kvm = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
     let retry = Injector::new(cfg.inject.retry, 0x7d78_6c61 ^ seed);
     let counters = Arc::new(Counters::default());
@@ -362,14 +366,32 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
 }
 
 impl Td<'_> {
-    /// QEMU's KVM_TDX_INIT_MEM_REGION for TD_HOB and TEMP_MEM: each page through KVM's
-    /// fault path, which adds it with TDH.MEM.PAGE.ADD before the TD is finalized.
-    fn add_initial_pages(&self, ranges: &[(u64, u64)]) -> anyhow::Result<()> {
-        for &(gpa, size) in ranges {
-            for p in (gpa..gpa + size).step_by(4096) {
+    /// QEMU's KVM_TDX_INIT_MEM_REGION for every section without PAGE_AUG, in the metadata's
+    /// order (`tdx_finalize_vm`): each page through KVM's fault path, which adds it with
+    /// TDH.MEM.PAGE.ADD before the TD is finalized, then — for a section with MR_EXTEND —
+    /// its sixteen 256-byte chunks measured with TDH.MR.EXTEND (`tdx_gmem_post_populate`).
+    /// The firmware window's pages are what the image holds there; the others start zeroed.
+    fn add_initial_pages(&self, meta: &TdvfMetadata) -> anyhow::Result<()> {
+        for s in meta
+            .sections()
+            .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
+        {
+            let mut bytes = meta.raw_data(&s).to_vec();
+            bytes.resize(s.memory_size.div_ceil(4096) as usize * 4096, 0);
+            for (i, page) in bytes.chunks(4096).enumerate() {
+                let p = s.memory_address + (i as u64) * 4096;
                 match self.kvm.kvm_mmu_page_fault(Gpa(p), PageLevel::Size4K) {
                     FaultOutcome::Mapped => {}
                     other => bail!("adding private page {p:#x}: {other:?}"),
+                }
+                if s.attributes & ATTR_MR_EXTEND == 0 {
+                    continue;
+                }
+                for (c, chunk) in page.chunks(CHUNK).enumerate() {
+                    let at = Gpa(p + (c * CHUNK) as u64);
+                    let chunk = chunk.try_into().expect("pages split into whole chunks");
+                    (self.seam.tdh_mr_extend(at, chunk))
+                        .map_err(|e| anyhow::anyhow!("TDH.MR.EXTEND at {at}: {e}"))?;
                 }
             }
         }

@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Private memory as the TDX module model sees it: the private backing's host view, and its
-/// slot view for what the module lets the CPU reach.
-pub(super) struct KvmPrivateMem(pub(super) Arc<Backing>);
+/// slot view for what the module lets the CPU reach; and the firmware window's GPAs, which
+/// the CPU reaches through their own memslot (the image, as QEMU copied it for PAGE.ADD).
+pub(super) struct KvmPrivateMem(pub(super) Arc<Backing>, pub(super) std::ops::Range<u64>);
 
 impl PrivateMem for KvmPrivateMem {
     fn zero(&self, hpa: Hpa, pages: u64) {
@@ -35,6 +36,9 @@ impl PrivateMem for KvmPrivateMem {
     /// The private memslot maps GFN n to frame n of the backing, so that is the only
     /// translation the emulated CPU can be given.
     fn map(&self, gpa: Gpa, hpa: Hpa, pages: u64) -> Result<(), CpuMapError> {
+        if self.1.contains(&gpa.0) {
+            return Ok(());
+        }
         if gpa.0 >> 12 != hpa {
             return Err(CpuMapError(
                 format!(
@@ -49,6 +53,9 @@ impl PrivateMem for KvmPrivateMem {
             .map_err(|e| CpuMapError(Box::new(e)))
     }
     fn unmap(&self, gpa: Gpa, pages: u64) -> Result<(), CpuMapError> {
+        if self.1.contains(&gpa.0) {
+            return Ok(());
+        }
         self.0
             .unmap(gpa.0, pages * 4096)
             .map_err(|e| CpuMapError(Box::new(e)))

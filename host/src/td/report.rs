@@ -77,6 +77,11 @@ pub struct RunReport {
     pub implicit_conversions: u64,
     /// TDH.MEM.PAGE.DEMOTEs: 2 MiB private mappings split because part of one was zapped.
     pub demotes: u64,
+    /// TDH.MEM.PAGE.ADDs while the host built the TD (every page of every section without
+    /// PAGE_AUG, the firmware window included).
+    pub pages_added: u64,
+    /// TDH.MR.EXTENDs: 256-byte chunks of the MR_EXTEND sections measured into MRTD.
+    pub mr_extends: u64,
     /// Injected events by name (retry, busy, host_invalidate), only those asked for.
     pub injected: BTreeMap<String, u64>,
     /// What the end-of-run audit found: each a violated invariant (docs/model.md) (a leak or a
@@ -94,8 +99,9 @@ pub struct RunReport {
     pub vcpus_ran_s: f64,
     /// Seconds the end-of-run audit took.
     pub audit_s: f64,
-    /// The image's MRTD as the TDX module computes it under QEMU (hex, `crate::mrtd`; `None`
-    /// for an image whose added sections are larger than tdxlab hashes).
+    /// MRTD as the emulated TDX module measured the TD while the host built it (hex): every
+    /// PAGE.ADD and MR.EXTEND, closed at MR.FINALIZE. `tdxlab inspect` computes the same from
+    /// the image alone (`crate::mrtd`), which is what real hardware reports for it.
     pub mrtd: Option<String>,
     /// Exits by kind, kicks, memory system calls and host CPU time outside KVM_RUN, over
     /// the whole run (docs/performance.md).
@@ -193,15 +199,15 @@ impl RunReport {
             pages_converted: vmm.pages_converted.load(Relaxed),
             implicit_conversions: vmm.implicit_conversions.load(Relaxed),
             demotes: seam.stats.demote.load(Relaxed),
+            pages_added: seam.stats.page_add.load(Relaxed),
+            mr_extends: seam.stats.mr_extend.load(Relaxed),
             injected: injected(td),
             accept_2m_fallbacks: seam.stats.accept_size_mismatch.load(Relaxed),
             audit,
             memslot_vmas,
             vcpus_ran_s: ended.ran_s,
             audit_s,
-            mrtd: (shared_abi::layout::tdvf::TdvfMetadata::parse(&cfg.image).ok())
-                .and_then(|m| crate::mrtd::mrtd(&m))
-                .map(|m| crate::mrtd::hex(&m)),
+            mrtd: td.seam.mrtd().map(|m| crate::mrtd::hex(&m)),
             exits: td.account.snapshot(vmm),
             windows: td.account.windows(),
             console_at_s,
