@@ -224,11 +224,18 @@ impl<'w> Vcpu<'w> {
         let gpa = self.gpa(gfn, alias);
         // A fault that waited behind a zap sees the sequence moved and retries, as in KVM;
         // only a long stretch without success means the host is stuck.
-        let since = std::time::Instant::now();
+        // Read the clock only once a fault has been retried: the usual miss never needs it.
+        let mut since = None;
         let mut attempt = 0u32;
-        while since.elapsed() < crate::vmm::FAULT_PROGRESS_TIMEOUT {
-            if attempt > 0 {
-                // The fault was retried (it raced a zap): let the zapping thread finish.
+        while since
+            .is_none_or(|t: std::time::Instant| t.elapsed() < crate::vmm::FAULT_PROGRESS_TIMEOUT)
+        {
+            if attempt == 1 {
+                since = Some(std::time::Instant::now());
+            }
+            if attempt > 1 {
+                // The usual miss faults once and then hits; a second miss means the fault
+                // was retried (it raced a zap): let the zapping thread finish.
                 std::thread::yield_now();
             }
             attempt += 1;
