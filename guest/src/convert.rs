@@ -57,9 +57,19 @@ pub fn set_alias(range: GpaRange, shared: bool, gpaw: Gpaw) -> Result<(), Conver
     Ok(())
 }
 
+/// Tell the host's trace what the guest does (only when it traces: a console line each).
+fn trace(range: GpaRange, what: &str) {
+    use shared_abi::layout::hob::{config::TRACE, TRACE_LINE};
+    if crate::boot::info::get().flags() & TRACE != 0 {
+        println!("{TRACE_LINE}{:#x} {} {what}", range.start.0, range.len);
+    }
+}
+
 /// Private → shared, Linux's order: PTEs first, then MapGPA.
 pub fn to_shared(range: GpaRange, gpaw: Gpaw) -> Result<(), ConvertError> {
+    trace(range, "PTEs get the shared bit; INVLPG each page");
     set_alias(range, true, gpaw)?;
+    trace(range, "TDG.VP.VMCALL<MapGPA> to shared");
     crate::arch::tdx()
         .map_gpa(range, ConversionTarget::Shared, gpaw)
         .map_err(ConvertError::MapGpa)?;
@@ -69,12 +79,18 @@ pub fn to_shared(range: GpaRange, gpaw: Gpaw) -> Result<(), ConvertError> {
 /// Shared → private, Linux's order: MapGPA, accept (fresh pages only), then PTEs.
 pub fn to_private(range: GpaRange, gpaw: Gpaw) -> Result<AcceptStats, ConvertError> {
     let mut tdx = crate::arch::tdx();
+    trace(range, "TDG.VP.VMCALL<MapGPA> to private");
     tdx.map_gpa(range, ConversionTarget::Private, gpaw)
         .map_err(ConvertError::MapGpa)?;
+    trace(
+        range,
+        "TDG.MEM.PAGE.ACCEPT each page (2M where aligned, else 4K)",
+    );
     let s = tdx.accept(range).map_err(ConvertError::Accept)?;
     if s.already_accepted_bytes != 0 {
         return Err(ConvertError::NotFresh(s.already_accepted_bytes));
     }
+    trace(range, "PTEs lose the shared bit; INVLPG each page");
     set_alias(range, false, gpaw)?;
     Ok(s)
 }

@@ -140,7 +140,10 @@ fn sim_trace_prints_each_removal_as_a_nested_tree() {
     ]);
     assert_eq!(out.status.code(), Some(0));
     let err = String::from_utf8(out.stderr).unwrap();
-    let lines: Vec<&str> = err.lines().collect();
+    // Each line: the time ("…ms "), the vCPU padded to four, a space, then the indented step.
+    let lines: Vec<&str> = (err.lines())
+        .filter_map(|l| l.find("ms v0").map(|i| &l[i + 3 + 5..]))
+        .collect();
     let at = lines
         .iter()
         .position(|l| l.trim_start().starts_with("tdx_sept_remove_private_spte"))

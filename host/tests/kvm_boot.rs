@@ -317,6 +317,33 @@ fn without_the_exit_device_the_guest_powers_off_through_acpi() {
     assert_eq!(failed.report["exit"]["kind"], "fatal", "{}", failed.report);
 }
 
+/// `run --trace`: the guest sends its conversion steps over the console, which the tree shows
+/// as the guest's (not as console output), beside the host's steps and the console lines.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn a_traced_run_shows_the_guests_steps_and_names_each_call() {
+    require_kvm!();
+    let path = std::env::temp_dir().join(format!("tdxlab-kvm-trace-{}.txt", std::process::id()));
+    let p = path.to_str().unwrap();
+    let run = run_with_report(&["run", "--vcpus", "1", "--trace", "--trace-out", p]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
+    let t = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    for want in [
+        "v0   guest: PTEs get the shared bit; INVLPG each page gpa=0x",
+        "v0   guest: TDG.VP.VMCALL<MapGPA> to shared",
+        "v0   tdx_emulate_vmcall sub=MapGPA r12=0x",
+        "v0   tdx_emulate_vmcall sub=tdxlab host check op=SYNC_SHARED",
+        "v0   console (COM1): vCPU 0: accepted",
+    ] {
+        assert!(t.contains(want), "missing {want:?}");
+    }
+    assert!(
+        !run.out.contains("trace: "),
+        "guest steps are not console output"
+    );
+}
+
 /// A raw HLT is not executed in a TD: the module makes it a #VE (reason 12), the guest's
 /// handler asks for TDVMCALL<HLT> with interrupts blocked, and KVM blocks the vCPU for good.
 /// The idle vCPU 1 parks the same way (at most one #VE each).

@@ -10,6 +10,7 @@ mod scale;
 pub mod sept_states;
 mod sim;
 pub mod stress;
+mod trace_args;
 
 pub use parse::{check_inject, inject_config, InjectItem};
 pub(crate) use parse::{
@@ -40,14 +41,19 @@ struct Cli {
 }
 
 impl Command {
-    /// `--trace`: the subcommand asked for the step tree.
-    fn trace(&self) -> bool {
+    /// `--trace`: the step tree the subcommand asked for, if any (the walkthrough's: every
+    /// step, no timestamps, so its text is the same on every run).
+    fn trace(&self) -> Result<Option<crate::trace::Options>, String> {
         match self {
-            Command::Run(a) => a.trace,
-            Command::Stress(a) => a.trace,
-            Command::Sim(a) => a.trace,
-            Command::Walkthrough => true,
-            _ => false,
+            Command::Run(a) => a.trace.options(),
+            Command::Stress(a) => a.trace.options(),
+            Command::Sim(a) => a.trace.options(),
+            Command::Walkthrough => Ok(Some(crate::trace::Options {
+                timestamps: false,
+                boot: true,
+                ..Default::default()
+            })),
+            _ => Ok(None),
         }
     }
 }
@@ -158,7 +164,13 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
-    crate::trace::init(cli.verbose, cli.quiet, cli.command.trace());
+    match cli.command.trace() {
+        Ok(tree) => crate::trace::init(cli.verbose, cli.quiet, tree),
+        Err(e) => {
+            eprintln!("tdxlab: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
         Command::Walkthrough => {

@@ -29,9 +29,8 @@ pub struct RunArgs {
     /// Refuse implicit conversions: an alias/attribute mismatch stops the TD.
     #[arg(long)]
     strict: bool,
-    /// Print every kernel/module step as a tree.
-    #[arg(long)]
-    pub(super) trace: bool,
+    #[command(flatten)]
+    pub(super) trace: super::trace_args::TraceArgs,
     /// Stop the TD after this many seconds.
     #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
     timeout: u64,
@@ -79,7 +78,9 @@ impl RunArgs {
             Some("triple-fault") => config::TRIPLE_FAULT,
             _ => 0,
         };
+        let trace = if self.trace.trace { config::TRACE } else { 0 };
         misbehave
+            | trace
             | if self.accept_all {
                 config::ACCEPT_ALL
             } else {

@@ -50,9 +50,8 @@ pub struct SimArgs {
     /// Print the JSON report instead of the summary.
     #[arg(long)]
     json: bool,
-    /// Print every mirrored kernel/module step (very verbose; use few ops).
-    #[arg(long)]
-    pub(super) trace: bool,
+    #[command(flatten)]
+    pub(super) trace: super::trace_args::TraceArgs,
 }
 
 /// Check the size and the injection, then run.

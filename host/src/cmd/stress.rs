@@ -60,9 +60,8 @@ pub struct StressArgs {
     /// Print the JSON report on stdout (as `--report -`; docs/json.md).
     #[arg(long, conflicts_with = "report")]
     pub json: bool,
-    /// Print every kernel/module step as a tree (very verbose).
-    #[arg(long)]
-    pub trace: bool,
+    #[command(flatten)]
+    pub(crate) trace: super::trace_args::TraceArgs,
     /// Test-only: the host leaks a private byte before each SYNC_PRIVATE (set from the
     /// environment, never a flag).
     #[arg(skip)]
@@ -204,7 +203,11 @@ pub fn stress(
         policy: a.policy,
         strict: a.strict,
         timeout: a.timeout(),
-        flags: 0,
+        flags: if a.trace.trace {
+            shared_abi::layout::hob::config::TRACE
+        } else {
+            0
+        },
         echo: false,
         workload: crate::guest_layout::WORKLOAD_STRESS,
         plant_leak: a.plant_leak,

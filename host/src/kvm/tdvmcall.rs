@@ -81,12 +81,43 @@ pub trait VmmExits {
     }
 }
 
+/// The trace's node for one TDVMCALL, named: tdxlab's host checks by their operation, KVM
+/// hypercalls by number, MapGPA with its registers. Console output (Instruction.IO to COM1,
+/// one call per byte) gets none: the console traces each line once it is complete.
+fn vmcall_span(sub: Option<Subfunction>, regs: &Regs) -> tracing::Span {
+    use shared_abi::hostcheck::{HostCheckOp, TDXLAB_HYPERCALL};
+    let name = sub.map(Subfunction::name).unwrap_or("unknown");
+    match (regs.r10, sub) {
+        (TDXLAB_HYPERCALL, _) => {
+            let op = HostCheckOp::from_number(regs.r11).map_or("unknown", HostCheckOp::name);
+            tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = "tdxlab host check", op, gpa = %Gpa(regs.r12), r13 = regs.r13)
+        }
+        (TDX_HYPERCALL_STANDARD, _) => match sub {
+            Some(Subfunction::Io)
+                if regs.r14 == shared_abi::doorbell::COM1_PORT as u64 && regs.r13 == 1 =>
+            {
+                tracing::Span::none()
+            }
+            Some(Subfunction::Io) => {
+                tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = name, port = %format_args!("{:#x}", regs.r14), write = regs.r13 == 1)
+            }
+            Some(Subfunction::MapGpa) => {
+                tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = name, r12 = regs.r12, r13 = regs.r13)
+            }
+            _ => tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = name),
+        },
+        (nr, _) => {
+            tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = "KVM hypercall", nr)
+        }
+    }
+}
+
 impl Kvm {
     /// `tdx_emulate_vmcall`: serve a TDVMCALL from the host view of the registers, writing
     /// R10 (status) and the outputs.
     pub fn tdx_emulate_vmcall(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
         let sub = Subfunction::from_number(regs.r11);
-        let _s = tracing::debug_span!(target: "kvm", "tdx_emulate_vmcall", sub = sub.map(Subfunction::name).unwrap_or("?")).entered();
+        let _s = vmcall_span(sub, regs).entered();
         if regs.r10 == shared_abi::hostcheck::TDXLAB_HYPERCALL {
             return vmm.host_check(vcpu, regs);
         }

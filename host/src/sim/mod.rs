@@ -326,6 +326,7 @@ fn run_vcpu(
     errors: &Mutex<Vec<String>>,
     totals: &Mutex<Counters>,
 ) {
+    crate::trace::set_vcpu(id);
     let mut v = vcpu::Vcpu::new(id, world, cfg);
     let mut r = v.boot();
     let deadline = cfg

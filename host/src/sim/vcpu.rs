@@ -346,6 +346,10 @@ impl<'w> Vcpu<'w> {
     /// Accept `[i, i+n)`; the pages must come back fresh (zeroed by this accept).
     fn accept(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         let range = self.range(i, n);
+        guest_step(
+            range,
+            "TDG.MEM.PAGE.ACCEPT each page (2M where aligned, else 4K)",
+        );
         let r = Tdx::new(SimTransport(self)).accept(range);
         if let Some(e) = self.fatal.take() {
             return Err(e);
@@ -370,6 +374,7 @@ impl<'w> Vcpu<'w> {
 
     fn map_gpa(&mut self, i: usize, n: usize, to: ConversionTarget) -> Result<(), GuestError> {
         let range = self.range(i, n);
+        guest_step(range, &format!("TDG.VP.VMCALL<MapGPA> to {}", to.name()));
         let gpaw = self.w.gpaw;
         let r = Tdx::new(SimTransport(self)).map_gpa(range, to, gpaw);
         if let Some(e) = self.fatal.take() {
@@ -383,6 +388,10 @@ impl<'w> Vcpu<'w> {
 
     /// Private → shared in Linux's order: PTE gets the shared bit, local flush, MapGPA.
     fn convert_to_shared(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
+        guest_step(
+            self.range(i, n),
+            "PTEs get the shared bit; INVLPG each page",
+        );
         self.flush_local(i, n, Alias::Private);
         self.map_gpa(i, n, ConversionTarget::Shared)?;
         (i..i + n).try_for_each(|p| self.became_shared(p))
@@ -416,6 +425,10 @@ impl<'w> Vcpu<'w> {
     fn convert_to_private(&mut self, i: usize, n: usize) -> Result<(), GuestError> {
         self.map_gpa(i, n, ConversionTarget::Private)?;
         self.accept(i, n)?;
+        guest_step(
+            self.range(i, n),
+            "PTEs lose the shared bit; INVLPG each page",
+        );
         self.flush_local(i, n, Alias::Shared);
         for p in i..i + n {
             self.check_page(p)?;
@@ -493,4 +506,9 @@ impl<'w> Vcpu<'w> {
         self.exit();
         r
     }
+}
+
+/// One step of the guest's own, for the trace (what Linux does around a TDCALL).
+pub(super) fn guest_step(range: GpaRange, what: &str) {
+    tracing::debug!(target: "guest", gpa = %range.start, bytes = range.len, "guest: {what}");
 }

@@ -33,6 +33,7 @@ fn step(n: u32, what: &str) {
 
 /// Run the four steps, tracing to stderr (the caller installed the tree layer).
 pub fn run() {
+    crate::trace::set_vcpu(0);
     let w = World::new(&SimConfig {
         vcpus: 1,
         region_pages: 1024,
@@ -44,11 +45,14 @@ pub fn run() {
         1,
         "the guest accepts a page it never touched: EPT violation, AUG, ACCEPT again",
     );
+    super::vcpu::guest_step(page, "TDG.MEM.PAGE.ACCEPT (4K)");
     tdx.accept(page).expect("accept");
     step(
         2,
         "the guest converts it to shared: MapGPA, the private leaf is removed",
     );
+    super::vcpu::guest_step(page, "the PTE gets the shared bit; INVLPG");
+    super::vcpu::guest_step(page, "TDG.VP.VMCALL<MapGPA> to shared");
     tdx.map_gpa(page, ConversionTarget::Shared, w.gpaw)
         .expect("to shared");
     step(
@@ -63,9 +67,12 @@ pub fn run() {
         4,
         "back to private: MapGPA, the shared leaf is zapped, then ACCEPT",
     );
+    super::vcpu::guest_step(page, "TDG.VP.VMCALL<MapGPA> to private");
     tdx.map_gpa(page, ConversionTarget::Private, w.gpaw)
         .expect("to private");
+    super::vcpu::guest_step(page, "TDG.MEM.PAGE.ACCEPT (4K)");
     tdx.accept(page).expect("accept again");
+    super::vcpu::guest_step(page, "the PTE loses the shared bit; INVLPG");
     let bad = w.check_invariants();
     step(5, &format!("invariants checked: {} violations", bad.len()));
 }

@@ -14,6 +14,7 @@ use shared_abi::vmcall::Subfunction;
 use std::sync::atomic::Ordering::*;
 
 pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
+    crate::trace::set_vcpu(index);
     let io = ctx.vmm.io.as_ref().expect("machine VMMs have I/O");
     let fatal = |kind: ExitKind, message: String| {
         io.finish(GuestExit {

@@ -130,6 +130,10 @@ impl GuestIo {
         let line = String::from_utf8_lossy(buf).into_owned();
         buf.clear();
         drop(lines);
+        if let Some(step) = line.strip_prefix(shared_abi::layout::hob::TRACE_LINE) {
+            return guest_trace(step);
+        }
+        tracing::debug!(target: "vmm", "console (COM1): {line}");
         if self.echo.load(Relaxed) {
             // A vCPU thread cannot stop the TD over a console that nobody reads: stop echoing
             // and let the run finish (its report and verdict still count).
@@ -237,6 +241,23 @@ impl GuestIo {
             code: regs.r12,
             message: format!("vCPU {vcpu} reported a fatal error: {msg}"),
         });
+    }
+}
+
+/// One of the guest's steps, sent over the console while the host traces: `<gpa> <bytes>
+/// <what>`, traced as the guest's (not console output).
+fn guest_trace(step: &str) {
+    let mut parts = step.splitn(3, ' ');
+    let gpa = parts
+        .next()
+        .and_then(|g| u64::from_str_radix(g.trim_start_matches("0x"), 16).ok());
+    let bytes = parts.next().and_then(|b| b.parse::<u64>().ok());
+    let what = parts.next().unwrap_or("");
+    match (gpa, bytes) {
+        (Some(g), Some(bytes)) => {
+            tracing::debug!(target: "guest", gpa = %shared_abi::Gpa(g), bytes, "guest: {what}")
+        }
+        _ => tracing::debug!(target: "guest", "guest: {step}"),
     }
 }
 

@@ -126,7 +126,14 @@ pub mod config {
     /// Execute a raw HLT with interrupts off, which a TD cannot: a #VE, then TDVMCALL<HLT>,
     /// which blocks for good (test of the host's timeout on a halted vCPU).
     pub const HALT: u32 = 1 << 7;
+    /// The host traces (`--trace`): send the guest's own conversion steps over the console
+    /// as [`super::TRACE_LINE`] lines.
+    pub const TRACE: u32 = 1 << 8;
 }
+
+/// A console line carrying one of the guest's steps for the host's trace:
+/// `trace: <gpa hex> <bytes> <what>`, never printed as console output.
+pub const TRACE_LINE: &str = "trace: ";
 
 /// Encoded size of [`TdxlabHob`].
 pub const TDXLAB_HOB_DATA_SIZE: usize = 40;
