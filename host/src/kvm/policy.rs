@@ -38,6 +38,14 @@ impl ZapPolicy {
             ZapPolicy::V19 => "v19",
         }
     }
+    /// Where the policy comes from, in a few words.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            ZapPolicy::Filter => "merged upstream: each zap routed by an attribute filter",
+            ZapPolicy::Exclude => "the review mail: exclude_private / exclude_shared flags",
+            ZapPolicy::V19 => "the v19 series: a zap_private flag, and a flush it drops",
+        }
+    }
 }
 
 /// Who asked for the zap; each caller sets the fields its kernel version defines.

@@ -4,6 +4,7 @@
 //! trace is the same on every machine.
 
 use super::{SimConfig, World};
+use crate::kvm::ZapPolicy;
 use crate::vmm::handle_tdcall;
 use shared_abi::convert::ConversionTarget;
 use shared_abi::{Gpa, GpaRange};
@@ -75,4 +76,40 @@ pub fn run() {
     super::vcpu::guest_step(page, "the PTE loses the shared bit; INVLPG");
     let bad = w.check_invariants();
     step(5, &format!("invariants checked: {} violations", bad.len()));
+    for (n, policy) in (6..).zip(ZapPolicy::ALL) {
+        step(
+            n,
+            &format!(
+                "step 4's zap under --zap-policy {} ({})",
+                policy.name(),
+                policy.describe()
+            ),
+        );
+        zap_under(policy);
+    }
+}
+
+/// Steps 1–3 untraced on a TD with `policy`, then step 4's MapGPA to private traced: where
+/// the policies differ is which roots the zap visits, and whether it reports its flush.
+fn zap_under(policy: ZapPolicy) {
+    let w = World::new(&SimConfig {
+        vcpus: 1,
+        region_pages: 1024,
+        policy,
+        ..SimConfig::default()
+    });
+    let mut tdx = Tdx::new(Direct(&w));
+    let page = GpaRange::new(PAGE, 4096);
+    tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), || {
+        tdx.accept(page).expect("accept");
+        tdx.map_gpa(page, ConversionTarget::Shared, w.gpaw)
+            .expect("to shared");
+        let shared = w.gpaw.to_shared(PAGE);
+        let _ = w
+            .kvm
+            .kvm_mmu_page_fault(shared, shared_abi::PageLevel::Size4K);
+    });
+    let mut tdx = Tdx::new(Direct(&w));
+    tdx.map_gpa(page, ConversionTarget::Private, w.gpaw)
+        .expect("to private");
 }
