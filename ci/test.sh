@@ -28,16 +28,34 @@ step "guest build and clippy (x86_64-unknown-none)"
 cargo build -p tdxlab-guest --target x86_64-unknown-none --release
 cargo clippy -p tdxlab-guest --target x86_64-unknown-none -- -D warnings
 # The KVM integration tests are #[ignore]d: they run (--include-ignored) where /dev/kvm is
-# usable, and are counted as skipped where it is not.
+# usable, and are counted as skipped where it is not. The browser test runs apart, below.
+BROWSER_TEST=the_map_renders_in_a_real_browser
+test_args=(--skip "$BROWSER_TEST")
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-  kvm_args=(-- --include-ignored)
+  test_args+=(--include-ignored)
   step "cargo test --workspace -- --include-ignored (/dev/kvm is usable)"
 else
-  kvm_args=()
   step "cargo test --workspace (no usable /dev/kvm: the KVM tests are SKIPPED)"
 fi
 log=$(mktemp)
-cargo test --workspace "${kvm_args[@]}" 2>&1 | tee "$log"
+cargo test --workspace -- "${test_args[@]}" 2>&1 | tee "$log"
+
+# The HTML map in a real browser: Debian's chromium, headless. Installed here if missing (it
+# is only the test command's); where it cannot be had, the test is counted as SKIPPED.
+step "browser test of the HTML map (Debian's chromium, headless)"
+if ! command -v chromium >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "installing Debian's chromium (apt-get) for the browser test"
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+    >/dev/null 2>&1 || echo "apt-get install chromium failed"
+fi
+if command -v chromium >/dev/null; then
+  TDXLAB_MAP_SCREENSHOT=target/map.png \
+    cargo test -p tdxlab --test html_map -- --ignored "$BROWSER_TEST" 2>&1 | tee -a "$log"
+else
+  echo "test $BROWSER_TEST ... SKIPPED (no chromium)"
+  echo "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out (browser test SKIPPED)" >> "$log"
+fi
 # One closing line over every test binary (cargo's own last line is often an empty doc-test run).
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\ntdxlab tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
 

@@ -18,6 +18,7 @@ pub mod image;
 pub mod inject;
 pub mod invariants;
 pub mod kvm;
+pub mod map;
 pub mod mrtd;
 pub mod output;
 pub mod pack;

@@ -391,3 +391,42 @@ fn bad_stress_flags_are_one_line_usage_errors() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `stress --html`: the map of a run on KVM has one region per vCPU (the workloads' 4 MiB
+/// strides) and counts the conversions the VMM served.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn stress_writes_a_map_of_the_run() {
+    require_kvm!();
+    let path = std::env::temp_dir().join(format!("tdxlab-stress-map-{}.html", std::process::id()));
+    let p = path.to_str().unwrap();
+    let run = stress(&[
+        "--vcpus",
+        "2",
+        "--seconds",
+        "2",
+        "--no-measure",
+        "--html",
+        p,
+    ]);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
+    let page = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    let data: Value = serde_json::from_str(
+        page.split("const DATA = ")
+            .nth(1)
+            .and_then(|r| r.split(";\n").next())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        data["regions"],
+        serde_json::json!([[1024, 2048], [2048, 3072]])
+    );
+    let converted: u64 = (data["cols"].as_array().unwrap().iter())
+        .flat_map(|c| c["c"].as_array().unwrap().clone())
+        .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
+        .sum();
+    assert!(converted > 0, "{data}");
+    assert!(page.contains("<td>scenario</td>"));
+}

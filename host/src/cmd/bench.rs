@@ -59,6 +59,7 @@ pub fn doorbell(json: bool, samples: u32) -> anyhow::Result<u8> {
         bench_samples: samples,
         beyond: Default::default(),
         debug_exit: true,
+        map: None,
     };
     let r = run(&cfg)?;
     let out = DoorbellBench::from_run(&r)?;
@@ -222,6 +223,7 @@ fn convert_config() -> RunConfig {
         bench_samples: 0,
         beyond: Default::default(),
         debug_exit: true,
+        map: None,
     }
 }
 

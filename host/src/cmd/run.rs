@@ -110,6 +110,7 @@ impl RunArgs {
             bench_samples: 0,
             beyond: self.beyond.get(),
             debug_exit: !self.no_debug_exit,
+            map: None,
         }
     }
 }

@@ -8,6 +8,7 @@ use super::usage;
 use crate::kvm::ZapPolicy;
 use crate::sim::SimConfig;
 use shared_abi::PageLevel;
+use std::sync::Arc;
 
 /// The flags of `tdxlab sim`.
 #[derive(clap::Args, Debug)]
@@ -52,6 +53,10 @@ pub struct SimArgs {
     json: bool,
     #[command(flatten)]
     pub(super) trace: super::trace_args::TraceArgs,
+    /// Also write a map of the run to FILE: one self-contained HTML page of page states
+    /// over time per vCPU region, the conversions, the counters and the settings.
+    #[arg(long, value_name = "FILE")]
+    html: Option<std::path::PathBuf>,
 }
 
 /// Check the size and the injection, then run.
@@ -74,6 +79,18 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
     if inject.host_invalidate_hz > 0 {
         return usage("--inject host-invalidate-hz is for KVM runs; the simulated host migrates shared pages as part of its operations (try --help)");
     }
+    if let Some(p) = &a.html {
+        if let Err(e) = std::fs::write(p, "") {
+            return usage(format_args!("--html {}: {e}", p.display()));
+        }
+    }
+    let regions = (0..a.vcpus as u64)
+        .map(|v| (v * a.region_pages, (v + 1) * a.region_pages))
+        .collect();
+    let map = a
+        .html
+        .as_ref()
+        .map(|_| Arc::new(crate::map::Recorder::new(regions)));
     let cfg = SimConfig {
         vcpus: a.vcpus,
         ops: a
@@ -88,7 +105,8 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
         busy_p: inject.busy,
         gpaw: shared_abi::Gpaw::emulated(a.gpaw).expect("checked by parse_gpaw"),
         beyond: a.beyond.get(),
+        map,
         ..Default::default()
     };
-    crate::sim::cli::run(&cfg, a.json)
+    crate::sim::cli::run(&cfg, a.json, a.html.as_deref())
 }

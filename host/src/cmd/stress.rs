@@ -62,6 +62,10 @@ pub struct StressArgs {
     pub json: bool,
     #[command(flatten)]
     pub(crate) trace: super::trace_args::TraceArgs,
+    /// Also write a map of the run to FILE: one self-contained HTML page of page states
+    /// over time per vCPU region, the conversions, the counters and the settings.
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
     /// Test-only: the host leaks a private byte before each SYNC_PRIVATE (set from the
     /// environment, never a flag).
     #[arg(skip)]
@@ -223,8 +227,11 @@ pub fn stress(
         bench_samples: 0,
         beyond: a.beyond.get(),
         debug_exit: true,
+        map: (a.html.as_ref())
+            .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a.vcpus)))),
     };
     let run = run_with_progress(&cfg, progress)?;
+    let map = cfg.map.clone();
     let vcpu_results: Vec<VcpuResult> = run
         .console
         .iter()
@@ -252,7 +259,7 @@ pub fn stress(
         && vcpu_results.len() == a.vcpus as usize
         && mismatches == 0
         && leaks == 0;
-    Ok(StressReport {
+    let r = StressReport {
         scenario: a.scenario.name(),
         seed: a.seed,
         seconds: a.seconds,
@@ -268,11 +275,51 @@ pub fn stress(
         vcpu_results,
         passed,
         run,
-    })
+    };
+    if let Some(m) = &map {
+        write_map(a, &r, m)?;
+    }
+    Ok(r)
+}
+
+/// Each vCPU's part of guest RAM in the workloads (`shared_abi::workload`), as GFNs.
+fn stress_regions(vcpus: u32) -> Vec<(u64, u64)> {
+    use shared_abi::workload::{REGION_BASE, STRIDE};
+    (0..vcpus as u64)
+        .map(|v| {
+            (
+                (REGION_BASE + v * STRIDE) >> 12,
+                (REGION_BASE + (v + 1) * STRIDE) >> 12,
+            )
+        })
+        .collect()
+}
+
+/// `--html`: the map of the run, with its report's counters and settings.
+fn write_map(a: &StressArgs, r: &StressReport, rec: &crate::map::Recorder) -> anyhow::Result<()> {
+    let Some(path) = &a.html else { return Ok(()) };
+    let title = format!(
+        "tdxlab stress: {} scenario, {} vCPUs, {} s, seed {}",
+        a.scenario.name(),
+        a.vcpus,
+        a.seconds,
+        a.seed
+    );
+    let page = crate::map::render(rec, &title, &serde_json::to_value(r)?);
+    std::fs::write(path, page)
+        .map_err(|e| anyhow::anyhow!("cannot write the map to {}: {e}", path.display()))?;
+    eprintln!("tdxlab: wrote the map of the run to {}", path.display());
+    Ok(())
 }
 
 /// The CLI: progress on stderr, summary on stdout, report to a file, verdict as exit code.
 pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Result<u8> {
+    if let Some(p) = &a.html {
+        if let Err(e) = std::fs::write(p, "") {
+            eprintln!("tdxlab: --html {}: {e}", p.display());
+            return Ok(EXIT_USAGE);
+        }
+    }
     let need = a.scenario.min_mem(a.vcpus, !a.no_measure);
     if a.mem < need {
         eprintln!(

@@ -5,7 +5,7 @@ use crate::exit::{EXIT_GUEST, EXIT_OK};
 use crate::kvm::ZapPolicy;
 
 /// Run and report.
-pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
+pub fn run(cfg: &SimConfig, json: bool, html: Option<&std::path::Path>) -> anyhow::Result<u8> {
     if !json {
         let length = match cfg.seconds {
             Some(s) if cfg.ops == u64::MAX => format!("{s} s"),
@@ -33,6 +33,19 @@ pub fn run(cfg: &SimConfig, json: bool) -> anyhow::Result<u8> {
         }
     };
     let r = super::run_with_progress(cfg, &progress);
+    if let (Some(path), Some(rec)) = (html, &cfg.map) {
+        let title = format!(
+            "tdxlab sim: {} vCPUs, seed {}, zap policy {}, {} removal",
+            cfg.vcpus,
+            cfg.seed,
+            cfg.policy.name(),
+            cfg.beyond.tdx_remove.name()
+        );
+        let page = crate::map::render(rec, &title, &serde_json::to_value(&r)?);
+        std::fs::write(path, page)
+            .map_err(|e| anyhow::anyhow!("cannot write the map to {}: {e}", path.display()))?;
+        eprintln!("tdxlab: wrote the map of the run to {}", path.display());
+    }
     if json {
         crate::outln!("{}", crate::output::json("sim", &r)?)?;
     } else {

@@ -56,6 +56,8 @@ pub struct SimConfig {
     pub gpaw: Gpaw,
     /// Behaviour beyond upstream KVM (`--tdx-remove`, `--prefault`).
     pub beyond: crate::kvm::BeyondUpstream,
+    /// Record the run's map (`--html`): its regions are the vCPUs'.
+    pub map: Option<Arc<crate::map::Recorder>>,
 }
 
 impl Default for SimConfig {
@@ -73,6 +75,7 @@ impl Default for SimConfig {
             invariant_every: 64,
             gpaw: Gpaw::GPAW_48,
             beyond: Default::default(),
+            map: None,
         }
     }
 }
@@ -169,11 +172,12 @@ impl World {
         kc.private_max_level = cfg.private_max_level;
         kc.beyond = cfg.beyond;
         let kvm = Arc::new(Kvm::new(kc, Some(seam.clone()), backend.clone()));
-        let vmm = Vmm::new(
+        let mut vmm = Vmm::new(
             kvm.clone(),
             false,
             Injector::new(cfg.retry_p, cfg.seed ^ 0x5EED),
         );
+        vmm.map = cfg.map.clone();
         World {
             seam,
             kvm,
@@ -298,13 +302,19 @@ pub(crate) fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) ->
             .collect();
         let mut last = Instant::now();
         while handles.iter().any(|h| !h.is_finished()) {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(std::time::Duration::from_millis(map_interval_ms(cfg)));
+            if let Some(m) = &cfg.map {
+                m.sample(&world.kvm, &world.seam);
+            }
             if last.elapsed().as_secs_f64() >= 1.0 {
                 last = Instant::now();
                 progress(start.elapsed().as_secs_f64(), world.vmm.conversions());
             }
         }
     });
+    if let Some(m) = &cfg.map {
+        m.sample(&world.kvm, &world.seam);
+    }
     let mut c = totals.into_inner().unwrap_or_else(|e| e.into_inner());
     let bad = world.check_invariants();
     c.invariant_checks += 1;
@@ -314,6 +324,16 @@ pub(crate) fn run_with_progress(cfg: &SimConfig, progress: &dyn Fn(f64, u64)) ->
     c.invariant_checks += 1;
     let errors = errors.into_inner().unwrap_or_else(|e| e.into_inner());
     report(cfg, &world, c, errors, start)
+}
+
+/// How often the main thread wakes: 50 ms, or with a map about `MAX_COLS` samples over a
+/// timed run (shorter runs sample every 20 ms).
+fn map_interval_ms(cfg: &SimConfig) -> u64 {
+    match (&cfg.map, cfg.seconds) {
+        (Some(_), Some(s)) => ((s * 1e3 / crate::map::MAX_COLS as f64) as u64).clamp(20, 1000),
+        (Some(_), None) => 20,
+        _ => 50,
+    }
 }
 
 /// One simulated vCPU: boot, then random operations until `ops` or the deadline, checking

@@ -344,6 +344,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     vmm.io = Some(GuestIo::new(cfg.vcpus, cfg.echo).with_platform(cfg.vcpus, cfg.debug_exit));
     vmm.plant_leak.store(cfg.plant_leak, Relaxed);
     vmm.shared_view = Some(mem.shared.clone());
+    vmm.map = cfg.map.clone();
     Td {
         vm,
         vcpus: Vec::new(),

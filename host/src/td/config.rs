@@ -55,6 +55,8 @@ pub struct RunConfig {
     /// Give the machine an isa-debug-exit device (`--no-debug-exit` leaves it out, as QEMU
     /// without `-device isa-debug-exit`: the guest then powers off through ACPI).
     pub debug_exit: bool,
+    /// Record the run's map (`stress --html`).
+    pub map: Option<std::sync::Arc<crate::map::Recorder>>,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.

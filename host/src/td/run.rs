@@ -188,6 +188,9 @@ impl Td<'_> {
             if last_progress.elapsed() >= Duration::from_millis(250) {
                 last_progress = Instant::now();
                 progress(self.progress(boot_at));
+                if let Some(m) = &self.cfg.map {
+                    m.sample(&self.kvm, &self.seam);
+                }
             }
             std::thread::sleep(Duration::from_millis(2));
         }

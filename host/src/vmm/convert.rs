@@ -69,6 +69,8 @@ pub struct Vmm {
     /// Guest RAM as GFN ranges `[start, end)` (QEMU's RAM blocks); `None`: all of
     /// `[0, mem_pages)` is RAM (the simulator, model-only tests).
     pub ram_gfns: Option<Vec<(u64, u64)>>,
+    /// The run's map (`--html`), told of every conversion.
+    pub map: Option<Arc<crate::map::Recorder>>,
 }
 
 /// The receiver of the guest's measurement marks (`HostCheckOp::Mark`): the runner's exit
@@ -97,6 +99,7 @@ impl Vmm {
             ept_violations: AtomicU64::new(0),
             marks: None,
             ram_gfns: None,
+            map: None,
         }
     }
 
@@ -159,6 +162,9 @@ impl Vmm {
         self.kvm
             .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))?;
         self.pages_converted.fetch_add(npages, Relaxed);
+        if let Some(m) = &self.map {
+            m.conversion(start_gfn, npages, to);
+        }
         match to {
             ConversionTarget::Private => {
                 self.kvm
