@@ -480,8 +480,9 @@ fn rust_log_and_v_raise_the_log_level() {
         String::from_utf8(out.stderr).unwrap()
     };
     assert!(!err(&[], &[]).contains("DEBUG"));
-    assert!(err(&[("RUST_LOG", "kvm=debug")], &[]).contains("DEBUG kvm: kvm_tdp_mmu_map"));
-    assert!(err(&[], &["-vv"]).contains("DEBUG kvm: kvm_tdp_mmu_map"));
+    let mapped = "kvm_tdp_mmu_map{gpa=0x0 level=0 root=\"mirror\"}: kvm: leaf installed";
+    assert!(err(&[("RUST_LOG", "kvm=debug")], &[]).contains(mapped));
+    assert!(err(&[], &["-vv"]).contains(mapped));
     assert!(!err(&[], &["-q"]).contains("DEBUG"));
 }
 

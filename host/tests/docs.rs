@@ -141,3 +141,51 @@ fn the_walkthrough_shows_what_the_command_prints() {
     );
     assert!(printed.contains("5. invariants checked: 0 violations"));
 }
+
+/// Every link of the walkthrough's step table points at the function it names: line A holds
+/// `fn NAME`, line B the brace that closes it at the same indentation
+/// (`scripts/walkthrough-links.py` rewrites the table when code moves).
+#[test]
+fn the_walkthrough_links_point_at_their_functions() {
+    let doc = std::fs::read_to_string(root().join("docs/walkthrough.md")).unwrap();
+    let table = doc
+        .split("<!-- steps:begin -->")
+        .nth(1)
+        .and_then(|r| r.split("<!-- steps:end -->").next())
+        .expect("the step table");
+    let mut checked = 0;
+    for row in table.lines().filter(|l| l.contains("](../")) {
+        let name = row
+            .split("[`")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+            .unwrap();
+        let link = row
+            .split("](../")
+            .nth(1)
+            .and_then(|r| r.split(')').next())
+            .unwrap();
+        let (path, range) = link.split_once("#L").unwrap();
+        let (a, b) = range.split_once("-L").unwrap();
+        let (a, b): (usize, usize) = (a.parse().unwrap(), b.parse().unwrap());
+        let src = std::fs::read_to_string(root().join(path)).unwrap();
+        let lines: Vec<&str> = src.lines().collect();
+        let start = lines[a - 1];
+        assert!(
+            start.contains(&format!("fn {name}")),
+            "{link}: line {a} is {start:?}"
+        );
+        let indent = &start[..start.len() - start.trim_start().len()];
+        assert_eq!(
+            lines[b - 1],
+            format!("{indent}}}"),
+            "{link}: line {b} does not close fn {name}"
+        );
+        assert!(
+            !lines[a..b - 1].iter().any(|l| *l == format!("{indent}}}")),
+            "{link}: fn {name} closes before line {b}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 10, "the table links the walkthrough's functions");
+}

@@ -89,6 +89,9 @@ impl Kvm {
         let Some(root) = self.root(kind) else {
             return FaultOutcome::Error(FaultError::NoRoot(kind));
         };
+        // The map is the parent of what it calls: the S-EPT tables it links and the AUG.
+        let _s = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_map", gpa = %gpa, level = level as u8, root = kind.name())
+            .entered();
         let result = self.map_leaf(root, gfn, level as u8, pfn, is_private);
         self.after_map(result, gpa, gfn, kind)
     }
@@ -198,7 +201,7 @@ impl Kvm {
                         return FaultOutcome::Error(self.bug(e).into());
                     }
                 }
-                tracing::debug!(target: "kvm", gpa = %gpa, level = lv, root = kind.name(), "kvm_tdp_mmu_map");
+                tracing::debug!(target: "kvm", level = lv, "leaf installed");
                 FaultOutcome::Mapped
             }
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,

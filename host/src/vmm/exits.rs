@@ -70,6 +70,9 @@ pub fn handle_tdcall(
 ) -> Result<(), TdcallError> {
     let since = std::time::Instant::now();
     let mut faults = 0u32;
+    // An EPT violation is the parent of what resolves it — the fault path, the AUG — and of
+    // the TDCALL re-executed afterwards: its span stays entered until the next exit.
+    let mut ept_violation: Option<tracing::span::EnteredSpan> = None;
     loop {
         match seam.tdcall(vcpu, regs) {
             // An accepted page is already reachable: the module maps it for the CPU as
@@ -89,8 +92,11 @@ pub fn handle_tdcall(
                 let max = PageLevel::from_tdx_level(level as u64).unwrap_or(PageLevel::Size4K);
                 vmm.ept_violations
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let _s = tracing::debug_span!(target: "kvm", "tdx_handle_ept_violation", gpa = %gpa, level)
-                    .entered();
+                drop(ept_violation.take());
+                ept_violation = Some(
+                    tracing::debug_span!(target: "kvm", "tdx_handle_ept_violation", gpa = %gpa, level)
+                        .entered(),
+                );
                 resolve_ept_violation(vmm, vcpu, gpa, max)?;
                 // The usual accept faults once; a second fault means the first was retried
                 // (it raced a zap): give the zapping thread the CPU before trying again.
