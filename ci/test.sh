@@ -46,8 +46,13 @@ step "browser test of the HTML map (Debian's chromium, headless)"
 if ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   echo "installing Debian's chromium (apt-get) for the browser test"
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
-    >/dev/null 2>&1 || echo "apt-get install chromium failed"
+  install_chromium() {
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium \
+      >/dev/null 2>&1
+  }
+  # Stale package lists are the usual reason an install fails: refresh them once.
+  install_chromium || { $SUDO apt-get update -qq >/dev/null 2>&1 && install_chromium; } \
+    || echo "apt-get install chromium failed"
 fi
 if command -v chromium >/dev/null; then
   TDXLAB_MAP_SCREENSHOT=target/map.png \
