@@ -55,7 +55,7 @@ if ! command -v chromium >/dev/null; then
     || echo "apt-get install chromium failed"
 fi
 if command -v chromium >/dev/null; then
-  TDXLAB_MAP_SCREENSHOT=target/map.png \
+  TDXLAB_MAP_SCREENSHOT="$PWD/target/map.png" \
     cargo test -p tdxlab --test html_map -- --ignored "$BROWSER_TEST" 2>&1 | tee -a "$log"
 else
   echo "test $BROWSER_TEST ... SKIPPED (no chromium)"

@@ -116,6 +116,9 @@ fn the_map_renders_in_a_real_browser() {
     let shot = std::env::var("TDXLAB_MAP_SCREENSHOT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| temp("map.png"));
+    if let Some(dir) = shot.parent() {
+        std::fs::create_dir_all(dir).unwrap();
+    }
     let o = std::process::Command::new(chromium())
         .args(flags)
         .args([
@@ -125,11 +128,12 @@ fn the_map_renders_in_a_real_browser() {
         ])
         .output()
         .expect("run chromium");
+    let written = std::fs::metadata(&shot).map(|m| m.len()).unwrap_or(0);
     assert!(
-        o.status.success()
-            && std::fs::metadata(&shot)
-                .map(|m| m.len() > 1000)
-                .unwrap_or(false)
+        o.status.success() && written > 1000,
+        "screenshot {} ({written} bytes): {}",
+        shot.display(),
+        String::from_utf8_lossy(&o.stderr)
     );
     let _ = std::fs::remove_file(&path);
 }
