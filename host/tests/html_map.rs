@@ -24,12 +24,7 @@ fn sim_map(name: &str, args: &[&str]) -> (PathBuf, serde_json::Value) {
         String::from_utf8_lossy(&o.stderr)
     );
     let page = std::fs::read_to_string(&path).unwrap();
-    let data = page
-        .split("const DATA = ")
-        .nth(1)
-        .and_then(|r| r.split(";\n").next())
-        .expect("the page embeds its data");
-    (path, serde_json::from_str(data).expect("the data is JSON"))
+    (path, common::map_data(&page))
 }
 
 #[test]
@@ -53,9 +48,7 @@ fn the_page_is_self_contained_with_a_column_per_sample() {
     assert!(!cols.is_empty() && cols.len() <= tdxlab::map::MAX_COLS);
     let cells = 2 * tdxlab::map::ROWS;
     assert!(cols.iter().all(|c| c["s"].as_str().unwrap().len() == cells));
-    let converted: u64 = (cols.iter().flat_map(|c| c["c"].as_array().unwrap()))
-        .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
-        .sum();
+    let converted = common::map_conversions(&data);
     assert!(
         converted > 0,
         "conversions are counted in the cells they touch"

@@ -412,21 +412,12 @@ fn stress_writes_a_map_of_the_run() {
     assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
     let page = std::fs::read_to_string(&path).unwrap();
     let _ = std::fs::remove_file(&path);
-    let data: Value = serde_json::from_str(
-        page.split("const DATA = ")
-            .nth(1)
-            .and_then(|r| r.split(";\n").next())
-            .unwrap(),
-    )
-    .unwrap();
+    let data = common::map_data(&page);
     assert_eq!(
         data["regions"],
         serde_json::json!([[1024, 2048], [2048, 3072]])
     );
-    let converted: u64 = (data["cols"].as_array().unwrap().iter())
-        .flat_map(|c| c["c"].as_array().unwrap().clone())
-        .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
-        .sum();
+    let converted = common::map_conversions(&data);
     assert!(converted > 0, "{data}");
     assert!(page.contains("<td>scenario</td>"));
 }

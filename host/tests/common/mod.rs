@@ -114,3 +114,21 @@ pub fn assert_usage_error(args: &[&str], want: &str) {
     assert!(err.contains(want), "{args:?}: {err}");
     assert!(out.stdout.is_empty(), "nothing booted: {args:?}");
 }
+
+/// The data an `--html` map page embeds (`const DATA = {…};`), parsed.
+pub fn map_data(page: &str) -> serde_json::Value {
+    let data = page
+        .split("const DATA = ")
+        .nth(1)
+        .and_then(|r| r.split(";\n").next())
+        .expect("the page embeds its data");
+    serde_json::from_str(data).expect("the data is JSON")
+}
+
+/// Conversions counted over every cell and column of a map's data.
+pub fn map_conversions(data: &serde_json::Value) -> u64 {
+    (data["cols"].as_array().expect("columns").iter())
+        .flat_map(|c| c["c"].as_array().expect("counts").clone())
+        .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
+        .sum()
+}
