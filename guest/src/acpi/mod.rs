@@ -71,8 +71,9 @@ fn s5_request() -> Result<(u16, u16), PowerOffError> {
     if !fw_cfg::present() {
         return Err(PowerOffError::NoTables);
     }
-    let script = fw_cfg::read_file(file::TABLE_LOADER.as_bytes()).ok_or(PowerOffError::NoTables)?;
-    let mut files = fw_cfg::HeapFiles::default();
+    let dir = fw_cfg::Dir::read().ok_or(PowerOffError::NoTables)?;
+    let script = (dir.read_file(file::TABLE_LOADER.as_bytes())).ok_or(PowerOffError::NoTables)?;
+    let mut files = fw_cfg::HeapFiles::new(dir);
     apply_loader(&script, &mut files).map_err(PowerOffError::Loader)?;
     let (rsdp, _) = files
         .file(file::ACPI_RSDP.as_bytes())

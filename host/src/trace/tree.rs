@@ -64,6 +64,8 @@ struct Group {
 /// The layer.
 pub struct TreeLayer {
     start: Instant,
+    /// `Options::timestamps`, read on every line without the output's lock.
+    timestamps: bool,
     opts: Mutex<Options>,
     booted: AtomicBool,
     skipped: AtomicU64,
@@ -75,6 +77,7 @@ impl TreeLayer {
         let booted = opts.boot;
         TreeLayer {
             start: Instant::now(),
+            timestamps: opts.timestamps,
             opts: Mutex::new(opts),
             booted: AtomicBool::new(booted),
             skipped: AtomicU64::new(0),
@@ -86,8 +89,7 @@ impl TreeLayer {
         let who = VCPU
             .with(|v| v.get())
             .map_or("host".to_string(), |v| format!("v{v}"));
-        let timestamps = self.opts.lock().map(|o| o.timestamps).unwrap_or(true);
-        let time = if timestamps {
+        let time = if self.timestamps {
             format!("{ms:>10.3}ms ")
         } else {
             String::new()
