@@ -22,6 +22,7 @@ pub mod map;
 pub mod mrtd;
 pub mod output;
 pub mod pack;
+pub mod percpu;
 pub mod seam;
 pub mod sim;
 pub mod symbols;

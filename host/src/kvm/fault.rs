@@ -76,7 +76,7 @@ impl Kvm {
         if self.mmu_invalidate_retry_gfn(mmu_seq, base, base + level.pages_4k()) {
             return self.retry();
         }
-        let _read = self.mmu_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _read = self.mmu_lock.read();
         // is_page_fault_stale: the authoritative check under the lock.
         if self.mmu_invalidate_retry_gfn(mmu_seq, base, base + level.pages_4k()) {
             return self.retry();
@@ -126,6 +126,11 @@ impl Kvm {
     /// Is `gpa` covered by a PENDING private leaf larger than `level` (a 4K ACCEPT inside a
     /// 2M page KVM AUGed whole)?
     fn pending_leaf_above(&self, gpa: Gpa, level: PageLevel) -> bool {
+        // KVM maps no private leaf above private_max_level, so none can be above it: the
+        // usual 4K TD skips the walk.
+        if level >= self.cfg.private_max_level {
+            return false;
+        }
         let Some(tdx) = self.tdx.as_deref() else {
             return false;
         };

@@ -28,7 +28,9 @@ pub use tdvmcall::{HypercallFailed, VmmExits};
 pub use tdx::TdxRemove;
 pub use zap::KvmGfnRange;
 
+use crate::percpu::PerCpuCounter;
 use crate::seam::TdxModule;
+use crossbeam_utils::sync::ShardedLock;
 use shared_abi::convert::MemoryAttributes;
 use shared_abi::{Gpa, Gpaw, PageLevel, TdxStatus};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
@@ -91,29 +93,29 @@ impl KvmConfig {
 #[derive(Default, Debug)]
 pub struct KvmStats {
     /// Leaves zapped from direct roots (4K units).
-    pub zapped_direct: AtomicU64,
+    pub zapped_direct: PerCpuCounter,
     /// Leaves zapped from mirror roots (4K units).
-    pub zapped_mirror: AtomicU64,
+    pub zapped_mirror: PerCpuCounter,
     /// Calls of kvm_tdp_mmu_unmap_gfn_range.
-    pub zap_calls: AtomicU64,
+    pub zap_calls: PerCpuCounter,
     /// Remote TLB flushes.
-    pub flushes: AtomicU64,
+    pub flushes: PerCpuCounter,
     /// Flushes a zap needed but did not report (v19's dropped flush).
-    pub flushes_dropped: AtomicU64,
+    pub flushes_dropped: PerCpuCounter,
     /// Kick-all-vCPUs requests (TRACK and flushes).
-    pub kicks: AtomicU64,
+    pub kicks: PerCpuCounter,
     /// Faults handled.
-    pub faults: AtomicU64,
+    pub faults: PerCpuCounter,
     /// Faults that had to retry (stale seq / in-progress range / frozen SPTE).
-    pub fault_retries: AtomicU64,
+    pub fault_retries: PerCpuCounter,
     /// Faults that became memory-fault exits (attribute mismatch).
-    pub memory_faults: AtomicU64,
+    pub memory_faults: PerCpuCounter,
     /// Pages mapped ahead of the guest (`--prefault`).
-    pub prefaulted: AtomicU64,
+    pub prefaulted: PerCpuCounter,
     /// Leaves installed, direct and mirror.
-    pub installed_direct: AtomicU64,
+    pub installed_direct: PerCpuCounter,
     /// Mirror leaves installed.
-    pub installed_mirror: AtomicU64,
+    pub installed_mirror: PerCpuCounter,
 }
 
 /// The invalidation protocol's shared state (`mmu_invalidate_*`), written under mmu_lock
@@ -132,11 +134,11 @@ pub struct Kvm {
     /// The vCPUs' CPUID table (KVM_SET_CPUID2).
     cpuid: RwLock<Vec<CpuidEntry>>,
     /// `kvm->mmu_lock`: read for faults, write for zaps.
-    mmu_lock: RwLock<()>,
+    mmu_lock: spin::rwlock::RwLock<(), spin::relax::Yield>,
     /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
-    slots_lock: Mutex<()>,
+    slots_lock: spin::mutex::Mutex<(), spin::relax::Yield>,
     roots: Vec<TdpRoot>,
-    attrs: RwLock<Attributes>,
+    attrs: ShardedLock<Attributes>,
     inval: Invalidation,
     tdx: Option<Arc<TdxModule>>,
     backend: Arc<dyn Backend>,
@@ -223,10 +225,10 @@ impl Kvm {
         };
         Kvm {
             cpuid: RwLock::new(Vec::new()),
-            attrs: RwLock::new(Attributes::new(cfg.mem_pages, init)),
+            attrs: ShardedLock::new(Attributes::new(cfg.mem_pages, init)),
             cfg,
-            mmu_lock: RwLock::new(()),
-            slots_lock: Mutex::new(()),
+            mmu_lock: spin::rwlock::RwLock::new(()),
+            slots_lock: spin::mutex::Mutex::new(()),
             roots,
             inval: Invalidation {
                 in_progress: AtomicU32::new(0),
@@ -301,7 +303,7 @@ impl Kvm {
     /// Check invariants 1 and 2 (docs/model.md) over every leaf; returns a description of
     /// each violation.
     pub fn check_invariants(&self) -> Vec<String> {
-        let _r = self.mmu_lock.read().unwrap_or_else(|e| e.into_inner());
+        let _r = self.mmu_lock.read();
         let attrs = self.attributes();
         let mut bad = Vec::new();
         let mut private_gfns = std::collections::HashSet::new();

@@ -55,8 +55,8 @@ impl UnmapRuns {
 }
 
 impl Kvm {
-    pub(super) fn lock_write(&self) -> std::sync::RwLockWriteGuard<'_, ()> {
-        self.mmu_lock.write().unwrap_or_else(|e| e.into_inner())
+    pub(super) fn lock_write(&self) -> spin::rwlock::RwLockWriteGuard<'_, (), spin::relax::Yield> {
+        self.mmu_lock.write()
     }
 
     /// `kvm_mmu_invalidate_begin`, mmu_lock held for write.
@@ -104,7 +104,7 @@ impl Kvm {
         end: u64,
         attrs: MemoryAttributes,
     ) -> Result<(), KvmBug> {
-        let _slots = self.slots_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _slots = self.slots_lock.lock();
         if start >= end || end > self.cfg.mem_pages {
             return Err(self.bug(KvmBug::OutsideMemslots { start, end }));
         }
@@ -336,7 +336,7 @@ impl Kvm {
     /// Memslot deletion over `[start, end)` (`kvm_arch_flush_shadow_memslot`): both
     /// filters, protected by slots_lock instead of an invalidation.
     pub fn kvm_arch_flush_shadow_memslot(&self, start: u64, end: u64) -> Result<(), KvmBug> {
-        let _slots = self.slots_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _slots = self.slots_lock.lock();
         let _w = self.lock_write();
         if self.kvm_unmap_gfn_range(&KvmGfnRange::new(ZapCaller::MemslotDelete, start, end))? {
             self.kvm_flush_remote_tlbs();

@@ -52,7 +52,7 @@ impl TdxModule {
     /// holds (what QEMU copied there for PAGE.ADD).
     pub fn tdh_mr_extend(&self, gpa: Gpa, chunk: &[u8; CHUNK]) -> SeamResult<()> {
         let mut g = self.lock();
-        if g.op_state != OpState::Initialized {
+        if self.op_state() != OpState::Initialized {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
         if gpa.0 % CHUNK as u64 != 0 || !self.params().gpaw.is_valid(gpa) {

@@ -16,11 +16,17 @@ pub use mem::{CpuMapError, NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
 pub use tdcall::TdcallExit;
 
+use crate::percpu::PerCpuCounter;
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::{Gpa, Gpaw, TdxStatus};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::Arc;
+
+/// The module's lock: SEAMCALLs and TDCALLs run to completion on their CPU, so a caller
+/// waiting for another's spins (and yields, where simulated vCPUs outnumber host CPUs).
+type Mutex<T> = spin::mutex::Mutex<T, spin::relax::Yield>;
+type MutexGuard<'a, T> = spin::mutex::MutexGuard<'a, T>;
 
 /// A host physical page number: the index of a 4 KiB frame in the private backing.
 pub type Hpa = u64;
@@ -29,11 +35,21 @@ pub type Hpa = u64;
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum OpState {
     /// Built, not finalized: PAGE.ADD allowed, no blocking/tracking needed.
-    Initialized,
+    Initialized = 0,
     /// Finalized and running: PAGE.AUG, and removal needs BLOCK + TRACK.
-    Runnable,
+    Runnable = 1,
     /// Torn down (HKID released): table pages may be reclaimed.
-    Teardown,
+    Teardown = 2,
+}
+
+impl OpState {
+    fn from_u8(v: u8) -> OpState {
+        match v {
+            0 => OpState::Initialized,
+            1 => OpState::Runnable,
+            _ => OpState::Teardown,
+        }
+    }
 }
 
 /// TD-wide configuration.
@@ -54,42 +70,41 @@ pub struct TdParams {
 #[derive(Default, Debug)]
 pub struct SeamStats {
     /// SEAMCALLs by kind.
-    pub sept_add: AtomicU64,
+    pub sept_add: PerCpuCounter,
     /// PAGE.ADD.
-    pub page_add: AtomicU64,
+    pub page_add: PerCpuCounter,
     /// MR.EXTEND (256-byte chunks measured).
-    pub mr_extend: AtomicU64,
+    pub mr_extend: PerCpuCounter,
     /// PAGE.AUG.
-    pub page_aug: AtomicU64,
+    pub page_aug: PerCpuCounter,
     /// RANGE.BLOCK.
-    pub block: AtomicU64,
+    pub block: PerCpuCounter,
     /// RANGE.UNBLOCK.
-    pub unblock: AtomicU64,
+    pub unblock: PerCpuCounter,
     /// TRACK that advanced the epoch.
-    pub track: AtomicU64,
+    pub track: PerCpuCounter,
     /// PAGE.REMOVE.
-    pub remove: AtomicU64,
+    pub remove: PerCpuCounter,
     /// PAGE.DEMOTE.
-    pub demote: AtomicU64,
+    pub demote: PerCpuCounter,
     /// SEPT.REMOVE.
-    pub sept_remove: AtomicU64,
+    pub sept_remove: PerCpuCounter,
     /// Pages accepted (4K units).
-    pub accepted_4k: AtomicU64,
+    pub accepted_4k: PerCpuCounter,
     /// S-EPT table pages freed while the TD was runnable (invariant 4: must stay 0).
-    pub tables_freed_while_runnable: AtomicU64,
+    pub tables_freed_while_runnable: PerCpuCounter,
     /// Pages removed that were not blocked and tracked first (invariant 5: must stay 0).
-    pub removed_untracked: AtomicU64,
+    pub removed_untracked: PerCpuCounter,
     /// TDG.MEM.PAGE.ACCEPTs answered PAGE_SIZE_MISMATCH (the host mapped the range smaller).
-    pub accept_size_mismatch: AtomicU64,
+    pub accept_size_mismatch: PerCpuCounter,
     /// TDG.MEM.PAGE.ACCEPTs answered OPERAND_BUSY by fault injection.
-    pub accept_busy_injected: AtomicU64,
+    pub accept_busy_injected: PerCpuCounter,
     /// Pages the host failed to make reachable when they became MAPPED, or unreachable when
     /// blocked (must stay 0).
-    pub map_failures: AtomicU64,
+    pub map_failures: PerCpuCounter,
 }
 
 pub(crate) struct SeamInner {
-    pub(crate) op_state: OpState,
     pub(crate) sept: Sept,
     /// Per-vCPU pending #VE info (valid until VEINFO.GET).
     pub(crate) ve_info: Vec<Option<shared_abi::ve::VeInfo>>,
@@ -106,9 +121,12 @@ pub(crate) struct SeamInner {
 pub struct TdxModule {
     params: TdParams,
     inner: Mutex<SeamInner>,
+    /// The op-state, changed under `inner` and read without it: KVM asks at every removal
+    /// and AUG (it keeps its own copy, `kvm_tdx->state`), and the answer only moves forward.
+    op_state: AtomicU8,
     /// TLB epochs, apart from the S-EPT: vCPUs enter and leave the TD far more often than
-    /// the S-EPT changes, and need nothing else. Taken after `inner` where both are needed.
-    epoch: Mutex<EpochState>,
+    /// the S-EPT changes, and need nothing else (no lock: see [`EpochState`]).
+    epoch: EpochState,
     mem: Arc<dyn PrivateMem>,
     /// What the module did.
     pub stats: SeamStats,
@@ -129,13 +147,13 @@ impl TdxModule {
     pub fn new(params: TdParams, mem: Arc<dyn PrivateMem>) -> TdxModule {
         TdxModule {
             inner: Mutex::new(SeamInner {
-                op_state: OpState::Initialized,
                 sept: Sept::new(),
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
                 mrtd: measure::Measurement::default(),
             }),
-            epoch: Mutex::new(EpochState::new(params.num_vcpus)),
+            op_state: AtomicU8::new(OpState::Initialized as u8),
+            epoch: EpochState::new(params.num_vcpus),
             params,
             mem,
             stats: SeamStats::default(),
@@ -156,7 +174,7 @@ impl TdxModule {
     /// RUNNABLE, ready for PAGE.AUG and guest TDCALLs.
     pub fn runnable(params: TdParams, mem: Arc<dyn PrivateMem>) -> Arc<TdxModule> {
         let td = TdxModule::new(params, mem);
-        td.lock().op_state = OpState::Runnable;
+        td.set_op_state(OpState::Runnable);
         Arc::new(td)
     }
 
@@ -166,34 +184,39 @@ impl TdxModule {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SeamInner> {
-        // A poisoned lock means a panic elsewhere already failed the run; keep reporting.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
-    /// The TLB epochs (after `inner` when both are held).
-    fn epochs(&self) -> MutexGuard<'_, EpochState> {
-        self.epoch.lock().unwrap_or_else(|e| e.into_inner())
+    /// The TLB epochs.
+    fn epochs(&self) -> &EpochState {
+        &self.epoch
     }
 
     /// The TD's op-state.
     pub fn op_state(&self) -> OpState {
-        self.lock().op_state
+        OpState::from_u8(self.op_state.load(Acquire))
+    }
+
+    /// Move to `s` (the caller holds `inner`, or owns the module).
+    fn set_op_state(&self, s: OpState) {
+        self.op_state.store(s as u8, Release);
     }
 
     /// TDH.MR.FINALIZE: INITIALIZED → RUNNABLE (`tdh_mr_finalize`).
     pub fn tdh_mr_finalize(&self) -> SeamResult<()> {
         let mut g = self.lock();
-        if g.op_state != OpState::Initialized {
+        if self.op_state() != OpState::Initialized {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
-        g.op_state = OpState::Runnable;
+        self.set_op_state(OpState::Runnable);
         g.mrtd.finalize();
         Ok(())
     }
 
     /// Tear the TD down (TDH.MNG.VPFLUSHDONE + KEY.FREEID): S-EPT pages may now be reclaimed.
     pub fn teardown(&self) {
-        self.lock().op_state = OpState::Teardown;
+        let _g = self.lock();
+        self.set_op_state(OpState::Teardown);
     }
 
     fn check_gpa(&self, gpa: Gpa) -> SeamResult<()> {
@@ -227,7 +250,7 @@ impl TdxModule {
     pub fn tdh_mem_page_add(&self, gpa: Gpa, hpa: Hpa) -> SeamResult<()> {
         self.check_gpa(gpa)?;
         let mut g = self.lock();
-        if g.op_state != OpState::Initialized {
+        if self.op_state() != OpState::Initialized {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
         let e = g.sept.entry_at(gpa, 0)?;
@@ -300,7 +323,7 @@ impl TdxModule {
             return Err(rcx_error(TdxStatus::OPERAND_INVALID));
         }
         let mut g = self.lock();
-        if g.op_state == OpState::Teardown {
+        if self.op_state() == OpState::Teardown {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
         let e = g.sept.entry_at(gpa, level)?;
@@ -353,7 +376,7 @@ impl TdxModule {
             SeptState::PendingBlocked => SeptState::Pending,
             _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
         };
-        if g.op_state == OpState::Runnable && !self.epochs().is_tracked(e.bepoch) {
+        if self.op_state() == OpState::Runnable && !self.epochs().is_tracked(e.bepoch) {
             return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
         }
         g.sept.entry_mut(gpa, level).state = next;
@@ -369,7 +392,7 @@ impl TdxModule {
     pub fn tdh_mem_track(&self) -> SeamResult<()> {
         let mut g = self.lock();
         let epoch = {
-            let mut ep = self.epochs();
+            let ep = self.epochs();
             ep.track()?;
             ep.td_epoch()
         };
@@ -380,13 +403,8 @@ impl TdxModule {
     }
 
     /// Checks shared by REMOVE, DEMOTE and SEPT.REMOVE on a runnable TD: blocked, then tracked.
-    fn require_blocked_tracked(
-        &self,
-        g: &SeamInner,
-        e: &SeptEntry,
-        level: SeptLevel,
-    ) -> SeamResult<()> {
-        if g.op_state != OpState::Runnable {
+    fn require_blocked_tracked(&self, e: &SeptEntry, level: SeptLevel) -> SeamResult<()> {
+        if self.op_state() != OpState::Runnable {
             return Ok(());
         }
         let blocked = matches!(
@@ -419,7 +437,7 @@ impl TdxModule {
         ) {
             return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
         }
-        self.require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&e, level)?;
         *g.sept.entry_mut(gpa, level) = SeptEntry::FREE;
         self.stats.remove.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
@@ -441,7 +459,7 @@ impl TdxModule {
             SeptState::Pending | SeptState::PendingBlocked => SeptState::Pending,
             _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
         };
-        self.require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&e, level)?;
         g.sept.demote(gpa, e.hpa, child);
         if child == SeptState::Mapped {
             // 512 present 4K leaves: the CPU reaches the pages again (BLOCK took them away).
@@ -463,12 +481,12 @@ impl TdxModule {
         if !e.state.is_non_leaf() {
             return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
         }
-        self.require_blocked_tracked(&g, &e, level)?;
+        self.require_blocked_tracked(&e, level)?;
         if !g.sept.child_table_is_free(gpa, level) {
             return Err(TdxStatus::EPT_PAGE_NOT_FREE.with_details(level as u32));
         }
         g.sept.unlink_table(gpa, level);
-        if g.op_state == OpState::Runnable {
+        if self.op_state() == OpState::Runnable {
             self.stats.tables_freed_while_runnable.fetch_add(1, Relaxed);
         }
         self.stats.sept_remove.fetch_add(1, Relaxed);

@@ -6,7 +6,9 @@
 //! was filled at, so using a translation that outlived its frame is detected exactly.
 
 use crate::kvm::{Alias, Backend, BackendError};
+use crate::percpu::PerCpuCounter;
 use crate::seam::{PrivateMem, SimPrivateMem};
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex};
 
@@ -32,27 +34,51 @@ pub struct VcpuShared {
 }
 
 /// Host memory that backs the shared alias, frame by frame.
+///
+/// The frames are split into one pool per vCPU region, as a host's allocator keeps per-CPU
+/// free lists: a vCPU converts its own region, so the frames it frees and takes stay in its
+/// core's cache instead of crossing to the other core's at every allocation.
 pub struct SharedFrames {
     words: Vec<AtomicU64>,
     gen: Vec<AtomicU64>,
-    /// Free frames, oldest retired first: a retired frame is reused as late as possible, so
-    /// a stale translation to it reads the poison for long.
-    free: Mutex<std::collections::VecDeque<u64>>,
+    /// Free frames per pool, oldest retired first: a retired frame is reused as late as
+    /// possible, so a stale translation to it reads the poison for long.
+    free: Vec<Mutex<std::collections::VecDeque<u64>>>,
+    /// GFNs per pool (the last pool takes the remainder).
+    gfns_per_pool: u64,
     map: Vec<AtomicU64>,
 }
 
 impl SharedFrames {
-    fn new(gfns: u64, frames: u64) -> SharedFrames {
+    /// `frames` frames for `gfns` GFNs, in `pools` pools of equal GFN ranges.
+    fn new(gfns: u64, frames: u64, pools: u64) -> SharedFrames {
+        let pools = pools.clamp(1, gfns.max(1));
+        let per = frames / pools;
         SharedFrames {
             words: (0..frames * 512).map(|_| AtomicU64::new(0)).collect(),
             gen: (0..frames).map(|_| AtomicU64::new(0)).collect(),
-            free: Mutex::new((0..frames).collect()),
+            free: (0..pools)
+                .map(|p| {
+                    let end = if p + 1 == pools {
+                        frames
+                    } else {
+                        (p + 1) * per
+                    };
+                    Mutex::new((p * per..end).collect())
+                })
+                .collect(),
+            gfns_per_pool: gfns.div_ceil(pools).max(1),
             map: (0..gfns).map(|_| AtomicU64::new(NO_FRAME)).collect(),
         }
     }
-    fn alloc(&self) -> u64 {
+    /// The free list that serves `gfn`.
+    fn pool(&self, gfn: u64) -> &Mutex<std::collections::VecDeque<u64>> {
+        let p = (gfn / self.gfns_per_pool) as usize;
+        &self.free[p.min(self.free.len() - 1)]
+    }
+    fn alloc(&self, gfn: u64) -> u64 {
         let f = self
-            .free
+            .pool(gfn)
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()
@@ -63,12 +89,12 @@ impl SharedFrames {
         }
         f
     }
-    fn retire(&self, f: u64) {
+    fn retire(&self, gfn: u64, f: u64) {
         self.gen[f as usize].fetch_add(1, AcqRel);
         for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
             w.store(POISON, Relaxed);
         }
-        self.free
+        self.pool(gfn)
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(f);
@@ -80,11 +106,11 @@ impl SharedFrames {
         if cur != NO_FRAME {
             return cur;
         }
-        let f = self.alloc();
+        let f = self.alloc(gfn);
         match slot.compare_exchange(NO_FRAME, f, AcqRel, Acquire) {
             Ok(_) => f,
             Err(other) => {
-                self.retire(f);
+                self.retire(gfn, f);
                 other
             }
         }
@@ -108,46 +134,49 @@ impl SharedFrames {
     fn discard(&self, gfn: u64) {
         let old = self.map[gfn as usize].swap(NO_FRAME, AcqRel);
         if old != NO_FRAME {
-            self.retire(old);
+            self.retire(gfn, old);
         }
     }
     /// Move `gfn` to a new frame with the same contents (what numad / compaction do).
     pub fn migrate(&self, gfn: u64) {
         let Some(old) = self.current(gfn) else { return };
-        let new = self.alloc();
+        let new = self.alloc(gfn);
         for w in 0..512 {
             self.write(new, w, self.read(old, w));
         }
         self.map[gfn as usize].store(new, Release);
-        self.retire(old);
+        self.retire(gfn, old);
     }
 }
 
 /// The simulator's backend.
 pub struct SimBackend {
-    /// vCPUs.
-    pub vcpus: Vec<VcpuShared>,
+    /// vCPUs, each on its own cache line: every vCPU writes its mode at every entry and
+    /// exit, and a line shared with another vCPU's would cross cores each time.
+    pub vcpus: Vec<CachePadded<VcpuShared>>,
     /// Shared alias backing.
     pub shared: SharedFrames,
     /// Private backing (frame = gfn: one guest_memfd at offset 0).
     pub private: Arc<SimPrivateMem>,
     private_gen: Vec<AtomicU64>,
     /// Kick requests served.
-    pub kicks: AtomicU64,
+    pub kicks: PerCpuCounter,
     /// KVM's `wait_for_sept_zap`: no simulated vCPU enters the TD while it is set.
-    pub hold_out: AtomicBool,
+    /// (Read at every entry, written rarely: on a line of its own.)
+    pub hold_out: CachePadded<AtomicBool>,
 }
 
 impl SimBackend {
-    /// A backend for `gfns` of RAM, with `spare` extra shared frames for migrations.
+    /// A backend for `gfns` of RAM, with `spare` extra shared frames for migrations. The
+    /// RAM is one region per vCPU, each with its own share of the shared frames.
     pub fn new(vcpus: u32, gfns: u64, spare: u64) -> SimBackend {
         SimBackend {
-            vcpus: (0..vcpus).map(|_| VcpuShared::default()).collect(),
-            shared: SharedFrames::new(gfns, gfns + spare),
+            vcpus: (0..vcpus).map(|_| CachePadded::default()).collect(),
+            shared: SharedFrames::new(gfns, gfns + spare, vcpus.into()),
             private: Arc::new(SimPrivateMem::new(gfns)),
             private_gen: (0..gfns).map(|_| AtomicU64::new(0)).collect(),
-            kicks: AtomicU64::new(0),
-            hold_out: AtomicBool::new(false),
+            kicks: PerCpuCounter::default(),
+            hold_out: CachePadded::new(AtomicBool::new(false)),
         }
     }
     /// A private frame's generation.

@@ -224,13 +224,14 @@ impl<'w> Vcpu<'w> {
         let gpa = self.gpa(gfn, alias);
         // A fault that waited behind a zap sees the sequence moved and retries, as in KVM;
         // only a long stretch without success means the host is stuck.
-        // Read the clock only once a fault has been retried: the usual miss never needs it.
+        // Read the clock only once a fault has been retried: the usual miss (a walk, a
+        // fault, a walk that hits) never needs it.
         let mut since = None;
         let mut attempt = 0u32;
         while since
             .is_none_or(|t: std::time::Instant| t.elapsed() < crate::vmm::FAULT_PROGRESS_TIMEOUT)
         {
-            if attempt == 1 {
+            if attempt == 2 {
                 since = Some(std::time::Instant::now());
             }
             if attempt > 1 {

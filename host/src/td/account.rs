@@ -100,7 +100,7 @@ impl Accounting {
             memory_faults: ld(&c.memory_faults_served),
             raw_io: ld(&c.ves) - ld(&c.hlt_ves),
             other: ld(&c.other_exits) + ld(&c.hlt_ves),
-            ept_violations_in_tdcall: ld(&vmm.ept_violations),
+            ept_violations_in_tdcall: vmm.ept_violations.load(Relaxed),
             kicks: ld(&b.kicks),
             kick_waits: ld(&b.kick_waits),
             mem_syscalls: ld(&b.private.syscalls) + ld(&b.shared.syscalls),

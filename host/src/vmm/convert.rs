@@ -2,6 +2,7 @@
 
 use crate::inject::Chance;
 use crate::kvm::{Alias, BackendError, HypercallFailed, Kvm, KvmBug, VmmExits};
+use crate::percpu::PerCpuCounter;
 use shared_abi::convert::{ConversionTarget, MapGpaRangeArgs, MemoryAttributes};
 use shared_abi::Gpa;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -42,19 +43,19 @@ pub struct Vmm {
     /// Fault injection.
     pub inject: Injector,
     /// Conversions done, by direction.
-    pub conversions_to_private: AtomicU64,
+    pub conversions_to_private: PerCpuCounter,
     /// Conversions to shared.
-    pub conversions_to_shared: AtomicU64,
+    pub conversions_to_shared: PerCpuCounter,
     /// Implicit conversions done.
-    pub implicit_conversions: AtomicU64,
+    pub implicit_conversions: PerCpuCounter,
     /// Console and exit port (absent in model-only runs).
     pub io: Option<super::GuestIo>,
     /// Host checks served.
-    pub host_checks: AtomicU64,
+    pub host_checks: PerCpuCounter,
     /// Host checks that failed.
-    pub host_check_mismatches: AtomicU64,
+    pub host_check_mismatches: PerCpuCounter,
     /// Pages whose attribute a conversion changed (requested pages, both directions).
-    pub pages_converted: AtomicU64,
+    pub pages_converted: PerCpuCounter,
     /// The VMM's own mapping of the shared backing (QEMU's view of guest RAM), which host
     /// checks read and write; absent in model-only runs (checks are then unsupported).
     pub shared_view: Option<Arc<dyn SharedView>>,
@@ -63,7 +64,7 @@ pub struct Vmm {
     pub plant_leak: std::sync::atomic::AtomicBool,
     /// EPT violations resolved inside a TDCALL's exit (an ACCEPT's fault path, AUG and
     /// re-executed ACCEPT are one exit: `handle_tdcall`).
-    pub ept_violations: AtomicU64,
+    pub ept_violations: PerCpuCounter,
     /// Where the guest's measurement marks go (absent: marks are answered and ignored).
     pub marks: Option<Arc<dyn MarkSink>>,
     /// Guest RAM as GFN ranges `[start, end)` (QEMU's RAM blocks); `None`: all of
@@ -87,16 +88,16 @@ impl Vmm {
             kvm,
             strict,
             inject,
-            conversions_to_private: AtomicU64::new(0),
-            conversions_to_shared: AtomicU64::new(0),
-            implicit_conversions: AtomicU64::new(0),
+            conversions_to_private: PerCpuCounter::default(),
+            conversions_to_shared: PerCpuCounter::default(),
+            implicit_conversions: PerCpuCounter::default(),
             io: None,
-            host_checks: AtomicU64::new(0),
-            host_check_mismatches: AtomicU64::new(0),
-            pages_converted: AtomicU64::new(0),
+            host_checks: PerCpuCounter::default(),
+            host_check_mismatches: PerCpuCounter::default(),
+            pages_converted: PerCpuCounter::default(),
             shared_view: None,
             plant_leak: std::sync::atomic::AtomicBool::new(false),
-            ept_violations: AtomicU64::new(0),
+            ept_violations: PerCpuCounter::default(),
             marks: None,
             ram_gfns: None,
             map: None,
