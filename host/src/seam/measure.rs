@@ -51,6 +51,7 @@ impl TdxModule {
     /// does not own the firmware window's memory, so the VMM hands over the bytes the page
     /// holds (what QEMU copied there for PAGE.ADD).
     pub fn tdh_mr_extend(&self, gpa: Gpa, chunk: &[u8; CHUNK]) -> SeamResult<()> {
+        let tree = self.tree();
         let mut g = self.lock();
         if self.op_state() != OpState::Initialized {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
@@ -59,7 +60,7 @@ impl TdxModule {
             return Err(TdxStatus::OPERAND_INVALID.with_details(operand::RCX));
         }
         let page = Gpa(gpa.0 & !0xFFF);
-        let state = g.sept.entry_at(page, 0).map(|e| e.state);
+        let state = tree.entry_at(page, 0).map(|e| e.state);
         if state != Ok(SeptState::Mapped) {
             return Err(TdxStatus::EPT_ENTRY_NOT_PRESENT.with_details(0));
         }

@@ -8,6 +8,7 @@ mod epoch;
 pub mod machine;
 pub mod measure;
 mod mem;
+mod seamcall;
 mod sept;
 mod tdcall;
 
@@ -21,6 +22,7 @@ use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::{Gpa, Gpaw, TdxStatus};
 use std::sync::atomic::{AtomicU8, Ordering::*};
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::sync::Arc;
 
 /// The module's lock: SEAMCALLs and TDCALLs run to completion on their CPU, so a caller
@@ -104,8 +106,8 @@ pub struct SeamStats {
     pub map_failures: PerCpuCounter,
 }
 
+/// What the module keeps apart from the S-EPT, under one lock taken after the tree lock.
 pub(crate) struct SeamInner {
-    pub(crate) sept: Sept,
     /// Per-vCPU pending #VE info (valid until VEINFO.GET).
     pub(crate) ve_info: Vec<Option<shared_abi::ve::VeInfo>>,
     /// Pages blocked since the last TRACK that the CPU may still reach (first GFN, pages):
@@ -120,6 +122,10 @@ pub(crate) struct SeamInner {
 /// The TDX module of one TD.
 pub struct TdxModule {
     params: TdParams,
+    /// The S-EPT and its tree lock (`sept_lock`): shared by the walks and the calls that
+    /// change one entry, exclusive for those that link, unlink or split tables. Sharded
+    /// per CPU, so that vCPUs taking it shared do not move one reader count between cores.
+    sept: ShardedLock<Sept>,
     inner: Mutex<SeamInner>,
     /// The op-state, changed under `inner` and read without it: KVM asks at every removal
     /// and AUG (it keeps its own copy, `kvm_tdx->state`), and the answer only moves forward.
@@ -146,8 +152,8 @@ impl TdxModule {
     /// TDH.MNG.CREATE + TDH.MNG.INIT: a TD in op-state INITIALIZED with an empty S-EPT.
     pub fn new(params: TdParams, mem: Arc<dyn PrivateMem>) -> TdxModule {
         TdxModule {
+            sept: ShardedLock::new(Sept::new()),
             inner: Mutex::new(SeamInner {
-                sept: Sept::new(),
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
                 mrtd: measure::Measurement::default(),
@@ -185,6 +191,17 @@ impl TdxModule {
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, SeamInner> {
         self.inner.lock()
+    }
+
+    /// The S-EPT with its tree lock held shared. A poisoned lock means a panic elsewhere
+    /// already failed the run; keep reporting.
+    pub(crate) fn tree(&self) -> ShardedLockReadGuard<'_, Sept> {
+        self.sept.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The S-EPT with its tree lock held exclusively.
+    pub(crate) fn tree_mut(&self) -> ShardedLockWriteGuard<'_, Sept> {
+        self.sept.write().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The TLB epochs.
@@ -227,43 +244,6 @@ impl TdxModule {
         Ok(())
     }
 
-    /// TDH.MEM.SEPT.ADD: link a new S-EPT table page under the entry at `level` (1..=3) that
-    /// covers `gpa` (`tdh_mem_sept_add`).
-    pub fn tdh_mem_sept_add(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        if !(1..=3).contains(&level) {
-            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
-        }
-        let mut g = self.lock();
-        let e = g.sept.entry_at(gpa, level)?;
-        if e.state != SeptState::Free {
-            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32));
-        }
-        g.sept.link_table(gpa, level);
-        self.stats.sept_add.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, "TDH.MEM.SEPT.ADD");
-        Ok(())
-    }
-
-    /// TDH.MEM.PAGE.ADD: add an initial, already-accepted 4K page before finalize
-    /// (`tdh_mem_page_add`).
-    pub fn tdh_mem_page_add(&self, gpa: Gpa, hpa: Hpa) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        let mut g = self.lock();
-        if self.op_state() != OpState::Initialized {
-            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
-        }
-        let e = g.sept.entry_at(gpa, 0)?;
-        if e.state != SeptState::Free {
-            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(0));
-        }
-        *g.sept.entry_mut(gpa, 0) = SeptEntry::leaf(SeptState::Mapped, hpa);
-        g.mrtd.page_add(gpa);
-        self.map_for_cpu(gpa, hpa, 1);
-        self.stats.page_add.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
     /// A leaf just became MAPPED: let the CPU reach it (the caller holds the module's lock).
     /// The module itself cannot fail here, so a host failure is counted and logged; the
     /// guest's next touch of the page then reaches the host's fault path, which reports it.
@@ -274,27 +254,6 @@ impl TdxModule {
         }
     }
 
-    /// The pages blocked since the last TRACK leave the CPU, one call per run of adjacent
-    /// pages (the caller holds the module's lock); a host failure is counted and logged like
-    /// [`Self::map_for_cpu`]'s.
-    fn unmap_blocked_for_cpu(&self, g: &mut SeamInner) {
-        let mut pending = std::mem::take(&mut g.cpu_unmap_pending);
-        pending.sort_unstable();
-        let mut runs: Vec<(u64, u64)> = Vec::new();
-        for (gfn, n) in pending {
-            match runs.last_mut() {
-                Some((s, len)) if *s + *len == gfn => *len += n,
-                _ => runs.push((gfn, n)),
-            }
-        }
-        for (gfn, pages) in runs {
-            if let Err(e) = self.mem.unmap(Gpa(gfn << 12), pages) {
-                self.stats.map_failures.fetch_add(1, Relaxed);
-                tracing::error!(target: "seam", gpa = %Gpa(gfn << 12), pages, "unmapping a blocked page failed: {e}");
-            }
-        }
-    }
-
     /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
     /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
     /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
@@ -302,8 +261,7 @@ impl TdxModule {
         &self,
         gpa: Gpa,
     ) -> Result<Option<(SeptState, SeptLevel)>, CpuMapError> {
-        let g = self.lock();
-        match g.sept.walk(gpa, 0) {
+        match self.tree().walk(gpa, 0) {
             Walk::Leaf { entry, level } => {
                 if entry.state == SeptState::Mapped {
                     let pages = shared_abi::sept::level_pages(level);
@@ -314,183 +272,6 @@ impl TdxModule {
             }
             _ => Ok(None),
         }
-    }
-
-    /// TDH.MEM.PAGE.AUG: add a PENDING page (4K or 2M) to a TD (`tdh_mem_page_aug`).
-    pub fn tdh_mem_page_aug(&self, gpa: Gpa, level: SeptLevel, hpa: Hpa) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        if level > 1 || gpa.0 & (shared_abi::sept::level_bytes(level) - 1) != 0 {
-            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
-        }
-        let mut g = self.lock();
-        if self.op_state() == OpState::Teardown {
-            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
-        }
-        let e = g.sept.entry_at(gpa, level)?;
-        if !matches!(e.state, SeptState::Free | SeptState::Removed) {
-            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32));
-        }
-        *g.sept.entry_mut(gpa, level) = SeptEntry::leaf(SeptState::Pending, hpa);
-        self.stats.page_aug.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, hpa, "TDH.MEM.PAGE.AUG");
-        Ok(())
-    }
-
-    /// TDH.MEM.RANGE.BLOCK: stop new translations through the entry and record the current
-    /// epoch as its BEPOCH (`tdh_mem_range_block`).
-    pub fn tdh_mem_range_block(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        let mut g = self.lock();
-        let bepoch = self.epochs().td_epoch();
-        let e = g.sept.entry_at(gpa, level)?;
-        let next = match e.state {
-            SeptState::NlMapped => SeptState::NlBlocked,
-            SeptState::Mapped | SeptState::BlockedW => SeptState::Blocked,
-            SeptState::Pending | SeptState::PendingBlockedW => SeptState::PendingBlocked,
-            SeptState::NlBlocked | SeptState::Blocked | SeptState::PendingBlocked => {
-                return Err(TdxStatus::GPA_RANGE_ALREADY_BLOCKED.with_details(level as u32))
-            }
-            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
-        };
-        let m = g.sept.entry_mut(gpa, level);
-        m.state = next;
-        m.bepoch = bepoch;
-        if e.state == SeptState::Mapped {
-            let pages = shared_abi::sept::level_pages(level);
-            g.cpu_unmap_pending.push((gpa.0 >> 12, pages));
-        }
-        self.stats.block.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
-        Ok(())
-    }
-
-    /// TDH.MEM.RANGE.UNBLOCK: the inverse of BLOCK, once tracked (`tdh_mem_range_unblock`).
-    pub fn tdh_mem_range_unblock(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        let mut g = self.lock();
-        self.unmap_blocked_for_cpu(&mut g);
-        let e = g.sept.entry_at(gpa, level)?;
-        let next = match e.state {
-            SeptState::NlBlocked => SeptState::NlMapped,
-            SeptState::Blocked => SeptState::Mapped,
-            SeptState::PendingBlocked => SeptState::Pending,
-            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
-        };
-        if self.op_state() == OpState::Runnable && !self.epochs().is_tracked(e.bepoch) {
-            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
-        }
-        g.sept.entry_mut(gpa, level).state = next;
-        if next == SeptState::Mapped {
-            self.map_for_cpu(gpa, e.hpa, shared_abi::sept::level_pages(level));
-        }
-        self.stats.unblock.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
-    /// TDH.MEM.TRACK: advance the TD epoch unless a vCPU still runs in the previous one
-    /// (`tdh_mem_track`).
-    pub fn tdh_mem_track(&self) -> SeamResult<()> {
-        let mut g = self.lock();
-        let epoch = {
-            let ep = self.epochs();
-            ep.track()?;
-            ep.td_epoch()
-        };
-        self.unmap_blocked_for_cpu(&mut g);
-        self.stats.track.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", epoch, "TDH.MEM.TRACK");
-        Ok(())
-    }
-
-    /// Checks shared by REMOVE, DEMOTE and SEPT.REMOVE on a runnable TD: blocked, then tracked.
-    fn require_blocked_tracked(&self, e: &SeptEntry, level: SeptLevel) -> SeamResult<()> {
-        if self.op_state() != OpState::Runnable {
-            return Ok(());
-        }
-        let blocked = matches!(
-            e.state,
-            SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked
-        );
-        if !blocked {
-            return Err(TdxStatus::GPA_RANGE_NOT_BLOCKED.with_details(level as u32));
-        }
-        if !self.epochs().is_tracked(e.bepoch) {
-            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
-        }
-        Ok(())
-    }
-
-    /// TDH.MEM.PAGE.REMOVE: remove a private leaf, returning its HPA (`tdh_mem_page_remove`).
-    pub fn tdh_mem_page_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<Hpa> {
-        self.check_gpa(gpa)?;
-        let mut g = self.lock();
-        self.unmap_blocked_for_cpu(&mut g);
-        let e = g.sept.entry_at(gpa, level)?;
-        if !matches!(
-            e.state,
-            SeptState::Mapped
-                | SeptState::Blocked
-                | SeptState::BlockedW
-                | SeptState::Pending
-                | SeptState::PendingBlocked
-                | SeptState::PendingBlockedW
-        ) {
-            return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
-        }
-        self.require_blocked_tracked(&e, level)?;
-        *g.sept.entry_mut(gpa, level) = SeptEntry::FREE;
-        self.stats.remove.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
-        Ok(e.hpa)
-    }
-
-    /// TDH.MEM.PAGE.DEMOTE: split a blocked 2M leaf into 512 4K leaves carrying the unblocked
-    /// form of its state (`tdh_mem_page_demote`).
-    pub fn tdh_mem_page_demote(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        if level != 1 {
-            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
-        }
-        let mut g = self.lock();
-        self.unmap_blocked_for_cpu(&mut g);
-        let e = g.sept.entry_at(gpa, level)?;
-        let child = match e.state {
-            SeptState::Mapped | SeptState::Blocked => SeptState::Mapped,
-            SeptState::Pending | SeptState::PendingBlocked => SeptState::Pending,
-            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
-        };
-        self.require_blocked_tracked(&e, level)?;
-        g.sept.demote(gpa, e.hpa, child);
-        if child == SeptState::Mapped {
-            // 512 present 4K leaves: the CPU reaches the pages again (BLOCK took them away).
-            self.map_for_cpu(gpa, e.hpa, 512);
-        }
-        self.stats.demote.fetch_add(1, Relaxed);
-        Ok(())
-    }
-
-    /// TDH.MEM.SEPT.REMOVE: unlink an empty S-EPT table page (`tdh_mem_sept_remove`).
-    pub fn tdh_mem_sept_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
-        self.check_gpa(gpa)?;
-        if !(1..=3).contains(&level) {
-            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
-        }
-        let mut g = self.lock();
-        self.unmap_blocked_for_cpu(&mut g);
-        let e = g.sept.entry_at(gpa, level)?;
-        if !e.state.is_non_leaf() {
-            return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
-        }
-        self.require_blocked_tracked(&e, level)?;
-        if !g.sept.child_table_is_free(gpa, level) {
-            return Err(TdxStatus::EPT_PAGE_NOT_FREE.with_details(level as u32));
-        }
-        g.sept.unlink_table(gpa, level);
-        if self.op_state() == OpState::Runnable {
-            self.stats.tables_freed_while_runnable.fetch_add(1, Relaxed);
-        }
-        self.stats.sept_remove.fetch_add(1, Relaxed);
-        Ok(())
     }
 
     /// TDH.PHYMEM.PAGE.WBINVD then the host's MOVDIR64B clear (`tdx_clear_page`): the frame
@@ -523,12 +304,12 @@ impl TdxModule {
 
     /// The hardware's view: where a private GPA translates now.
     pub(crate) fn translate(&self, gpa: Gpa) -> Walk {
-        self.lock().sept.walk(gpa, 0)
+        self.tree().walk(gpa, 0)
     }
 
     /// Test and invariant support: every leaf (gpa, level, state).
     pub fn leaves(&self) -> Vec<(Gpa, SeptLevel, SeptState)> {
-        self.lock().sept.leaves()
+        self.tree().leaves()
     }
 
     /// The private memory this module guards.
@@ -538,7 +319,7 @@ impl TdxModule {
 
     /// The state of the entry at exactly `level` for `gpa`, if the walk reaches it.
     pub fn entry_state(&self, gpa: Gpa, level: SeptLevel) -> Option<SeptState> {
-        self.lock().sept.entry_at(gpa, level).ok().map(|e| e.state)
+        self.tree().entry_at(gpa, level).ok().map(|e| e.state)
     }
 }
 

@@ -1,11 +1,19 @@
 //! The Secure EPT: real 4-level tables (PML4 → PDPT → PD → PT) whose entries carry the module's
 //! states. Table pages live in an arena; a non-leaf entry's `hpa` is its child's arena index.
+//!
+//! Each entry is one atomic word, as the module's S-EPT entries are 64-bit words it updates
+//! with a single cmpxchg: the walk reads without a lock, and an operation that changes one
+//! entry under the tree lock held shared does it by compare-and-swap, taking the entry's
+//! lock bit where it has work to do between the check and the new state (the module's
+//! TDEL, bit 11 of a real entry). Linking and unlinking tables changes the arena itself and
+//! needs the tree lock held exclusively (`&mut Sept`).
 
 use super::Hpa;
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::{Gpa, TdxStatus};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 
-/// One S-EPT entry.
+/// One S-EPT entry, as read.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct SeptEntry {
     /// The module's state.
@@ -57,11 +65,74 @@ pub enum Walk {
     },
 }
 
-type Table = Box<[SeptEntry; 512]>;
+/// Why a compare-and-swap of an entry did not happen.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum CasError {
+    /// Another operation holds the entry's lock (the module answers OPERAND_BUSY).
+    Locked,
+    /// The entry changed since it was read: read it again.
+    Changed,
+}
+
+/// The word of an entry: state encoding in bits 0..7, the lock in bit 8, the frame from
+/// bit 12.
+mod word {
+    use super::{Hpa, SeptState};
+
+    pub(super) const LOCK: u64 = 1 << 8;
+    const STATE_MASK: u64 = 0x7F;
+
+    /// The state of each 7-bit encoding (unused encodings read as FREE; none is stored).
+    const DECODE: [SeptState; 128] = {
+        let mut t = [SeptState::Free; 128];
+        let mut i = 0;
+        while i < SeptState::ALL.len() {
+            t[SeptState::ALL[i].encoding() as usize] = SeptState::ALL[i];
+            i += 1;
+        }
+        t
+    };
+
+    pub(super) const fn pack(state: SeptState, hpa: Hpa) -> u64 {
+        hpa << 12 | state.encoding() as u64
+    }
+    pub(super) const fn state(w: u64) -> SeptState {
+        DECODE[(w & STATE_MASK) as usize]
+    }
+    pub(super) const fn hpa(w: u64) -> Hpa {
+        w >> 12
+    }
+}
+
+/// One table page: 512 entry words and, beside them, each entry's BEPOCH.
+struct Table {
+    words: [AtomicU64; 512],
+    bepoch: [AtomicU64; 512],
+}
+
+impl Table {
+    fn new(fill: impl Fn(usize) -> SeptEntry) -> Box<Table> {
+        Box::new(Table {
+            words: std::array::from_fn(|i| {
+                let e = fill(i);
+                AtomicU64::new(word::pack(e.state, e.hpa))
+            }),
+            bepoch: std::array::from_fn(|_| AtomicU64::new(0)),
+        })
+    }
+    fn read(&self, i: usize) -> SeptEntry {
+        let w = self.words[i].load(Acquire);
+        SeptEntry {
+            state: word::state(w),
+            hpa: word::hpa(w),
+            bepoch: self.bepoch[i].load(Acquire),
+        }
+    }
+}
 
 /// The S-EPT of one TD.
 pub struct Sept {
-    tables: Vec<Option<Table>>,
+    tables: Vec<Option<Box<Table>>>,
     free_slots: Vec<usize>,
 }
 
@@ -81,13 +152,13 @@ impl Sept {
     /// An S-EPT with only its root (PML4) page.
     pub fn new() -> Sept {
         Sept {
-            tables: vec![Some(Box::new([SeptEntry::FREE; 512]))],
+            tables: vec![Some(Table::new(|_| SeptEntry::FREE))],
             free_slots: Vec::new(),
         }
     }
 
     fn table(&self, t: usize) -> &Table {
-        self.tables[t].as_ref().expect("linked table exists")
+        self.tables[t].as_deref().expect("linked table exists")
     }
 
     /// The (table, index) holding the entry for `gpa` at `level`, if the walk reaches it.
@@ -99,7 +170,7 @@ impl Sept {
             if l == level {
                 return Ok((t, i));
             }
-            let e = self.table(t)[i];
+            let e = self.table(t).read(i);
             match e.state {
                 SeptState::NlMapped | SeptState::NlBlocked => t = e.hpa as usize,
                 SeptState::Free => return Err(Walk::Free { level: l }),
@@ -109,12 +180,19 @@ impl Sept {
         }
     }
 
+    /// The entry slot at `level`; the walk must reach it (the caller checked, and holds the
+    /// tree lock, so no table is unlinked meanwhile).
+    fn slot(&self, gpa: Gpa, level: SeptLevel) -> (&Table, usize) {
+        let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
+        (self.table(t), i)
+    }
+
     /// Walk towards `target` the way the module does.
     pub(crate) fn walk(&self, gpa: Gpa, target: SeptLevel) -> Walk {
         match self.locate(gpa, target) {
             Err(w) => w,
             Ok((t, i)) => {
-                let e = self.table(t)[i];
+                let e = self.table(t).read(i);
                 match e.state {
                     SeptState::Free => Walk::Free { level: target },
                     s if s.is_non_leaf() => Walk::NonLeaf {
@@ -133,7 +211,7 @@ impl Sept {
     /// The entry at exactly `level`, or EPT_WALK_FAILED if the walk stops above it.
     pub(crate) fn entry_at(&self, gpa: Gpa, level: SeptLevel) -> Result<SeptEntry, TdxStatus> {
         match self.locate(gpa, level) {
-            Ok((t, i)) => Ok(self.table(t)[i]),
+            Ok((t, i)) => Ok(self.table(t).read(i)),
             Err(
                 Walk::Free { level: l }
                 | Walk::Leaf { level: l, .. }
@@ -142,20 +220,57 @@ impl Sept {
         }
     }
 
-    /// The entry at `level`; the walk must reach it.
-    pub(crate) fn entry_mut(&mut self, gpa: Gpa, level: SeptLevel) -> &mut SeptEntry {
-        let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
-        &mut self.tables[t].as_mut().expect("linked")[i]
+    /// Replace the entry at `level` with `new` if it still is `old`, unlocked; BEPOCH stays
+    /// (an operation that sets it locks the entry and [`Self::store`]s).
+    pub(crate) fn cas(
+        &self,
+        gpa: Gpa,
+        level: SeptLevel,
+        old: SeptEntry,
+        new: SeptEntry,
+    ) -> Result<(), CasError> {
+        let (t, i) = self.slot(gpa, level);
+        let (o, n) = (word::pack(old.state, old.hpa), word::pack(new.state, new.hpa));
+        match t.words[i].compare_exchange(o, n, AcqRel, Acquire) {
+            Ok(_) => Ok(()),
+            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
+            Err(_) => Err(CasError::Changed),
+        }
     }
 
-    fn alloc(&mut self, fill: [SeptEntry; 512]) -> usize {
+    /// Take the lock of the entry at `level` if it still is `old` (the module's TDEL).
+    pub(crate) fn lock_entry(
+        &self,
+        gpa: Gpa,
+        level: SeptLevel,
+        old: SeptEntry,
+    ) -> Result<(), CasError> {
+        let (t, i) = self.slot(gpa, level);
+        let o = word::pack(old.state, old.hpa);
+        match t.words[i].compare_exchange(o, o | word::LOCK, AcqRel, Acquire) {
+            Ok(_) => Ok(()),
+            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
+            Err(_) => Err(CasError::Changed),
+        }
+    }
+
+    /// Write `new` into the entry at `level`, dropping its lock: the end of an operation that
+    /// took it with [`Self::lock_entry`], or one that holds the tree lock exclusively. BEPOCH
+    /// is written first: whoever sees the new state sees the epoch that goes with it.
+    pub(crate) fn store(&self, gpa: Gpa, level: SeptLevel, new: SeptEntry) {
+        let (t, i) = self.slot(gpa, level);
+        t.bepoch[i].store(new.bepoch, Release);
+        t.words[i].store(word::pack(new.state, new.hpa), Release);
+    }
+
+    fn alloc(&mut self, table: Box<Table>) -> usize {
         match self.free_slots.pop() {
             Some(s) => {
-                self.tables[s] = Some(Box::new(fill));
+                self.tables[s] = Some(table);
                 s
             }
             None => {
-                self.tables.push(Some(Box::new(fill)));
+                self.tables.push(Some(table));
                 self.tables.len() - 1
             }
         }
@@ -163,42 +278,30 @@ impl Sept {
 
     /// Link a fresh all-FREE table under the (FREE) entry at `level`.
     pub(crate) fn link_table(&mut self, gpa: Gpa, level: SeptLevel) {
-        let t = self.alloc([SeptEntry::FREE; 512]);
-        *self.entry_mut(gpa, level) = SeptEntry {
-            state: SeptState::NlMapped,
-            hpa: t as Hpa,
-            bepoch: 0,
-        };
+        let t = self.alloc(Table::new(|_| SeptEntry::FREE));
+        self.store(gpa, level, SeptEntry::leaf(SeptState::NlMapped, t as Hpa));
     }
 
     /// True when every entry of the table under `level` is FREE.
     pub(crate) fn child_table_is_free(&self, gpa: Gpa, level: SeptLevel) -> bool {
-        let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
-        let child = self.table(t)[i].hpa as usize;
-        self.table(child).iter().all(|e| e.state == SeptState::Free)
+        let (t, i) = self.slot(gpa, level);
+        let child = self.table(word::hpa(t.words[i].load(Acquire)) as usize);
+        (0..512).all(|j| child.read(j).state == SeptState::Free)
     }
 
     /// Unlink and free the table under `level`; the entry becomes FREE.
     pub(crate) fn unlink_table(&mut self, gpa: Gpa, level: SeptLevel) {
-        let e = self.entry_mut(gpa, level);
-        let child = e.hpa as usize;
-        *e = SeptEntry::FREE;
+        let (t, i) = self.slot(gpa, level);
+        let child = word::hpa(t.words[i].load(Acquire)) as usize;
+        self.store(gpa, level, SeptEntry::FREE);
         self.tables[child] = None;
         self.free_slots.push(child);
     }
 
     /// Replace the 2M leaf at `gpa` with a table of 512 4K leaves in `child` state.
     pub(crate) fn demote(&mut self, gpa: Gpa, hpa: Hpa, child: SeptState) {
-        let mut fill = [SeptEntry::FREE; 512];
-        for (i, e) in fill.iter_mut().enumerate() {
-            *e = SeptEntry::leaf(child, hpa + i as u64);
-        }
-        let t = self.alloc(fill);
-        *self.entry_mut(gpa, 1) = SeptEntry {
-            state: SeptState::NlMapped,
-            hpa: t as Hpa,
-            bepoch: 0,
-        };
+        let t = self.alloc(Table::new(|i| SeptEntry::leaf(child, hpa + i as u64)));
+        self.store(gpa, 1, SeptEntry::leaf(SeptState::NlMapped, t as Hpa));
     }
 
     /// Every leaf as (gpa, level, state).
@@ -215,7 +318,8 @@ impl Sept {
         base: u64,
         out: &mut Vec<(Gpa, SeptLevel, SeptState)>,
     ) {
-        for (i, e) in self.table(t).iter().enumerate() {
+        for i in 0..512 {
+            let e = self.table(t).read(i);
             let gpa = base + ((i as u64) << (12 + 9 * level as u32));
             match e.state {
                 SeptState::Free => {}
@@ -223,5 +327,43 @@ impl Sept {
                 s => out.push((Gpa(gpa), level, s)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every state survives the entry word, with frames up to 52 bits.
+    #[test]
+    fn entry_words_round_trip() {
+        for &s in SeptState::ALL {
+            for hpa in [0, 1, (1 << 52) - 1] {
+                let w = word::pack(s, hpa);
+                assert_eq!((word::state(w), word::hpa(w)), (s, hpa));
+                assert_eq!(w & word::LOCK, 0);
+            }
+        }
+    }
+
+    /// A locked entry refuses other changes until its owner stores the result; a stale
+    /// expectation is told apart from a lock.
+    #[test]
+    fn the_entry_lock_excludes_other_changes() {
+        let mut s = Sept::new();
+        for level in [3, 2, 1] {
+            s.link_table(Gpa(0), level);
+        }
+        let g = Gpa(0x3000);
+        let pending = SeptEntry::leaf(SeptState::Pending, 7);
+        s.cas(g, 0, SeptEntry::FREE, pending).unwrap();
+        s.lock_entry(g, 0, pending).unwrap();
+        let blocked = SeptEntry::leaf(SeptState::PendingBlocked, 7);
+        assert_eq!(s.cas(g, 0, pending, blocked), Err(CasError::Locked));
+        assert_eq!(s.entry_at(g, 0).unwrap().state, SeptState::Pending);
+        let mapped = SeptEntry::leaf(SeptState::Mapped, 7);
+        s.store(g, 0, mapped);
+        assert_eq!(s.cas(g, 0, pending, blocked), Err(CasError::Changed));
+        assert_eq!(s.walk(g, 0), Walk::Leaf { entry: mapped, level: 0 });
     }
 }

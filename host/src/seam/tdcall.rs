@@ -1,5 +1,6 @@
 //! The guest-facing side of the module: TDCALL dispatch (`tdx_td_dispatcher`).
 
+use super::sept::CasError;
 use super::{Sept, SeptEntry, TdxModule, Walk};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
@@ -121,46 +122,60 @@ impl TdxModule {
                 return TdcallExit::Done;
             }
         };
-        let mut g = self.lock();
-        let status = match g.sept.walk(gpa, level) {
-            Walk::Leaf { entry, level: at } if at > level => match entry.state {
-                SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(at as u32),
-                // A pending or blocked leaf larger than asked: the host must split it.
-                _ => return TdcallExit::EptViolation { gpa, level },
-            },
-            Walk::Leaf { entry, .. } => match entry.state {
-                // Injected contention on the S-EPT entry (the module's guest-exclusive entry
-                // lock, taken by cmpxchg: OPERAND_BUSY naming RCX, as `tdg_mem_page_accept`
-                // does), rolled once per accept that would succeed (not per re-execution
-                // after an EPT-violation exit, which would compound the probability): the
-                // guest retries the same call.
-                SeptState::Pending if self.inject_accept_busy.as_ref().is_some_and(|c| c.hit()) => {
-                    self.stats.accept_busy_injected.fetch_add(1, Relaxed);
-                    TdxStatus::OPERAND_BUSY.with_details(operand::RCX)
+        let tree = self.tree();
+        let status = loop {
+            break match tree.walk(gpa, level) {
+                Walk::Leaf { entry, level: at } if at > level => match entry.state {
+                    SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(at as u32),
+                    // A pending or blocked leaf larger than asked: the host must split it.
+                    _ => return TdcallExit::EptViolation { gpa, level },
+                },
+                Walk::Leaf { entry, .. } => match entry.state {
+                    // Injected contention on the S-EPT entry (the module's guest-exclusive
+                    // entry lock, taken by cmpxchg: OPERAND_BUSY naming RCX, as
+                    // `tdg_mem_page_accept` does), rolled once per accept that would succeed
+                    // (not per re-execution after an EPT-violation exit, which would compound
+                    // the probability): the guest retries the same call.
+                    SeptState::Pending
+                        if self.inject_accept_busy.as_ref().is_some_and(|c| c.hit()) =>
+                    {
+                        self.stats.accept_busy_injected.fetch_add(1, Relaxed);
+                        TdxStatus::OPERAND_BUSY.with_details(operand::RCX)
+                    }
+                    SeptState::Pending => match tree.lock_entry(gpa, level, entry) {
+                        Ok(()) => self.accept_locked(&tree, gpa, level, entry),
+                        Err(CasError::Changed) => continue,
+                        Err(CasError::Locked) => TdxStatus::OPERAND_BUSY.with_details(operand::RCX),
+                    },
+                    SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
+                    _ => return Self::accept_ept_violation(gpa, level),
+                },
+                Walk::NonLeaf { .. } => {
+                    self.stats.accept_size_mismatch.fetch_add(1, Relaxed);
+                    TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32)
                 }
-                SeptState::Pending => {
-                    let pages = shared_abi::sept::level_pages(level);
-                    accept_leaf(&mut g.sept, gpa, level, entry);
-                    // Zeroed and made reachable before the lock drops: a removal racing with
-                    // this accept finds the page either PENDING or MAPPED and reachable.
-                    self.mem().zero(entry.hpa, pages);
-                    self.map_for_cpu(gpa, entry.hpa, pages);
-                    drop(g);
-                    self.stats.accepted_4k.fetch_add(pages, Relaxed);
-                    tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
-                    TdxStatus::SUCCESS
-                }
-                SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
-                _ => return Self::accept_ept_violation(gpa, level),
-            },
-            Walk::NonLeaf { .. } => {
-                self.stats.accept_size_mismatch.fetch_add(1, Relaxed);
-                TdxStatus::PAGE_SIZE_MISMATCH.with_details(level as u32)
-            }
-            Walk::Free { .. } => return Self::accept_ept_violation(gpa, level),
+                Walk::Free { .. } => return Self::accept_ept_violation(gpa, level),
+            };
         };
         regs.rax = status.0;
         TdcallExit::Done
+    }
+
+    /// The rest of an ACCEPT whose PENDING entry it holds locked: the page is zeroed and made
+    /// reachable before the entry turns MAPPED and unlocks, so a removal racing with this
+    /// accept finds the page either PENDING (locked: busy) or MAPPED and reachable.
+    fn accept_locked(&self, tree: &Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) -> TdxStatus {
+        let pages = shared_abi::sept::level_pages(level);
+        self.mem().zero(entry.hpa, pages);
+        self.map_for_cpu(gpa, entry.hpa, pages);
+        let mapped = SeptEntry {
+            state: SeptState::Mapped,
+            ..entry
+        };
+        tree.store(gpa, level, mapped);
+        self.stats.accepted_4k.fetch_add(pages, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
+        TdxStatus::SUCCESS
     }
 
     /// The ACCEPT cannot complete on this entry: the TD exits to KVM with an EPT violation
@@ -274,68 +289,3 @@ fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u6
     };
 }
 
-fn accept_leaf(sept: &mut Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) {
-    *sept.entry_mut(gpa, level) = SeptEntry {
-        state: SeptState::Mapped,
-        ..entry
-    };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::seam::{NullPrivateMem, TdParams};
-    use shared_abi::td::VpInfo;
-    use shared_abi::Gpaw;
-    use std::sync::Arc;
-
-    fn module(num_vcpus: u32, max_vcpus: u32) -> Arc<TdxModule> {
-        let params = TdParams {
-            gpaw: Gpaw::GPAW_48,
-            attributes: 0,
-            num_vcpus,
-            max_vcpus,
-        };
-        TdxModule::runnable(params, Arc::new(NullPrivateMem))
-    }
-
-    fn call(m: &TdxModule, leaf: TdcallLeaf, rdx: u64) -> Regs {
-        let mut r = Regs {
-            rax: leaf as u64,
-            rdx,
-            r10: 0x5a5a,
-            r11: 0x5a5a,
-            ..Regs::default()
-        };
-        assert_eq!(m.tdcall(1, &mut r), TdcallExit::Done);
-        r
-    }
-
-    /// TDG.VP.INFO: NUM_VCPUS and MAX_VCPUS apart (R8), SYS_RD offered (R10 bit 0), R11 0.
-    #[test]
-    fn vp_info_reports_num_and_max_vcpus_and_sys_rd() {
-        let r = call(&module(2, 4), TdcallLeaf::VpInfo, 0);
-        assert_eq!(r.rax, 0);
-        assert_eq!(r.r8, 2 | 4 << 32);
-        assert_eq!((r.r10, r.r11), (1, 0));
-        let info = VpInfo::decode(r.rcx, r.rdx, r.r8, r.r9, r.r10).unwrap();
-        assert_eq!((info.vcpu_index, info.max_vcpus), (1, 4));
-        assert!(info.sys_rd_available);
-    }
-
-    /// TDG.SYS.RD: a known field reads with the next id (-1: the last), the null id names the
-    /// first field, an unknown id fails with R8 = 0 and RDX = -1.
-    #[test]
-    fn sys_rd_reads_walks_and_refuses_as_the_module_does() {
-        let m = module(1, 1);
-        let r = call(&m, TdcallLeaf::SysRd, sys_metadata::TDX_FEATURES0);
-        assert_eq!((r.rax, r.r8, r.rdx), (0, 0, sys_metadata::FIELD_ID_NA));
-        let r = call(&m, TdcallLeaf::SysRd, sys_metadata::FIELD_ID_NA);
-        assert_eq!(r.rax, TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT.0);
-        assert_eq!(r.rdx, sys_metadata::TDX_FEATURES0);
-        // MAJOR_VERSION is not one a guest may read from this module.
-        let r = call(&m, TdcallLeaf::SysRd, 0x0800_0001_0000_0004);
-        assert_eq!(r.rax, TdxStatus::METADATA_FIELD_ID_INCORRECT.0);
-        assert_eq!((r.r8, r.rdx), (0, sys_metadata::FIELD_ID_NA));
-    }
-}

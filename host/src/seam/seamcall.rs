@@ -1,0 +1,301 @@
+//! The SEAMCALLs KVM uses to manage a TD's private memory (TDH.MEM.*), with the module's
+//! locking: the S-EPT tree lock held shared by the calls that change one entry (AUG,
+//! REMOVE, a leaf's BLOCK) — each then changes its entry with a compare-and-swap or under
+//! the entry's lock — and held exclusively by the calls that link, unlink or split tables.
+
+use super::sept::CasError;
+use super::{rcx_error, Hpa, OpState, SeamInner, SeamResult, Sept, SeptEntry, TdxModule};
+use shared_abi::sept::{SeptLevel, SeptState};
+use shared_abi::{Gpa, TdxStatus};
+use std::sync::atomic::Ordering::Relaxed;
+
+impl TdxModule {
+    /// Change the entry at `level` under the tree lock held shared, as the module does with
+    /// the entry's cmpxchg: `next` checks the entry as read and gives its new value or the
+    /// call's status. A change that raced another is read again; an entry another call has
+    /// locked answers OPERAND_BUSY naming RCX (`tdx_module`'s entry-lock contention).
+    /// Returns the entry as it was.
+    pub(super) fn update_entry(
+        &self,
+        tree: &Sept,
+        gpa: Gpa,
+        level: SeptLevel,
+        next: impl Fn(SeptEntry) -> SeamResult<SeptEntry>,
+    ) -> SeamResult<SeptEntry> {
+        loop {
+            let old = tree.entry_at(gpa, level)?;
+            let new = next(old)?;
+            match tree.cas(gpa, level, old, new) {
+                Ok(()) => return Ok(old),
+                Err(CasError::Changed) => continue,
+                Err(CasError::Locked) => return Err(rcx_error(TdxStatus::OPERAND_BUSY)),
+            }
+        }
+    }
+
+    /// TDH.MEM.SEPT.ADD: link a new S-EPT table page under the entry at `level` (1..=3) that
+    /// covers `gpa` (`tdh_mem_sept_add`).
+    pub fn tdh_mem_sept_add(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if !(1..=3).contains(&level) {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut tree = self.tree_mut();
+        let e = tree.entry_at(gpa, level)?;
+        if e.state != SeptState::Free {
+            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32));
+        }
+        tree.link_table(gpa, level);
+        self.stats.sept_add.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, "TDH.MEM.SEPT.ADD");
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.ADD: add an initial, already-accepted 4K page before finalize
+    /// (`tdh_mem_page_add`).
+    pub fn tdh_mem_page_add(&self, gpa: Gpa, hpa: Hpa) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let tree = self.tree_mut();
+        let mut g = self.lock();
+        if self.op_state() != OpState::Initialized {
+            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
+        }
+        let e = tree.entry_at(gpa, 0)?;
+        if e.state != SeptState::Free {
+            return Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(0));
+        }
+        tree.store(gpa, 0, SeptEntry::leaf(SeptState::Mapped, hpa));
+        g.mrtd.page_add(gpa);
+        self.map_for_cpu(gpa, hpa, 1);
+        self.stats.page_add.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.AUG: add a PENDING page (4K or 2M) to a TD (`tdh_mem_page_aug`).
+    pub fn tdh_mem_page_aug(&self, gpa: Gpa, level: SeptLevel, hpa: Hpa) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if level > 1 || gpa.0 & (shared_abi::sept::level_bytes(level) - 1) != 0 {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let tree = self.tree();
+        if self.op_state() == OpState::Teardown {
+            return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
+        }
+        self.update_entry(&tree, gpa, level, |e| match e.state {
+            SeptState::Free | SeptState::Removed => Ok(SeptEntry::leaf(SeptState::Pending, hpa)),
+            _ => Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32)),
+        })?;
+        self.stats.page_aug.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, hpa, "TDH.MEM.PAGE.AUG");
+        Ok(())
+    }
+
+    /// TDH.MEM.RANGE.BLOCK: stop new translations through the entry and record the current
+    /// epoch as its BEPOCH (`tdh_mem_range_block`).
+    ///
+    /// The module holds the tree lock exclusively for every BLOCK. Blocking a leaf changes
+    /// that entry alone, which its lock makes atomic, so here a leaf's BLOCK holds the tree
+    /// lock shared and other vCPUs' faults and ACCEPTs go on; a non-leaf's, which cuts off a
+    /// subtree, holds it exclusively.
+    pub fn tdh_mem_range_block(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let tree = self.tree();
+        if !tree.entry_at(gpa, level)?.state.is_non_leaf() {
+            return self.block_entry(&tree, gpa, level);
+        }
+        drop(tree);
+        self.block_entry(&self.tree_mut(), gpa, level)
+    }
+
+    fn block_entry(&self, tree: &Sept, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        let mut g = self.lock();
+        let bepoch = self.epochs().td_epoch();
+        let e = loop {
+            let e = tree.entry_at(gpa, level)?;
+            let next = match e.state {
+                SeptState::NlMapped => SeptState::NlBlocked,
+                SeptState::Mapped | SeptState::BlockedW => SeptState::Blocked,
+                SeptState::Pending | SeptState::PendingBlockedW => SeptState::PendingBlocked,
+                SeptState::NlBlocked | SeptState::Blocked | SeptState::PendingBlocked => {
+                    return Err(TdxStatus::GPA_RANGE_ALREADY_BLOCKED.with_details(level as u32))
+                }
+                _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+            };
+            match tree.lock_entry(gpa, level, e) {
+                Ok(()) => {
+                    let blocked = SeptEntry {
+                        state: next,
+                        hpa: e.hpa,
+                        bepoch,
+                    };
+                    tree.store(gpa, level, blocked);
+                    break e;
+                }
+                Err(CasError::Changed) => continue,
+                Err(CasError::Locked) => return Err(rcx_error(TdxStatus::OPERAND_BUSY)),
+            }
+        };
+        if e.state == SeptState::Mapped {
+            let pages = shared_abi::sept::level_pages(level);
+            g.cpu_unmap_pending.push((gpa.0 >> 12, pages));
+        }
+        self.stats.block.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
+        Ok(())
+    }
+
+    /// TDH.MEM.RANGE.UNBLOCK: the inverse of BLOCK, once tracked (`tdh_mem_range_unblock`).
+    pub fn tdh_mem_range_unblock(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        let tree = self.tree_mut();
+        self.unmap_blocked_for_cpu(&mut self.lock());
+        let e = tree.entry_at(gpa, level)?;
+        let next = match e.state {
+            SeptState::NlBlocked => SeptState::NlMapped,
+            SeptState::Blocked => SeptState::Mapped,
+            SeptState::PendingBlocked => SeptState::Pending,
+            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+        };
+        if self.op_state() == OpState::Runnable && !self.epochs().is_tracked(e.bepoch) {
+            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
+        }
+        tree.store(gpa, level, SeptEntry::leaf(next, e.hpa));
+        if next == SeptState::Mapped {
+            self.map_for_cpu(gpa, e.hpa, shared_abi::sept::level_pages(level));
+        }
+        self.stats.unblock.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.TRACK: advance the TD epoch unless a vCPU still runs in the previous one
+    /// (`tdh_mem_track`).
+    pub fn tdh_mem_track(&self) -> SeamResult<()> {
+        let mut g = self.lock();
+        let epoch = {
+            let ep = self.epochs();
+            ep.track()?;
+            ep.td_epoch()
+        };
+        self.unmap_blocked_for_cpu(&mut g);
+        self.stats.track.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", epoch, "TDH.MEM.TRACK");
+        Ok(())
+    }
+
+    /// Checks shared by REMOVE, DEMOTE and SEPT.REMOVE on a runnable TD: blocked, then tracked.
+    fn require_blocked_tracked(&self, e: &SeptEntry, level: SeptLevel) -> SeamResult<()> {
+        if self.op_state() != OpState::Runnable {
+            return Ok(());
+        }
+        let blocked = matches!(
+            e.state,
+            SeptState::Blocked | SeptState::PendingBlocked | SeptState::NlBlocked
+        );
+        if !blocked {
+            return Err(TdxStatus::GPA_RANGE_NOT_BLOCKED.with_details(level as u32));
+        }
+        if !self.epochs().is_tracked(e.bepoch) {
+            return Err(TdxStatus::TLB_TRACKING_NOT_DONE.with_details(level as u32));
+        }
+        Ok(())
+    }
+
+    /// TDH.MEM.PAGE.REMOVE: remove a private leaf, returning its HPA (`tdh_mem_page_remove`);
+    /// the tree lock shared, as the module takes it.
+    pub fn tdh_mem_page_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<Hpa> {
+        self.check_gpa(gpa)?;
+        let tree = self.tree();
+        self.unmap_blocked_for_cpu(&mut self.lock());
+        let e = self.update_entry(&tree, gpa, level, |e| {
+            if !matches!(
+                e.state,
+                SeptState::Mapped
+                    | SeptState::Blocked
+                    | SeptState::BlockedW
+                    | SeptState::Pending
+                    | SeptState::PendingBlocked
+                    | SeptState::PendingBlockedW
+            ) {
+                return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
+            }
+            self.require_blocked_tracked(&e, level)?;
+            Ok(SeptEntry::FREE)
+        })?;
+        self.stats.remove.fetch_add(1, Relaxed);
+        tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
+        Ok(e.hpa)
+    }
+
+    /// TDH.MEM.PAGE.DEMOTE: split a blocked 2M leaf into 512 4K leaves carrying the unblocked
+    /// form of its state (`tdh_mem_page_demote`).
+    pub fn tdh_mem_page_demote(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if level != 1 {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut tree = self.tree_mut();
+        self.unmap_blocked_for_cpu(&mut self.lock());
+        let e = tree.entry_at(gpa, level)?;
+        let child = match e.state {
+            SeptState::Mapped | SeptState::Blocked => SeptState::Mapped,
+            SeptState::Pending | SeptState::PendingBlocked => SeptState::Pending,
+            _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
+        };
+        self.require_blocked_tracked(&e, level)?;
+        tree.demote(gpa, e.hpa, child);
+        if child == SeptState::Mapped {
+            // 512 present 4K leaves: the CPU reaches the pages again (BLOCK took them away).
+            self.map_for_cpu(gpa, e.hpa, 512);
+        }
+        self.stats.demote.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// TDH.MEM.SEPT.REMOVE: unlink an empty S-EPT table page (`tdh_mem_sept_remove`).
+    pub fn tdh_mem_sept_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+        self.check_gpa(gpa)?;
+        if !(1..=3).contains(&level) {
+            return Err(rcx_error(TdxStatus::OPERAND_INVALID));
+        }
+        let mut tree = self.tree_mut();
+        self.unmap_blocked_for_cpu(&mut self.lock());
+        let e = tree.entry_at(gpa, level)?;
+        if !e.state.is_non_leaf() {
+            return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32));
+        }
+        self.require_blocked_tracked(&e, level)?;
+        if !tree.child_table_is_free(gpa, level) {
+            return Err(TdxStatus::EPT_PAGE_NOT_FREE.with_details(level as u32));
+        }
+        tree.unlink_table(gpa, level);
+        if self.op_state() == OpState::Runnable {
+            self.stats.tables_freed_while_runnable.fetch_add(1, Relaxed);
+        }
+        self.stats.sept_remove.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// The pages blocked since the last TRACK leave the CPU, one call per run of adjacent
+    /// pages (the caller holds `inner`); a host failure is counted and logged like
+    /// [`Self::map_for_cpu`]'s.
+    pub(super) fn unmap_blocked_for_cpu(&self, g: &mut SeamInner) {
+        if g.cpu_unmap_pending.is_empty() {
+            return;
+        }
+        let mut pending = std::mem::take(&mut g.cpu_unmap_pending);
+        pending.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (gfn, n) in pending {
+            match runs.last_mut() {
+                Some((s, len)) if *s + *len == gfn => *len += n,
+                _ => runs.push((gfn, n)),
+            }
+        }
+        for (gfn, pages) in runs {
+            if let Err(e) = self.mem.unmap(Gpa(gfn << 12), pages) {
+                self.stats.map_failures.fetch_add(1, Relaxed);
+                tracing::error!(target: "seam", gpa = %Gpa(gfn << 12), pages, "unmapping a blocked page failed: {e}");
+            }
+        }
+    }
+}
