@@ -28,6 +28,7 @@ pub use tdvmcall::{HypercallFailed, VmmExits};
 pub use tdx::TdxRemove;
 pub use zap::KvmGfnRange;
 
+use crate::locks::{SpinMutex, SpinRwLock};
 use crate::percpu::PerCpuCounter;
 use crate::seam::TdxModule;
 use crossbeam_utils::sync::ShardedLock;
@@ -134,9 +135,9 @@ pub struct Kvm {
     /// The vCPUs' CPUID table (KVM_SET_CPUID2).
     cpuid: RwLock<Vec<CpuidEntry>>,
     /// `kvm->mmu_lock`: read for faults, write for zaps.
-    mmu_lock: spin::rwlock::RwLock<(), spin::relax::Yield>,
+    mmu_lock: SpinRwLock<()>,
     /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
-    slots_lock: spin::mutex::Mutex<(), spin::relax::Yield>,
+    slots_lock: SpinMutex<()>,
     roots: Vec<TdpRoot>,
     attrs: ShardedLock<Attributes>,
     inval: Invalidation,
@@ -227,8 +228,8 @@ impl Kvm {
             cpuid: RwLock::new(Vec::new()),
             attrs: ShardedLock::new(Attributes::new(cfg.mem_pages, init)),
             cfg,
-            mmu_lock: spin::rwlock::RwLock::new(()),
-            slots_lock: spin::mutex::Mutex::new(()),
+            mmu_lock: SpinRwLock::new(()),
+            slots_lock: SpinMutex::new(()),
             roots,
             inval: Invalidation {
                 in_progress: AtomicU32::new(0),

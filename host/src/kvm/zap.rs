@@ -55,7 +55,7 @@ impl UnmapRuns {
 }
 
 impl Kvm {
-    pub(super) fn lock_write(&self) -> spin::rwlock::RwLockWriteGuard<'_, (), spin::relax::Yield> {
+    pub(super) fn lock_write(&self) -> crate::locks::SpinRwLockWriteGuard<'_, ()> {
         self.mmu_lock.write()
     }
 

@@ -39,33 +39,100 @@ pub trait PrivateMem: Send + Sync {
     }
 }
 
+/// Which words of a 4 KiB frame an in-process memory keeps: all 512, or only the words a
+/// simulated workload writes and checks. A frame is then a few words instead of 4 KiB:
+/// zeroing, poisoning and copying it cost what the model's bookkeeping costs instead of
+/// memory bandwidth (which, on a small host, is what limited several simulated vCPUs), and
+/// what the checks see is the same, since they read nothing else.
+#[derive(Clone)]
+pub struct FrameWords {
+    /// Slot of each word index, or [`Self::ABSENT`].
+    slot: Box<[u16; 512]>,
+    per_frame: u64,
+}
+
+impl FrameWords {
+    const ABSENT: u16 = u16::MAX;
+
+    /// Every word of the frame.
+    pub fn full() -> FrameWords {
+        FrameWords {
+            slot: Box::new(std::array::from_fn(|i| i as u16)),
+            per_frame: 512,
+        }
+    }
+
+    /// Only `words` (indexes below 512).
+    pub fn sampled(words: &[u64]) -> FrameWords {
+        let mut slot = Box::new([Self::ABSENT; 512]);
+        for (n, &w) in words.iter().enumerate() {
+            slot[w as usize] = n as u16;
+        }
+        FrameWords {
+            slot,
+            per_frame: words.len() as u64,
+        }
+    }
+
+    /// Words kept per frame.
+    pub fn per_frame(&self) -> u64 {
+        self.per_frame
+    }
+
+    /// The index, in a flat array of frames, of word `word` of frame `frame`. A word the
+    /// layout does not keep is a bug of the simulator's workload.
+    pub fn index(&self, frame: u64, word: u64) -> usize {
+        let s = self.slot[word as usize];
+        assert!(s != Self::ABSENT, "word {word} of a frame is not simulated");
+        (frame * self.per_frame + s as u64) as usize
+    }
+
+    /// The words kept of `pages` frames from `frame`, as a range of the flat array.
+    pub fn frames(&self, frame: u64, pages: u64) -> std::ops::Range<usize> {
+        (frame * self.per_frame) as usize..((frame + pages) * self.per_frame) as usize
+    }
+
+    /// The word indexes kept, in slot order.
+    pub fn kept(&self) -> impl Iterator<Item = u64> + '_ {
+        (0..512u64).filter(|w| self.slot[*w as usize] != Self::ABSENT)
+    }
+}
+
 /// In-process private memory for the simulator: frames of atomic words, so racing simulated
 /// vCPUs (a stale TLB entry, say) are well-defined.
 pub struct SimPrivateMem {
     words: Vec<AtomicU64>,
+    layout: FrameWords,
 }
 
 impl SimPrivateMem {
-    /// `pages` frames, initially holding a "never written" fill.
+    /// `pages` whole frames, initially holding a "never written" fill.
     pub fn new(pages: u64) -> SimPrivateMem {
+        Self::with_layout(pages, FrameWords::full())
+    }
+
+    /// `pages` frames keeping the words of `layout`.
+    pub fn with_layout(pages: u64, layout: FrameWords) -> SimPrivateMem {
         SimPrivateMem {
-            words: (0..pages * 512).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..pages * layout.per_frame())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            layout,
         }
     }
 }
 
 impl PrivateMem for SimPrivateMem {
     fn zero(&self, hpa: Hpa, pages: u64) {
-        let start = (hpa * 512) as usize;
-        for w in &self.words[start..start + (pages * 512) as usize] {
+        for w in &self.words[self.layout.frames(hpa, pages)] {
             w.store(0, Relaxed);
         }
     }
     fn read(&self, hpa: Hpa, offset: u64) -> u64 {
-        self.words[(hpa * 512 + offset / 8) as usize].load(Relaxed)
+        self.words[self.layout.index(hpa, offset / 8)].load(Relaxed)
     }
     fn write(&self, hpa: Hpa, offset: u64, v: u64) {
-        self.words[(hpa * 512 + offset / 8) as usize].store(v, Relaxed)
+        self.words[self.layout.index(hpa, offset / 8)].store(v, Relaxed)
     }
 }
 

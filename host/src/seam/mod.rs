@@ -13,22 +13,19 @@ mod sept;
 mod tdcall;
 
 pub use epoch::EpochState;
-pub use mem::{CpuMapError, NullPrivateMem, PrivateMem, SimPrivateMem};
+pub use mem::{CpuMapError, FrameWords, NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
 pub use tdcall::TdcallExit;
 
 use crate::percpu::PerCpuCounter;
+use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::{Gpa, Gpaw, TdxStatus};
 use std::sync::atomic::{AtomicU8, Ordering::*};
-use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
 use std::sync::Arc;
 
-/// The module's lock: SEAMCALLs and TDCALLs run to completion on their CPU, so a caller
-/// waiting for another's spins (and yields, where simulated vCPUs outnumber host CPUs).
-type Mutex<T> = spin::mutex::Mutex<T, spin::relax::Yield>;
-type MutexGuard<'a, T> = spin::mutex::MutexGuard<'a, T>;
+use crate::locks::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
 
 /// A host physical page number: the index of a 4 KiB frame in the private backing.
 pub type Hpa = u64;

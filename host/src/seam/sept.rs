@@ -230,7 +230,10 @@ impl Sept {
         new: SeptEntry,
     ) -> Result<(), CasError> {
         let (t, i) = self.slot(gpa, level);
-        let (o, n) = (word::pack(old.state, old.hpa), word::pack(new.state, new.hpa));
+        let (o, n) = (
+            word::pack(old.state, old.hpa),
+            word::pack(new.state, new.hpa),
+        );
         match t.words[i].compare_exchange(o, n, AcqRel, Acquire) {
             Ok(_) => Ok(()),
             Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
@@ -364,6 +367,12 @@ mod tests {
         let mapped = SeptEntry::leaf(SeptState::Mapped, 7);
         s.store(g, 0, mapped);
         assert_eq!(s.cas(g, 0, pending, blocked), Err(CasError::Changed));
-        assert_eq!(s.walk(g, 0), Walk::Leaf { entry: mapped, level: 0 });
+        assert_eq!(
+            s.walk(g, 0),
+            Walk::Leaf {
+                entry: mapped,
+                level: 0
+            }
+        );
     }
 }

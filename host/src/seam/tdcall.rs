@@ -147,7 +147,9 @@ impl TdxModule {
                         Err(CasError::Changed) => continue,
                         Err(CasError::Locked) => TdxStatus::OPERAND_BUSY.with_details(operand::RCX),
                     },
-                    SeptState::Mapped => TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32),
+                    SeptState::Mapped => {
+                        TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32)
+                    }
                     _ => return Self::accept_ept_violation(gpa, level),
                 },
                 Walk::NonLeaf { .. } => {
@@ -164,7 +166,13 @@ impl TdxModule {
     /// The rest of an ACCEPT whose PENDING entry it holds locked: the page is zeroed and made
     /// reachable before the entry turns MAPPED and unlocks, so a removal racing with this
     /// accept finds the page either PENDING (locked: busy) or MAPPED and reachable.
-    fn accept_locked(&self, tree: &Sept, gpa: Gpa, level: SeptLevel, entry: SeptEntry) -> TdxStatus {
+    fn accept_locked(
+        &self,
+        tree: &Sept,
+        gpa: Gpa,
+        level: SeptLevel,
+        entry: SeptEntry,
+    ) -> TdxStatus {
         let pages = shared_abi::sept::level_pages(level);
         self.mem().zero(entry.hpa, pages);
         self.map_for_cpu(gpa, entry.hpa, pages);
@@ -288,4 +296,3 @@ fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u6
         ..*regs
     };
 }
-

@@ -7,7 +7,7 @@
 
 use crate::kvm::{Alias, Backend, BackendError};
 use crate::percpu::PerCpuCounter;
-use crate::seam::{PrivateMem, SimPrivateMem};
+use crate::seam::{FrameWords, PrivateMem, SimPrivateMem};
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering::*};
 use std::sync::{Arc, Mutex};
@@ -40,6 +40,7 @@ pub struct VcpuShared {
 /// core's cache instead of crossing to the other core's at every allocation.
 pub struct SharedFrames {
     words: Vec<AtomicU64>,
+    layout: FrameWords,
     gen: Vec<AtomicU64>,
     /// Free frames per pool, oldest retired first: a retired frame is reused as late as
     /// possible, so a stale translation to it reads the poison for long.
@@ -50,12 +51,16 @@ pub struct SharedFrames {
 }
 
 impl SharedFrames {
-    /// `frames` frames for `gfns` GFNs, in `pools` pools of equal GFN ranges.
-    fn new(gfns: u64, frames: u64, pools: u64) -> SharedFrames {
+    /// `frames` frames keeping the words of `layout` for `gfns` GFNs, in `pools` pools of
+    /// equal GFN ranges.
+    fn new(gfns: u64, frames: u64, pools: u64, layout: FrameWords) -> SharedFrames {
         let pools = pools.clamp(1, gfns.max(1));
         let per = frames / pools;
         SharedFrames {
-            words: (0..frames * 512).map(|_| AtomicU64::new(0)).collect(),
+            words: (0..frames * layout.per_frame())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            layout,
             gen: (0..frames).map(|_| AtomicU64::new(0)).collect(),
             free: (0..pools)
                 .map(|p| {
@@ -84,14 +89,14 @@ impl SharedFrames {
             .pop_front()
             .expect("shared frame pool sized for the run");
         self.gen[f as usize].fetch_add(1, AcqRel);
-        for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
+        for w in &self.words[self.layout.frames(f, 1)] {
             w.store(0, Relaxed);
         }
         f
     }
     fn retire(&self, gfn: u64, f: u64) {
         self.gen[f as usize].fetch_add(1, AcqRel);
-        for w in &self.words[f as usize * 512..f as usize * 512 + 512] {
+        for w in &self.words[self.layout.frames(f, 1)] {
             w.store(POISON, Relaxed);
         }
         self.pool(gfn)
@@ -125,11 +130,11 @@ impl SharedFrames {
     }
     /// Read a word.
     pub fn read(&self, f: u64, word: u64) -> u64 {
-        self.words[(f * 512 + word) as usize].load(Relaxed)
+        self.words[self.layout.index(f, word)].load(Relaxed)
     }
     /// Write a word.
     pub fn write(&self, f: u64, word: u64, v: u64) {
-        self.words[(f * 512 + word) as usize].store(v, Relaxed)
+        self.words[self.layout.index(f, word)].store(v, Relaxed)
     }
     fn discard(&self, gfn: u64) {
         let old = self.map[gfn as usize].swap(NO_FRAME, AcqRel);
@@ -141,12 +146,17 @@ impl SharedFrames {
     pub fn migrate(&self, gfn: u64) {
         let Some(old) = self.current(gfn) else { return };
         let new = self.alloc(gfn);
-        for w in 0..512 {
+        for w in self.layout.kept() {
             self.write(new, w, self.read(old, w));
         }
         self.map[gfn as usize].store(new, Release);
         self.retire(gfn, old);
     }
+}
+
+/// The words of a frame the simulator keeps: those the workload writes and checks.
+fn layout() -> FrameWords {
+    FrameWords::sampled(&super::vcpu::WORDS)
 }
 
 /// The simulator's backend.
@@ -172,8 +182,8 @@ impl SimBackend {
     pub fn new(vcpus: u32, gfns: u64, spare: u64) -> SimBackend {
         SimBackend {
             vcpus: (0..vcpus).map(|_| CachePadded::default()).collect(),
-            shared: SharedFrames::new(gfns, gfns + spare, vcpus.into()),
-            private: Arc::new(SimPrivateMem::new(gfns)),
+            shared: SharedFrames::new(gfns, gfns + spare, vcpus.into(), layout()),
+            private: Arc::new(SimPrivateMem::with_layout(gfns, layout())),
             private_gen: (0..gfns).map(|_| AtomicU64::new(0)).collect(),
             kicks: PerCpuCounter::default(),
             hold_out: CachePadded::new(AtomicBool::new(false)),

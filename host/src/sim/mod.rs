@@ -203,8 +203,8 @@ impl World {
                 continue;
             }
             if let Some(f) = self.backend.shared.current(gfn) {
-                leaks += (0..512)
-                    .filter(|w| self.backend.shared.read(f, *w) >> 56 == PRIVATE_TAG >> 56)
+                leaks += (vcpu::WORDS.iter())
+                    .filter(|w| self.backend.shared.read(f, **w) >> 56 == PRIVATE_TAG >> 56)
                     .count() as u64;
             }
         }

@@ -20,8 +20,9 @@ use tdcall::{Regs, Tdx, Transport};
 pub const PRIVATE_TAG: u64 = 0xAA << 56;
 /// Top byte of every word the guest writes through the shared alias.
 pub const SHARED_TAG: u64 = 0x55 << 56;
-/// The words of a page the workload writes and checks.
-const WORDS: [u64; 3] = [0, 255, 511];
+/// The words of a page the workload writes and checks (first, middle, last): the only words
+/// the simulator's frames keep.
+pub(super) const WORDS: [u64; 3] = [0, 255, 511];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Expect {
