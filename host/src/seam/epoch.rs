@@ -60,7 +60,7 @@ impl EpochState {
     /// TDH.MEM.TRACK: bump the epoch unless vCPUs are still in the previous one. The module
     /// takes the epoch lock exclusively; a TRACK that loses the race to another answers
     /// OPERAND_BUSY, as a TRACK finding that lock taken does (tdxlab calls TRACK under the
-    /// module's lock, so it does not happen here).
+    /// module's inner lock, so it does not happen here).
     pub(crate) fn track(&self) -> Result<(), TdxStatus> {
         let e = self.td_epoch();
         if self.any_inside(e - 1) {

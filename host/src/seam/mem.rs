@@ -26,14 +26,17 @@ pub trait PrivateMem: Send + Sync {
     fn write(&self, hpa: Hpa, offset: u64, v: u64);
     /// The S-EPT now lets the guest use `pages` frames from `hpa` at `gpa` (PAGE.ADD, or an
     /// ACCEPT that made the leaf MAPPED): where the CPU is emulated by a real KVM VM, make
-    /// the page reachable there. Called under the module's lock, so no removal can slip in
-    /// between the state change and the mapping. Models without a CPU mapping do nothing.
+    /// the page reachable there. Called while the module holds the entry (its lock, or the
+    /// tree lock exclusively, or its inner lock, which BLOCK holds too), so no removal can
+    /// slip in between the state change and the mapping. Concurrent calls name different
+    /// pages. Models without a CPU mapping do nothing.
     fn map(&self, _gpa: Gpa, _hpa: Hpa, _pages: u64) -> Result<(), CpuMapError> {
         Ok(())
     }
     /// The S-EPT leaf for `pages` frames at `gpa` was blocked: the CPU may create no new
     /// translation through it. Where the CPU is a real KVM VM, take the pages away (which
-    /// also flushes its TLBs, more than BLOCK alone does). Called under the module's lock.
+    /// also flushes its TLBs, more than BLOCK alone does). Called under the module's inner
+    /// lock.
     fn unmap(&self, _gpa: Gpa, _pages: u64) -> Result<(), CpuMapError> {
         Ok(())
     }

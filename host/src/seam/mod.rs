@@ -22,7 +22,7 @@ use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteG
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::{Gpa, Gpaw, TdxStatus};
-use std::sync::atomic::{AtomicU8, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
 use std::sync::Arc;
 
 use crate::locks::{SpinMutex as Mutex, SpinMutexGuard as MutexGuard};
@@ -124,6 +124,9 @@ pub struct TdxModule {
     /// per CPU, so that vCPUs taking it shared do not move one reader count between cores.
     sept: ShardedLock<Sept>,
     inner: Mutex<SeamInner>,
+    /// `inner.cpu_unmap_pending` is not empty: a REMOVE looks before taking `inner`, as
+    /// after a TRACK (which unmaps them all) it usually is.
+    unmap_pending: AtomicBool,
     /// The op-state, changed under `inner` and read without it: KVM asks at every removal
     /// and AUG (it keeps its own copy, `kvm_tdx->state`), and the answer only moves forward.
     op_state: AtomicU8,
@@ -155,6 +158,7 @@ impl TdxModule {
                 cpu_unmap_pending: Vec::new(),
                 mrtd: measure::Measurement::default(),
             }),
+            unmap_pending: AtomicBool::new(false),
             op_state: AtomicU8::new(OpState::Initialized as u8),
             epoch: EpochState::new(params.num_vcpus),
             params,
@@ -241,7 +245,8 @@ impl TdxModule {
         Ok(())
     }
 
-    /// A leaf just became MAPPED: let the CPU reach it (the caller holds the module's lock).
+    /// A leaf just became MAPPED: let the CPU reach it (the caller holds the entry, as
+    /// [`PrivateMem::map`] says).
     /// The module itself cannot fail here, so a host failure is counted and logged; the
     /// guest's next touch of the page then reaches the host's fault path, which reports it.
     pub(crate) fn map_for_cpu(&self, gpa: Gpa, hpa: Hpa, pages: u64) {
@@ -252,13 +257,17 @@ impl TdxModule {
     }
 
     /// The guest touched private `gpa` and the host saw it: if the leaf covering it is
-    /// MAPPED, map it for the CPU again (under the lock, so a removal cannot interleave).
+    /// MAPPED, map it for the CPU again. `inner` is held throughout, as BLOCK holds it from
+    /// the state change to queueing the page's unmap, so a BLOCK (and the TRACK that
+    /// unmaps) falls wholly before or after this.
     /// Returns the leaf's state and level, `None` when no leaf covers `gpa`.
     pub(crate) fn remap_if_mapped(
         &self,
         gpa: Gpa,
     ) -> Result<Option<(SeptState, SeptLevel)>, CpuMapError> {
-        match self.tree().walk(gpa, 0) {
+        let tree = self.tree();
+        let _g = self.lock();
+        match tree.walk(gpa, 0) {
             Walk::Leaf { entry, level } => {
                 if entry.state == SeptState::Mapped {
                     let pages = shared_abi::sept::level_pages(level);

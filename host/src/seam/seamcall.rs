@@ -7,7 +7,7 @@ use super::sept::CasError;
 use super::{rcx_error, Hpa, OpState, SeamInner, SeamResult, Sept, SeptEntry, TdxModule};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::{Gpa, TdxStatus};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 
 impl TdxModule {
     /// Change the entry at `level` under the tree lock held shared, as the module does with
@@ -132,12 +132,17 @@ impl TdxModule {
                     break e;
                 }
                 Err(CasError::Changed) => continue,
-                Err(CasError::Locked) => return Err(rcx_error(TdxStatus::OPERAND_BUSY)),
+                // Only an ACCEPT holds a leaf's lock, for a bounded time (zero, map, store).
+                // The module would answer BUSY and KVM retry once after kicking every vCPU
+                // out of the TD, by when the TDCALL has completed; here the TDCALL runs
+                // outside the vCPU's time in the TD, so BLOCK waits for it instead.
+                Err(CasError::Locked) => std::hint::spin_loop(),
             }
         };
         if e.state == SeptState::Mapped {
             let pages = shared_abi::sept::level_pages(level);
             g.cpu_unmap_pending.push((gpa.0 >> 12, pages));
+            self.unmap_pending.store(true, Release);
         }
         self.stats.block.fetch_add(1, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
@@ -205,7 +210,9 @@ impl TdxModule {
     pub fn tdh_mem_page_remove(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<Hpa> {
         self.check_gpa(gpa)?;
         let tree = self.tree();
-        self.unmap_blocked_for_cpu(&mut self.lock());
+        if self.unmap_pending.load(Acquire) {
+            self.unmap_blocked_for_cpu(&mut self.lock());
+        }
         let e = self.update_entry(&tree, gpa, level, |e| {
             if !matches!(
                 e.state,
@@ -283,6 +290,7 @@ impl TdxModule {
             return;
         }
         let mut pending = std::mem::take(&mut g.cpu_unmap_pending);
+        self.unmap_pending.store(false, Release);
         pending.sort_unstable();
         let mut runs: Vec<(u64, u64)> = Vec::new();
         for (gfn, n) in pending {

@@ -165,7 +165,8 @@ impl TdxModule {
 
     /// The rest of an ACCEPT whose PENDING entry it holds locked: the page is zeroed and made
     /// reachable before the entry turns MAPPED and unlocks, so a removal racing with this
-    /// accept finds the page either PENDING (locked: busy) or MAPPED and reachable.
+    /// accept finds the page either PENDING and locked (BLOCK waits for it) or MAPPED and
+    /// reachable.
     fn accept_locked(
         &self,
         tree: &Sept,
