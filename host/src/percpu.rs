@@ -3,20 +3,17 @@
 //! every vCPU thread would move its cache line between cores at every event, which costs
 //! more than the event it counts once several vCPUs convert at once.
 
+use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Slots per counter: threads beyond this share slots (still correct, only slower).
 const SLOTS: usize = 16;
 
-/// One slot on its own cache line (two, for the adjacent-line prefetcher).
-#[derive(Default)]
-#[repr(align(128))]
-struct Slot(AtomicU64);
-
-/// A counter that many threads add to and few read (`percpu_counter`).
+/// A counter that many threads add to and few read (`percpu_counter`): one slot per
+/// thread, each alone on its cache lines.
 #[derive(Default)]
 pub struct PerCpuCounter {
-    slots: [Slot; SLOTS],
+    slots: [CachePadded<AtomicU64>; SLOTS],
 }
 
 /// This thread's slot, assigned on first use in thread-creation order.
@@ -32,12 +29,12 @@ impl PerCpuCounter {
     /// Add `n` in this thread's slot. The ordering applies to that slot alone; a reader
     /// that needs a settled total reads after the counting threads stopped.
     pub fn fetch_add(&self, n: u64, order: Ordering) {
-        self.slots[my_slot()].0.fetch_add(n, order);
+        self.slots[my_slot()].fetch_add(n, order);
     }
 
     /// The sum of every slot.
     pub fn load(&self, order: Ordering) -> u64 {
-        self.slots.iter().map(|s| s.0.load(order)).sum()
+        self.slots.iter().map(|s| s.load(order)).sum()
     }
 }
 

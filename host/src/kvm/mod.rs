@@ -32,6 +32,7 @@ use crate::locks::{SpinMutex, SpinRwLock};
 use crate::percpu::PerCpuCounter;
 use crate::seam::TdxModule;
 use crossbeam_utils::sync::ShardedLock;
+use crossbeam_utils::CachePadded;
 use shared_abi::convert::MemoryAttributes;
 use shared_abi::{Gpa, Gpaw, PageLevel, TdxStatus};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
@@ -134,13 +135,16 @@ pub struct Kvm {
     cfg: KvmConfig,
     /// The vCPUs' CPUID table (KVM_SET_CPUID2).
     cpuid: RwLock<Vec<CpuidEntry>>,
-    /// `kvm->mmu_lock`: read for faults, write for zaps.
-    mmu_lock: SpinRwLock<()>,
+    /// `kvm->mmu_lock`: read for faults, write for zaps. (This and the next three fields
+    /// are written by one vCPU while others read the fields around them: each sits alone
+    /// on its cache lines, so that the configuration every fault reads does not move
+    /// between cores with them.)
+    mmu_lock: CachePadded<SpinRwLock<()>>,
     /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
-    slots_lock: SpinMutex<()>,
+    slots_lock: CachePadded<SpinMutex<()>>,
     roots: Vec<TdpRoot>,
-    attrs: ShardedLock<Attributes>,
-    inval: Invalidation,
+    attrs: CachePadded<ShardedLock<Attributes>>,
+    inval: CachePadded<Invalidation>,
     tdx: Option<Arc<TdxModule>>,
     backend: Arc<dyn Backend>,
     bugged: AtomicBool,
@@ -226,17 +230,17 @@ impl Kvm {
         };
         Kvm {
             cpuid: RwLock::new(Vec::new()),
-            attrs: ShardedLock::new(Attributes::new(cfg.mem_pages, init)),
+            attrs: CachePadded::new(ShardedLock::new(Attributes::new(cfg.mem_pages, init))),
             cfg,
-            mmu_lock: SpinRwLock::new(()),
-            slots_lock: SpinMutex::new(()),
+            mmu_lock: CachePadded::new(SpinRwLock::new(())),
+            slots_lock: CachePadded::new(SpinMutex::new(())),
             roots,
-            inval: Invalidation {
+            inval: CachePadded::new(Invalidation {
                 in_progress: AtomicU32::new(0),
                 start: AtomicU64::new(INVALID_GFN),
                 end: AtomicU64::new(INVALID_GFN),
                 seq: AtomicU64::new(0),
-            },
+            }),
             tdx,
             backend,
             bugged: AtomicBool::new(false),

@@ -9,15 +9,15 @@
 //! line another vCPU writes, so simulated vCPUs on different cores do not stall each other
 //! at every TDCALL.
 
+use crossbeam_utils::CachePadded;
 use shared_abi::TdxStatus;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
 /// "Outside the TD" in a vCPU's record (epochs start at 1).
 const OUTSIDE: u64 = 0;
 
-/// One vCPU's record, alone on its cache lines (two, for the adjacent-line prefetcher).
+/// One vCPU's record (kept alone on its cache lines).
 #[derive(Debug)]
-#[repr(align(128))]
 struct VcpuEpoch {
     /// The epoch the vCPU entered in, or [`OUTSIDE`].
     inside: AtomicU64,
@@ -29,19 +29,22 @@ struct VcpuEpoch {
 /// The TD epoch and where each vCPU is.
 #[derive(Debug)]
 pub struct EpochState {
-    td_epoch: AtomicU64,
-    vcpus: Vec<VcpuEpoch>,
+    /// Read at every entry, written at every TRACK: alone on its cache lines.
+    td_epoch: CachePadded<AtomicU64>,
+    vcpus: Vec<CachePadded<VcpuEpoch>>,
 }
 
 impl EpochState {
     /// Epoch 1, no vCPU inside.
     pub fn new(vcpus: u32) -> EpochState {
         EpochState {
-            td_epoch: AtomicU64::new(1),
+            td_epoch: CachePadded::new(AtomicU64::new(1)),
             vcpus: (0..vcpus)
-                .map(|_| VcpuEpoch {
-                    inside: AtomicU64::new(OUTSIDE),
-                    last_entry: AtomicU64::new(1),
+                .map(|_| {
+                    CachePadded::new(VcpuEpoch {
+                        inside: AtomicU64::new(OUTSIDE),
+                        last_entry: AtomicU64::new(1),
+                    })
                 })
                 .collect(),
         }

@@ -19,6 +19,7 @@ pub use tdcall::TdcallExit;
 
 use crate::percpu::PerCpuCounter;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
+use crossbeam_utils::CachePadded;
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::{Gpa, Gpaw, TdxStatus};
@@ -123,10 +124,12 @@ pub struct TdxModule {
     /// change one entry, exclusive for those that link, unlink or split tables. Sharded
     /// per CPU, so that vCPUs taking it shared do not move one reader count between cores.
     sept: ShardedLock<Sept>,
-    inner: Mutex<SeamInner>,
+    /// (Written by the zapping vCPU while the others read the fields around: alone on its
+    /// cache lines, like the next one.)
+    inner: CachePadded<Mutex<SeamInner>>,
     /// `inner.cpu_unmap_pending` is not empty: a REMOVE looks before taking `inner`, as
     /// after a TRACK (which unmaps them all) it usually is.
-    unmap_pending: AtomicBool,
+    unmap_pending: CachePadded<AtomicBool>,
     /// The op-state, changed under `inner` and read without it: KVM asks at every removal
     /// and AUG (it keeps its own copy, `kvm_tdx->state`), and the answer only moves forward.
     op_state: AtomicU8,
@@ -153,12 +156,12 @@ impl TdxModule {
     pub fn new(params: TdParams, mem: Arc<dyn PrivateMem>) -> TdxModule {
         TdxModule {
             sept: ShardedLock::new(Sept::new()),
-            inner: Mutex::new(SeamInner {
+            inner: CachePadded::new(Mutex::new(SeamInner {
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
                 mrtd: measure::Measurement::default(),
-            }),
-            unmap_pending: AtomicBool::new(false),
+            })),
+            unmap_pending: CachePadded::new(AtomicBool::new(false)),
             op_state: AtomicU8::new(OpState::Initialized as u8),
             epoch: EpochState::new(params.num_vcpus),
             params,

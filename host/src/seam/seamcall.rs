@@ -22,10 +22,11 @@ impl TdxModule {
         level: SeptLevel,
         next: impl Fn(SeptEntry) -> SeamResult<SeptEntry>,
     ) -> SeamResult<SeptEntry> {
+        let slot = tree.entry(gpa, level)?;
         loop {
-            let old = tree.entry_at(gpa, level)?;
+            let old = slot.read();
             let new = next(old)?;
-            match tree.cas(gpa, level, old, new) {
+            match slot.cas(old, new) {
                 Ok(()) => return Ok(old),
                 Err(CasError::Changed) => continue,
                 Err(CasError::Locked) => return Err(rcx_error(TdxStatus::OPERAND_BUSY)),
@@ -110,8 +111,9 @@ impl TdxModule {
     fn block_entry(&self, tree: &Sept, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
         let mut g = self.lock();
         let bepoch = self.epochs().td_epoch();
+        let slot = tree.entry(gpa, level)?;
         let e = loop {
-            let e = tree.entry_at(gpa, level)?;
+            let e = slot.read();
             let next = match e.state {
                 SeptState::NlMapped => SeptState::NlBlocked,
                 SeptState::Mapped | SeptState::BlockedW => SeptState::Blocked,
@@ -121,14 +123,13 @@ impl TdxModule {
                 }
                 _ => return Err(TdxStatus::EPT_ENTRY_STATE_INCORRECT.with_details(level as u32)),
             };
-            match tree.lock_entry(gpa, level, e) {
+            match slot.lock(e) {
                 Ok(()) => {
-                    let blocked = SeptEntry {
+                    slot.store(SeptEntry {
                         state: next,
                         hpa: e.hpa,
                         bepoch,
-                    };
-                    tree.store(gpa, level, blocked);
+                    });
                     break e;
                 }
                 Err(CasError::Changed) => continue,

@@ -130,6 +130,53 @@ impl Table {
     }
 }
 
+/// One entry's slot, found by one walk: read it, and change it by compare-and-swap, by
+/// taking its lock, or by storing (see [`Sept`]).
+#[derive(Clone, Copy)]
+pub(crate) struct EntryRef<'a> {
+    table: &'a Table,
+    i: usize,
+}
+
+impl EntryRef<'_> {
+    /// The entry now.
+    pub(crate) fn read(&self) -> SeptEntry {
+        self.table.read(self.i)
+    }
+
+    /// Replace the entry with `new` if it still is `old`, unlocked; BEPOCH stays (an
+    /// operation that sets it locks the entry and [`Self::store`]s).
+    pub(crate) fn cas(&self, old: SeptEntry, new: SeptEntry) -> Result<(), CasError> {
+        let (o, n) = (
+            word::pack(old.state, old.hpa),
+            word::pack(new.state, new.hpa),
+        );
+        match self.table.words[self.i].compare_exchange(o, n, AcqRel, Acquire) {
+            Ok(_) => Ok(()),
+            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
+            Err(_) => Err(CasError::Changed),
+        }
+    }
+
+    /// Take the entry's lock if it still is `old` (the module's TDEL).
+    pub(crate) fn lock(&self, old: SeptEntry) -> Result<(), CasError> {
+        let o = word::pack(old.state, old.hpa);
+        match self.table.words[self.i].compare_exchange(o, o | word::LOCK, AcqRel, Acquire) {
+            Ok(_) => Ok(()),
+            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
+            Err(_) => Err(CasError::Changed),
+        }
+    }
+
+    /// Write `new`, dropping the entry's lock: the end of an operation that took it with
+    /// [`Self::lock`], or one that holds the tree lock exclusively. BEPOCH is written first:
+    /// whoever sees the new state sees the epoch that goes with it.
+    pub(crate) fn store(&self, new: SeptEntry) {
+        self.table.bepoch[self.i].store(new.bepoch, Release);
+        self.table.words[self.i].store(word::pack(new.state, new.hpa), Release);
+    }
+}
+
 /// The S-EPT of one TD.
 pub struct Sept {
     tables: Vec<Option<Box<Table>>>,
@@ -182,9 +229,24 @@ impl Sept {
 
     /// The entry slot at `level`; the walk must reach it (the caller checked, and holds the
     /// tree lock, so no table is unlinked meanwhile).
-    fn slot(&self, gpa: Gpa, level: SeptLevel) -> (&Table, usize) {
-        let (t, i) = self.locate(gpa, level).expect("caller checked the walk");
-        (self.table(t), i)
+    pub(crate) fn slot(&self, gpa: Gpa, level: SeptLevel) -> EntryRef<'_> {
+        self.entry(gpa, level).expect("caller checked the walk")
+    }
+
+    /// The slot of the entry at exactly `level`, or EPT_WALK_FAILED if the walk stops above
+    /// it.
+    pub(crate) fn entry(&self, gpa: Gpa, level: SeptLevel) -> Result<EntryRef<'_>, TdxStatus> {
+        match self.locate(gpa, level) {
+            Ok((t, i)) => Ok(EntryRef {
+                table: self.table(t),
+                i,
+            }),
+            Err(
+                Walk::Free { level: l }
+                | Walk::Leaf { level: l, .. }
+                | Walk::NonLeaf { level: l, .. },
+            ) => Err(TdxStatus::EPT_WALK_FAILED.with_details(l as u32)),
+        }
     }
 
     /// Walk towards `target` the way the module does.
@@ -210,60 +272,13 @@ impl Sept {
 
     /// The entry at exactly `level`, or EPT_WALK_FAILED if the walk stops above it.
     pub(crate) fn entry_at(&self, gpa: Gpa, level: SeptLevel) -> Result<SeptEntry, TdxStatus> {
-        match self.locate(gpa, level) {
-            Ok((t, i)) => Ok(self.table(t).read(i)),
-            Err(
-                Walk::Free { level: l }
-                | Walk::Leaf { level: l, .. }
-                | Walk::NonLeaf { level: l, .. },
-            ) => Err(TdxStatus::EPT_WALK_FAILED.with_details(l as u32)),
-        }
+        self.entry(gpa, level).map(|e| e.read())
     }
 
-    /// Replace the entry at `level` with `new` if it still is `old`, unlocked; BEPOCH stays
-    /// (an operation that sets it locks the entry and [`Self::store`]s).
-    pub(crate) fn cas(
-        &self,
-        gpa: Gpa,
-        level: SeptLevel,
-        old: SeptEntry,
-        new: SeptEntry,
-    ) -> Result<(), CasError> {
-        let (t, i) = self.slot(gpa, level);
-        let (o, n) = (
-            word::pack(old.state, old.hpa),
-            word::pack(new.state, new.hpa),
-        );
-        match t.words[i].compare_exchange(o, n, AcqRel, Acquire) {
-            Ok(_) => Ok(()),
-            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
-            Err(_) => Err(CasError::Changed),
-        }
-    }
-
-    /// Take the lock of the entry at `level` if it still is `old` (the module's TDEL).
-    pub(crate) fn lock_entry(
-        &self,
-        gpa: Gpa,
-        level: SeptLevel,
-        old: SeptEntry,
-    ) -> Result<(), CasError> {
-        let (t, i) = self.slot(gpa, level);
-        let o = word::pack(old.state, old.hpa);
-        match t.words[i].compare_exchange(o, o | word::LOCK, AcqRel, Acquire) {
-            Ok(_) => Ok(()),
-            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
-            Err(_) => Err(CasError::Changed),
-        }
-    }
-
-    /// Write `new` into the entry at `level`, dropping its lock: the end of an operation that
-    /// took it with [`Self::lock_entry`], or one that holds the tree lock exclusively. BEPOCH
-    /// is written first: whoever sees the new state sees the epoch that goes with it.
+    /// Write `new` into the entry at `level` (see [`EntryRef::store`]); the walk must reach
+    /// it.
     pub(crate) fn store(&self, gpa: Gpa, level: SeptLevel, new: SeptEntry) {
-        let (t, i) = self.slot(gpa, level);
-        t.bepoch[i].store(new.bepoch, Release);
-        t.words[i].store(word::pack(new.state, new.hpa), Release);
+        self.slot(gpa, level).store(new);
     }
 
     fn alloc(&mut self, table: Box<Table>) -> usize {
@@ -287,16 +302,15 @@ impl Sept {
 
     /// True when every entry of the table under `level` is FREE.
     pub(crate) fn child_table_is_free(&self, gpa: Gpa, level: SeptLevel) -> bool {
-        let (t, i) = self.slot(gpa, level);
-        let child = self.table(word::hpa(t.words[i].load(Acquire)) as usize);
+        let child = self.table(self.slot(gpa, level).read().hpa as usize);
         (0..512).all(|j| child.read(j).state == SeptState::Free)
     }
 
     /// Unlink and free the table under `level`; the entry becomes FREE.
     pub(crate) fn unlink_table(&mut self, gpa: Gpa, level: SeptLevel) {
-        let (t, i) = self.slot(gpa, level);
-        let child = word::hpa(t.words[i].load(Acquire)) as usize;
-        self.store(gpa, level, SeptEntry::FREE);
+        let slot = self.slot(gpa, level);
+        let child = slot.read().hpa as usize;
+        slot.store(SeptEntry::FREE);
         self.tables[child] = None;
         self.free_slots.push(child);
     }
@@ -358,15 +372,17 @@ mod tests {
             s.link_table(Gpa(0), level);
         }
         let g = Gpa(0x3000);
+        let e = s.entry(g, 0).unwrap();
         let pending = SeptEntry::leaf(SeptState::Pending, 7);
-        s.cas(g, 0, SeptEntry::FREE, pending).unwrap();
-        s.lock_entry(g, 0, pending).unwrap();
+        e.cas(SeptEntry::FREE, pending).unwrap();
+        e.lock(pending).unwrap();
         let blocked = SeptEntry::leaf(SeptState::PendingBlocked, 7);
-        assert_eq!(s.cas(g, 0, pending, blocked), Err(CasError::Locked));
+        assert_eq!(e.cas(pending, blocked), Err(CasError::Locked));
+        assert_eq!(e.lock(pending), Err(CasError::Locked));
         assert_eq!(s.entry_at(g, 0).unwrap().state, SeptState::Pending);
         let mapped = SeptEntry::leaf(SeptState::Mapped, 7);
-        s.store(g, 0, mapped);
-        assert_eq!(s.cas(g, 0, pending, blocked), Err(CasError::Changed));
+        e.store(mapped);
+        assert_eq!(e.cas(pending, blocked), Err(CasError::Changed));
         assert_eq!(
             s.walk(g, 0),
             Walk::Leaf {

@@ -1,7 +1,7 @@
 //! The guest-facing side of the module: TDCALL dispatch (`tdx_td_dispatcher`).
 
-use super::sept::CasError;
-use super::{Sept, SeptEntry, TdxModule, Walk};
+use super::sept::{CasError, EntryRef};
+use super::{SeptEntry, TdxModule, Walk};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
 use shared_abi::td::sys_metadata;
@@ -142,11 +142,16 @@ impl TdxModule {
                         self.stats.accept_busy_injected.fetch_add(1, Relaxed);
                         TdxStatus::OPERAND_BUSY.with_details(operand::RCX)
                     }
-                    SeptState::Pending => match tree.lock_entry(gpa, level, entry) {
-                        Ok(()) => self.accept_locked(&tree, gpa, level, entry),
-                        Err(CasError::Changed) => continue,
-                        Err(CasError::Locked) => TdxStatus::OPERAND_BUSY.with_details(operand::RCX),
-                    },
+                    SeptState::Pending => {
+                        let slot = tree.slot(gpa, level);
+                        match slot.lock(entry) {
+                            Ok(()) => self.accept_locked(slot, gpa, level, entry),
+                            Err(CasError::Changed) => continue,
+                            Err(CasError::Locked) => {
+                                TdxStatus::OPERAND_BUSY.with_details(operand::RCX)
+                            }
+                        }
+                    }
                     SeptState::Mapped => {
                         TdxStatus::PAGE_ALREADY_ACCEPTED.with_details(level as u32)
                     }
@@ -169,7 +174,7 @@ impl TdxModule {
     /// reachable.
     fn accept_locked(
         &self,
-        tree: &Sept,
+        slot: EntryRef<'_>,
         gpa: Gpa,
         level: SeptLevel,
         entry: SeptEntry,
@@ -181,7 +186,7 @@ impl TdxModule {
             state: SeptState::Mapped,
             ..entry
         };
-        tree.store(gpa, level, mapped);
+        slot.store(mapped);
         self.stats.accepted_4k.fetch_add(pages, Relaxed);
         tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
         TdxStatus::SUCCESS

@@ -44,7 +44,7 @@ pub struct SharedFrames {
     gen: Vec<AtomicU64>,
     /// Free frames per pool, oldest retired first: a retired frame is reused as late as
     /// possible, so a stale translation to it reads the poison for long.
-    free: Vec<Mutex<std::collections::VecDeque<u64>>>,
+    free: Vec<CachePadded<Mutex<std::collections::VecDeque<u64>>>>,
     /// GFNs per pool (the last pool takes the remainder).
     gfns_per_pool: u64,
     map: Vec<AtomicU64>,
@@ -69,7 +69,7 @@ impl SharedFrames {
                     } else {
                         (p + 1) * per
                     };
-                    Mutex::new((p * per..end).collect())
+                    CachePadded::new(Mutex::new((p * per..end).collect()))
                 })
                 .collect(),
             gfns_per_pool: gfns.div_ceil(pools).max(1),
