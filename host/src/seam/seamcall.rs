@@ -308,3 +308,100 @@ impl TdxModule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seam::{CpuMapError, PrivateMem, TdParams};
+    use shared_abi::Gpaw;
+    use std::collections::HashSet;
+    use std::sync::{Arc, Mutex};
+
+    /// Private memory that records which pages the CPU can reach.
+    #[derive(Default)]
+    struct CpuMap(Mutex<HashSet<u64>>);
+
+    impl PrivateMem for CpuMap {
+        fn zero(&self, _: Hpa, _: u64) {}
+        fn read(&self, _: Hpa, _: u64) -> u64 {
+            0
+        }
+        fn write(&self, _: Hpa, _: u64, _: u64) {}
+        fn map(&self, gpa: Gpa, _: Hpa, pages: u64) -> Result<(), CpuMapError> {
+            let mut m = self.0.lock().unwrap();
+            (0..pages).for_each(|i| _ = m.insert((gpa.0 >> 12) + i));
+            Ok(())
+        }
+        fn unmap(&self, gpa: Gpa, pages: u64) -> Result<(), CpuMapError> {
+            let mut m = self.0.lock().unwrap();
+            (0..pages).for_each(|i| _ = m.remove(&((gpa.0 >> 12) + i)));
+            Ok(())
+        }
+    }
+
+    /// The guest's AUG-and-ACCEPT and the host's BLOCK, TRACK and REMOVE race on the same
+    /// pages from two threads: every call answers one of the statuses its state allows (a
+    /// BLOCK waits for an ACCEPT in progress instead of failing), and afterwards the CPU
+    /// reaches exactly the MAPPED pages — none freed under it.
+    #[test]
+    fn racing_accepts_and_removals_leave_the_cpu_exactly_the_mapped_pages() {
+        let mem = Arc::new(CpuMap::default());
+        let params = TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+            max_vcpus: 1,
+        };
+        let m = TdxModule::runnable(params, mem.clone());
+        for level in [3, 2, 1] {
+            m.tdh_mem_sept_add(Gpa(0), level).unwrap();
+        }
+        const PAGES: u64 = 8;
+        let page = |i: u64| Gpa((i % PAGES) << 12);
+        let remove = |i: u64| match m.tdh_mem_range_block(page(i), 0) {
+            Ok(()) => {
+                m.tdh_mem_track().unwrap();
+                m.tdh_mem_page_remove(page(i), 0).unwrap();
+            }
+            Err(e) => assert!(
+                e.is(TdxStatus::EPT_ENTRY_STATE_INCORRECT),
+                "BLOCK of a FREE page only: {e:?}"
+            ),
+        };
+        let done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                for i in 0..20_000u64 {
+                    let _ = m.tdh_mem_page_aug(page(i), 0, i % PAGES);
+                    let mut regs = tdcall::Regs {
+                        rax: shared_abi::tdcall::TdcallLeaf::MemPageAccept as u64,
+                        rcx: page(i).0,
+                        ..Default::default()
+                    };
+                    m.tdcall(0, &mut regs);
+                }
+                done.store(true, Relaxed);
+            });
+            s.spawn(|| {
+                // Until the guest is done, then once more over every page.
+                let mut i = 0;
+                while !done.load(Relaxed) {
+                    remove(i);
+                    i += 1;
+                }
+                (0..PAGES / 2).for_each(remove);
+            });
+        });
+        let cpu = mem.0.lock().unwrap().clone();
+        for i in 0..PAGES {
+            let mapped = m.entry_state(page(i), 0) == Some(SeptState::Mapped);
+            assert_eq!(
+                cpu.contains(&i),
+                mapped,
+                "page {i}: {:?}",
+                m.entry_state(page(i), 0)
+            );
+        }
+        assert!(m.stats.remove.load(Relaxed) > 0 && m.stats.accepted_4k.load(Relaxed) > 0);
+    }
+}
