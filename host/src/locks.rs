@@ -41,6 +41,49 @@ pub type SpinRwLock<T> = spin::rwlock::RwLock<T, Backoff>;
 /// Its write guard.
 pub type SpinRwLockWriteGuard<'a, T> = spin::rwlock::RwLockWriteGuard<'a, T, Backoff>;
 
+/// Shards of a [`PerCpuRwLock`].
+const SHARDS: usize = 8;
+
+/// A spinning reader-writer lock with a reader lock per CPU (the kernel's per-CPU
+/// reader-writer locks, `percpu_rw_semaphore`): a reader takes its own CPU's shard, a
+/// writer every shard in order. The exclusion is a reader-writer lock's; what changes is
+/// that readers on different CPUs touch different cache lines, where one lock word would
+/// move between cores at every read — on this project's hosts a cache line takes about
+/// 200 ns to cross, more than the read-side section of a fault.
+pub struct PerCpuRwLock {
+    shards: [crossbeam_utils::CachePadded<SpinRwLock<()>>; SHARDS],
+}
+
+/// A reader's hold on its shard.
+pub type PerCpuReadGuard<'a> = spin::rwlock::RwLockReadGuard<'a, ()>;
+
+/// A writer's hold on every shard.
+pub struct PerCpuWriteGuard<'a> {
+    _shards: [SpinRwLockWriteGuard<'a, ()>; SHARDS],
+}
+
+impl Default for PerCpuRwLock {
+    fn default() -> Self {
+        PerCpuRwLock {
+            shards: std::array::from_fn(|_| Default::default()),
+        }
+    }
+}
+
+impl PerCpuRwLock {
+    /// Take this CPU's shard for read.
+    pub fn read(&self) -> PerCpuReadGuard<'_> {
+        self.shards[crate::percpu::my_slot() % SHARDS].read()
+    }
+
+    /// Take every shard for write, in order (so two writers cannot deadlock).
+    pub fn write(&self) -> PerCpuWriteGuard<'_> {
+        PerCpuWriteGuard {
+            _shards: std::array::from_fn(|i| self.shards[i].write()),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -62,5 +105,33 @@ mod tests {
             }
         });
         assert_eq!((*m.lock(), *rw.read()), (80_000, 80_000));
+    }
+
+    /// A writer excludes readers on every CPU: a value written in two halves under the
+    /// write lock is never seen half-written by readers on other threads.
+    #[test]
+    fn per_cpu_writers_exclude_every_reader() {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let lock = PerCpuRwLock::default();
+        let (a, b) = (AtomicU64::new(0), AtomicU64::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..20_000 {
+                        let _r = lock.read();
+                        assert_eq!(a.load(Relaxed), b.load(Relaxed), "a writer was inside");
+                    }
+                });
+            }
+            s.spawn(|| {
+                for i in 1..=2_000 {
+                    let _w = lock.write();
+                    a.store(i, Relaxed);
+                    std::hint::spin_loop();
+                    b.store(i, Relaxed);
+                }
+            });
+        });
+        assert_eq!(a.load(Relaxed), 2_000);
     }
 }

@@ -17,7 +17,7 @@ pub struct PerCpuCounter {
 }
 
 /// This thread's slot, assigned on first use in thread-creation order.
-fn my_slot() -> usize {
+pub(crate) fn my_slot() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;

@@ -28,7 +28,7 @@ pub use tdvmcall::{HypercallFailed, VmmExits};
 pub use tdx::TdxRemove;
 pub use zap::KvmGfnRange;
 
-use crate::locks::{SpinMutex, SpinRwLock};
+use crate::locks::{PerCpuRwLock, SpinMutex};
 use crate::percpu::PerCpuCounter;
 use crate::seam::TdxModule;
 use crossbeam_utils::sync::ShardedLock;
@@ -139,7 +139,7 @@ pub struct Kvm {
     /// are written by one vCPU while others read the fields around them: each sits alone
     /// on its cache lines, so that the configuration every fault reads does not move
     /// between cores with them.)
-    mmu_lock: CachePadded<SpinRwLock<()>>,
+    mmu_lock: PerCpuRwLock,
     /// `kvm->slots_lock`: serialises attribute changes and memslot updates.
     slots_lock: CachePadded<SpinMutex<()>>,
     roots: Vec<TdpRoot>,
@@ -232,7 +232,7 @@ impl Kvm {
             cpuid: RwLock::new(Vec::new()),
             attrs: CachePadded::new(ShardedLock::new(Attributes::new(cfg.mem_pages, init))),
             cfg,
-            mmu_lock: CachePadded::new(SpinRwLock::new(())),
+            mmu_lock: PerCpuRwLock::default(),
             slots_lock: CachePadded::new(SpinMutex::new(())),
             roots,
             inval: CachePadded::new(Invalidation {

@@ -55,7 +55,7 @@ impl UnmapRuns {
 }
 
 impl Kvm {
-    pub(super) fn lock_write(&self) -> crate::locks::SpinRwLockWriteGuard<'_, ()> {
+    pub(super) fn lock_write(&self) -> crate::locks::PerCpuWriteGuard<'_> {
         self.mmu_lock.write()
     }
 
