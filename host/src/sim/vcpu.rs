@@ -54,6 +54,16 @@ struct Page {
 struct TlbEntry {
     frame: u64,
     gen: u64,
+    /// The TLB's flush counts when the entry was filled: a flush bumps a count instead of
+    /// visiting every entry, as a hardware flush costs no more for a full TLB.
+    flushes: Flushes,
+}
+
+/// How many times the TLB was flushed whole, and of its private translations.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+struct Flushes {
+    all: u64,
+    private: u64,
 }
 
 /// A guest-visible failure: the run records it and the vCPU stops.
@@ -91,6 +101,7 @@ pub struct Vcpu<'w> {
     id: u32,
     w: &'w World,
     tlb: HashMap<(u64, Alias), TlbEntry>,
+    flushes: Flushes,
     pages: Vec<Page>,
     first_gfn: u64,
     rng: StdRng,
@@ -127,6 +138,7 @@ impl<'w> Vcpu<'w> {
             id,
             w,
             tlb: HashMap::new(),
+            flushes: Flushes::default(),
             pages: vec![
                 Page {
                     shared: false,
@@ -158,10 +170,10 @@ impl<'w> Vcpu<'w> {
         }
         self.sh().mode.store(IN_GUEST, SeqCst);
         if self.sh().flush_req.swap(false, SeqCst) {
-            self.tlb.clear();
+            self.flushes.all += 1;
         }
         if self.w.seam.td_vcpu_enter(self.id) {
-            self.tlb.retain(|(_, alias), _| *alias == Alias::Shared);
+            self.flushes.private += 1;
         }
     }
 
@@ -195,8 +207,8 @@ impl<'w> Vcpu<'w> {
             self.enter();
         }
         let entry = match self.tlb.get(&(gfn, alias)) {
-            Some(e) => *e,
-            None => self.fill_tlb(gfn, alias)?,
+            Some(e) if self.is_current(e, alias) => *e,
+            _ => self.fill_tlb(gfn, alias)?,
         };
         let current_gen = match alias {
             Alias::Shared => self.backend().shared.gen(entry.frame),
@@ -218,6 +230,13 @@ impl<'w> Vcpu<'w> {
             }
             (Alias::Private, None) => b.private.read(entry.frame, word * 8),
         })
+    }
+
+    /// The entry survived every flush since it was filled (a shared one, every flush of
+    /// the whole TLB; a private one, also every flush of the private translations).
+    fn is_current(&self, e: &TlbEntry, alias: Alias) -> bool {
+        e.flushes.all == self.flushes.all
+            && (alias == Alias::Shared || e.flushes.private == self.flushes.private)
     }
 
     /// The hardware page walk on a TLB miss, taking EPT-violation exits as needed.
@@ -263,7 +282,11 @@ impl<'w> Vcpu<'w> {
                     Alias::Shared => self.backend().shared.gen(frame),
                     Alias::Private => self.backend().private_gen(frame),
                 };
-                let e = TlbEntry { frame, gen };
+                let e = TlbEntry {
+                    frame,
+                    gen,
+                    flushes: self.flushes,
+                };
                 self.tlb.insert((gfn, alias), e);
                 return Ok(e);
             }
