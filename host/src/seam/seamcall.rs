@@ -3,7 +3,7 @@
 //! REMOVE, a leaf's BLOCK) — each then changes its entry with a compare-and-swap or under
 //! the entry's lock — and held exclusively by the calls that link, unlink or split tables.
 
-use super::sept::CasError;
+use super::sept::{CasError, EntryRef};
 use super::{rcx_error, Hpa, OpState, SeamInner, SeamResult, Sept, SeptEntry, TdxModule};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::{Gpa, TdxStatus};
@@ -101,17 +101,19 @@ impl TdxModule {
     pub fn tdh_mem_range_block(&self, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
         self.check_gpa(gpa)?;
         let tree = self.tree();
-        if !tree.entry_at(gpa, level)?.state.is_non_leaf() {
-            return self.block_entry(&tree, gpa, level);
+        let slot = tree.entry(gpa, level)?;
+        if !slot.read().state.is_non_leaf() {
+            return self.block_entry(slot, gpa, level);
         }
         drop(tree);
-        self.block_entry(&self.tree_mut(), gpa, level)
+        let tree = self.tree_mut();
+        self.block_entry(tree.entry(gpa, level)?, gpa, level)
     }
 
-    fn block_entry(&self, tree: &Sept, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
+    /// BLOCK the entry in `slot`, found under the tree lock the caller holds.
+    fn block_entry(&self, slot: EntryRef<'_>, gpa: Gpa, level: SeptLevel) -> SeamResult<()> {
         let mut g = self.lock();
         let bepoch = self.epochs().td_epoch();
-        let slot = tree.entry(gpa, level)?;
         let e = loop {
             let e = slot.read();
             let next = match e.state {

@@ -147,21 +147,21 @@ impl EntryRef<'_> {
     /// Replace the entry with `new` if it still is `old`, unlocked; BEPOCH stays (an
     /// operation that sets it locks the entry and [`Self::store`]s).
     pub(crate) fn cas(&self, old: SeptEntry, new: SeptEntry) -> Result<(), CasError> {
-        let (o, n) = (
+        self.exchange(
             word::pack(old.state, old.hpa),
             word::pack(new.state, new.hpa),
-        );
-        match self.table.words[self.i].compare_exchange(o, n, AcqRel, Acquire) {
-            Ok(_) => Ok(()),
-            Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
-            Err(_) => Err(CasError::Changed),
-        }
+        )
     }
 
     /// Take the entry's lock if it still is `old` (the module's TDEL).
     pub(crate) fn lock(&self, old: SeptEntry) -> Result<(), CasError> {
         let o = word::pack(old.state, old.hpa);
-        match self.table.words[self.i].compare_exchange(o, o | word::LOCK, AcqRel, Acquire) {
+        self.exchange(o, o | word::LOCK)
+    }
+
+    /// The word from `old` (unlocked) to `new`, or why not.
+    fn exchange(&self, old: u64, new: u64) -> Result<(), CasError> {
+        match self.table.words[self.i].compare_exchange(old, new, AcqRel, Acquire) {
             Ok(_) => Ok(()),
             Err(now) if now & word::LOCK != 0 => Err(CasError::Locked),
             Err(_) => Err(CasError::Changed),
