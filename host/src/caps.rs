@@ -8,13 +8,14 @@
 //! they tell a reader how far this KVM is from running real TDs.
 
 use crate::exit::{EXIT_HOST, EXIT_OK};
+pub use crate::td::userfaultfd::UffdOpenError;
+use crate::td::userfaultfd::{Uffd, GUEST_MEMORY_FEATURES};
 use kvm_bindings::{
     KVM_CAP_EXIT_HYPERCALL, KVM_CAP_GUEST_MEMFD, KVM_CAP_MEMORY_ATTRIBUTES,
     KVM_CAP_MEMORY_FAULT_INFO, KVM_CAP_VM_TYPES,
 };
 use serde::Serialize;
 use shared_abi::Gpaw;
-use userfaultfd::{FeatureFlags, Uffd, UffdBuilder};
 
 /// Bit of KVM_CAP_VM_TYPES for KVM_X86_TDX_VM.
 const KVM_X86_TDX_VM: u32 = 5;
@@ -300,39 +301,11 @@ fn render(c: &HostCaps) -> String {
     s
 }
 
-/// `UFFD_FEATURE_MINOR_SHMEM` (linux/userfaultfd.h): MINOR faults on shmem mappings.
-const UFFD_FEATURE_MINOR_SHMEM: u64 = 1 << 10;
 /// A userfaultfd for guest memory, as the enforcement (`td::uffd`) needs it: kernel-mode
 /// faults included (KVM faults pages in from the kernel), MINOR faults on shmem, and the
 /// faulting thread's id in each event. Opening one is also the capability check.
 pub(crate) fn open_userfaultfd() -> Result<Uffd, UffdOpenError> {
-    UffdBuilder::new()
-        .close_on_exec(true)
-        .non_blocking(true)
-        .user_mode_only(false)
-        .require_features(
-            FeatureFlags::MISSING_SHMEM
-                | FeatureFlags::THREAD_ID
-                | FeatureFlags::from_bits_retain(UFFD_FEATURE_MINOR_SHMEM),
-        )
-        .create()
-        .map_err(|e| match e {
-            userfaultfd::Error::SystemError(errno) => {
-                UffdOpenError::NotPermitted(std::io::Error::from_raw_os_error(errno as i32))
-            }
-            other => UffdOpenError::Other(other),
-        })
-}
-
-/// A userfaultfd with the features guest memory needs could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum UffdOpenError {
-    /// The system call failed (most often: not permitted).
-    #[error("userfaultfd: {0} (needs root, CAP_SYS_PTRACE, access to /dev/userfaultfd, or sysctl vm.unprivileged_userfaultfd=1)")]
-    NotPermitted(#[source] std::io::Error),
-    /// The kernel lacks a feature, or another failure.
-    #[error("userfaultfd: {0}")]
-    Other(#[source] userfaultfd::Error),
+    Uffd::open(GUEST_MEMORY_FEATURES)
 }
 
 #[cfg(test)]

@@ -18,43 +18,10 @@ pub fn symbolize(rip: u64) -> Option<String> {
     })
 }
 
-/// Rust's legacy mangling (`_ZN` + length-prefixed path segments + `17h<hash>E`) as a path;
-/// other names as they are.
+/// A Rust symbol (legacy `_ZN…E` or v0 `_R…` mangling, whichever the toolchain emitted) as
+/// its path without the hash; other names as they are.
 fn demangle(name: &str) -> String {
-    let Some(mut rest) = name.strip_prefix("_ZN") else {
-        return name.to_string();
-    };
-    let mut parts = Vec::new();
-    while let Some(end) = rest.find(|c: char| !c.is_ascii_digit()).filter(|e| *e > 0) {
-        let Ok(n) = rest[..end].parse::<usize>() else {
-            break;
-        };
-        let Some(seg) = rest.get(end..end + n) else {
-            break;
-        };
-        parts.push(seg);
-        rest = &rest[end + n..];
-    }
-    if parts
-        .last()
-        .is_some_and(|h| h.starts_with('h') && h.len() == 17)
-    {
-        parts.pop();
-    }
-    if parts.is_empty() {
-        return name.to_string();
-    }
-    let mut path = parts.join("::");
-    for (code, c) in [
-        ("$LT$", "<"),
-        ("$GT$", ">"),
-        ("$u20$", " "),
-        ("$u7b$", "{"),
-        ("$u7d$", "}"),
-    ] {
-        path = path.replace(code, c);
-    }
-    path
+    format!("{:#}", rustc_demangle::demangle(name))
 }
 
 /// `RIP 0x…`, plus the symbol when `builtin` (the built-in guest runs) and it has one there.
@@ -75,7 +42,49 @@ mod tests {
             demangle("_ZN12tdxlab_guest7convert9set_alias17h0123456789abcdefE"),
             "tdxlab_guest::convert::set_alias"
         );
+        assert_eq!(
+            demangle(
+                "_ZN4core3ptr46drop_in_place$LT$alloc..vec..Vec$LT$u8$GT$$GT$17h0123456789abcdefE"
+            ),
+            "core::ptr::drop_in_place<alloc::vec::Vec<u8>>"
+        );
         assert_eq!(demangle("_start32"), "_start32");
+    }
+
+    #[test]
+    fn v0_names_demangle_to_paths() {
+        // What rustc emits with `-C symbol-mangling-version=v0` (the default of newer
+        // releases): the crate's disambiguator is dropped with the alternate format.
+        assert_eq!(
+            demangle(
+                "_RNvNtNtCskt5km6Zhm2y_12tdxlab_guest9workloads10round_trip18misbehave_if_asked"
+            ),
+            "tdxlab_guest::workloads::round_trip::misbehave_if_asked"
+        );
+        assert_eq!(
+            demangle("_RNvMNtCs1234_12tdxlab_guest7convertNtB2_6Engine9set_alias"),
+            "<tdxlab_guest::convert::Engine>::set_alias"
+        );
+    }
+
+    #[test]
+    fn the_guest_symbols_demangle_whichever_the_mangling() {
+        // Every Rust symbol of the built guest becomes a path (no `_ZN`/`_R` left), so a
+        // diagnostic names the function under the pinned toolchain and newer ones alike.
+        let rust = TABLE
+            .lines()
+            .filter_map(|l| l.splitn(3, ' ').nth(2))
+            .filter(|n| n.starts_with("_ZN") || n.starts_with("_R"));
+        let mut n = 0;
+        for name in rust {
+            let d = demangle(name);
+            assert!(
+                !d.starts_with("_ZN") && !d.starts_with("_R"),
+                "{name} -> {d}"
+            );
+            n += 1;
+        }
+        assert!(n > 10, "the guest has Rust functions ({n})");
     }
 
     #[test]

@@ -11,12 +11,12 @@
 //! notifier drops its own mapping). Neither splits the mapping, so any pattern of reachable
 //! pages costs one VMA per view.
 
+use super::userfaultfd::Uffd;
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use userfaultfd::{RegisterMode, Uffd};
 use vm_memory::{Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// A failed memory operation on guest memory: which call, where, and the OS error.
@@ -77,13 +77,6 @@ fn map(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
     Ok(p as *mut u8)
 }
 
-fn errno_of(e: userfaultfd::Error) -> io::Error {
-    match e {
-        userfaultfd::Error::SystemError(errno) => io::Error::from_raw_os_error(errno as i32),
-        other => io::Error::other(other.to_string()),
-    }
-}
-
 impl Backing {
     /// `len` bytes named `name`, the slot view registered with `uffd` and nothing mapped
     /// there yet.
@@ -133,12 +126,8 @@ impl Backing {
         // MISSING catches pages that are holes in the memfd (never written, or punched),
         // MINOR the ones in its page cache: with both, no touch goes unseen.
         b.uffd
-            .register_with_mode(
-                b.slot as *mut libc::c_void,
-                b.len,
-                RegisterMode::MISSING | RegisterMode::MINOR,
-            )
-            .map_err(|e| fail("UFFDIO_REGISTER", errno_of(e)))?;
+            .register_missing_minor(b.slot as *mut libc::c_void, b.len)
+            .map_err(|e| fail("UFFDIO_REGISTER", e))?;
         Ok(b)
     }
 
@@ -243,10 +232,8 @@ impl Backing {
                     ))
                 }
                 // An entry that is already there: a racing fault, or a page mapped before.
-                Err(userfaultfd::Error::SystemError(e)) if e as i32 == libc::EEXIST => at += 4096,
-                Err(e) => {
-                    return Err(self.error("UFFDIO_CONTINUE", at, off + len - at, errno_of(e)))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => at += 4096,
+                Err(e) => return Err(self.error("UFFDIO_CONTINUE", at, off + len - at, e)),
             }
         }
         Ok(())
@@ -277,7 +264,7 @@ impl Backing {
         self.syscalls.fetch_add(1, Relaxed);
         self.uffd
             .wake(start, len as usize)
-            .map_err(|e| self.error("UFFDIO_WAKE", off, len, errno_of(e)))
+            .map_err(|e| self.error("UFFDIO_WAKE", off, len, e))
     }
 
     /// Stop the TD's access to this whole view: `PROT_NONE` over the slot mapping (one VMA,

@@ -9,6 +9,7 @@ use super::ctx::Counters;
 use super::kvm_backend::{KvmBackend, KvmPrivateMem, VcpuCtl};
 use super::ram::RamLayout;
 use super::td_setup::{build_td_hob, create_vcpu, td_cpuid};
+use super::userfaultfd::Uffd;
 use crate::kvm::{FaultOutcome, Kvm, KvmConfig};
 use crate::seam::measure::CHUNK;
 use crate::seam::{TdParams, TdxModule};
@@ -23,7 +24,6 @@ use shared_abi::{Gpa, Gpaw, PageLevel};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use userfaultfd::Uffd;
 use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// The identity-mapped TSS KVM needs below 4 GiB for real-mode emulation on Intel

@@ -5,7 +5,7 @@
 //! `[0 | shared bit, mem | shared bit)` (`backing`; the shared bit is GPAW − 1, from the
 //! host's MAXPHYADDR or `--gpaw`), and a mapping of the image the firmware window
 //! `[4 GiB − image, 4 GiB)`. Reachability of each page is enforced through userfaultfd
-//! (`uffd`). A run has three steps, Firecracker-style:
+//! (`uffd`, over the kernel's API in `userfaultfd`). A run has three steps, Firecracker-style:
 //!
 //! - [`build`] (`build.rs`): check the flags and the host, load the image as QEMU loads it
 //!   (`hw/i386/tdvf.c`), wire the three roles (the TDX module `seam`, KVM's MMU `kvm`, the
@@ -30,6 +30,7 @@ mod report;
 mod run;
 mod td_setup;
 mod uffd;
+pub(crate) mod userfaultfd;
 mod vcpu;
 mod ve;
 

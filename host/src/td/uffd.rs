@@ -14,6 +14,7 @@
 
 use super::ctx::Counters;
 use super::kvm_backend::KvmBackend;
+use super::userfaultfd::{event_buffer, Uffd};
 use crate::exit::ExitKind;
 use crate::kvm::{Alias, FaultOutcome};
 use crate::seam::TdxModule;
@@ -26,7 +27,6 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use userfaultfd::{Event, EventBuffer, Uffd};
 
 /// How often the service threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -59,7 +59,7 @@ impl FaultService<'_> {
 
     /// The reader thread: until `stop`, drain the userfaultfd into `tx`.
     pub(super) fn read_faults(&self, stop: &AtomicBool, tx: Sender<Fault>) {
-        let mut buf = EventBuffer::new(64);
+        let mut buf = event_buffer(64);
         let mut poll = libc::pollfd {
             fd: self.uffd.as_raw_fd(),
             events: libc::POLLIN,
@@ -71,18 +71,12 @@ impl FaultService<'_> {
             if n <= 0 {
                 continue; // timeout, or EINTR from a kick signal
             }
-            let events = match self.uffd.read_events(&mut buf) {
-                Ok(events) => events,
-                Err(e) => return self.host_error(format!("reading the userfaultfd: {e:?}")),
+            let faults = match self.uffd.read_pagefaults(&mut buf) {
+                Ok(faults) => faults,
+                Err(e) => return self.host_error(format!("reading the userfaultfd: {e}")),
             };
-            for event in events {
-                match event {
-                    Ok(Event::Pagefault {
-                        addr, thread_id, ..
-                    }) => self.queue(addr as u64, thread_id.as_raw(), &tx),
-                    Ok(_) => {}
-                    Err(e) => return self.host_error(format!("a userfaultfd event: {e:?}")),
-                }
+            for f in faults {
+                self.queue(f.addr, f.thread_id as i32, &tx);
             }
         }
     }

@@ -297,7 +297,7 @@ mod tests {
         // fw_cfg answers on its ports.
         io.io(0, 2, true, SELECTOR_PORT, 0);
         let sig: Vec<u32> = (0..4).map(|_| io.io(0, 1, false, DATA_PORT, 0)).collect();
-        assert_eq!(sig, [b'Q', b'E', b'M', b'U'].map(u32::from));
+        assert_eq!(sig, b"QEMU".map(u32::from));
     }
 
     #[test]
