@@ -61,8 +61,24 @@ else
   echo "test $BROWSER_TEST ... SKIPPED (no chromium)"
   echo "test result: ok. 0 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out (browser test SKIPPED)" >> "$log"
 fi
+# The README's main command on a new machine: a minimal Debian 12 root with gcc, git and the
+# pinned Rust release only (scripts/fresh-machine.sh). Counted as one test; SKIPPED where this
+# machine cannot build the root (not root, no /dev/kvm).
+step "fresh-machine check (scripts/fresh-machine.sh)"
+if [ "$(id -u)" -eq 0 ] && [ -c /dev/kvm ]; then
+  if bash scripts/fresh-machine.sh; then
+    echo "test result: ok. 1 passed; 0 failed; 0 ignored (fresh-machine check)" >> "$log"
+  else
+    echo "test result: FAILED. 0 passed; 1 failed; 0 ignored (fresh-machine check)" >> "$log"
+    fresh_failed=1
+  fi
+else
+  echo "fresh-machine check ... SKIPPED (needs root and /dev/kvm)"
+  echo "test result: ok. 0 passed; 0 failed; 1 ignored (fresh-machine check SKIPPED)" >> "$log"
+fi
 # One closing line over every test binary (cargo's own last line is often an empty doc-test run).
 awk '/^test result:/ { p += $4; f += $6; s += $8 } END { printf "\ntdxlab tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+[ -z "${fresh_failed:-}" ] || { echo "the fresh-machine check failed (above)"; exit 1; }
 
 # The same KVM tests (and every run/stress shape) on stock kvm_amd, nested under QEMU's TCG,
 # at MAXPHYADDR 48 and 39: this machine's /dev/kvm may be a KVM that behaves differently.
