@@ -119,13 +119,26 @@ pub(super) fn create_vcpu(
     };
     vcpu.set_regs(&regs).context("KVM_SET_REGS")?;
     let bsp = if index == 0 { APIC_BASE_BSP } else { 0 };
-    let msrs = Msrs::from_entries(&[kvm_msr_entry {
-        index: MSR_IA32_APICBASE,
-        data: APIC_BASE | APIC_BASE_ENABLE | APIC_BASE_X2APIC | bsp,
-        ..Default::default()
-    }])
+    let msrs = Msrs::from_entries(&[
+        kvm_msr_entry {
+            index: MSR_IA32_APICBASE,
+            data: APIC_BASE | APIC_BASE_ENABLE | APIC_BASE_X2APIC | bsp,
+            ..Default::default()
+        },
+        kvm_msr_entry {
+            index: MSR_IA32_FMASK,
+            data: FMASK_TD_START,
+            ..Default::default()
+        },
+    ])
     .map_err(|e| anyhow::anyhow!("{e:?}"))?;
-    vcpu.set_msrs(&msrs).context("KVM_SET_MSRS (x2APIC base)")?;
+    let set = vcpu
+        .set_msrs(&msrs)
+        .context("KVM_SET_MSRS (x2APIC base, FMASK)")?;
+    anyhow::ensure!(
+        set == 2,
+        "KVM_SET_MSRS set {set} of 2 MSRs (x2APIC base, FMASK)"
+    );
     // A TD has no INIT/SIPI: every vCPU is runnable at once (KVM would park APs until SIPI).
     let runnable = kvm_bindings::kvm_mp_state {
         mp_state: kvm_bindings::KVM_MP_STATE_RUNNABLE,
@@ -150,19 +163,30 @@ const EFER_SCE_LME_NXE: u64 = (1 << 0) | (1 << 8) | (1 << 11);
 const SEG_CODE_XRA: u8 = 0xB;
 const SEG_DATA_RWA: u8 = 0x3;
 const SEG_TSS_BUSY: u8 = 0xB;
+/// System segment type of an LDT.
+const SEG_LDT: u8 = 0x2;
+/// IA32_FMASK and the value the module gives it at TDH.VP.INIT (`IA32_FMASK_MSR_RESET_STATE`,
+/// src/common/x86_defs/msr_defs.h; set in tdh_vp_init.c): RFLAGS.IF and RFLAGS.AC cleared on
+/// SYSCALL.
+const MSR_IA32_FMASK: u32 = 0xC000_0084;
+const FMASK_TD_START: u64 = 0x2_0200;
 /// IA32_APIC_BASE and its BSP, x2APIC-enable and global-enable bits.
 const MSR_IA32_APICBASE: u32 = 0x1B;
 const APIC_BASE_BSP: u64 = 1 << 8;
 const APIC_BASE_X2APIC: u64 = 1 << 10;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 
-/// The TD start state's segments and control registers: 32-bit protected mode, flat 4 GiB
-/// code (selector 0x08) and data (0x10) segments, paging off, EFER.LME already set.
+/// The TD start state's segments and descriptor tables, as the TDX module 1.5 writes them at
+/// TDH.VP.INIT (`td_vmcs_migrated_state_init_map`, src/common/data_structures/td_vmcs_init.c):
+/// that table sets only limits and access rights, so every selector and base stays 0 — CS
+/// and DS/ES/FS/GS/SS flat 4 GiB (AR 0xC09B, 0xC093), TR a busy 32-bit TSS (limit 0xFFFF, AR
+/// 0x8B), LDTR unusable (limit 0xFFFF, AR 0x10082), GDTR limit 0xFFFF and IDTR limit 0.
+/// Paging off, EFER.LME already set.
 fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
     let code = kvm_bindings::kvm_segment {
         base: 0,
         limit: 0xFFFF_FFFF,
-        selector: 0x08,
+        selector: 0,
         type_: SEG_CODE_XRA,
         present: 1,
         dpl: 0,
@@ -175,22 +199,36 @@ fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
         padding: 0,
     };
     let data = kvm_bindings::kvm_segment {
-        selector: 0x10,
         type_: SEG_DATA_RWA,
         ..code
     };
     s.cs = code;
     (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
-    s.tr = kvm_bindings::kvm_segment {
-        base: 0,
+    let system = kvm_bindings::kvm_segment {
         limit: 0xFFFF,
-        selector: 0,
-        type_: SEG_TSS_BUSY,
-        present: 1,
         s: 0,
         db: 0,
         g: 0,
         ..code
+    };
+    s.tr = kvm_bindings::kvm_segment {
+        type_: SEG_TSS_BUSY,
+        ..system
+    };
+    s.ldt = kvm_bindings::kvm_segment {
+        type_: SEG_LDT,
+        unusable: 1,
+        ..system
+    };
+    s.gdt = kvm_bindings::kvm_dtable {
+        base: 0,
+        limit: 0xFFFF,
+        padding: [0; 3],
+    };
+    s.idt = kvm_bindings::kvm_dtable {
+        base: 0,
+        limit: 0,
+        padding: [0; 3],
     };
     s.cr0 = CR0_PE_NE;
     s.cr4 = CR4_MCE;
@@ -209,6 +247,52 @@ fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
 mod tests {
     use super::*;
     use crate::td::RamLayout;
+
+    /// A segment's VMCS access-rights word (SDM Vol. 3, "Guest Register State"; KVM's
+    /// `vmx_segment_access_rights`).
+    fn vmx_ar(s: &kvm_bindings::kvm_segment) -> u32 {
+        u32::from(s.type_)
+            | u32::from(s.s) << 4
+            | u32::from(s.dpl) << 5
+            | u32::from(s.present) << 7
+            | u32::from(s.avl) << 12
+            | u32::from(s.l) << 13
+            | u32::from(s.db) << 14
+            | u32::from(s.g) << 15
+            | u32::from(s.unusable) << 16
+    }
+
+    /// The start state is the module's `td_vmcs_migrated_state_init_map`: selectors and bases
+    /// 0, the limits and access rights it lists, IDTR limit 0.
+    #[test]
+    fn the_start_segments_are_the_modules() {
+        let mut s = kvm_bindings::kvm_sregs::default();
+        td_start_sregs(&mut s);
+        let segs = [s.cs, s.ds, s.es, s.fs, s.gs, s.ss, s.tr, s.ldt];
+        let got: Vec<(u16, u64, u32, u32)> = segs
+            .iter()
+            .map(|g| (g.selector, g.base, g.limit, vmx_ar(g)))
+            .collect();
+        let flat = 0xFFFF_FFFF;
+        assert_eq!(
+            got,
+            [
+                (0, 0, flat, 0xC09B),
+                (0, 0, flat, 0xC093),
+                (0, 0, flat, 0xC093),
+                (0, 0, flat, 0xC093),
+                (0, 0, flat, 0xC093),
+                (0, 0, flat, 0xC093),
+                (0, 0, 0xFFFF, 0x8B),
+                (0, 0, 0xFFFF, 0x1_0082),
+            ]
+        );
+        assert_eq!((s.gdt.base, s.gdt.limit), (0, 0xFFFF));
+        assert_eq!((s.idt.base, s.idt.limit), (0, 0));
+        // CR0 0x21 and EFER 0x901 as the module's tables; CR4 without the VMXE bit the
+        // module sets (a guest reads it through the CR4 shadow as clear).
+        assert_eq!((s.cr0, s.cr4, s.efer), (0x21, 0x40, 0x901));
+    }
     use shared_abi::layout::hob::HobList;
 
     /// 8 GiB as q35 lays it out: the HOB's RAM resources cover [0, 2 GiB) — the added pages
