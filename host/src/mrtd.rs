@@ -1,6 +1,8 @@
 //! MRTD: the measurement the TDX module accumulates while the VMM builds a TD, as QEMU builds
 //! one from a TDVF image (`tdx_finalize_vm` in QEMU's `target/i386/kvm/tdx.c`: every section
-//! without PAGE_AUG goes through KVM_TDX_INIT_MEM_REGION, measured when it has MR_EXTEND).
+//! goes through KVM_TDX_INIT_MEM_REGION — QEMU never looks at PAGE_AUG — measured when it has
+//! MR_EXTEND; a BFV's or CFV's pages hold the image from its data offset, TD_HOB and TEMP_MEM
+//! zeros).
 //!
 //! The module extends a SHA-384 hash (TDX module base spec, "MRTD"):
 //! - TDH.MEM.PAGE.ADD of a page: a 128-byte block, `"MEM.PAGE.ADD"` at byte 0 and the GPA
@@ -14,7 +16,7 @@
 
 use crate::seam::measure::{record, CHUNK};
 use sha2::{Digest, Sha384};
-use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
+use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND};
 
 /// The most memory the sections QEMU adds may cover for tdxlab to compute MRTD (64 Ki pages;
 /// a real TDVF adds a few MiB of TEMP_MEM and TD_HOB beside its firmware volume). A section
@@ -25,21 +27,16 @@ const PAGE: usize = 4096;
 /// The MRTD of a TD built from `meta`'s image, as 48 bytes; `None` when its added sections
 /// cover more than [`MAX_ADDED_BYTES`].
 pub fn mrtd(meta: &TdvfMetadata) -> Option<[u8; 48]> {
-    let added = (meta.sections())
-        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-        .try_fold(0u64, |sum, s| {
-            sum.checked_add(s.memory_size.div_ceil(PAGE as u64) * PAGE as u64)
-        });
+    let added = (meta.sections()).try_fold(0u64, |sum, s| {
+        sum.checked_add(s.memory_size.div_ceil(PAGE as u64) * PAGE as u64)
+    });
     if added.is_none_or(|b| b > MAX_ADDED_BYTES) {
         return None;
     }
     let mut h = Sha384::new();
     for s in meta.sections() {
-        if s.attributes & ATTR_PAGE_AUG != 0 {
-            continue;
-        }
-        // The section's memory as QEMU copies it: the raw data, zero-filled to its size.
-        let raw = meta.raw_data(&s);
+        // The section's memory as QEMU copies it.
+        let raw = meta.qemu_source(&s);
         for page in 0..(s.memory_size as usize).div_ceil(PAGE) {
             let gpa = s.memory_address + (page * PAGE) as u64;
             h.update(record(b"MEM.PAGE.ADD", gpa));
@@ -93,11 +90,8 @@ mod tests {
         let meta = TdvfMetadata::parse(&image).unwrap();
         let mut all = Vec::new();
         let (mut adds, mut extends) = (0usize, 0usize);
-        for s in meta
-            .sections()
-            .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-        {
-            let mut mem = meta.raw_data(&s).to_vec();
+        for s in meta.sections() {
+            let mut mem = meta.qemu_source(&s).to_vec();
             mem.resize(s.memory_size as usize, 0);
             for (i, page) in mem.chunks(PAGE).enumerate() {
                 let gpa = s.memory_address + (i * PAGE) as u64;
@@ -131,6 +125,103 @@ mod tests {
     }
 }
 
+/// The image as QEMU 10.1 reads it (`tdx_finalize_vm`, `tdx_init_fw_mem_region`).
+#[cfg(test)]
+mod qemu_reading {
+    use super::*;
+    use crate::pack::{sections, DESCRIPTOR_OFFSET};
+    use shared_abi::layout::tdvf::{write_descriptor, TdvfError, TdvfSection, ATTR_PAGE_AUG};
+
+    /// The built-in image with its section table replaced by `edit(sections)`.
+    fn with_sections(edit: impl FnOnce(&mut [TdvfSection; 3])) -> Vec<u8> {
+        let mut image = crate::GUEST_IMAGE.to_vec();
+        let mut s = sections();
+        edit(&mut s);
+        write_descriptor(&mut image, DESCRIPTOR_OFFSET, &s).unwrap();
+        image
+    }
+
+    fn mrtd_of(image: &[u8]) -> [u8; 48] {
+        mrtd(&TdvfMetadata::parse(image).unwrap()).unwrap()
+    }
+
+    /// MRTD restated from QEMU's reading alone, with the number of pages added: every
+    /// section in metadata order; a BFV's or CFV's pages are the image from DataOffset for
+    /// MemoryDataSize bytes, the others zeros; MR_EXTEND sections measured chunk by chunk.
+    fn as_qemu_builds_it(image: &[u8]) -> ([u8; 48], u64) {
+        use shared_abi::layout::tdvf::SectionType::{Bfv, Cfv};
+        let meta = TdvfMetadata::parse(image).unwrap();
+        let (mut h, mut adds) = (Sha384::new(), 0);
+        for s in meta.sections() {
+            let mem = match s.kind() {
+                Some(Bfv | Cfv) => {
+                    image[s.data_offset as usize..][..s.memory_size as usize].to_vec()
+                }
+                _ => vec![0; s.memory_size as usize],
+            };
+            for (i, page) in mem.chunks(PAGE).enumerate() {
+                let gpa = s.memory_address + (i * PAGE) as u64;
+                h.update(record(b"MEM.PAGE.ADD", gpa));
+                adds += 1;
+                for (c, chunk) in page.chunks(CHUNK).enumerate() {
+                    if s.attributes & ATTR_MR_EXTEND != 0 {
+                        h.update(record(b"MR.EXTEND", gpa + (c * CHUNK) as u64));
+                        h.update(chunk);
+                    }
+                }
+            }
+        }
+        (h.finalize().into(), adds)
+    }
+
+    /// QEMU never reads PAGE_AUG: a section that has it is still added with PAGE.ADD (its
+    /// pages are in MRTD) like every other.
+    #[test]
+    fn page_aug_sections_are_added_as_qemu_adds_them() {
+        let aug = with_sections(|s| s[1].attributes |= ATTR_PAGE_AUG);
+        let (expect, adds) = as_qemu_builds_it(&aug);
+        let all: u64 = sections().iter().map(|s| s.memory_size / PAGE as u64).sum();
+        assert_eq!(adds, all);
+        assert_eq!(mrtd_of(&aug), expect);
+    }
+
+    /// A BFV whose RawDataSize is smaller than its MemoryDataSize: QEMU copies MemoryDataSize
+    /// bytes from DataOffset, so the bytes past the raw data are the image's, not zeros.
+    #[test]
+    fn a_short_bfv_is_read_past_its_raw_data() {
+        let short = with_sections(|s| s[0].raw_size -= 0x1000);
+        let meta = TdvfMetadata::parse(&short).unwrap();
+        let bfv = meta.sections().next().unwrap();
+        let copied = meta.qemu_source(&bfv);
+        assert_eq!(copied.len() as u64, bfv.memory_size);
+        // The reset vector lives in the last page: zeros there would be another MRTD.
+        assert!(copied[copied.len() - 0x1000..].iter().any(|b| *b != 0));
+        assert_eq!(mrtd_of(&short), as_qemu_builds_it(&short).0);
+    }
+
+    /// What QEMU would copy from beyond the image's end is refused with the section named.
+    #[test]
+    fn a_bfv_copied_past_the_images_end_is_refused() {
+        let image = with_sections(|s| {
+            s[0].data_offset = 0x1000;
+            s[0].raw_size -= 0x1000;
+        });
+        let e = TdvfMetadata::parse(&image).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                TdvfError::SourcePastImage {
+                    index: 0,
+                    data_offset: 0x1000,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(e.to_string().contains("past the image's end"), "{e}");
+    }
+}
+
 #[cfg(test)]
 mod bounds {
     use super::*;
@@ -145,8 +236,26 @@ mod bounds {
         let align = shared_abi::layout::tdvf::IMAGE_SIZE_ALIGN;
         let mut image = vec![0u8; align];
         image[align - data.len()..].copy_from_slice(data);
-        let meta = TdvfMetadata::parse(&image).expect("the corpus image parses");
         let t = std::time::Instant::now();
+        match TdvfMetadata::parse(&image) {
+            Ok(meta) => assert_eq!(mrtd(&meta), None),
+            // Its BFV would also be copied from beyond the image: refused before measuring.
+            Err(e) => assert!(
+                matches!(
+                    e,
+                    shared_abi::layout::tdvf::TdvfError::SourcePastImage { .. }
+                ),
+                "{e}"
+            ),
+        }
+        assert!(t.elapsed().as_secs() < 5, "refused without hashing");
+        // Terabytes of TEMP_MEM in an otherwise valid image: parsed, but not measured.
+        let mut image = crate::GUEST_IMAGE.to_vec();
+        let mut s = crate::pack::sections();
+        s[1].memory_size = 1 << 40;
+        shared_abi::layout::tdvf::write_descriptor(&mut image, crate::pack::DESCRIPTOR_OFFSET, &s)
+            .unwrap();
+        let meta = TdvfMetadata::parse(&image).unwrap();
         assert_eq!(mrtd(&meta), None);
         assert!(t.elapsed().as_secs() < 5, "refused without hashing");
     }

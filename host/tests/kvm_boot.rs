@@ -652,23 +652,20 @@ fn vcpus_beyond_the_guests_maximum_park_and_the_rest_run() {
     assert_eq!(mrtd.len(), 96, "{mrtd}");
 }
 
-/// The host builds the TD as QEMU does: every page of every section without PAGE_AUG goes in
+/// The host builds the TD as QEMU does: every page of every section goes in
 /// with TDH.MEM.PAGE.ADD — the firmware window too — and the MR_EXTEND ones are measured
 /// chunk by chunk; the module's MRTD then equals what `tdxlab inspect` computes from the
 /// image alone (what real hardware reports for it).
 #[test]
 #[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
 fn the_module_measures_the_td_as_inspect_computes_it() {
-    use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
+    use shared_abi::layout::tdvf::{TdvfMetadata, ATTR_MR_EXTEND};
     require_kvm!();
     let run = run_with_report(&["run", "--vcpus", "1"]);
     assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
     let meta = TdvfMetadata::parse(tdxlab::GUEST_IMAGE).unwrap();
     let (mut added, mut extended) = (0, 0);
-    for s in meta
-        .sections()
-        .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-    {
+    for s in meta.sections() {
         let pages = s.memory_size.div_ceil(4096);
         added += pages;
         if s.attributes & ATTR_MR_EXTEND != 0 {

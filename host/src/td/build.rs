@@ -18,7 +18,7 @@ use anyhow::{bail, Context};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::{VcpuFd, VmFd};
 use shared_abi::layout::hob::TdxlabHob;
-use shared_abi::layout::tdvf::{SectionType, TdvfMetadata, ATTR_MR_EXTEND, ATTR_PAGE_AUG};
+use shared_abi::layout::tdvf::{SectionType, TdvfMetadata, ATTR_MR_EXTEND};
 use shared_abi::td::attributes::SEPT_VE_DISABLE;
 use shared_abi::{Gpa, Gpaw, PageLevel};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -367,17 +367,15 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
 }
 
 impl Td<'_> {
-    /// QEMU's KVM_TDX_INIT_MEM_REGION for every section without PAGE_AUG, in the metadata's
-    /// order (`tdx_finalize_vm`): each page through KVM's fault path, which adds it with
+    /// QEMU's KVM_TDX_INIT_MEM_REGION for every section (QEMU never looks at PAGE_AUG), in the
+    /// metadata's order (`tdx_init_fw_mem_region`): each page through KVM's fault path, which adds it with
     /// TDH.MEM.PAGE.ADD before the TD is finalized, then — for a section with MR_EXTEND —
     /// its sixteen 256-byte chunks measured with TDH.MR.EXTEND (`tdx_gmem_post_populate`).
     /// The firmware window's pages are what the image holds there; the others start zeroed.
+    /// What is measured is what QEMU copies ([`TdvfMetadata::qemu_source`]).
     fn add_initial_pages(&self, meta: &TdvfMetadata) -> anyhow::Result<()> {
-        for s in meta
-            .sections()
-            .filter(|s| s.attributes & ATTR_PAGE_AUG == 0)
-        {
-            let mut bytes = meta.raw_data(&s).to_vec();
+        for s in meta.sections() {
+            let mut bytes = meta.qemu_source(&s).to_vec();
             bytes.resize(s.memory_size.div_ceil(4096) as usize * 4096, 0);
             for (i, page) in bytes.chunks(4096).enumerate() {
                 let p = s.memory_address + (i as u64) * 4096;

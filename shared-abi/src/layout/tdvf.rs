@@ -15,7 +15,8 @@ pub const SECTION_SIZE: usize = 32;
 pub const IMAGE_SIZE_ALIGN: usize = 64 << 10;
 /// Section attribute: measure the contents into MRTD (TDH.MR.EXTEND).
 pub const ATTR_MR_EXTEND: u32 = 1 << 0;
-/// Section attribute: PAGE_AUG (defined, unused by mainline QEMU).
+/// Section attribute: PAGE_AUG (defined by the TDVF design guide; QEMU never reads it and adds
+/// every section with TDH.MEM.PAGE.ADD, and so does tdxlab).
 pub const ATTR_PAGE_AUG: u32 = 1 << 1;
 
 /// A section type.
@@ -291,6 +292,17 @@ pub enum TdvfError {
         /// Size.
         raw_size: u32,
     },
+    /// A BFV/CFV whose MemoryDataSize bytes from DataOffset — what QEMU copies into the TD —
+    /// run past the image's end (QEMU would read beyond its mapping of the image).
+    #[error("section {index}: QEMU copies {memory_size:#x} bytes (MemoryDataSize) from offset {data_offset:#x}, past the image's end")]
+    SourcePastImage {
+        /// Section index.
+        index: usize,
+        /// Offset.
+        data_offset: u32,
+        /// Bytes copied.
+        memory_size: u64,
+    },
     /// No TD_HOB section.
     #[error("missing TD_HOB: TDVF metadata doesn't specify TD_HOB location")]
     MissingTdHob,
@@ -354,6 +366,16 @@ impl<'a> TdvfMetadata<'a> {
                     raw_size: s.raw_size,
                 });
             }
+            let copied = s.data_offset as u64 + s.memory_size;
+            if matches!(s.kind(), Some(SectionType::Bfv | SectionType::Cfv))
+                && copied > image.len() as u64
+            {
+                return Err(TdvfError::SourcePastImage {
+                    index: i,
+                    data_offset: s.data_offset,
+                    memory_size: s.memory_size,
+                });
+            }
             has_hob |= s.kind() == Some(SectionType::TdHob);
         }
         if !has_hob {
@@ -367,6 +389,23 @@ impl<'a> TdvfMetadata<'a> {
         let (image, base) = (self.image, self.descriptor_offset + DESCRIPTOR_SIZE);
         (0..self.descriptor.num_sections as usize)
             .map_while(move |i| TdvfSection::decode(image, base + i * SECTION_SIZE))
+    }
+
+    /// The bytes QEMU copies into the TD for section `s` (`tdx_finalize_vm` and
+    /// `tdx_init_fw_mem_region` in QEMU 10.1's target/i386/kvm/tdx.c: the source of
+    /// KVM_TDX_INIT_MEM_REGION is the image at DataOffset, MemoryDataSize bytes long): for a
+    /// BFV or CFV the image from its data offset for its whole memory size — past RawDataSize
+    /// when that is smaller, not zeros ([`TdvfMetadata::parse`] checked it stays inside the
+    /// image); for TD_HOB and TEMP_MEM nothing (QEMU adds them zeroed).
+    pub fn qemu_source(&self, s: &TdvfSection) -> &'a [u8] {
+        if !matches!(s.kind(), Some(SectionType::Bfv | SectionType::Cfv)) {
+            return &[];
+        }
+        let start = s.data_offset as usize;
+        start
+            .checked_add(s.memory_size as usize)
+            .and_then(|end| self.image.get(start..end))
+            .unwrap_or(&[])
     }
 
     /// The raw data of section `s` in the image (empty for a section without any: its
