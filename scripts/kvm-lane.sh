@@ -122,6 +122,14 @@ for t in $LANE_TESTS; do
   [ -x "${TEST_BIN[$t]}" ] || die "no test binary for $t"
 done
 
+# The lane's kernel is also the kernel a Linux TD boots: read it as tdxlab reads a kernel
+# (PVH entry, TDCALL sites inside Linux's TDX_MODULE_CALL). Its 6.12 build has exactly 3.
+step "tdxlab inspect $(basename "$VMLINUZ") (what a Linux TD boots)"
+"$TDXLAB" inspect "$VMLINUZ" | sed 's/^/  /' || die "tdxlab cannot read $VMLINUZ"
+"$TDXLAB" inspect "$VMLINUZ" | grep -q '^  PVH entry *0x' || die "$VMLINUZ has no PVH entry"
+"$TDXLAB" inspect "$VMLINUZ" | grep -q '^  TDCALL sites: 3,' \
+  || die "$VMLINUZ does not hold Linux 6.12's 3 TDCALL sites"
+
 # --- 3. The initramfs --------------------------------------------------------------------
 IR="$WORK/initramfs"
 step "initramfs in $IR"

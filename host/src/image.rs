@@ -119,6 +119,9 @@ pub fn doorbell_abi(image: &[u8]) -> Option<u16> {
 /// `tdxlab inspect IMAGE [--json]`.
 pub fn inspect(path: &Path, json: bool) -> anyhow::Result<u8> {
     let image = read_image(path)?;
+    if crate::linux::is_kernel(&image) {
+        return crate::linux::inspect(path, &image, json);
+    }
     let info = describe(&image)
         .with_context(|| format!("{} is not a loadable TDVF image", path.display()))?;
     if json {

@@ -18,6 +18,7 @@ pub mod image;
 pub mod inject;
 pub mod invariants;
 pub mod kvm;
+pub mod linux;
 pub mod locks;
 pub mod map;
 pub mod mrtd;

@@ -23,7 +23,7 @@ impl spin::relax::RelaxStrategy for Backoff {
             s.set(n);
             n
         });
-        if n % SPINS_PER_YIELD == 0 {
+        if n.is_multiple_of(SPINS_PER_YIELD) {
             std::thread::yield_now();
         } else {
             std::hint::spin_loop();

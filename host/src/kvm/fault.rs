@@ -106,7 +106,7 @@ impl Kvm {
         let mut gfn = start;
         let mut mapped = 0;
         while gfn < end {
-            let whole = gfn % huge.pages_4k() == 0 && gfn + huge.pages_4k() <= end;
+            let whole = gfn.is_multiple_of(huge.pages_4k()) && gfn + huge.pages_4k() <= end;
             let level = if whole { huge } else { PageLevel::Size4K };
             // A retry means a zap raced this range: try again a few times, then leave it.
             for _ in 0..4 {

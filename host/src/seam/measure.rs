@@ -56,7 +56,7 @@ impl TdxModule {
         if self.op_state() != OpState::Initialized {
             return Err(TdxStatus::LIFECYCLE_STATE_INCORRECT);
         }
-        if gpa.0 % CHUNK as u64 != 0 || !self.params().gpaw.is_valid(gpa) {
+        if !gpa.0.is_multiple_of(CHUNK as u64) || !self.params().gpaw.is_valid(gpa) {
             return Err(TdxStatus::OPERAND_INVALID.with_details(operand::RCX));
         }
         let page = Gpa(gpa.0 & !0xFFF);

@@ -163,7 +163,13 @@ impl Backing {
 
     fn check(&self, call: &'static str, off: u64, len: u64) -> Result<(), BackingError> {
         match off.checked_add(len) {
-            Some(end) if end <= self.len as u64 && off % 4096 == 0 && len % 4096 == 0 => Ok(()),
+            Some(end)
+                if end <= self.len as u64
+                    && off.is_multiple_of(4096)
+                    && len.is_multiple_of(4096) =>
+            {
+                Ok(())
+            }
             _ => Err(self.error(call, off, len, io::Error::from_raw_os_error(libc::EINVAL))),
         }
     }

@@ -135,7 +135,7 @@ fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
         );
     }
     let mem = cfg.mem_bytes;
-    if mem % (2 << 20) != 0 || !(MIN_MEM..=MAX_MEM).contains(&mem) {
+    if !mem.is_multiple_of(2 << 20) || !(MIN_MEM..=MAX_MEM).contains(&mem) {
         bail!(
             "--mem must be a multiple of 2 MiB between {} MiB and {} MiB",
             MIN_MEM >> 20,

@@ -190,7 +190,7 @@ impl Uffd {
             };
         }
         let n = n as usize;
-        if n == 0 || n % MSG != 0 {
+        if n == 0 || !n.is_multiple_of(MSG) {
             return Err(io::Error::other(format!(
                 "read {n} bytes from the userfaultfd, not whole {MSG}-byte messages"
             )));

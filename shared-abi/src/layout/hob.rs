@@ -238,7 +238,7 @@ fn parse_one(list: &[u8], off: usize) -> Result<(Hob<'_>, usize), HobError> {
         len,
     };
     let n = len as usize;
-    if n < HEADER_SIZE || n % 8 != 0 || off + n > list.len() {
+    if n < HEADER_SIZE || !n.is_multiple_of(8) || off + n > list.len() {
         return Err(bad);
     }
     let hob = &list[off..off + n];

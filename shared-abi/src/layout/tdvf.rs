@@ -321,7 +321,7 @@ pub struct TdvfMetadata<'a> {
 impl<'a> TdvfMetadata<'a> {
     /// Parse and validate `image` as QEMU would before loading it as TDX firmware.
     pub fn parse(image: &'a [u8]) -> Result<TdvfMetadata<'a>, TdvfError> {
-        if image.is_empty() || image.len() % IMAGE_SIZE_ALIGN != 0 {
+        if image.is_empty() || !image.len().is_multiple_of(IMAGE_SIZE_ALIGN) {
             return Err(TdvfError::BadImageSize(image.len()));
         }
         let table = OvmfTable::parse(image)?;
