@@ -228,7 +228,7 @@ pub fn stress(
         beyond: a.beyond.get(),
         debug_exit: true,
         map: (a.html.as_ref())
-            .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a.vcpus)))),
+            .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a)))),
     };
     let run = run_with_progress(&cfg, progress)?;
     let map = cfg.map.clone();
@@ -282,16 +282,13 @@ pub fn stress(
     Ok(r)
 }
 
-/// Each vCPU's part of guest RAM in the workloads (`shared_abi::workload`), as GFNs.
-fn stress_regions(vcpus: u32) -> Vec<(u64, u64)> {
-    use shared_abi::workload::{REGION_BASE, STRIDE};
-    (0..vcpus as u64)
-        .map(|v| {
-            (
-                (REGION_BASE + v * STRIDE) >> 12,
-                (REGION_BASE + (v + 1) * STRIDE) >> 12,
-            )
-        })
+/// Each vCPU's chunk as GFNs `[start, end)`: where the guest works for this scenario, RAM
+/// and vCPU count (`Scenario::chunk`, the function the guest asks too).
+fn stress_regions(a: &StressArgs) -> Vec<(u64, u64)> {
+    let ram = crate::td::RamLayout::q35(a.mem).below_4g;
+    (0..a.vcpus)
+        .filter_map(|v| a.scenario.chunk(v, a.vcpus, ram, !a.no_measure))
+        .map(|(base, len)| (base >> 12, (base + len) >> 12))
         .collect()
 }
 

@@ -229,6 +229,9 @@ pub struct SimReport {
     pub beyond: crate::kvm::BeyondUpstream,
     /// MapGPA conversions the guests completed.
     pub conversions: u64,
+    /// Conversions the VMM served (`kvm_convert_memory` calls: a MapGPA cut by RETRYs is
+    /// several, an implicit conversion one): what the `--html` map counts.
+    pub host_conversions: u64,
     /// 4K pages accepted.
     pub accepts: u64,
     /// Leaves zapped (4K units, both roots).
@@ -389,6 +392,7 @@ fn report(
         gpaw: cfg.gpaw.bits(),
         beyond: cfg.beyond,
         conversions: c.conversions,
+        host_conversions: world.vmm.conversions(),
         accepts: world.seam.stats.accepted_4k.load(Relaxed),
         zaps: zd + zm,
         zaps_direct: zd,
