@@ -421,3 +421,46 @@ fn stress_writes_a_map_of_the_run() {
     assert!(converted > 0, "{data}");
     assert!(page.contains("<td>scenario</td>"));
 }
+
+/// A report that cannot be written (a full disk) comes after the verdict, never instead of
+/// it: `stress` prints its summary with PASSED, then one line naming the report, exit 3;
+/// `run` prints its summary line first too.
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn a_report_that_cannot_be_written_keeps_the_verdict() {
+    require_kvm!();
+    let o = tdxlab(&[
+        "stress",
+        "--scenario",
+        "explicit",
+        "--vcpus",
+        "1",
+        "--seconds",
+        "0",
+        "--no-measure",
+        "--report",
+        "/dev/full",
+    ]);
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(3), "{out}\n{err}");
+    assert!(out.contains(": PASSED in "), "the verdict is shown: {out}");
+    let last = err.trim_end().lines().last().unwrap_or_default();
+    assert!(last.contains("cannot write report /dev/full"), "{err}");
+    let o = tdxlab(&["run", "--vcpus", "1", "--report", "/dev/full"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let lines: Vec<&str> = err.trim_end().lines().collect();
+    let n = lines.len();
+    assert!(n >= 2, "{err}");
+    assert!(
+        lines[n - 2].starts_with("tdxlab: guest (guest reported success)"),
+        "{err}"
+    );
+    assert!(
+        lines[n - 1].contains("cannot write report /dev/full"),
+        "{err}"
+    );
+}

@@ -309,6 +309,33 @@ fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::R
         })
 }
 
+/// Write `value` as `command`'s report once the run's summary has been shown, so that a
+/// report that cannot be written (`--report /dev/full`) never hides the verdict: it is one
+/// line after the summary, and the exit code is the verdict's if that failed, else 3. A
+/// closed stdout under `--report -` is still the quiet end (141).
+fn write_report<T: serde::Serialize>(
+    report: Option<crate::output::Report>,
+    command: &'static str,
+    value: &T,
+    verdict: u8,
+) -> anyhow::Result<u8> {
+    let Some(report) = report else {
+        return Ok(verdict);
+    };
+    match report.write(command, value) {
+        Ok(()) => Ok(verdict),
+        Err(e) if e.downcast_ref::<crate::output::OutputError>().is_some() => Err(e),
+        Err(e) => {
+            eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
+            Ok(if verdict != EXIT_OK {
+                verdict
+            } else {
+                EXIT_HOST
+            })
+        }
+    }
+}
+
 /// Collapse a multi-line message into one line.
 pub(crate) fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")

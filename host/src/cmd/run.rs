@@ -144,9 +144,6 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
     let r = crate::td::run(&args.config(image, echo))?;
-    if let Some(report) = report {
-        report.write("run", &r)?;
-    }
     for l in r.guest_failure_lines() {
         eprintln!("{l}");
     }
@@ -161,10 +158,17 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         r.tdcalls.values().sum::<u64>(),
         r.elapsed_s
     );
+    let passed =
+        (r.exit.kind == ExitKind::Guest && r.exit.code == 0) || r.exit.kind == ExitKind::PowerOff;
+    // The summary above comes first: a report that cannot be written says so after it.
+    let verdict = super::write_report(
+        report,
+        "run",
+        &r,
+        r.exit.kind.exit_code(r.exit.code, passed),
+    )?;
     if r.stdout_closed {
         return Ok(EXIT_PIPE);
     }
-    let passed =
-        (r.exit.kind == ExitKind::Guest && r.exit.code == 0) || r.exit.kind == ExitKind::PowerOff;
-    Ok(r.exit.kind.exit_code(r.exit.code, passed))
+    Ok(verdict)
 }

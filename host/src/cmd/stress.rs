@@ -195,10 +195,19 @@ pub struct StressReport {
     pub run: RunReport,
 }
 
-/// Run the stress TD and return the report (no printing besides `progress`).
+/// Run the stress TD and return the report (no printing besides `progress`; no map).
 pub fn stress(
     a: &StressArgs,
     progress: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<StressReport> {
+    stress_mapped(a, progress, None)
+}
+
+/// [`stress`], telling `map` of the run when there is one.
+fn stress_mapped(
+    a: &StressArgs,
+    progress: &(dyn Fn(Progress) + Sync),
+    map: Option<std::sync::Arc<crate::map::Recorder>>,
 ) -> anyhow::Result<StressReport> {
     let cfg = RunConfig {
         image: crate::GUEST_IMAGE.to_vec(),
@@ -227,11 +236,9 @@ pub fn stress(
         bench_samples: 0,
         beyond: a.beyond.get(),
         debug_exit: true,
-        map: (a.html.as_ref())
-            .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a)))),
+        map,
     };
     let run = run_with_progress(&cfg, progress)?;
-    let map = cfg.map.clone();
     let vcpu_results: Vec<VcpuResult> = run
         .console
         .iter()
@@ -276,9 +283,6 @@ pub fn stress(
         passed,
         run,
     };
-    if let Some(m) = &map {
-        write_map(a, &r, m)?;
-    }
     Ok(r)
 }
 
@@ -292,9 +296,37 @@ fn stress_regions(a: &StressArgs) -> Vec<(u64, u64)> {
         .collect()
 }
 
-/// `--html`: the map of the run, with its report's counters and settings.
-fn write_map(a: &StressArgs, r: &StressReport, rec: &crate::map::Recorder) -> anyhow::Result<()> {
-    let Some(path) = &a.html else { return Ok(()) };
+/// `--html`: the map of the run, with its report's counters and settings, written after
+/// the summary; a map that cannot be written is one line, and exit 3 unless the verdict
+/// already failed.
+fn write_map(
+    a: &StressArgs,
+    r: &StressReport,
+    rec: Option<&crate::map::Recorder>,
+    verdict: u8,
+) -> u8 {
+    let (Some(path), Some(rec)) = (&a.html, rec) else {
+        return verdict;
+    };
+    match render_map(a, r, rec, path) {
+        Ok(()) => verdict,
+        Err(e) => {
+            eprintln!("tdxlab: {e:#}");
+            if verdict != crate::exit::EXIT_OK {
+                verdict
+            } else {
+                crate::exit::EXIT_HOST
+            }
+        }
+    }
+}
+
+fn render_map(
+    a: &StressArgs,
+    r: &StressReport,
+    rec: &crate::map::Recorder,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let title = format!(
         "tdxlab stress: {} scenario, {} vCPUs, {} s, seed {}",
         a.scenario.name(),
@@ -373,7 +405,9 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
             String::new()
         }
     );
-    let r = stress(a, &progress)?;
+    let map = (a.html.as_ref())
+        .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a))));
+    let r = stress_mapped(a, &progress, map.clone())?;
     if tty {
         eprintln!();
     }
@@ -383,16 +417,17 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     let json_on_stdout = report
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
-    if let Some(report) = report {
-        report.write("stress", &r)?;
-    }
+    // The verdict first: neither a report that cannot be written nor a closed stdout
+    // under `--report -` may lose it.
     if json_on_stdout {
         // `--report -` owns stdout: the summary goes to stderr.
         eprint!("{}", summary(&r));
     } else {
         crate::output::write_str(&summary(&r))?;
     }
-    Ok(r.run.exit.kind.exit_code(r.run.exit.code, r.passed))
+    let verdict = r.run.exit.kind.exit_code(r.run.exit.code, r.passed);
+    let verdict = write_map(a, &r, map.as_deref(), verdict);
+    super::write_report(report, "stress", &r, verdict)
 }
 
 /// The scenario window as the progress lines see it: rates count from the first vCPU's
