@@ -48,9 +48,11 @@ impl Command {
             Command::Run(a) => a.trace.options(),
             Command::Stress(a) => a.trace.options(),
             Command::Sim(a) => a.trace.options(),
+            // The walkthrough's trace is the command's output: stdout.
             Command::Walkthrough => Ok(Some(crate::trace::Options {
                 timestamps: false,
                 boot: true,
+                out: Box::new(std::io::stdout()),
                 ..Default::default()
             })),
             _ => Ok(None),
@@ -173,10 +175,9 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
-        Command::Walkthrough => {
-            crate::sim::walkthrough::run();
-            Ok(0)
-        }
+        Command::Walkthrough => crate::sim::walkthrough::run()
+            .map(|()| EXIT_OK)
+            .map_err(Into::into),
         Command::ZapTable { svg, out } => crate::zap_table::run(out.json, svg.as_deref()),
         Command::SeptStates { svg, out } => sept_states::main(out.json, svg.as_deref()),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
