@@ -417,6 +417,33 @@ fn sigint_and_sigterm_stop_the_td_with_a_summary_and_a_report() {
         assert_eq!(r["exit"]["kind"], "interrupted", "{r}");
         assert_eq!(r["exit"]["code"], sig, "{r}");
         std::fs::remove_file(&report).ok();
+        interrupted_summary_says_what_ran(&stdout, &r);
+    }
+}
+
+/// A stress run stopped mid-scenario says what ran until the signal: the scenario window
+/// so far (not 0 s), and each vCPU's conversions as the host served them, in vCPU order,
+/// adding up to the host's total.
+fn interrupted_summary_says_what_ran(stdout: &str, r: &serde_json::Value) {
+    let window = r["phases"]["scenario_s"].as_f64().unwrap();
+    assert!(window > 0.0, "the window so far: {r}");
+    assert_eq!(r["phases"]["scenario_stopped"], true, "{r}");
+    assert!(stdout.contains(" s (to the stop)"), "{stdout}");
+    let per: Vec<&serde_json::Value> = r["vcpu_conversions"].as_array().unwrap().iter().collect();
+    assert_eq!(per.len(), 2, "{r}");
+    let sum: u64 = per.iter().map(|v| v["conversions"].as_u64().unwrap()).sum();
+    assert_eq!(sum, r["conversions"].as_u64().unwrap(), "{r}");
+    let rows: Vec<&str> = (stdout.lines())
+        .filter(|l| l.contains("(no result line: the host served "))
+        .collect();
+    assert_eq!(rows.len(), 2, "a row per vCPU: {stdout}");
+    for (v, row) in rows.iter().enumerate() {
+        assert!(
+            row.trim_start().starts_with(&v.to_string()),
+            "vCPU order: {stdout}"
+        );
+        let want = format!("served {} conversions", per[v]["conversions"]);
+        assert!(row.contains(&want), "{row} vs {want}");
     }
 }
 

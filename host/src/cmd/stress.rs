@@ -113,8 +113,11 @@ pub struct Phases {
     /// vCPU 0's doorbell-floor and round-trip measurements (`None` with --no-measure).
     pub measure_s: Option<f64>,
     /// The first vCPU's scenario start → the last vCPU's scenario end: the window the
-    /// rates are over.
+    /// rates are over (to the stop when `scenario_stopped`).
     pub scenario_s: f64,
+    /// The run stopped (a signal, a failure, the timeout) before every vCPU left its
+    /// scenario: the window ends where the vCPUs stopped.
+    pub scenario_stopped: bool,
     /// The longest final check of every page (random scenario), after the scenario window.
     pub final_sweep_s: Option<f64>,
     /// The host's end-of-run audit.
@@ -146,12 +149,18 @@ impl Phases {
                 }
             }
         }
+        let results = run.console.iter().filter(|l| l.starts_with(RESULT_LINE));
+        let stopped = start < f64::MAX && results.count() < run.vcpus as usize;
+        if stopped {
+            end = end.max(run.vcpus_ran_s);
+        }
         let boot_s = run.boot_ms / 1e3;
         let measured = run.console.iter().any(|l| l.starts_with(MEASURE_LINE));
         Phases {
             boot_s,
             measure_s: measured.then(|| vcpu0_start.unwrap_or(boot_s) - boot_s),
             scenario_s: if start <= end { end - start } else { 0.0 },
+            scenario_stopped: stopped,
             final_sweep_s: sweep_max,
             audit_s: run.audit_s,
         }
@@ -239,7 +248,7 @@ fn stress_mapped(
         map,
     };
     let run = run_with_progress(&cfg, progress)?;
-    let vcpu_results: Vec<VcpuResult> = run
+    let mut vcpu_results: Vec<VcpuResult> = run
         .console
         .iter()
         .filter(|l| l.starts_with(RESULT_LINE))
@@ -254,6 +263,8 @@ fn stress_mapped(
             })
         })
         .collect();
+    // In vCPU order, not in the order the lines arrived.
+    vcpu_results.sort_by_key(|v| v.vcpu);
     let measured = Measured::from_console(&run.console, run.tsc_hz);
     let phases = Phases::from_console(&run);
     let secs = phases.scenario_s.max(1e-9);
@@ -520,14 +531,7 @@ fn summary(r: &StressReport) -> String {
         );
     }
     s += &phase_line(&r.phases);
-    let _ = writeln!(
-        s,
-        "  guest conversions {:>9}  {:>10.1}/s over the scenario window  ({} pages, {:.2} MiB/s)",
-        r.guest_conversions,
-        r.conversions_per_s,
-        r.guest_pages,
-        mib(r.bytes_converted_per_s)
-    );
+    s += &guest_line(r);
     let _ = writeln!(
         s,
         "  host conversions {:>10}  (MapGPA chunks incl. RETRYs and measurements; implicit {}; {} pages changed attribute)",
@@ -569,16 +573,54 @@ fn summary(r: &StressReport) -> String {
     if let Some(m) = &r.measured {
         s += &measured_lines(m);
     }
-    let _ = writeln!(
-        s,
-        "  vCPU        ops  conversions      pages  checks  sequence hash"
-    );
-    for v in &r.vcpu_results {
-        let _ = writeln!(
-            s,
-            "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
-            v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
-        );
+    s += &vcpu_table(r);
+    s
+}
+
+/// The guests' own totals over the scenario window; a run stopped before some vCPUs'
+/// result lines says how many reported (the table has the others as the host served them).
+fn guest_line(r: &StressReport) -> String {
+    let (reported, all) = (r.vcpu_results.len(), r.run.vcpus as usize);
+    if reported == 0 {
+        return "  guest conversions  not reported: the run stopped before the vCPUs' result lines (below: as the host served them)\n".to_string();
+    }
+    let missing = match reported < all {
+        true => format!("; {reported} of {all} vCPUs reported before the stop"),
+        false => String::new(),
+    };
+    format!(
+        "  guest conversions {:>9}  {:>10.1}/s over the scenario window  ({} pages, {:.2} MiB/s){missing}\n",
+        r.guest_conversions,
+        r.conversions_per_s,
+        r.guest_pages,
+        mib(r.bytes_converted_per_s),
+    )
+}
+
+/// One row per vCPU in vCPU order: the guest's result line, or for a vCPU stopped before
+/// its result line (a signal, a failure), the conversions the host had served it.
+fn vcpu_table(r: &StressReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("  vCPU        ops  conversions      pages  checks  sequence hash\n");
+    for vcpu in 0..r.run.vcpus as u64 {
+        if let Some(v) = r.vcpu_results.iter().find(|v| v.vcpu == vcpu) {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
+                v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
+            );
+        } else if let Some(h) = r
+            .run
+            .vcpu_conversions
+            .iter()
+            .find(|h| h.vcpu as u64 == vcpu)
+        {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>10} {:>12} {:>10} {:>7}  (no result line: the host served {} conversions, {} pages)",
+                vcpu, "-", "-", "-", "-", h.conversions, h.pages
+            );
+        }
     }
     s
 }
@@ -589,7 +631,10 @@ fn phase_line(p: &Phases) -> String {
     if let Some(m) = p.measure_s {
         v.push(format!("measuring {m:.2} s"));
     }
-    v.push(format!("scenario {:.2} s", p.scenario_s));
+    v.push(match p.scenario_stopped {
+        true => format!("scenario {:.2} s (to the stop)", p.scenario_s),
+        false => format!("scenario {:.2} s", p.scenario_s),
+    });
     if let Some(f) = p.final_sweep_s {
         v.push(format!("final sweep {f:.2} s"));
     }

@@ -75,6 +75,9 @@ pub struct RunReport {
     pub pages_converted: u64,
     /// Implicit conversions (memory-fault exits QEMU-style converted).
     pub implicit_conversions: u64,
+    /// Per vCPU: the conversions (MapGPA chunks and implicit ones) and pages the VMM served
+    /// it — what each vCPU had done when a run stops before the guest reports (a SIGINT).
+    pub vcpu_conversions: Vec<VcpuConversions>,
     /// TDH.MEM.PAGE.DEMOTEs: 2 MiB private mappings split because part of one was zapped.
     pub demotes: u64,
     /// TDH.MEM.PAGE.ADDs while the host built the TD (every page of every section without
@@ -125,6 +128,17 @@ pub struct RunReport {
 }
 
 /// Zapped leaves per root.
+/// One vCPU's conversions as the VMM served them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct VcpuConversions {
+    /// vCPU.
+    pub vcpu: u32,
+    /// MapGPA chunks and implicit conversions.
+    pub conversions: u64,
+    /// Pages in them.
+    pub pages: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Zaps {
     /// Mirror (private).
@@ -198,6 +212,16 @@ impl RunReport {
             conversions: vmm.conversions(),
             pages_converted: vmm.pages_converted.load(Relaxed),
             implicit_conversions: vmm.implicit_conversions.load(Relaxed),
+            vcpu_conversions: (0..cfg.vcpus)
+                .map(|vcpu| {
+                    let (conversions, pages) = vmm.vcpu_conversions(vcpu);
+                    VcpuConversions {
+                        vcpu,
+                        conversions,
+                        pages,
+                    }
+                })
+                .collect(),
             demotes: seam.stats.demote.load(Relaxed),
             pages_added: seam.stats.page_add.load(Relaxed),
             mr_extends: seam.stats.mr_extend.load(Relaxed),

@@ -137,7 +137,9 @@ pub fn resolve_ept_violation(
             vmm.implicit_conversions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             vmm.kvm_convert_memory(gfn, 1, to)
-                .map_err(|why| TdcallError::Convert { vcpu, gpa, why })
+                .map_err(|why| TdcallError::Convert { vcpu, gpa, why })?;
+            vmm.note_vcpu_conversion(vcpu, 1);
+            Ok(())
         }
         FaultOutcome::Error(why) => Err(TdcallError::Fault { vcpu, gpa, why }),
     }
