@@ -60,7 +60,7 @@ pub struct ReportOpenError {
 
 /// The version of every JSON document's layout; documented in docs/json.md, raised when a
 /// field changes meaning or disappears (new fields do not raise it).
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Every JSON document tdxlab writes: which command wrote it, the schema version, the tdxlab
 /// version, then the command's own fields.

@@ -196,7 +196,7 @@ fn sim_json_reports_the_required_fields_and_zap_table_json_has_every_row() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (doc["command"].as_str(), doc["schema"].as_u64()),
-        (Some("zap-table"), Some(1))
+        (Some("zap-table"), Some(2))
     );
     let rows = doc["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 30);
@@ -524,7 +524,7 @@ fn every_json_document_carries_command_schema_and_version() {
         let out = tdxlab(args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["command"], command, "{args:?}");
-        assert_eq!(v["schema"], 1, "{args:?}");
+        assert_eq!(v["schema"], 2, "{args:?}");
         assert_eq!(v["tdxlab"], env!("CARGO_PKG_VERSION"), "{args:?}");
     }
 }
@@ -547,7 +547,7 @@ fn run_json_is_the_report_with_its_settings() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["command"].as_str(), v["schema"].as_u64()),
-        (Some("run"), Some(1))
+        (Some("run"), Some(2))
     );
     let s = &v["settings"];
     assert_eq!(s["zap_policy"], "filter");

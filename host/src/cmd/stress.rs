@@ -108,7 +108,9 @@ pub struct VcpuResult {
 /// them.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phases {
-    /// vCPUs started → the guest's first console line.
+    /// vCPUs started → the guest's first console line (the report's `boot_ms`: not twice
+    /// in JSON).
+    #[serde(skip)]
     pub boot_s: f64,
     /// vCPU 0's doorbell-floor and round-trip measurements (`None` with --no-measure).
     pub measure_s: Option<f64>,

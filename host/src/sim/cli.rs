@@ -70,7 +70,9 @@ fn summary(r: &SimReport) -> String {
     s += &format!("  accepted pages       {:>10}\n", r.accepts);
     s += &format!(
         "  zapped leaves        {:>10}   (direct {}, mirror {})\n",
-        r.zaps, r.zaps_direct, r.zaps_mirror
+        r.zaps.direct + r.zaps.mirror,
+        r.zaps.direct,
+        r.zaps.mirror
     );
     s += &format!(
         "  TLB flushes          {:>10}   (dropped: {})\n",

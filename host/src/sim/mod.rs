@@ -234,12 +234,8 @@ pub struct SimReport {
     pub host_conversions: u64,
     /// 4K pages accepted.
     pub accepts: u64,
-    /// Leaves zapped (4K units, both roots).
-    pub zaps: u64,
-    /// Leaves zapped from the direct root.
-    pub zaps_direct: u64,
-    /// Leaves zapped from the mirror root.
-    pub zaps_mirror: u64,
+    /// Leaves zapped (4K units), per root: the same object as `run`'s.
+    pub zaps: crate::td::Zaps,
     /// Remote TLB flushes.
     pub flushes: u64,
     /// Flushes a zap owed but did not report.
@@ -394,9 +390,10 @@ fn report(
         conversions: c.conversions,
         host_conversions: world.vmm.conversions(),
         accepts: world.seam.stats.accepted_4k.load(Relaxed),
-        zaps: zd + zm,
-        zaps_direct: zd,
-        zaps_mirror: zm,
+        zaps: crate::td::Zaps {
+            mirror: zm,
+            direct: zd,
+        },
         flushes: k.flushes.load(Relaxed),
         flushes_dropped: k.flushes_dropped.load(Relaxed),
         kicks: world.backend.kicks.load(Relaxed),
