@@ -148,12 +148,13 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("{l}");
     }
     eprintln!(
-        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
+        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}{}, boot {:.1} ms, {} TDCALLs, {:.2} s",
         r.exit.kind,
         r.exit.message,
         r.vcpus,
         r.mem_bytes >> 20,
         r.gpaw,
+        r.settings.beyond.describe(),
         r.boot_ms,
         r.tdcalls.values().sum::<u64>(),
         r.elapsed_s

@@ -406,12 +406,13 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         .map(|g| format!(", GPAW {}", crate::caps::describe_gpaw(g)))
         .unwrap_or_default();
     eprintln!(
-        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}",
+        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}{}",
         a.scenario.name(),
         a.vcpus,
         a.mem >> 20,
         a.seconds,
         a.seed,
+        a.beyond.get().describe(),
         if a.inject().any() || a.inject().private_page_size != shared_abi::PageLevel::Size4K {
             format!(", injecting {}", describe_inject(&a.inject()))
         } else {
@@ -512,12 +513,13 @@ fn summary(r: &StressReport) -> String {
     let run = &r.run;
     let _ = writeln!(
         s,
-        "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}: {} in {:.1} s",
+        "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}{}: {} in {:.1} s",
         r.scenario,
         run.vcpus,
         run.mem_bytes >> 20,
         run.gpaw,
         r.seed,
+        run.settings.beyond.describe(),
         match (r.passed, run.exit.kind) {
             (true, _) => "PASSED",
             (false, ExitKind::Interrupted) => "INTERRUPTED",
@@ -564,9 +566,10 @@ fn summary(r: &StressReport) -> String {
         );
     }
     let _ = writeln!(s,
-        "  TDX activity     {} TDCALLs, {} EPT violations, {} leaves zapped (mirror {}, direct {}), {} kicks",
+        "  TDX activity     {} TDCALLs, {} EPT violations{}, {} leaves zapped (mirror {}, direct {}), {} kicks",
         run.tdcalls.values().sum::<u64>(),
         run.ept_violations,
+        prefaults(run),
         run.zaps.mirror + run.zaps.direct,
         run.zaps.mirror,
         run.zaps.direct,
@@ -625,6 +628,17 @@ fn vcpu_table(r: &StressReport) -> String {
         }
     }
     s
+}
+
+/// `--prefault`'s mappings, named beside the EPT violations they are not part of.
+fn prefaults(run: &RunReport) -> String {
+    match run.prefault_maps {
+        0 => String::new(),
+        n => format!(
+            " (and {n} prefault mappings, {} pages)",
+            run.prefaulted_pages
+        ),
+    }
 }
 
 /// Where the time went.

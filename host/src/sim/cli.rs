@@ -13,12 +13,13 @@ pub fn run(cfg: &SimConfig, json: bool, html: Option<&std::path::Path>) -> anyho
             None => format!("{} ops", cfg.ops),
         };
         eprintln!(
-            "tdxlab sim: {} vCPUs x {length}, seed {}, zap policy {}, {} pages per vCPU, GPAW {} ...",
+            "tdxlab sim: {} vCPUs x {length}, seed {}, zap policy {}, {} pages per vCPU, GPAW {}{} ...",
             cfg.vcpus,
             cfg.seed,
             cfg.policy.name(),
             cfg.region_pages,
-            cfg.gpaw.bits()
+            cfg.gpaw.bits(),
+            cfg.beyond.describe()
         );
     }
     // Long runs (--seconds) say how far they are every 10 s on stderr.

@@ -37,8 +37,12 @@ pub struct RunReport {
     pub conversions_to_shared: u64,
     /// MapGPA conversions to private.
     pub conversions_to_private: u64,
-    /// EPT violations served.
+    /// EPT violations served (a `--prefault` mapping is not one: `prefault_maps`).
     pub ept_violations: u64,
+    /// Mappings `--prefault` made through the fault path ahead of the guest's ACCEPTs.
+    pub prefault_maps: u64,
+    /// Pages they mapped.
+    pub prefaulted_pages: u64,
     /// Leaves zapped (4K units).
     pub zaps: Zaps,
     /// Kick-all-vCPUs requests.
@@ -192,6 +196,8 @@ impl RunReport {
             conversions_to_shared: vmm.conversions_to_shared.load(Relaxed),
             conversions_to_private: vmm.conversions_to_private.load(Relaxed),
             ept_violations: k.faults.load(Relaxed),
+            prefault_maps: k.prefault_maps.load(Relaxed),
+            prefaulted_pages: k.prefaulted.load(Relaxed),
             zaps: Zaps {
                 mirror: k.zapped_mirror.load(Relaxed),
                 direct: k.zapped_direct.load(Relaxed),
