@@ -572,3 +572,72 @@ fn image_writes_the_built_in_guest() {
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
 }
+
+/// `bench scale` repeats each point in rounds that alternate the vCPU counts and gives
+/// each figure's median and range; the 1-vCPU ratio is 1 in every round.
+#[test]
+fn bench_scale_gives_each_point_its_median_and_range() {
+    let out = tdxlab(&[
+        "bench",
+        "scale",
+        "--seconds",
+        "0.1",
+        "--repeat",
+        "2",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repeat"], 2, "{v}");
+    for p in v["points"].as_array().unwrap() {
+        let f = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k}: {p}"));
+        assert_eq!(p["samples"], 2, "{p}");
+        assert!(f("conversions_per_s_min") <= f("conversions_per_s"), "{p}");
+        assert!(f("conversions_per_s") <= f("conversions_per_s_max"), "{p}");
+        assert!(f("vs_1_vcpu_min") <= f("vs_1_vcpu") && f("vs_1_vcpu") <= f("vs_1_vcpu_max"));
+        if p["vcpus"] == 1 {
+            assert_eq!((f("vs_1_vcpu_min"), f("vs_1_vcpu_max")), (1.0, 1.0), "{p}");
+        }
+    }
+    let load = &v["load"];
+    for k in ["others_share", "steal_share", "own_share"] {
+        let x = load[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k} {x}: {load}");
+    }
+    // The second round runs the vCPU counts the other way round.
+    let order: Vec<&str> = (err.lines())
+        .filter(|l| l.starts_with("bench scale: sim, per-leaf removal"))
+        .filter_map(|l| l.split(", ").nth(2)?.split(' ').next())
+        .collect();
+    assert_eq!(order, ["1", "2", "4", "4", "2", "1"], "{err}");
+}
+
+/// On a machine kept busy by other work (here: this test's own threads spinning on every
+/// host CPU), `bench scale` warns that its ratios are unreliable.
+#[test]
+fn bench_scale_warns_when_the_machine_is_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let out = tdxlab(&["bench", "scale", "--seconds", "0.1", "--repeat", "1"]);
+    stop.store(true, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{se}");
+    assert!(se.contains("warning: the machine was busy"), "{se}");
+    assert!(so.contains("its ratios are unreliable"), "{so}");
+}

@@ -140,9 +140,13 @@ enum BenchCommand {
     /// ratios to 1 vCPU measured in one run: the simulator, and with --stress the emulated
     /// TD on KVM (the random scenario).
     Scale {
-        /// Seconds each point runs.
+        /// Seconds each sample runs.
         #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
         seconds: f64,
+        /// Samples per point, in rounds that alternate the vCPU counts; the median and the
+        /// range are printed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        repeat: u32,
         /// Also boot the emulated TD for every point (needs a usable /dev/kvm).
         #[arg(long)]
         stress: bool,
@@ -191,9 +195,10 @@ pub fn main() -> ExitCode {
             } => bench::convert(out.json, samples, compare),
             BenchCommand::Scale {
                 seconds,
+                repeat,
                 stress,
                 out,
-            } => scale::scale(out.json, seconds, stress),
+            } => scale::scale(out.json, seconds, repeat, stress),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),
