@@ -557,8 +557,8 @@ fn run_json_is_the_report_with_its_settings() {
     assert!(v["gpaw"].as_u64().is_some());
 }
 
-/// `tdxlab image -o FILE` writes the built-in guest image, byte for byte; a path that
-/// cannot be written is one line and exit 3.
+/// `tdxlab image -o FILE` writes the built-in guest image, byte for byte, and `-o -` to
+/// stdout (not to a file named `-`); a full disk is one line and exit 3.
 #[test]
 fn image_writes_the_built_in_guest() {
     let path = std::env::temp_dir().join(format!("tdxlab-image-{}.bin", std::process::id()));
@@ -567,10 +567,82 @@ fn image_writes_the_built_in_guest() {
     let written = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
     assert!(written == tdxlab::GUEST_IMAGE, "the image differs");
-    let out = tdxlab(&["image", "-o", "/nonexistent-tdxlab-dir/x.bin"]);
+    let dir = std::env::temp_dir().join(format!("tdxlab-image-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args(["image", "-o", "-"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == tdxlab::GUEST_IMAGE, "-o - is stdout");
+    assert!(!dir.join("-").exists(), "no file named -");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = tdxlab(&["image", "-o", "/dev/full"]);
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// An output path that cannot be created is bad usage (exit 2, one line) for every
+/// command that writes a file, as it is for `--report`: a missing directory is the user's.
+#[test]
+fn an_output_path_that_cannot_be_created_is_a_usage_error_everywhere() {
+    let missing = "/nonexistent-tdxlab-dir/out";
+    for args in [
+        &["image", "-o", missing][..],
+        &["zap-table", "--svg", missing],
+        &["sept-states", "--svg", missing],
+        &["sim", "--ops", "1", "--html", missing],
+    ] {
+        common::assert_usage_error(args, missing);
+    }
+}
+
+/// The smaller usage slips of issue 22: a negative duration reaches its parser (not
+/// "unexpected argument"), a missing required flag reads as one sentence, and `sim` refuses
+/// a setting given twice (as its own flag and as an `--inject` item).
+#[test]
+fn negative_numbers_missing_flags_and_settings_given_twice_are_clear() {
+    for (args, want) in [
+        (
+            &["stress", "--seconds", "-1"][..],
+            "'-1' is not a duration in seconds",
+        ),
+        (
+            &["sim", "--seconds", "-1"],
+            "'-1' is not a duration in seconds",
+        ),
+        (
+            &["run", "--timeout", "-5"],
+            "'-5' is not a number of seconds",
+        ),
+        (
+            &["image"],
+            "the following required arguments were not provided: --output <OUTPUT>",
+        ),
+        (
+            &["sim", "--inject", "retry=0.1", "--inject-retry", "0.2"],
+            "--inject-retry and --inject retry= set the same probability: give one",
+        ),
+        (
+            &[
+                "sim",
+                "--inject",
+                "private-page-size=2m",
+                "--private-page-size",
+                "4k",
+            ],
+            "set the same size: give one",
+        ),
+    ] {
+        common::assert_usage_error(args, want);
+    }
+    let help = String::from_utf8(tdxlab(&["run", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("exit kind `power_off`") && !help.contains("poweroff"),
+        "{help}"
+    );
 }
 
 /// `bench scale` repeats each point in rounds that alternate the vCPU counts and gives

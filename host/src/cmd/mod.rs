@@ -141,7 +141,7 @@ enum BenchCommand {
     /// TD on KVM (the random scenario).
     Scale {
         /// Seconds each sample runs.
-        #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+        #[arg(long, allow_negative_numbers = true, default_value_t = 2.0, value_parser = parse_seconds)]
         seconds: f64,
         /// Samples per point, in rounds that alternate the vCPU counts; the median and the
         /// range are printed.
@@ -207,10 +207,22 @@ pub fn main() -> ExitCode {
     finish(result)
 }
 
-/// `tdxlab image -o FILE`.
+/// `tdxlab image -o FILE` (`-`: stdout, unless that is a terminal).
 fn write_image(path: &std::path::Path) -> anyhow::Result<u8> {
     use anyhow::Context;
-    std::fs::write(path, crate::GUEST_IMAGE)
+    use std::io::{IsTerminal, Write};
+    if path.as_os_str() == "-" {
+        if std::io::stdout().is_terminal() {
+            return usage("-o -: not writing a binary image to a terminal (redirect stdout)");
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(crate::GUEST_IMAGE)
+            .and_then(|()| out.flush())
+            .map_err(crate::output::OutputError)?;
+        return Ok(EXIT_OK);
+    }
+    crate::output::create_output("-o", path)?
+        .write_all(crate::GUEST_IMAGE)
         .with_context(|| format!("cannot write the image to {}", path.display()))?;
     eprintln!(
         "tdxlab: wrote the built-in guest image ({} KiB, doorbell ABI {}) to {}",
@@ -246,6 +258,12 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
                 .is_some_and(|o| o.is_closed_pipe()) =>
         {
             ExitCode::from(EXIT_PIPE)
+        }
+        // An output path that cannot be created is bad usage, as `--report`'s is.
+        Err(e) if e.downcast_ref::<crate::output::OutputPathError>().is_some() => {
+            // Its message already names the cause: no chain.
+            eprintln!("tdxlab: {}", one_line(&e.to_string()));
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
@@ -286,8 +304,15 @@ fn clap_one_line(rendered: &str) -> String {
             !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
         })
         .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .fold(String::new(), |mut s, l| {
+            // A line that ends in ':' introduces what follows (clap's "the following
+            // required arguments were not provided:" and the arguments).
+            if !s.is_empty() {
+                s += if s.ends_with(':') { " " } else { "; " };
+            }
+            s += l;
+            s
+        })
 }
 
 /// A usage error found after parsing: one line, exit 2.

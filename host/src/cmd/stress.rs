@@ -24,7 +24,7 @@ pub struct StressArgs {
     #[arg(long, default_value = "256M", value_parser = super::parse_td_mem)]
     pub mem: u64,
     /// How long the scenario repeats (at least one pass).
-    #[arg(long, default_value_t = 10.0, value_parser = super::parse_seconds)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0, value_parser = super::parse_seconds)]
     pub seconds: f64,
     /// Seed of every vCPU's operation sequence and of the host's injection.
     #[arg(long, default_value_t = 1)]
@@ -52,7 +52,7 @@ pub struct StressArgs {
     #[command(flatten)]
     pub(crate) beyond: super::beyond::BeyondArgs,
     /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
-    #[arg(long, value_parser = super::parse_timeout)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::parse_timeout)]
     pub timeout: Option<u64>,
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
