@@ -33,6 +33,30 @@ pub(crate) fn write_str(s: &str) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// `-q`: errors only, so no progress lines, notes or warnings on stderr.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set by the command line's `-q`.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `-q` was given: commands print no progress, notes or warnings.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `eprintln!` for what is not an error — progress, headers, "wrote …", warnings — which
+/// `-q` silences.
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => {
+        if !$crate::output::quiet() {
+            eprintln!($($t)*);
+        }
+    };
+}
+
 /// `println!` that returns an [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! outln {

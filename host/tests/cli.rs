@@ -713,3 +713,32 @@ fn bench_scale_warns_when_the_machine_is_busy() {
     assert!(se.contains("warning: the machine was busy"), "{se}");
     assert!(so.contains("its ratios are unreliable"), "{so}");
 }
+
+/// `-q` leaves stderr to errors: no header, progress or "wrote" note from `sim`, `bench
+/// scale` or `image`, while the result still prints.
+#[test]
+fn quiet_silences_progress_and_notes() {
+    let map = std::env::temp_dir().join(format!("tdxlab-quiet-{}.html", std::process::id()));
+    let img = std::env::temp_dir().join(format!("tdxlab-quiet-{}.bin", std::process::id()));
+    for args in [
+        &["-q", "sim", "--ops", "50", "--html", map.to_str().unwrap()][..],
+        &["-q", "bench", "scale", "--seconds", "0.05", "--repeat", "1"],
+        &["-q", "image", "-o", img.to_str().unwrap()],
+    ] {
+        let out = tdxlab(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        let loud = tdxlab(&args[1..]);
+        assert!(
+            !loud.stderr.is_empty(),
+            "without -q, {args:?} says something"
+        );
+    }
+    assert!(
+        !tdxlab(&["-q", "sim", "--ops", "50"]).stdout.is_empty(),
+        "the result prints"
+    );
+    std::fs::remove_file(&map).ok();
+    std::fs::remove_file(&img).ok();
+}

@@ -506,3 +506,28 @@ fn prefault_mappings_are_not_ept_violations_and_the_summary_names_the_options() 
     assert!(pre.out.contains(" prefault mappings, "), "{}", pre.out);
     assert!(!up.out.contains("beyond upstream") && !up.err.contains("beyond upstream"));
 }
+
+/// `-v` shows the guest's console (not echoed on a stress run) and the TD's life on
+/// stderr; `-q` leaves stderr empty on a passing run (no header, no progress lines).
+#[test]
+#[ignore = "needs a usable /dev/kvm: ci/test.sh runs it with --include-ignored where there is one"]
+fn verbose_shows_the_guest_and_quiet_shows_nothing() {
+    require_kvm!();
+    let args = ["stress", "--vcpus", "1", "--no-measure", "--seconds", "2.5"];
+    let v = tdxlab(&[&["-v"][..], &args].concat());
+    let err = String::from_utf8_lossy(&v.stderr);
+    assert_eq!(v.status.code(), Some(0), "{err}");
+    assert!(
+        err.contains("INFO guest: stress-phase vcpu=0 phase=scenario"),
+        "{err}"
+    );
+    assert!(
+        err.contains("INFO td: TD built") && err.contains("end-of-run audit"),
+        "{err}"
+    );
+    let q = tdxlab(&[&["-q"][..], &args].concat());
+    let err = String::from_utf8_lossy(&q.stderr);
+    assert_eq!(q.status.code(), Some(0), "{err}");
+    assert!(err.is_empty(), "{err}");
+    assert!(String::from_utf8_lossy(&q.stdout).contains(": PASSED in "));
+}

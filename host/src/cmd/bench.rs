@@ -342,7 +342,7 @@ fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
 fn convert_compare(json: bool, samples: u32) -> anyhow::Result<u8> {
     let mut modes = Vec::new();
     for (i, mode) in costs::MODES.iter().enumerate() {
-        eprintln!(
+        crate::note!(
             "bench convert --compare: mode {} ({}/{})",
             mode.name,
             i + 1,

@@ -35,7 +35,8 @@ struct Cli {
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Log errors only (warnings are shown by default).
+    /// Errors only: no progress lines, headers, notes or warnings on stderr (the result
+    /// itself still prints).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 }
@@ -170,6 +171,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    crate::output::set_quiet(cli.quiet);
     match cli.command.trace() {
         Ok(tree) => crate::trace::init(cli.verbose, cli.quiet, tree),
         Err(e) => {
@@ -224,7 +226,7 @@ fn write_image(path: &std::path::Path) -> anyhow::Result<u8> {
     crate::output::create_output("-o", path)?
         .write_all(crate::GUEST_IMAGE)
         .with_context(|| format!("cannot write the image to {}", path.display()))?;
-    eprintln!(
+    crate::note!(
         "tdxlab: wrote the built-in guest image ({} KiB, doorbell ABI {}) to {}",
         crate::GUEST_IMAGE.len() >> 10,
         shared_abi::doorbell::DOORBELL_ABI_VERSION,

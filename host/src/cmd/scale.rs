@@ -165,7 +165,7 @@ pub fn scale(json: bool, seconds: f64, repeat: u32, with_stress: bool) -> anyhow
     }
     let load = probe.since();
     if let Some(w) = load.warning() {
-        eprintln!("tdxlab: warning: {w}");
+        crate::note!("tdxlab: warning: {w}");
     }
     let out = ScaleBench {
         seconds,
@@ -243,7 +243,7 @@ fn series(
     let mut samples = vec![Vec::new(); VCPUS.len()];
     for round in 0..repeat {
         for v in round_order(round) {
-            eprintln!(
+            crate::note!(
                 "bench scale: {what}, {} removal, {v} vCPUs (round {}/{repeat})",
                 mode.name(),
                 round + 1

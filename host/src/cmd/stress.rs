@@ -350,7 +350,7 @@ fn render_map(
     let page = crate::map::render(rec, &title, &serde_json::to_value(r)?);
     std::fs::write(path, page)
         .map_err(|e| anyhow::anyhow!("cannot write the map to {}: {e}", path.display()))?;
-    eprintln!("tdxlab: wrote the map of the run to {}", path.display());
+    crate::note!("tdxlab: wrote the map of the run to {}", path.display());
     Ok(())
 }
 
@@ -373,10 +373,13 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         );
         return Ok(EXIT_USAGE);
     }
-    let tty = std::io::stderr().is_terminal();
+    let tty = std::io::stderr().is_terminal() && !crate::output::quiet();
     let last_line = std::sync::Mutex::new(0.0f64);
     let window = std::sync::Mutex::new(Window::default());
     let progress = |p: Progress| {
+        if crate::output::quiet() {
+            return;
+        }
         let what = window
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -405,7 +408,7 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     let gpaw = crate::caps::td_gpaw(a.gpaw, crate::caps::host_maxphyaddr())
         .map(|g| format!(", GPAW {}", crate::caps::describe_gpaw(g)))
         .unwrap_or_default();
-    eprintln!(
+    crate::note!(
         "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}{}",
         a.scenario.name(),
         a.vcpus,
