@@ -374,7 +374,7 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         return Ok(EXIT_USAGE);
     }
     let tty = std::io::stderr().is_terminal() && !crate::output::quiet();
-    let last_line = std::sync::Mutex::new(0.0f64);
+    let last_line = std::sync::Mutex::new(Throttle::default());
     let window = std::sync::Mutex::new(Window::default());
     let progress = |p: Progress| {
         if crate::output::quiet() {
@@ -400,8 +400,7 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         if tty {
             let _ = write!(err, "\r{line}\x1b[K");
             let _ = err.flush();
-        } else if p.elapsed_s - *last >= 2.0 {
-            *last = p.elapsed_s;
+        } else if last.due(p.elapsed_s, &what) {
             let _ = writeln!(err, "{line}");
         }
     };
@@ -447,6 +446,24 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     super::write_report(report, "stress", &r, verdict)
 }
 
+/// When a progress line goes to a non-terminal stderr: at most every 2 s, and only when it
+/// says something new (a final sweep can take seconds with nothing changing).
+#[derive(Default)]
+struct Throttle {
+    at: Option<f64>,
+    what: String,
+}
+
+impl Throttle {
+    fn due(&mut self, t: f64, what: &str) -> bool {
+        if self.at.is_some_and(|at| t - at < 2.0) || self.what == what {
+            return false;
+        }
+        (self.at, self.what) = (Some(t), what.to_string());
+        true
+    }
+}
+
 /// The scenario window as the progress lines see it: rates count from the first vCPU's
 /// scenario start and stop when every vCPU has left its scenario; the phases around it are
 /// named instead.
@@ -478,9 +495,9 @@ impl Window {
         }
         let rate = *self.closed.get_or_insert(rate);
         let phase = if results < vcpus {
-            "final sweep"
+            format!("final sweep ({results} of {vcpus} vCPUs done)")
         } else {
-            "finishing"
+            "finishing".to_string()
         };
         format!(
             "{phase}: {} host conversions ({rate:.0}/s in the scenario window), {} pages",
@@ -537,7 +554,7 @@ fn summary(r: &StressReport) -> String {
             run.exit.kind, run.exit.message
         );
     }
-    s += &phase_line(&r.phases);
+    s += &phase_line(&r.phases, run.elapsed_s);
     s += &guest_line(r);
     let _ = writeln!(
         s,
@@ -644,8 +661,10 @@ fn prefaults(run: &RunReport) -> String {
     }
 }
 
-/// Where the time went.
-fn phase_line(p: &Phases) -> String {
+/// Where the time went. The phases are per vCPU, so they overlap (vCPU 0 measures while
+/// the others start their scenario; one vCPU sweeps while others are still in theirs): when
+/// they add up to more than the run, the summary says so.
+fn phase_line(p: &Phases, elapsed_s: f64) -> String {
     let mut v = vec![format!("boot {:.2} s", p.boot_s)];
     if let Some(m) = p.measure_s {
         v.push(format!("measuring {m:.2} s"));
@@ -658,7 +677,16 @@ fn phase_line(p: &Phases) -> String {
         v.push(format!("final sweep {f:.2} s"));
     }
     v.push(format!("audit {:.2} s", p.audit_s));
-    format!("  phases           {}\n", v.join(", "))
+    let sum = p.boot_s
+        + p.measure_s.unwrap_or(0.0)
+        + p.scenario_s
+        + p.final_sweep_s.unwrap_or(0.0)
+        + p.audit_s;
+    let overlap = match sum > elapsed_s + 0.01 {
+        true => "\n                   (they overlap across vCPUs: vCPU 0 measures while the others run their scenario, and one vCPU's final sweep runs while others are still in theirs)",
+        false => "",
+    };
+    format!("  phases           {}{overlap}\n", v.join(", "))
 }
 
 /// vCPU 0's round trips, in time and in doorbell floors.
@@ -687,4 +715,45 @@ fn measured_lines(m: &Measured) -> String {
         mib(m.bytes_per_s_2m)
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(measure: f64, scenario: f64, sweep: f64) -> Phases {
+        Phases {
+            boot_s: 0.1,
+            measure_s: Some(measure),
+            scenario_s: scenario,
+            scenario_stopped: false,
+            final_sweep_s: Some(sweep),
+            audit_s: 0.1,
+        }
+    }
+
+    #[test]
+    fn phases_that_add_up_to_more_than_the_run_are_said_to_overlap() {
+        // stress --vcpus 16 --seconds 3: PASSED in 13.8 s with 0.08 + 8.80 + 11.14 + 5.83 s.
+        let many = phase_line(&phases(8.8, 11.14, 5.83), 13.8);
+        assert!(many.contains("they overlap across vCPUs"), "{many}");
+        let one = phase_line(&phases(1.0, 3.0, 0.5), 4.9);
+        assert!(!one.contains("overlap"), "{one}");
+        assert_eq!(one.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_progress_line_that_says_nothing_new_is_not_repeated() {
+        let mut t = Throttle::default();
+        assert!(t.due(0.3, "scenario: 10 host conversions"));
+        assert!(
+            !t.due(1.0, "scenario: 20 host conversions"),
+            "at most every 2 s"
+        );
+        assert!(t.due(2.4, "scenario: 20 host conversions"));
+        assert!(t.due(4.5, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
+        assert!(!t.due(6.6, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
+        assert!(!t.due(9.0, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
+        assert!(t.due(9.1, "final sweep (1 of 2 vCPUs done): 30 host conversions"));
+    }
 }
