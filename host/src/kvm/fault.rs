@@ -106,7 +106,7 @@ impl Kvm {
             return FaultOutcome::Error(FaultError::NoRoot(kind));
         };
         // The map is the parent of what it calls: the S-EPT tables it links and the AUG.
-        let _s = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_map", gpa = %gpa, level = level as u8, root = kind.name())
+        let _s = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_map", gpa = %gpa, level = %crate::trace::PageSize(level as u64), root = kind.name())
             .entered();
         let result = self.map_leaf(root, gfn, level as u8, pfn, is_private);
         self.after_map(result, gpa, gfn, kind)
@@ -222,7 +222,7 @@ impl Kvm {
                         return FaultOutcome::Error(self.bug(e).into());
                     }
                 }
-                tracing::debug!(target: "kvm", level = lv, "leaf installed");
+                tracing::debug!(target: "kvm", level = %crate::trace::PageSize(lv as u64), "leaf installed");
                 FaultOutcome::Mapped
             }
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,
