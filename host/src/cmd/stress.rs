@@ -450,16 +450,17 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
 /// says something new (a final sweep can take seconds with nothing changing).
 #[derive(Default)]
 struct Throttle {
-    at: Option<f64>,
+    /// When the last line went out (0: the run's start, so the first waits 2 s too).
+    at: f64,
     what: String,
 }
 
 impl Throttle {
     fn due(&mut self, t: f64, what: &str) -> bool {
-        if self.at.is_some_and(|at| t - at < 2.0) || self.what == what {
+        if t - self.at < 2.0 || self.what == what {
             return false;
         }
-        (self.at, self.what) = (Some(t), what.to_string());
+        (self.at, self.what) = (t, what.to_string());
         true
     }
 }
@@ -683,7 +684,7 @@ fn phase_line(p: &Phases, elapsed_s: f64) -> String {
         + p.final_sweep_s.unwrap_or(0.0)
         + p.audit_s;
     let overlap = match sum > elapsed_s + 0.01 {
-        true => "\n                   (they overlap across vCPUs: vCPU 0 measures while the others run their scenario, and one vCPU's final sweep runs while others are still in theirs)",
+        true => "\n                   (per vCPU, so they overlap: vCPU 0 measures while the others start their scenario; one vCPU sweeps while another is still in its scenario)",
         false => "",
     };
     format!("  phases           {}{overlap}\n", v.join(", "))
@@ -736,7 +737,7 @@ mod tests {
     fn phases_that_add_up_to_more_than_the_run_are_said_to_overlap() {
         // stress --vcpus 16 --seconds 3: PASSED in 13.8 s with 0.08 + 8.80 + 11.14 + 5.83 s.
         let many = phase_line(&phases(8.8, 11.14, 5.83), 13.8);
-        assert!(many.contains("they overlap across vCPUs"), "{many}");
+        assert!(many.contains("per vCPU, so they overlap"), "{many}");
         let one = phase_line(&phases(1.0, 3.0, 0.5), 4.9);
         assert!(!one.contains("overlap"), "{one}");
         assert_eq!(one.lines().count(), 1);
@@ -745,15 +746,17 @@ mod tests {
     #[test]
     fn a_progress_line_that_says_nothing_new_is_not_repeated() {
         let mut t = Throttle::default();
-        assert!(t.due(0.3, "scenario: 10 host conversions"));
+        let first = "scenario: 10 host conversions";
+        assert!(!t.due(0.3, first), "the first line after 2 s");
+        assert!(t.due(2.1, first));
         assert!(
-            !t.due(1.0, "scenario: 20 host conversions"),
-            "at most every 2 s"
+            !t.due(3.0, "scenario: 20 host conversions"),
+            "every 2 s at most"
         );
-        assert!(t.due(2.4, "scenario: 20 host conversions"));
-        assert!(t.due(4.5, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
-        assert!(!t.due(6.6, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
-        assert!(!t.due(9.0, "final sweep (0 of 2 vCPUs done): 30 host conversions"));
-        assert!(t.due(9.1, "final sweep (1 of 2 vCPUs done): 30 host conversions"));
+        assert!(t.due(4.2, "scenario: 20 host conversions"));
+        let sweep = "final sweep (0 of 2 vCPUs done): 30 host conversions";
+        assert!(t.due(6.5, sweep));
+        assert!(!t.due(8.6, sweep) && !t.due(11.0, sweep), "nothing new");
+        assert!(t.due(11.1, "final sweep (1 of 2 vCPUs done): 30 host conversions"));
     }
 }
