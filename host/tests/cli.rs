@@ -507,7 +507,7 @@ fn rust_log_and_v_raise_the_log_level() {
         String::from_utf8(out.stderr).unwrap()
     };
     assert!(!err(&[], &[]).contains("DEBUG"));
-    let mapped = "kvm_tdp_mmu_map{gpa=0x0 level=0 root=\"mirror\"}: kvm: leaf installed";
+    let mapped = "kvm_tdp_mmu_map{gpa=0x0 level=4K root=\"mirror\"}: kvm: leaf installed level=4K";
     assert!(err(&[("RUST_LOG", "kvm=debug")], &[]).contains(mapped));
     assert!(err(&[], &["-vv"]).contains(mapped));
     assert!(!err(&[], &["-q"]).contains("DEBUG"));
