@@ -24,12 +24,17 @@ MEM=2G
 SMP=2
 QEMU=${QEMU:-qemu-system-x86_64}
 EXTRA=()
+# A flag's value, or one line and the usage exit code 2 (bash's own ${2:?} would exit 1
+# with its line number).
+need() {
+  if [ -z "${3-}" ]; then echo "qemu-tdx: $1 needs $2" >&2; exit 2; fi
+}
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1; shift ;;
-    --mem) MEM="${2:?--mem needs a size}"; shift 2 ;;
-    --smp) SMP="${2:?--smp needs a count}"; shift 2 ;;
-    --qemu) QEMU="${2:?--qemu needs a path}"; shift 2 ;;
+    --mem) need --mem "a size" "${2-}"; MEM=$2; shift 2 ;;
+    --smp) need --smp "a count" "${2-}"; SMP=$2; shift 2 ;;
+    --qemu) need --qemu "a path" "${2-}"; QEMU=$2; shift 2 ;;
     --no-debug-exit) DEBUG_EXIT=0; shift ;;
     -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) EXTRA+=("$1"); shift ;;

@@ -13,7 +13,7 @@ STEPS = [
      "RCX = GPA and level; a missing or FREE leaf → EPT violation to the host; PENDING → zeroed and MAPPED"),
     ("tdx_handle_ept_violation", "host/src/vmm/exits.rs", "handle_tdcall",
      "the faulting TDCALL is resolved and re-executed inside one exit"),
-    ("kvm_mmu_page_fault", "host/src/kvm/fault.rs", "kvm_mmu_page_fault",
+    ("kvm_mmu_page_fault", "host/src/kvm/fault.rs", "tdp_page_fault",
      "attribute check, invalidation sequence, a mirror (private) or direct (shared) leaf"),
     ("TDH.MEM.SEPT.ADD", "host/src/seam/seamcall.rs", "tdh_mem_sept_add", "a new S-EPT table page"),
     ("TDH.MEM.PAGE.AUG", "host/src/seam/seamcall.rs", "tdh_mem_page_aug", "leaf FREE → PENDING, a frame"),

@@ -33,6 +33,30 @@ pub(crate) fn write_str(s: &str) -> Result<(), OutputError> {
     Ok(())
 }
 
+/// `-q`: errors only, so no progress lines, notes or warnings on stderr.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Set by the command line's `-q`.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `-q` was given: commands print no progress, notes or warnings.
+pub fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// `eprintln!` for what is not an error — progress, headers, "wrote …", warnings — which
+/// `-q` silences.
+#[macro_export]
+macro_rules! note {
+    ($($t:tt)*) => {
+        if !$crate::output::quiet() {
+            eprintln!($($t)*);
+        }
+    };
+}
+
 /// `println!` that returns an [`OutputError`] instead of panicking.
 #[macro_export]
 macro_rules! outln {
@@ -60,7 +84,7 @@ pub struct ReportOpenError {
 
 /// The version of every JSON document's layout; documented in docs/json.md, raised when a
 /// field changes meaning or disappears (new fields do not raise it).
-pub const SCHEMA: u32 = 1;
+pub const SCHEMA: u32 = 2;
 
 /// Every JSON document tdxlab writes: which command wrote it, the schema version, the tdxlab
 /// version, then the command's own fields.
@@ -127,12 +151,45 @@ impl Report {
     }
 }
 
-/// Write a generated picture (SVG text) to `path`, or to stdout for `-`.
-pub fn write_picture(path: &std::path::Path, picture: &str) -> anyhow::Result<()> {
+/// An output path that cannot be created (a missing directory, a read-only file): bad
+/// usage, exit 2, as `--report` and `--html` are — unlike a write that fails once the file
+/// exists (a full disk: exit 3).
+#[derive(Debug, thiserror::Error)]
+#[error("{flag} {}: {source}", path.display())]
+pub struct OutputPathError {
+    /// The flag that named the path.
+    pub flag: &'static str,
+    /// The path as given.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// Create `path` for the output `flag` names, or say why not ([`OutputPathError`]).
+pub fn create_output(
+    flag: &'static str,
+    path: &std::path::Path,
+) -> Result<std::fs::File, OutputPathError> {
+    std::fs::File::create(path).map_err(|source| OutputPathError {
+        flag,
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Write a generated picture (SVG text) to `path`, or to stdout for `-`; `flag` names the
+/// path in errors.
+pub fn write_picture(
+    flag: &'static str,
+    path: &std::path::Path,
+    picture: &str,
+) -> anyhow::Result<()> {
     if path.as_os_str() == "-" {
         crate::outln!("{}", picture.trim_end())?;
     } else {
-        std::fs::write(path, picture)
+        create_output(flag, path)?
+            .write_all(picture.as_bytes())
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(())

@@ -216,7 +216,7 @@ pub fn svg(rows: &[ZapRow]) -> String {
 pub fn run(json: bool, svg_path: Option<&std::path::Path>) -> anyhow::Result<u8> {
     let rows = table();
     if let Some(p) = svg_path {
-        crate::output::write_picture(p, &svg(&rows))?;
+        crate::output::write_picture("--svg", p, &svg(&rows))?;
         return Ok(0);
     }
     if json {

@@ -196,7 +196,7 @@ fn sim_json_reports_the_required_fields_and_zap_table_json_has_every_row() {
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (doc["command"].as_str(), doc["schema"].as_u64()),
-        (Some("zap-table"), Some(1))
+        (Some("zap-table"), Some(2))
     );
     let rows = doc["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 30);
@@ -417,6 +417,33 @@ fn sigint_and_sigterm_stop_the_td_with_a_summary_and_a_report() {
         assert_eq!(r["exit"]["kind"], "interrupted", "{r}");
         assert_eq!(r["exit"]["code"], sig, "{r}");
         std::fs::remove_file(&report).ok();
+        interrupted_summary_says_what_ran(&stdout, &r);
+    }
+}
+
+/// A stress run stopped mid-scenario says what ran until the signal: the scenario window
+/// so far (not 0 s), and each vCPU's conversions as the host served them, in vCPU order,
+/// adding up to the host's total.
+fn interrupted_summary_says_what_ran(stdout: &str, r: &serde_json::Value) {
+    let window = r["phases"]["scenario_s"].as_f64().unwrap();
+    assert!(window > 0.0, "the window so far: {r}");
+    assert_eq!(r["phases"]["scenario_stopped"], true, "{r}");
+    assert!(stdout.contains(" s (to the stop)"), "{stdout}");
+    let per: Vec<&serde_json::Value> = r["vcpu_conversions"].as_array().unwrap().iter().collect();
+    assert_eq!(per.len(), 2, "{r}");
+    let sum: u64 = per.iter().map(|v| v["conversions"].as_u64().unwrap()).sum();
+    assert_eq!(sum, r["conversions"].as_u64().unwrap(), "{r}");
+    let rows: Vec<&str> = (stdout.lines())
+        .filter(|l| l.contains("(no result line: the host served "))
+        .collect();
+    assert_eq!(rows.len(), 2, "a row per vCPU: {stdout}");
+    for (v, row) in rows.iter().enumerate() {
+        assert!(
+            row.trim_start().starts_with(&v.to_string()),
+            "vCPU order: {stdout}"
+        );
+        let want = format!("served {} conversions", per[v]["conversions"]);
+        assert!(row.contains(&want), "{row} vs {want}");
     }
 }
 
@@ -480,7 +507,7 @@ fn rust_log_and_v_raise_the_log_level() {
         String::from_utf8(out.stderr).unwrap()
     };
     assert!(!err(&[], &[]).contains("DEBUG"));
-    let mapped = "kvm_tdp_mmu_map{gpa=0x0 level=0 root=\"mirror\"}: kvm: leaf installed";
+    let mapped = "kvm_tdp_mmu_map{gpa=0x0 level=4K root=\"mirror\"}: kvm: leaf installed level=4K";
     assert!(err(&[("RUST_LOG", "kvm=debug")], &[]).contains(mapped));
     assert!(err(&[], &["-vv"]).contains(mapped));
     assert!(!err(&[], &["-q"]).contains("DEBUG"));
@@ -497,7 +524,7 @@ fn every_json_document_carries_command_schema_and_version() {
         let out = tdxlab(args);
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(v["command"], command, "{args:?}");
-        assert_eq!(v["schema"], 1, "{args:?}");
+        assert_eq!(v["schema"], 2, "{args:?}");
         assert_eq!(v["tdxlab"], env!("CARGO_PKG_VERSION"), "{args:?}");
     }
 }
@@ -520,7 +547,7 @@ fn run_json_is_the_report_with_its_settings() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         (v["command"].as_str(), v["schema"].as_u64()),
-        (Some("run"), Some(1))
+        (Some("run"), Some(2))
     );
     let s = &v["settings"];
     assert_eq!(s["zap_policy"], "filter");
@@ -530,8 +557,8 @@ fn run_json_is_the_report_with_its_settings() {
     assert!(v["gpaw"].as_u64().is_some());
 }
 
-/// `tdxlab image -o FILE` writes the built-in guest image, byte for byte; a path that
-/// cannot be written is one line and exit 3.
+/// `tdxlab image -o FILE` writes the built-in guest image, byte for byte, and `-o -` to
+/// stdout (not to a file named `-`); a full disk is one line and exit 3.
 #[test]
 fn image_writes_the_built_in_guest() {
     let path = std::env::temp_dir().join(format!("tdxlab-image-{}.bin", std::process::id()));
@@ -540,8 +567,178 @@ fn image_writes_the_built_in_guest() {
     let written = std::fs::read(&path).unwrap();
     std::fs::remove_file(&path).ok();
     assert!(written == tdxlab::GUEST_IMAGE, "the image differs");
-    let out = tdxlab(&["image", "-o", "/nonexistent-tdxlab-dir/x.bin"]);
+    let dir = std::env::temp_dir().join(format!("tdxlab-image-dash-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tdxlab"))
+        .args(["image", "-o", "-"])
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(out.stdout == tdxlab::GUEST_IMAGE, "-o - is stdout");
+    assert!(!dir.join("-").exists(), "no file named -");
+    std::fs::remove_dir_all(&dir).ok();
+    let out = tdxlab(&["image", "-o", "/dev/full"]);
     let err = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+/// An output path that cannot be created is bad usage (exit 2, one line) for every
+/// command that writes a file, as it is for `--report`: a missing directory is the user's.
+#[test]
+fn an_output_path_that_cannot_be_created_is_a_usage_error_everywhere() {
+    let missing = "/nonexistent-tdxlab-dir/out";
+    for args in [
+        &["image", "-o", missing][..],
+        &["zap-table", "--svg", missing],
+        &["sept-states", "--svg", missing],
+        &["sim", "--ops", "1", "--html", missing],
+    ] {
+        common::assert_usage_error(args, missing);
+    }
+}
+
+/// The smaller usage slips of issue 22: a negative duration reaches its parser (not
+/// "unexpected argument"), a missing required flag reads as one sentence, and `sim` refuses
+/// a setting given twice (as its own flag and as an `--inject` item).
+#[test]
+fn negative_numbers_missing_flags_and_settings_given_twice_are_clear() {
+    for (args, want) in [
+        (
+            &["stress", "--seconds", "-1"][..],
+            "'-1' is not a duration in seconds",
+        ),
+        (
+            &["sim", "--seconds", "-1"],
+            "'-1' is not a duration in seconds",
+        ),
+        (
+            &["run", "--timeout", "-5"],
+            "'-5' is not a number of seconds",
+        ),
+        (
+            &["image"],
+            "the following required arguments were not provided: --output <OUTPUT>",
+        ),
+        (
+            &["sim", "--inject", "retry=0.1", "--inject-retry", "0.2"],
+            "--inject-retry and --inject retry= set the same probability: give one",
+        ),
+        (
+            &[
+                "sim",
+                "--inject",
+                "private-page-size=2m",
+                "--private-page-size",
+                "4k",
+            ],
+            "set the same size: give one",
+        ),
+    ] {
+        common::assert_usage_error(args, want);
+    }
+    let help = String::from_utf8(tdxlab(&["run", "--help"]).stdout).unwrap();
+    assert!(
+        help.contains("exit kind `power_off`") && !help.contains("poweroff"),
+        "{help}"
+    );
+}
+
+/// `bench scale` repeats each point in rounds that alternate the vCPU counts and gives
+/// each figure's median and range; the 1-vCPU ratio is 1 in every round.
+#[test]
+fn bench_scale_gives_each_point_its_median_and_range() {
+    let out = tdxlab(&[
+        "bench",
+        "scale",
+        "--seconds",
+        "0.1",
+        "--repeat",
+        "2",
+        "--json",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["repeat"], 2, "{v}");
+    for p in v["points"].as_array().unwrap() {
+        let f = |k: &str| p[k].as_f64().unwrap_or_else(|| panic!("{k}: {p}"));
+        assert_eq!(p["samples"], 2, "{p}");
+        assert!(f("conversions_per_s_min") <= f("conversions_per_s"), "{p}");
+        assert!(f("conversions_per_s") <= f("conversions_per_s_max"), "{p}");
+        assert!(f("vs_1_vcpu_min") <= f("vs_1_vcpu") && f("vs_1_vcpu") <= f("vs_1_vcpu_max"));
+        if p["vcpus"] == 1 {
+            assert_eq!((f("vs_1_vcpu_min"), f("vs_1_vcpu_max")), (1.0, 1.0), "{p}");
+        }
+    }
+    let load = &v["load"];
+    for k in ["others_share", "steal_share", "own_share"] {
+        let x = load[k].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&x), "{k} {x}: {load}");
+    }
+    // The second round runs the vCPU counts the other way round.
+    let order: Vec<&str> = (err.lines())
+        .filter(|l| l.starts_with("bench scale: sim, per-leaf removal"))
+        .filter_map(|l| l.split(", ").nth(2)?.split(' ').next())
+        .collect();
+    assert_eq!(order, ["1", "2", "4", "4", "2", "1"], "{err}");
+}
+
+/// On a machine kept busy by other work (here: this test's own threads spinning on every
+/// host CPU), `bench scale` warns that its ratios are unreliable.
+#[test]
+fn bench_scale_warns_when_the_machine_is_busy() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hogs: Vec<_> = (0..cpus)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let out = tdxlab(&["bench", "scale", "--seconds", "0.1", "--repeat", "1"]);
+    stop.store(true, Ordering::Relaxed);
+    hogs.into_iter().for_each(|h| h.join().unwrap());
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(out.status.code(), Some(0), "{se}");
+    assert!(se.contains("warning: the machine was busy"), "{se}");
+    assert!(so.contains("its ratios are unreliable"), "{so}");
+}
+
+/// `-q` leaves stderr to errors: no header, progress or "wrote" note from `sim`, `bench
+/// scale` or `image`, while the result still prints.
+#[test]
+fn quiet_silences_progress_and_notes() {
+    let map = std::env::temp_dir().join(format!("tdxlab-quiet-{}.html", std::process::id()));
+    let img = std::env::temp_dir().join(format!("tdxlab-quiet-{}.bin", std::process::id()));
+    for args in [
+        &["-q", "sim", "--ops", "50", "--html", map.to_str().unwrap()][..],
+        &["-q", "bench", "scale", "--seconds", "0.05", "--repeat", "1"],
+        &["-q", "image", "-o", img.to_str().unwrap()],
+    ] {
+        let out = tdxlab(args);
+        assert_eq!(out.status.code(), Some(0), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.is_empty(), "{args:?}: {err}");
+        let loud = tdxlab(&args[1..]);
+        assert!(
+            !loud.stderr.is_empty(),
+            "without -q, {args:?} says something"
+        );
+    }
+    assert!(
+        !tdxlab(&["-q", "sim", "--ops", "50"]).stdout.is_empty(),
+        "the result prints"
+    );
+    std::fs::remove_file(&map).ok();
+    std::fs::remove_file(&img).ok();
 }

@@ -133,7 +133,11 @@ fn the_walkthrough_shows_what_the_command_prints() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
-    let printed = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        out.stderr.is_empty(),
+        "the walkthrough is stdout, nothing on stderr"
+    );
+    let printed = String::from_utf8(out.stdout).unwrap();
     assert_eq!(
         printed.trim_end(),
         block,

@@ -55,6 +55,116 @@ fn the_page_is_self_contained_with_a_column_per_sample() {
     );
 }
 
+/// The timeline counts each conversion the VMM served once: its total is the report's.
+#[test]
+fn the_maps_conversions_are_the_reports() {
+    let (path, data) = sim_map("count.html", &["--vcpus", "3", "--ops", "200"]);
+    let _ = std::fs::remove_file(&path);
+    let o = tdxlab(&["sim", "--vcpus", "3", "--ops", "200", "--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let host = report["host_conversions"].as_u64().unwrap();
+    assert!(host > 0);
+    assert_eq!(common::map_total_conversions(&data), host);
+}
+
+/// Each vCPU's grid is the memory that vCPU converts, in every scenario: the map of a
+/// stress run on KVM has one region per vCPU, every conversion vCPU 1's trace shows lies in
+/// region 1 (and none of vCPU 0's), and the timeline's conversions are the report's. The
+/// alternate scenario converts implicitly (no MapGPA to trace): there, each vCPU's cells
+/// count conversions.
+#[test]
+#[ignore = "needs /dev/kvm"]
+fn the_stress_map_draws_each_vcpus_own_memory() {
+    require_kvm!();
+    for scenario in ["random", "boundary", "explicit", "alternate"] {
+        let (r, data) = stress_map(scenario);
+        let regions: Vec<(u64, u64)> = (data["regions"].as_array().unwrap().iter())
+            .map(|r| (r[0].as_u64().unwrap() << 12, r[1].as_u64().unwrap() << 12))
+            .collect();
+        assert_eq!(regions.len(), 2, "{scenario}: {regions:x?}");
+        if scenario == "alternate" {
+            for v in 0..2 {
+                assert!(
+                    region_conversions(&data, v) > 0,
+                    "{scenario}: vCPU {v}'s grid"
+                );
+            }
+        } else {
+            let converted = traced_conversions(&r.err, 1);
+            assert!(
+                !converted.is_empty(),
+                "{scenario}: vCPU 1 converted nothing?"
+            );
+            for gpa in converted {
+                let inside = |(lo, hi): (u64, u64)| (lo..hi).contains(&gpa);
+                assert!(
+                    inside(regions[1]) && !inside(regions[0]),
+                    "{scenario}: vCPU 1 converted {gpa:#x}, outside its grid {regions:x?}"
+                );
+            }
+        }
+        let conversions = r.report["conversions"].as_u64().unwrap();
+        assert_eq!(
+            common::map_total_conversions(&data),
+            conversions,
+            "{scenario}"
+        );
+    }
+}
+
+/// A 2-vCPU stress run of `scenario` with `--html`, vCPU 1 traced: the run and its map.
+fn stress_map(scenario: &str) -> (common::Run, serde_json::Value) {
+    let path = temp(&format!("stress-{scenario}.html"));
+    let path_s = path.to_str().unwrap();
+    let mut args = vec![
+        "stress",
+        "--scenario",
+        scenario,
+        "--vcpus",
+        "2",
+        "--mem",
+        "64M",
+    ];
+    // One pass of each fixed scenario; the random one for a fixed number of operations.
+    match scenario {
+        "random" => args.extend(["--seconds", "600", "--ops", "60"]),
+        _ => args.extend(["--seconds", "0"]),
+    }
+    args.extend([
+        "--no-measure",
+        "--trace",
+        "--trace-vcpu",
+        "1",
+        "--html",
+        path_s,
+    ]);
+    let r = common::run_with_report(&args);
+    assert_eq!(r.code, Some(0), "{scenario}: {}", r.err);
+    let data = common::map_data(&std::fs::read_to_string(&path).unwrap());
+    let _ = std::fs::remove_file(&path);
+    (r, data)
+}
+
+/// Conversions counted in region `r`'s cells over the whole map.
+fn region_conversions(data: &serde_json::Value, r: u64) -> u64 {
+    let rows = tdxlab::map::ROWS as u64;
+    (data["cols"].as_array().unwrap().iter())
+        .flat_map(|c| c["c"].as_array().unwrap().clone())
+        .filter(|x| x[0].as_u64().unwrap() / rows == r)
+        .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
+        .sum()
+}
+
+/// The GPAs of `kvm_convert_memory` steps on `vcpu` in a `--trace` text.
+fn traced_conversions(trace: &str, vcpu: u32) -> Vec<u64> {
+    let tag = format!(" v{vcpu} ");
+    (trace.lines())
+        .filter(|l| l.contains(&tag) && l.contains("kvm_convert_memory gpa=0x"))
+        .filter_map(|l| l.split("gpa=0x").nth(1)?.split(' ').next())
+        .filter_map(|h| u64::from_str_radix(h, 16).ok())
+        .collect()
+}
+
 #[test]
 fn an_unwritable_map_is_a_usage_error() {
     let o = tdxlab(&["sim", "--ops", "1", "--html", "/nonexistent/dir/map.html"]);

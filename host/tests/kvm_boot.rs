@@ -223,7 +223,7 @@ fn bench_doorbell_reports_both_round_trips() {
     let spread = |k: &str| {
         let s = &v[k];
         let f = |q: &str| s[q].as_u64().unwrap_or_else(|| panic!("{k}.{q}: {v}"));
-        (f("min"), f("median"), f("p90"))
+        (f("min_cycles"), f("median_cycles"), f("p90_cycles"))
     };
     let ((t0, t, t9), (b0, b, b9)) = (spread("tdcall"), spread("bare_exit"));
     assert!(0 < t0 && t0 <= t && t <= t9, "{v}");

@@ -121,3 +121,18 @@ fn a_bad_smp_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(refusals(&out), ["qemu-tdx: --smp many is not a number"]);
 }
+
+/// A flag without its value is the documented usage error (exit 2, one line naming what it
+/// needs), not bash's own `${2:?}` message and exit 1.
+#[test]
+fn a_flag_without_its_value_is_a_usage_error() {
+    for (flag, want) in [
+        ("--mem", "qemu-tdx: --mem needs a size"),
+        ("--smp", "qemu-tdx: --smp needs a count"),
+        ("--qemu", "qemu-tdx: --qemu needs a path"),
+    ] {
+        let out = script(&["--dry-run", flag], &[]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        assert_eq!(refusals(&out), [want]);
+    }
+}

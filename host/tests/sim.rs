@@ -19,7 +19,7 @@ fn cfg(policy: ZapPolicy, vcpus: u32, ops: u64, seed: u64) -> SimConfig {
 fn assert_clean(r: &SimReport) {
     assert!(r.clean(), "{r:#?}");
     assert!(
-        r.conversions > 0 && r.zaps_direct > 0 && r.zaps_mirror > 0 && r.host_invalidations > 0,
+        r.conversions > 0 && r.zaps.direct > 0 && r.zaps.mirror > 0 && r.host_invalidations > 0,
         "{r:#?}"
     );
     assert!(r.invariant_checks > 1);

@@ -95,3 +95,22 @@ fn bad_trace_flags_are_usage_errors() {
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
     }
 }
+
+/// `RUST_LOG`'s log lines spell a level as the `--trace` tree does (`level=4K`), never as
+/// the raw number (`level=0`).
+#[test]
+fn log_lines_spell_levels_as_page_sizes_as_the_trace_does() {
+    let o = common::tdxlab_env(
+        &["sim", "--vcpus", "1", "--ops", "20"],
+        &[("RUST_LOG", "kvm=debug,seam=trace")],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let levels: Vec<&str> = (err.split("level=").skip(1))
+        .filter_map(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next())
+        .collect();
+    assert!(!levels.is_empty(), "{err}");
+    for l in levels {
+        assert!(["4K", "2M", "1G", "512G"].contains(&l), "level={l}");
+    }
+}

@@ -6,6 +6,10 @@
 pub const CHUNK_BASE: u64 = 4 << 20;
 /// vCPU 0's measurement area at the top of RAM, when measuring.
 pub const MEASURE_AREA: u64 = 4 << 20;
+/// The random scenario's chunks are at most this big (the guest's page-table splits come
+/// from its heap).
+pub const RANDOM_CHUNK_MAX: u64 = 32 << 20;
+const MB2: u64 = 2 << 20;
 
 /// A stress scenario (the first two follow KVM's private_mem_conversions_test selftest).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Hash)]
@@ -78,6 +82,26 @@ impl Scenario {
     /// The smallest RAM for `vcpus` vCPUs of this scenario (with the measurement area).
     pub const fn min_mem(self, vcpus: u32, measure: bool) -> u64 {
         CHUNK_BASE + vcpus as u64 * self.min_chunk() + if measure { MEASURE_AREA } else { 0 }
+    }
+    /// Where vCPU `vcpu`'s chunk lies, `(base, len)` in bytes, given the RAM contiguous from
+    /// GPA 0 (`ram`) and the vCPU count; `None` when that RAM is too little. The guest works
+    /// there and the host's `--html` map draws the same bytes, so both ask this one function.
+    pub const fn chunk(self, vcpu: u32, vcpus: u32, ram: u64, measure: bool) -> Option<(u64, u64)> {
+        if vcpus == 0 || vcpu >= vcpus {
+            return None;
+        }
+        let top = ram.saturating_sub(if measure { MEASURE_AREA } else { 0 });
+        let avail = top.saturating_sub(CHUNK_BASE) / vcpus as u64 / MB2 * MB2;
+        let len = match self {
+            Scenario::Random if avail < RANDOM_CHUNK_MAX => avail,
+            Scenario::Random => RANDOM_CHUNK_MAX,
+            Scenario::Alternate => avail,
+            s => s.min_chunk(),
+        };
+        if len < self.min_chunk() || avail < len {
+            return None;
+        }
+        Some((CHUNK_BASE + vcpu as u64 * len, len))
     }
 }
 

@@ -21,8 +21,6 @@ use tdcall::HostCheck;
 
 const PAGE: u64 = 4096;
 const MB2: u64 = 2 << 20;
-/// The random scenario's chunks are at most this big (page-table splits come from the heap).
-const RANDOM_CHUNK_MAX: u64 = 32 << 20;
 
 /// The selftest's (offset, size) pairs.
 const SELFTEST_RANGES: [(u64, u64); 5] =
@@ -228,23 +226,18 @@ impl Run {
     }
 }
 
-/// Where vCPU `vcpu`'s chunk lies for `scenario`, given RAM and the vCPU count.
+/// Where vCPU `vcpu`'s chunk lies for `scenario`, given RAM and the vCPU count (the host's
+/// map draws the same chunks: `Scenario::chunk`).
 fn chunk_of(scenario: Scenario, vcpu: u32, vcpus: u32, ram: u64, measure: bool) -> (u64, u64) {
-    let top = ram - if measure { MEASURE_AREA } else { 0 };
-    let avail = top.saturating_sub(CHUNK_BASE) / vcpus as u64 / MB2 * MB2;
-    let len = match scenario {
-        Scenario::Random => avail.min(RANDOM_CHUNK_MAX),
-        Scenario::Alternate => avail,
-        s => s.min_chunk(),
-    };
-    if len < scenario.min_chunk() || avail < len {
-        panic!(
-            "{} MiB of RAM is too little for {vcpus} vCPUs of the {} scenario",
-            ram >> 20,
-            scenario.name()
-        );
-    }
-    (CHUNK_BASE + vcpu as u64 * len, len)
+    scenario
+        .chunk(vcpu, vcpus, ram, measure)
+        .unwrap_or_else(|| {
+            panic!(
+                "{} MiB of RAM is too little for {vcpus} vCPUs of the {} scenario",
+                ram >> 20,
+                scenario.name()
+            )
+        })
 }
 
 /// Run the stress workload on this vCPU.

@@ -9,14 +9,18 @@ use shared_abi::stress::field;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// One measured quantity over its samples, in cycles.
+/// One measured quantity over its samples, in TSC cycles (the JSON names say so:
+/// `min_cycles`, …).
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Spread {
     /// Fastest sample.
+    #[serde(rename = "min_cycles")]
     pub min: u64,
     /// Median.
+    #[serde(rename = "median_cycles")]
     pub median: u64,
     /// 90th percentile.
+    #[serde(rename = "p90_cycles")]
     pub p90: u64,
 }
 
@@ -280,8 +284,8 @@ fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
         "  doorbell floor (null TDCALL)      {:>9.1} us",
         m.doorbell_floor_us
     )?;
-    let (min4, p904) = m.round_trip_4k_min_p90_us;
-    let (min2, p902) = m.round_trip_2m_min_p90_us;
+    let (min4, p904) = (m.round_trip_4k_min_us, m.round_trip_4k_p90_us);
+    let (min2, p902) = (m.round_trip_2m_min_us, m.round_trip_2m_p90_us);
     crate::outln!(
         "  4K private->shared->private       {:>9.1} us  = {:.1} floors  (min {min4:.1}, p90 {p904:.1}; {} samples)",
         m.round_trip_4k_us,
@@ -338,7 +342,7 @@ fn print_convert(out: &ConvertBench) -> anyhow::Result<()> {
 fn convert_compare(json: bool, samples: u32) -> anyhow::Result<u8> {
     let mut modes = Vec::new();
     for (i, mode) in costs::MODES.iter().enumerate() {
-        eprintln!(
+        crate::note!(
             "bench convert --compare: mode {} ({}/{})",
             mode.name,
             i + 1,

@@ -38,6 +38,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn only_the_options_that_are_on_are_named() {
+        assert_eq!(BeyondUpstream::default().describe(), "");
+        let both = BeyondUpstream {
+            tdx_remove: TdxRemove::Batched,
+            prefault: true,
+        };
+        let prefault = BeyondUpstream {
+            prefault: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            both.describe(),
+            ", beyond upstream: --tdx-remove batched --prefault"
+        );
+        assert_eq!(prefault.describe(), ", beyond upstream: --prefault");
+    }
+
+    #[test]
     fn every_removal_mode_parses_by_its_name_and_others_are_refused() {
         for m in TdxRemove::ALL {
             assert_eq!(parse_tdx_remove(m.name()), Ok(m));

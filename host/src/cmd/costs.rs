@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 pub struct StepCosts {
     /// Samples averaged.
     pub samples: u64,
-    /// Exits to the host (doorbell + memory faults + raw I/O + others).
+    /// Exits to the host (doorbell + memory faults + raw I/O + others); `emulated_exits` in
+    /// JSON, beside `real_tdx_exits` (`exits` there is the run's exits by kind).
+    #[serde(rename = "emulated_exits")]
     pub exits: f64,
     /// Of which TDCALLs through the doorbell.
     pub doorbell: f64,
@@ -31,8 +33,8 @@ pub struct StepCosts {
     pub kick_waits: f64,
     /// Memory system calls (fallocate, madvise, mprotect, userfaultfd ioctls).
     pub mem_syscalls: f64,
-    /// Host CPU time outside KVM_RUN, µs.
-    pub host_cpu_us: f64,
+    /// Host CPU time outside KVM_RUN, ns (the unit of the run's `exits.host_cpu_ns`).
+    pub host_cpu_ns: f64,
     /// The exits the same step takes on real TDX.
     pub real_tdx_exits: u64,
     /// `exits` / `real_tdx_exits`.
@@ -68,7 +70,7 @@ impl StepCosts {
             kicks: t.kicks as f64 / n,
             kick_waits: t.kick_waits as f64 / n,
             mem_syscalls: t.mem_syscalls as f64 / n,
-            host_cpu_us: t.host_cpu_ns as f64 / n / 1e3,
+            host_cpu_ns: t.host_cpu_ns as f64 / n,
             real_tdx_exits: real,
             exits_vs_real_tdx: t.exits() as f64 / n / real as f64,
         }
@@ -90,7 +92,8 @@ pub fn steps(r: &RunReport, private: PageLevel) -> BTreeMap<String, StepCosts> {
 /// A whole round trip (to shared, first touch, to private): exits here and on real TDX.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct TripExits {
-    /// Exits per round trip here.
+    /// Exits per round trip here (`emulated_exits` in JSON).
+    #[serde(rename = "emulated_exits")]
     pub exits: f64,
     /// On real TDX.
     pub real_tdx_exits: u64,
@@ -148,7 +151,7 @@ pub fn print_steps(steps: &BTreeMap<String, StepCosts>) -> Result<(), crate::out
             s.kicks,
             s.kick_waits,
             s.mem_syscalls,
-            s.host_cpu_us
+            s.host_cpu_ns / 1e3
         )?;
     }
     Ok(())
@@ -206,12 +209,13 @@ pub const MODES: [Mode; 4] = [
 pub struct Conversion2m {
     /// Kick-all requests.
     pub kicks: f64,
-    /// Exits.
+    /// Exits (`emulated_exits` in JSON).
+    #[serde(rename = "emulated_exits")]
     pub exits: f64,
     /// EPT violations inside TDCALL exits (prefault's target: 0 during the ACCEPTs).
     pub ept_violations_in_tdcall: f64,
-    /// Host CPU outside KVM_RUN, µs.
-    pub host_cpu_us: f64,
+    /// Host CPU outside KVM_RUN, ns.
+    pub host_cpu_ns: f64,
     /// Guest-timed wall time (median), µs.
     pub wall_us: f64,
 }
@@ -260,7 +264,7 @@ impl ModeCosts {
                 kicks: s.kicks,
                 exits: s.exits,
                 ept_violations_in_tdcall: s.ept_violations_in_tdcall,
-                host_cpu_us: s.host_cpu_us,
+                host_cpu_ns: s.host_cpu_ns,
                 wall_us: wall,
             })
         };
@@ -314,8 +318,8 @@ pub fn print_compare(modes: &[ModeCosts]) -> Result<(), crate::output::OutputErr
                 c.exits,
                 x(u.exits, c.exits),
                 c.ept_violations_in_tdcall,
-                c.host_cpu_us,
-                x(u.host_cpu_us, c.host_cpu_us),
+                c.host_cpu_ns / 1e3,
+                x(u.host_cpu_ns, c.host_cpu_ns),
                 c.wall_us,
                 x(u.wall_us, c.wall_us)
             )?;

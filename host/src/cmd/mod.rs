@@ -35,7 +35,8 @@ struct Cli {
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Log errors only (warnings are shown by default).
+    /// Errors only: no progress lines, headers, notes or warnings on stderr (the result
+    /// itself still prints).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
 }
@@ -48,9 +49,11 @@ impl Command {
             Command::Run(a) => a.trace.options(),
             Command::Stress(a) => a.trace.options(),
             Command::Sim(a) => a.trace.options(),
+            // The walkthrough's trace is the command's output: stdout.
             Command::Walkthrough => Ok(Some(crate::trace::Options {
                 timestamps: false,
                 boot: true,
+                out: Box::new(std::io::stdout()),
                 ..Default::default()
             })),
             _ => Ok(None),
@@ -138,9 +141,13 @@ enum BenchCommand {
     /// ratios to 1 vCPU measured in one run: the simulator, and with --stress the emulated
     /// TD on KVM (the random scenario).
     Scale {
-        /// Seconds each point runs.
-        #[arg(long, default_value_t = 2.0, value_parser = parse_seconds)]
+        /// Seconds each sample runs.
+        #[arg(long, allow_negative_numbers = true, default_value_t = 2.0, value_parser = parse_seconds)]
         seconds: f64,
+        /// Samples per point, in rounds that alternate the vCPU counts; the median and the
+        /// range are printed.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=20))]
+        repeat: u32,
         /// Also boot the emulated TD for every point (needs a usable /dev/kvm).
         #[arg(long)]
         stress: bool,
@@ -164,6 +171,7 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
+    crate::output::set_quiet(cli.quiet);
     match cli.command.trace() {
         Ok(tree) => crate::trace::init(cli.verbose, cli.quiet, tree),
         Err(e) => {
@@ -173,10 +181,9 @@ pub fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Caps(o) => crate::caps::run(o.json),
-        Command::Walkthrough => {
-            crate::sim::walkthrough::run();
-            Ok(0)
-        }
+        Command::Walkthrough => crate::sim::walkthrough::run()
+            .map(|()| EXIT_OK)
+            .map_err(Into::into),
         Command::ZapTable { svg, out } => crate::zap_table::run(out.json, svg.as_deref()),
         Command::SeptStates { svg, out } => sept_states::main(out.json, svg.as_deref()),
         Command::Inspect { image, out } => crate::image::inspect(&image, out.json),
@@ -190,9 +197,10 @@ pub fn main() -> ExitCode {
             } => bench::convert(out.json, samples, compare),
             BenchCommand::Scale {
                 seconds,
+                repeat,
                 stress,
                 out,
-            } => scale::scale(out.json, seconds, stress),
+            } => scale::scale(out.json, seconds, repeat, stress),
         },
         Command::Stress(args) => stress(args),
         Command::Run(args) => run::main(args),
@@ -201,12 +209,24 @@ pub fn main() -> ExitCode {
     finish(result)
 }
 
-/// `tdxlab image -o FILE`.
+/// `tdxlab image -o FILE` (`-`: stdout, unless that is a terminal).
 fn write_image(path: &std::path::Path) -> anyhow::Result<u8> {
     use anyhow::Context;
-    std::fs::write(path, crate::GUEST_IMAGE)
+    use std::io::{IsTerminal, Write};
+    if path.as_os_str() == "-" {
+        if std::io::stdout().is_terminal() {
+            return usage("-o -: not writing a binary image to a terminal (redirect stdout)");
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(crate::GUEST_IMAGE)
+            .and_then(|()| out.flush())
+            .map_err(crate::output::OutputError)?;
+        return Ok(EXIT_OK);
+    }
+    crate::output::create_output("-o", path)?
+        .write_all(crate::GUEST_IMAGE)
         .with_context(|| format!("cannot write the image to {}", path.display()))?;
-    eprintln!(
+    crate::note!(
         "tdxlab: wrote the built-in guest image ({} KiB, doorbell ABI {}) to {}",
         crate::GUEST_IMAGE.len() >> 10,
         shared_abi::doorbell::DOORBELL_ABI_VERSION,
@@ -240,6 +260,12 @@ fn finish(result: anyhow::Result<u8>) -> ExitCode {
                 .is_some_and(|o| o.is_closed_pipe()) =>
         {
             ExitCode::from(EXIT_PIPE)
+        }
+        // An output path that cannot be created is bad usage, as `--report`'s is.
+        Err(e) if e.downcast_ref::<crate::output::OutputPathError>().is_some() => {
+            // Its message already names the cause: no chain.
+            eprintln!("tdxlab: {}", one_line(&e.to_string()));
+            ExitCode::from(EXIT_USAGE)
         }
         Err(e) => {
             eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
@@ -280,8 +306,15 @@ fn clap_one_line(rendered: &str) -> String {
             !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more information")
         })
         .map(|l| l.trim_start_matches("error: "))
-        .collect::<Vec<_>>()
-        .join("; ")
+        .fold(String::new(), |mut s, l| {
+            // A line that ends in ':' introduces what follows (clap's "the following
+            // required arguments were not provided:" and the arguments).
+            if !s.is_empty() {
+                s += if s.ends_with(':') { " " } else { "; " };
+            }
+            s += l;
+            s
+        })
 }
 
 /// A usage error found after parsing: one line, exit 2.
@@ -307,6 +340,33 @@ fn open_report(path: Option<&std::path::Path>) -> Result<Option<crate::output::R
             eprintln!("tdxlab: {e}");
             EXIT_USAGE
         })
+}
+
+/// Write `value` as `command`'s report once the run's summary has been shown, so that a
+/// report that cannot be written (`--report /dev/full`) never hides the verdict: it is one
+/// line after the summary, and the exit code is the verdict's if that failed, else 3. A
+/// closed stdout under `--report -` is still the quiet end (141).
+fn write_report<T: serde::Serialize>(
+    report: Option<crate::output::Report>,
+    command: &'static str,
+    value: &T,
+    verdict: u8,
+) -> anyhow::Result<u8> {
+    let Some(report) = report else {
+        return Ok(verdict);
+    };
+    match report.write(command, value) {
+        Ok(()) => Ok(verdict),
+        Err(e) if e.downcast_ref::<crate::output::OutputError>().is_some() => Err(e),
+        Err(e) => {
+            eprintln!("tdxlab: {}", one_line(&format!("{e:#}")));
+            Ok(if verdict != EXIT_OK {
+                verdict
+            } else {
+                EXIT_HOST
+            })
+        }
+    }
 }
 
 /// Collapse a multi-line message into one line.

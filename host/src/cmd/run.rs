@@ -32,7 +32,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub(super) trace: super::trace_args::TraceArgs,
     /// Stop the TD after this many seconds.
-    #[arg(long, default_value_t = 60, value_parser = parse_timeout)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 60, value_parser = parse_timeout)]
     timeout: u64,
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
@@ -46,7 +46,7 @@ pub struct RunArgs {
     misbehave: Option<String>,
     /// Leave out the isa-debug-exit device, as QEMU does without `-device isa-debug-exit`:
     /// the guest then finds QEMU's ACPI tables through fw_cfg and powers off (S5) when it
-    /// passes (exit kind `poweroff`, exit code 0).
+    /// passes (exit kind `power_off`, exit code 0).
     #[arg(long)]
     no_debug_exit: bool,
     /// Accept all RAM at boot (instead of lazily) and report how long it took.
@@ -55,7 +55,7 @@ pub struct RunArgs {
     /// Probability that an event is pending after each 2 MiB chunk of a longer MapGPA, so
     /// the host answers RETRY there as KVM does (fault injection: the guest's RETRY loop must
     /// resume from R11). The built-in round trip converts 16 pages: one chunk, never cut.
-    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_probability)]
     inject_retry: f64,
     /// Force the TD's GPA width (default: 52 or 48 as the host's MAXPHYADDR allows, else
     /// the host's MAXPHYADDR, non-architectural); at most the host's MAXPHYADDR.
@@ -144,27 +144,32 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
     let r = crate::td::run(&args.config(image, echo))?;
-    if let Some(report) = report {
-        report.write("run", &r)?;
-    }
     for l in r.guest_failure_lines() {
         eprintln!("{l}");
     }
     eprintln!(
-        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}, boot {:.1} ms, {} TDCALLs, {:.2} s",
+        "tdxlab: {} ({}): {} vCPUs, {} MiB, GPAW {}{}, boot {:.1} ms, {} TDCALLs, {:.2} s",
         r.exit.kind,
         r.exit.message,
         r.vcpus,
         r.mem_bytes >> 20,
         r.gpaw,
+        r.settings.beyond.describe(),
         r.boot_ms,
         r.tdcalls.values().sum::<u64>(),
         r.elapsed_s
     );
+    let passed =
+        (r.exit.kind == ExitKind::Guest && r.exit.code == 0) || r.exit.kind == ExitKind::PowerOff;
+    // The summary above comes first: a report that cannot be written says so after it.
+    let verdict = super::write_report(
+        report,
+        "run",
+        &r,
+        r.exit.kind.exit_code(r.exit.code, passed),
+    )?;
     if r.stdout_closed {
         return Ok(EXIT_PIPE);
     }
-    let passed =
-        (r.exit.kind == ExitKind::Guest && r.exit.code == 0) || r.exit.kind == ExitKind::PowerOff;
-    Ok(r.exit.kind.exit_code(r.exit.code, passed))
+    Ok(verdict)
 }

@@ -116,7 +116,7 @@ pub fn svg(edges: &[Edge]) -> String {
 pub fn main(json: bool, svg_path: Option<&std::path::Path>) -> anyhow::Result<u8> {
     let edges = edges();
     if let Some(p) = svg_path {
-        crate::output::write_picture(p, &svg(&edges))?;
+        crate::output::write_picture("--svg", p, &svg(&edges))?;
         return Ok(0);
     }
     if json {

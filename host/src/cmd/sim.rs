@@ -20,7 +20,7 @@ pub struct SimArgs {
     #[arg(long)]
     ops: Option<u64>,
     /// Keep going this long (the soak mode): each vCPU stops here or at --ops.
-    #[arg(long, value_parser = parse_seconds)]
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_seconds)]
     seconds: Option<f64>,
     /// Seed of every random choice.
     #[arg(long, default_value_t = 1)]
@@ -36,12 +36,12 @@ pub struct SimArgs {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=262_144))]
     region_pages: u64,
     /// Largest private mapping: 4k (KVM today) or 2m.
-    #[arg(long, default_value = "4k", value_parser = parse_page_size)]
-    private_page_size: PageLevel,
+    #[arg(long, value_parser = parse_page_size)]
+    private_page_size: Option<PageLevel>,
     /// Probability that an event is pending after each 2 MiB chunk of a longer MapGPA (the
     /// host answers RETRY there, as KVM does).
-    #[arg(long, default_value_t = 0.0, value_parser = parse_probability)]
-    inject_retry: f64,
+    #[arg(long, allow_negative_numbers = true, value_parser = parse_probability)]
+    inject_retry: Option<f64>,
     /// The simulated TD's GPA width (shared bit GPAW - 1): 48, 52, or 36..=47 as an
     /// emulated TD gets on a host with that MAXPHYADDR.
     #[arg(long, default_value_t = 48, value_parser = parse_gpaw)]
@@ -59,6 +59,24 @@ pub struct SimArgs {
     html: Option<std::path::PathBuf>,
 }
 
+/// A setting given both as its own flag and as an `--inject` item: which one was meant is
+/// not for the simulator to guess.
+fn twice_given(a: &SimArgs) -> Option<String> {
+    let has = |f: fn(&InjectItem) -> bool| a.inject.iter().any(f);
+    if a.inject_retry.is_some() && has(|i| matches!(i, InjectItem::Retry(_))) {
+        return Some(
+            "--inject-retry and --inject retry= set the same probability: give one".into(),
+        );
+    }
+    if a.private_page_size.is_some() && has(|i| matches!(i, InjectItem::PrivatePageSize(_))) {
+        return Some(
+            "--private-page-size and --inject private-page-size= set the same size: give one"
+                .into(),
+        );
+    }
+    None
+}
+
 /// Check the size and the injection, then run.
 pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
     let pages = a.vcpus as u64 * a.region_pages;
@@ -73,6 +91,9 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
         ));
     }
     if let Err(e) = super::check_inject(&a.inject) {
+        return usage(format_args!("{e} (try --help)"));
+    }
+    if let Some(e) = twice_given(&a) {
         return usage(format_args!("{e} (try --help)"));
     }
     let inject = super::inject_config(&a.inject);
@@ -100,8 +121,8 @@ pub(super) fn main(a: SimArgs) -> anyhow::Result<u8> {
         seed: a.seed,
         policy: a.zap_policy,
         region_pages: a.region_pages,
-        private_max_level: a.private_page_size.max(inject.private_page_size),
-        retry_p: a.inject_retry.max(inject.retry),
+        private_max_level: a.private_page_size.unwrap_or(inject.private_page_size),
+        retry_p: a.inject_retry.unwrap_or(inject.retry),
         busy_p: inject.busy,
         gpaw: shared_abi::Gpaw::emulated(a.gpaw).expect("checked by parse_gpaw"),
         beyond: a.beyond.get(),

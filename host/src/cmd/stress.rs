@@ -24,7 +24,7 @@ pub struct StressArgs {
     #[arg(long, default_value = "256M", value_parser = super::parse_td_mem)]
     pub mem: u64,
     /// How long the scenario repeats (at least one pass).
-    #[arg(long, default_value_t = 10.0, value_parser = super::parse_seconds)]
+    #[arg(long, allow_negative_numbers = true, default_value_t = 10.0, value_parser = super::parse_seconds)]
     pub seconds: f64,
     /// Seed of every vCPU's operation sequence and of the host's injection.
     #[arg(long, default_value_t = 1)]
@@ -52,7 +52,7 @@ pub struct StressArgs {
     #[command(flatten)]
     pub(crate) beyond: super::beyond::BeyondArgs,
     /// Stop the TD after this many seconds (default: 2 × --seconds + 120).
-    #[arg(long, value_parser = super::parse_timeout)]
+    #[arg(long, allow_negative_numbers = true, value_parser = super::parse_timeout)]
     pub timeout: Option<u64>,
     /// Write the JSON report here (`-`: stdout).
     #[arg(long)]
@@ -108,13 +108,18 @@ pub struct VcpuResult {
 /// them.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Phases {
-    /// vCPUs started → the guest's first console line.
+    /// vCPUs started → the guest's first console line (the report's `boot_ms`: not twice
+    /// in JSON).
+    #[serde(skip)]
     pub boot_s: f64,
     /// vCPU 0's doorbell-floor and round-trip measurements (`None` with --no-measure).
     pub measure_s: Option<f64>,
     /// The first vCPU's scenario start → the last vCPU's scenario end: the window the
-    /// rates are over.
+    /// rates are over (to the stop when `scenario_stopped`).
     pub scenario_s: f64,
+    /// The run stopped (a signal, a failure, the timeout) before every vCPU left its
+    /// scenario: the window ends where the vCPUs stopped.
+    pub scenario_stopped: bool,
     /// The longest final check of every page (random scenario), after the scenario window.
     pub final_sweep_s: Option<f64>,
     /// The host's end-of-run audit.
@@ -146,12 +151,18 @@ impl Phases {
                 }
             }
         }
+        let results = run.console.iter().filter(|l| l.starts_with(RESULT_LINE));
+        let stopped = start < f64::MAX && results.count() < run.vcpus as usize;
+        if stopped {
+            end = end.max(run.vcpus_ran_s);
+        }
         let boot_s = run.boot_ms / 1e3;
         let measured = run.console.iter().any(|l| l.starts_with(MEASURE_LINE));
         Phases {
             boot_s,
             measure_s: measured.then(|| vcpu0_start.unwrap_or(boot_s) - boot_s),
             scenario_s: if start <= end { end - start } else { 0.0 },
+            scenario_stopped: stopped,
             final_sweep_s: sweep_max,
             audit_s: run.audit_s,
         }
@@ -195,10 +206,19 @@ pub struct StressReport {
     pub run: RunReport,
 }
 
-/// Run the stress TD and return the report (no printing besides `progress`).
+/// Run the stress TD and return the report (no printing besides `progress`; no map).
 pub fn stress(
     a: &StressArgs,
     progress: &(dyn Fn(Progress) + Sync),
+) -> anyhow::Result<StressReport> {
+    stress_mapped(a, progress, None)
+}
+
+/// [`stress`], telling `map` of the run when there is one.
+fn stress_mapped(
+    a: &StressArgs,
+    progress: &(dyn Fn(Progress) + Sync),
+    map: Option<std::sync::Arc<crate::map::Recorder>>,
 ) -> anyhow::Result<StressReport> {
     let cfg = RunConfig {
         image: crate::GUEST_IMAGE.to_vec(),
@@ -227,12 +247,10 @@ pub fn stress(
         bench_samples: 0,
         beyond: a.beyond.get(),
         debug_exit: true,
-        map: (a.html.as_ref())
-            .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a.vcpus)))),
+        map,
     };
     let run = run_with_progress(&cfg, progress)?;
-    let map = cfg.map.clone();
-    let vcpu_results: Vec<VcpuResult> = run
+    let mut vcpu_results: Vec<VcpuResult> = run
         .console
         .iter()
         .filter(|l| l.starts_with(RESULT_LINE))
@@ -247,6 +265,8 @@ pub fn stress(
             })
         })
         .collect();
+    // In vCPU order, not in the order the lines arrived.
+    vcpu_results.sort_by_key(|v| v.vcpu);
     let measured = Measured::from_console(&run.console, run.tsc_hz);
     let phases = Phases::from_console(&run);
     let secs = phases.scenario_s.max(1e-9);
@@ -276,28 +296,50 @@ pub fn stress(
         passed,
         run,
     };
-    if let Some(m) = &map {
-        write_map(a, &r, m)?;
-    }
     Ok(r)
 }
 
-/// Each vCPU's part of guest RAM in the workloads (`shared_abi::workload`), as GFNs.
-fn stress_regions(vcpus: u32) -> Vec<(u64, u64)> {
-    use shared_abi::workload::{REGION_BASE, STRIDE};
-    (0..vcpus as u64)
-        .map(|v| {
-            (
-                (REGION_BASE + v * STRIDE) >> 12,
-                (REGION_BASE + (v + 1) * STRIDE) >> 12,
-            )
-        })
+/// Each vCPU's chunk as GFNs `[start, end)`: where the guest works for this scenario, RAM
+/// and vCPU count (`Scenario::chunk`, the function the guest asks too).
+fn stress_regions(a: &StressArgs) -> Vec<(u64, u64)> {
+    let ram = crate::td::RamLayout::q35(a.mem).below_4g;
+    (0..a.vcpus)
+        .filter_map(|v| a.scenario.chunk(v, a.vcpus, ram, !a.no_measure))
+        .map(|(base, len)| (base >> 12, (base + len) >> 12))
         .collect()
 }
 
-/// `--html`: the map of the run, with its report's counters and settings.
-fn write_map(a: &StressArgs, r: &StressReport, rec: &crate::map::Recorder) -> anyhow::Result<()> {
-    let Some(path) = &a.html else { return Ok(()) };
+/// `--html`: the map of the run, with its report's counters and settings, written after
+/// the summary; a map that cannot be written is one line, and exit 3 unless the verdict
+/// already failed.
+fn write_map(
+    a: &StressArgs,
+    r: &StressReport,
+    rec: Option<&crate::map::Recorder>,
+    verdict: u8,
+) -> u8 {
+    let (Some(path), Some(rec)) = (&a.html, rec) else {
+        return verdict;
+    };
+    match render_map(a, r, rec, path) {
+        Ok(()) => verdict,
+        Err(e) => {
+            eprintln!("tdxlab: {e:#}");
+            if verdict != crate::exit::EXIT_OK {
+                verdict
+            } else {
+                crate::exit::EXIT_HOST
+            }
+        }
+    }
+}
+
+fn render_map(
+    a: &StressArgs,
+    r: &StressReport,
+    rec: &crate::map::Recorder,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
     let title = format!(
         "tdxlab stress: {} scenario, {} vCPUs, {} s, seed {}",
         a.scenario.name(),
@@ -308,7 +350,7 @@ fn write_map(a: &StressArgs, r: &StressReport, rec: &crate::map::Recorder) -> an
     let page = crate::map::render(rec, &title, &serde_json::to_value(r)?);
     std::fs::write(path, page)
         .map_err(|e| anyhow::anyhow!("cannot write the map to {}: {e}", path.display()))?;
-    eprintln!("tdxlab: wrote the map of the run to {}", path.display());
+    crate::note!("tdxlab: wrote the map of the run to {}", path.display());
     Ok(())
 }
 
@@ -331,10 +373,13 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         );
         return Ok(EXIT_USAGE);
     }
-    let tty = std::io::stderr().is_terminal();
-    let last_line = std::sync::Mutex::new(0.0f64);
+    let tty = std::io::stderr().is_terminal() && !crate::output::quiet();
+    let last_line = std::sync::Mutex::new(Throttle::default());
     let window = std::sync::Mutex::new(Window::default());
     let progress = |p: Progress| {
+        if crate::output::quiet() {
+            return;
+        }
         let what = window
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -355,28 +400,30 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
         if tty {
             let _ = write!(err, "\r{line}\x1b[K");
             let _ = err.flush();
-        } else if p.elapsed_s - *last >= 2.0 {
-            *last = p.elapsed_s;
+        } else if last.due(p.elapsed_s, &what) {
             let _ = writeln!(err, "{line}");
         }
     };
     let gpaw = crate::caps::td_gpaw(a.gpaw, crate::caps::host_maxphyaddr())
         .map(|g| format!(", GPAW {}", crate::caps::describe_gpaw(g)))
         .unwrap_or_default();
-    eprintln!(
-        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}",
+    crate::note!(
+        "tdxlab stress: {} scenario on {} vCPUs, {} MiB, {} s, seed {}{gpaw}{}{}",
         a.scenario.name(),
         a.vcpus,
         a.mem >> 20,
         a.seconds,
         a.seed,
+        a.beyond.get().describe(),
         if a.inject().any() || a.inject().private_page_size != shared_abi::PageLevel::Size4K {
             format!(", injecting {}", describe_inject(&a.inject()))
         } else {
             String::new()
         }
     );
-    let r = stress(a, &progress)?;
+    let map = (a.html.as_ref())
+        .map(|_| std::sync::Arc::new(crate::map::Recorder::new(stress_regions(a))));
+    let r = stress_mapped(a, &progress, map.clone())?;
     if tty {
         eprintln!();
     }
@@ -386,16 +433,36 @@ pub fn main(a: &StressArgs, report: Option<crate::output::Report>) -> anyhow::Re
     let json_on_stdout = report
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
-    if let Some(report) = report {
-        report.write("stress", &r)?;
-    }
+    // The verdict first: neither a report that cannot be written nor a closed stdout
+    // under `--report -` may lose it.
     if json_on_stdout {
         // `--report -` owns stdout: the summary goes to stderr.
         eprint!("{}", summary(&r));
     } else {
         crate::output::write_str(&summary(&r))?;
     }
-    Ok(r.run.exit.kind.exit_code(r.run.exit.code, r.passed))
+    let verdict = r.run.exit.kind.exit_code(r.run.exit.code, r.passed);
+    let verdict = write_map(a, &r, map.as_deref(), verdict);
+    super::write_report(report, "stress", &r, verdict)
+}
+
+/// When a progress line goes to a non-terminal stderr: at most every 2 s, and only when it
+/// says something new (a final sweep can take seconds with nothing changing).
+#[derive(Default)]
+struct Throttle {
+    /// When the last line went out (0: the run's start, so the first waits 2 s too).
+    at: f64,
+    what: String,
+}
+
+impl Throttle {
+    fn due(&mut self, t: f64, what: &str) -> bool {
+        if t - self.at < 2.0 || self.what == what {
+            return false;
+        }
+        (self.at, self.what) = (t, what.to_string());
+        true
+    }
 }
 
 /// The scenario window as the progress lines see it: rates count from the first vCPU's
@@ -429,9 +496,9 @@ impl Window {
         }
         let rate = *self.closed.get_or_insert(rate);
         let phase = if results < vcpus {
-            "final sweep"
+            format!("final sweep ({results} of {vcpus} vCPUs done)")
         } else {
-            "finishing"
+            "finishing".to_string()
         };
         format!(
             "{phase}: {} host conversions ({rate:.0}/s in the scenario window), {} pages",
@@ -467,12 +534,13 @@ fn summary(r: &StressReport) -> String {
     let run = &r.run;
     let _ = writeln!(
         s,
-        "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}: {} in {:.1} s",
+        "tdxlab stress: {} on {} vCPUs, {} MiB, GPAW {}, seed {}{}: {} in {:.1} s",
         r.scenario,
         run.vcpus,
         run.mem_bytes >> 20,
         run.gpaw,
         r.seed,
+        run.settings.beyond.describe(),
         match (r.passed, run.exit.kind) {
             (true, _) => "PASSED",
             (false, ExitKind::Interrupted) => "INTERRUPTED",
@@ -487,15 +555,8 @@ fn summary(r: &StressReport) -> String {
             run.exit.kind, run.exit.message
         );
     }
-    s += &phase_line(&r.phases);
-    let _ = writeln!(
-        s,
-        "  guest conversions {:>9}  {:>10.1}/s over the scenario window  ({} pages, {:.2} MiB/s)",
-        r.guest_conversions,
-        r.conversions_per_s,
-        r.guest_pages,
-        mib(r.bytes_converted_per_s)
-    );
+    s += &phase_line(&r.phases, run.elapsed_s);
+    s += &guest_line(r);
     let _ = writeln!(
         s,
         "  host conversions {:>10}  (MapGPA chunks incl. RETRYs and measurements; implicit {}; {} pages changed attribute)",
@@ -526,9 +587,10 @@ fn summary(r: &StressReport) -> String {
         );
     }
     let _ = writeln!(s,
-        "  TDX activity     {} TDCALLs, {} EPT violations, {} leaves zapped (mirror {}, direct {}), {} kicks",
+        "  TDX activity     {} TDCALLs, {} EPT violations{}, {} leaves zapped (mirror {}, direct {}), {} kicks",
         run.tdcalls.values().sum::<u64>(),
         run.ept_violations,
+        prefaults(run),
         run.zaps.mirror + run.zaps.direct,
         run.zaps.mirror,
         run.zaps.direct,
@@ -537,32 +599,95 @@ fn summary(r: &StressReport) -> String {
     if let Some(m) = &r.measured {
         s += &measured_lines(m);
     }
-    let _ = writeln!(
-        s,
-        "  vCPU        ops  conversions      pages  checks  sequence hash"
-    );
-    for v in &r.vcpu_results {
-        let _ = writeln!(
-            s,
-            "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
-            v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
-        );
+    s += &vcpu_table(r);
+    s
+}
+
+/// The guests' own totals over the scenario window; a run stopped before some vCPUs'
+/// result lines says how many reported (the table has the others as the host served them).
+fn guest_line(r: &StressReport) -> String {
+    let (reported, all) = (r.vcpu_results.len(), r.run.vcpus as usize);
+    if reported == 0 {
+        return "  guest conversions  not reported: the run stopped before the vCPUs' result lines (below: as the host served them)\n".to_string();
+    }
+    let missing = match reported < all {
+        true => format!("; {reported} of {all} vCPUs reported before the stop"),
+        false => String::new(),
+    };
+    format!(
+        "  guest conversions {:>9}  {:>10.1}/s over the scenario window  ({} pages, {:.2} MiB/s){missing}\n",
+        r.guest_conversions,
+        r.conversions_per_s,
+        r.guest_pages,
+        mib(r.bytes_converted_per_s),
+    )
+}
+
+/// One row per vCPU in vCPU order: the guest's result line, or for a vCPU stopped before
+/// its result line (a signal, a failure), the conversions the host had served it.
+fn vcpu_table(r: &StressReport) -> String {
+    use std::fmt::Write;
+    let mut s = String::from("  vCPU        ops  conversions      pages  checks  sequence hash\n");
+    for vcpu in 0..r.run.vcpus as u64 {
+        if let Some(v) = r.vcpu_results.iter().find(|v| v.vcpu == vcpu) {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>10} {:>12} {:>10} {:>7}  {:#018x}",
+                v.vcpu, v.ops, v.conversions, v.pages, v.checks, v.hash
+            );
+        } else if let Some(h) = r
+            .run
+            .vcpu_conversions
+            .iter()
+            .find(|h| h.vcpu as u64 == vcpu)
+        {
+            let _ = writeln!(
+                s,
+                "  {:>4} {:>10} {:>12} {:>10} {:>7}  (no result line: the host served {} conversions, {} pages)",
+                vcpu, "-", "-", "-", "-", h.conversions, h.pages
+            );
+        }
     }
     s
 }
 
-/// Where the time went.
-fn phase_line(p: &Phases) -> String {
+/// `--prefault`'s mappings, named beside the EPT violations they are not part of.
+fn prefaults(run: &RunReport) -> String {
+    match run.prefault_maps {
+        0 => String::new(),
+        n => format!(
+            " (and {n} prefault mappings, {} pages)",
+            run.prefaulted_pages
+        ),
+    }
+}
+
+/// Where the time went. The phases are per vCPU, so they overlap (vCPU 0 measures while
+/// the others start their scenario; one vCPU sweeps while others are still in theirs): when
+/// they add up to more than the run, the summary says so.
+fn phase_line(p: &Phases, elapsed_s: f64) -> String {
     let mut v = vec![format!("boot {:.2} s", p.boot_s)];
     if let Some(m) = p.measure_s {
         v.push(format!("measuring {m:.2} s"));
     }
-    v.push(format!("scenario {:.2} s", p.scenario_s));
+    v.push(match p.scenario_stopped {
+        true => format!("scenario {:.2} s (to the stop)", p.scenario_s),
+        false => format!("scenario {:.2} s", p.scenario_s),
+    });
     if let Some(f) = p.final_sweep_s {
         v.push(format!("final sweep {f:.2} s"));
     }
     v.push(format!("audit {:.2} s", p.audit_s));
-    format!("  phases           {}\n", v.join(", "))
+    let sum = p.boot_s
+        + p.measure_s.unwrap_or(0.0)
+        + p.scenario_s
+        + p.final_sweep_s.unwrap_or(0.0)
+        + p.audit_s;
+    let overlap = match sum > elapsed_s + 0.01 {
+        true => "\n                   (per vCPU, so they overlap: vCPU 0 measures while the others start their scenario; one vCPU sweeps while another is still in its scenario)",
+        false => "",
+    };
+    format!("  phases           {}{overlap}\n", v.join(", "))
 }
 
 /// vCPU 0's round trips, in time and in doorbell floors.
@@ -591,4 +716,47 @@ fn measured_lines(m: &Measured) -> String {
         mib(m.bytes_per_s_2m)
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn phases(measure: f64, scenario: f64, sweep: f64) -> Phases {
+        Phases {
+            boot_s: 0.1,
+            measure_s: Some(measure),
+            scenario_s: scenario,
+            scenario_stopped: false,
+            final_sweep_s: Some(sweep),
+            audit_s: 0.1,
+        }
+    }
+
+    #[test]
+    fn phases_that_add_up_to_more_than_the_run_are_said_to_overlap() {
+        // stress --vcpus 16 --seconds 3: PASSED in 13.8 s with 0.08 + 8.80 + 11.14 + 5.83 s.
+        let many = phase_line(&phases(8.8, 11.14, 5.83), 13.8);
+        assert!(many.contains("per vCPU, so they overlap"), "{many}");
+        let one = phase_line(&phases(1.0, 3.0, 0.5), 4.9);
+        assert!(!one.contains("overlap"), "{one}");
+        assert_eq!(one.lines().count(), 1);
+    }
+
+    #[test]
+    fn a_progress_line_that_says_nothing_new_is_not_repeated() {
+        let mut t = Throttle::default();
+        let first = "scenario: 10 host conversions";
+        assert!(!t.due(0.3, first), "the first line after 2 s");
+        assert!(t.due(2.1, first));
+        assert!(
+            !t.due(3.0, "scenario: 20 host conversions"),
+            "every 2 s at most"
+        );
+        assert!(t.due(4.2, "scenario: 20 host conversions"));
+        let sweep = "final sweep (0 of 2 vCPUs done): 30 host conversions";
+        assert!(t.due(6.5, sweep));
+        assert!(!t.due(8.6, sweep) && !t.due(11.0, sweep), "nothing new");
+        assert!(t.due(11.1, "final sweep (1 of 2 vCPUs done): 30 host conversions"));
+    }
 }

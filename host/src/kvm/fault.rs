@@ -42,11 +42,27 @@ impl Kvm {
     /// Handle an EPT violation on `gpa` (the shared bit selects the root), mapping at most
     /// `max_level` (`kvm_tdp_mmu_page_fault`).
     pub fn kvm_mmu_page_fault(&self, gpa: Gpa, max_level: PageLevel) -> FaultOutcome {
+        self.tdp_page_fault(gpa, max_level, &self.stats.faults)
+    }
+
+    /// KVM_PRE_FAULT_MEMORY's `kvm_tdp_map_page`: the fault path for a mapping no EPT
+    /// violation asked for, so it counts as a prefault, not as a fault.
+    fn kvm_tdp_map_page(&self, gpa: Gpa, level: PageLevel) -> FaultOutcome {
+        self.tdp_page_fault(gpa, level, &self.stats.prefault_maps)
+    }
+
+    /// The fault path (`kvm_tdp_mmu_page_fault`), counted in `count`.
+    fn tdp_page_fault(
+        &self,
+        gpa: Gpa,
+        max_level: PageLevel,
+        count: &crate::percpu::PerCpuCounter,
+    ) -> FaultOutcome {
         // A bugged VM runs nothing (the first bug is recorded before the flag is set).
         if let Some(first) = self.is_bugged().then(|| self.bug_reason()).flatten() {
             return FaultOutcome::Error(KvmBug::AlreadyBugged(Box::new(first)).into());
         }
-        self.stats.faults.fetch_add(1, Relaxed);
+        count.fetch_add(1, Relaxed);
         let gpaw = self.cfg.gpaw;
         let is_private = self.cfg.is_td && !gpaw.is_shared(gpa);
         let gfn = self.gfn_of(gpa);
@@ -90,7 +106,7 @@ impl Kvm {
             return FaultOutcome::Error(FaultError::NoRoot(kind));
         };
         // The map is the parent of what it calls: the S-EPT tables it links and the AUG.
-        let _s = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_map", gpa = %gpa, level = level as u8, root = kind.name())
+        let _s = tracing::debug_span!(target: "kvm", "kvm_tdp_mmu_map", gpa = %gpa, level = %crate::trace::PageSize(level as u64), root = kind.name())
             .entered();
         let result = self.map_leaf(root, gfn, level as u8, pfn, is_private);
         self.after_map(result, gpa, gfn, kind)
@@ -110,7 +126,7 @@ impl Kvm {
             let level = if whole { huge } else { PageLevel::Size4K };
             // A retry means a zap raced this range: try again a few times, then leave it.
             for _ in 0..4 {
-                match self.kvm_mmu_page_fault(Gpa(gfn << 12), level) {
+                match self.kvm_tdp_map_page(Gpa(gfn << 12), level) {
                     FaultOutcome::Retry => continue,
                     FaultOutcome::Mapped => mapped += level.pages_4k(),
                     _ => {}
@@ -206,7 +222,7 @@ impl Kvm {
                         return FaultOutcome::Error(self.bug(e).into());
                     }
                 }
-                tracing::debug!(target: "kvm", level = lv, "leaf installed");
+                tracing::debug!(target: "kvm", level = %crate::trace::PageSize(lv as u64), "leaf installed");
                 FaultOutcome::Mapped
             }
             Ok(MapOutcome::AlreadyMapped) => FaultOutcome::Mapped,

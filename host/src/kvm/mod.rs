@@ -74,6 +74,26 @@ pub struct BeyondUpstream {
     pub prefault: bool,
 }
 
+impl BeyondUpstream {
+    /// The options that are on, as their flags: `", beyond upstream: --tdx-remove batched
+    /// --prefault"`, or nothing under upstream behaviour. Headers and summaries append it,
+    /// since both options change what the counters count (fewer kicks, fewer EPT
+    /// violations) and a reader must not take those figures for upstream's.
+    pub fn describe(&self) -> String {
+        let mut on = Vec::new();
+        if self.tdx_remove != TdxRemove::PerLeaf {
+            on.push(format!("--tdx-remove {}", self.tdx_remove.name()));
+        }
+        if self.prefault {
+            on.push("--prefault".to_string());
+        }
+        match on.is_empty() {
+            true => String::new(),
+            false => format!(", beyond upstream: {}", on.join(" ")),
+        }
+    }
+}
+
 impl KvmConfig {
     /// A TD with `mem_pages` of RAM and guest physical-address width `gpaw` (the TD's
     /// TD_PARAMS: KVM takes the shared bit from it), default policy, direct root first.
@@ -106,7 +126,7 @@ pub struct KvmStats {
     pub flushes_dropped: PerCpuCounter,
     /// Kick-all-vCPUs requests (TRACK and flushes).
     pub kicks: PerCpuCounter,
-    /// Faults handled.
+    /// EPT violations handled (`kvm_mmu_page_fault`; not a prefault's mappings).
     pub faults: PerCpuCounter,
     /// Faults that had to retry (stale seq / in-progress range / frozen SPTE).
     pub fault_retries: PerCpuCounter,
@@ -114,6 +134,9 @@ pub struct KvmStats {
     pub memory_faults: PerCpuCounter,
     /// Pages mapped ahead of the guest (`--prefault`).
     pub prefaulted: PerCpuCounter,
+    /// Mappings `--prefault` asked the fault path for (`kvm_tdp_map_page`): counted apart
+    /// from `faults`, since no EPT violation caused them.
+    pub prefault_maps: PerCpuCounter,
     /// Leaves installed, direct and mirror.
     pub installed_direct: PerCpuCounter,
     /// Mirror leaves installed.

@@ -122,7 +122,7 @@ impl Kvm {
     ) -> Result<(), KvmBug> {
         let gpa = Self::gfn_gpa(gfn);
         let _s =
-            tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_spte", gpa = %gpa, level)
+            tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_spte", gpa = %gpa, level = %crate::trace::PageSize(level as u64))
                 .entered();
         if self.tdx_module()?.op_state() == OpState::Runnable {
             self.tdx_sept_zap_private_spte(gfn, level)?;
@@ -208,7 +208,7 @@ impl Kvm {
         let tdx = self.tdx_module()?;
         let gpa = Self::gfn_gpa(gfn);
         let _s =
-            tracing::debug_span!(target: "kvm", "tdx_sept_split_private_spte", gpa = %gpa, level)
+            tracing::debug_span!(target: "kvm", "tdx_sept_split_private_spte", gpa = %gpa, level = %crate::trace::PageSize(level as u64))
                 .entered();
         if tdx.op_state() == OpState::Runnable {
             self.tdh_do_no_vcpus("TDH.MEM.RANGE.BLOCK", || {

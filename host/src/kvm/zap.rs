@@ -236,7 +236,7 @@ impl Kvm {
         let mut batch: Vec<(u64, u8, u64)> = Vec::new();
         let mut zapped = |gfn: u64, level: u8, pfn: u64| {
             let n = shared_abi::sept::level_pages(level);
-            tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level, "zap leaf");
+            tracing::trace!(target: "kvm", root = root.kind().name(), gfn, level = %crate::trace::PageSize(level as u64), "zap leaf");
             if mirror {
                 self.stats.zapped_mirror.fetch_add(n, Relaxed);
                 match self.cfg.beyond.tdx_remove {

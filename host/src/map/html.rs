@@ -61,19 +61,22 @@ DATA.regions.forEach(([lo, hi], r) => {
   maps.appendChild(grid);
 });
 const tl = document.getElementById("timeline");
-const peak = Math.max(1, ...cols.map(c => c.c.reduce((n, x) => n + x[1] + x[2], 0)));
+const peak = Math.max(1, ...cols.map(c => c.n[0] + c.n[1]));
 cols.forEach(c => {
-  const s = c.c.reduce((n, x) => n + x[1], 0), p = c.c.reduce((n, x) => n + x[2], 0);
+  const [s, p] = c.n;
   tl.insertAdjacentHTML("beforeend", `<div title="${c.t.toFixed(0)} ms: ${s} to shared, ${p} to private"><span class="ts" style="height:${60 * s / peak}px"></span><span class="tp" style="height:${60 * p / peak}px"></span></div>`);
 });
 const sum = document.getElementById("map-summary");
 sum.dataset.cells = document.querySelectorAll(".cell").length;
 sum.dataset.columns = cols.length; sum.dataset.regions = DATA.regions.length;
+sum.dataset.conversions = cols.reduce((n, c) => n + c.n[0] + c.n[1], 0);
 sum.textContent = `${DATA.regions.length} regions × ${rows} rows × ${cols.length} columns; hover a cell for its history`;
 "#;
 
-/// The embedded data: regions, rows, and per column its time, states (one digit per cell)
-/// and the non-zero conversion counts as `[cell, to_shared, to_private]`.
+/// The embedded data: regions, rows, and per column its time, states (one digit per cell),
+/// the non-zero conversion counts as `[cell, to_shared, to_private]` (a conversion over
+/// several rows counts in each) and the column's conversions `n: [to_shared, to_private]`,
+/// each counted once (the timeline; they add up to the report's `conversions`).
 fn data(rec: &Recorder) -> Value {
     let cols: Vec<Value> = (rec.columns().into_iter())
         .map(|c| {
@@ -86,7 +89,7 @@ fn data(rec: &Recorder) -> Value {
                 .filter(|(_, n)| **n != (0, 0))
                 .map(|(i, (sh, pr))| json!([i, sh, pr]))
                 .collect();
-            json!({ "t": c.t_ms, "s": s, "c": conv })
+            json!({ "t": c.t_ms, "s": s, "c": conv, "n": [c.totals.0, c.totals.1] })
         })
         .collect();
     json!({ "regions": rec.regions(), "rows": ROWS, "cols": cols })
@@ -106,13 +109,13 @@ fn counters(report: &Value) -> String {
             rows.push_str(&format!(
                 "<tr><td>{}</td><td>{}</td></tr>",
                 escape(k),
-                escape(&v.to_string())
+                escape(&scalar(v))
             ));
         }
     };
     if let Some(o) = report.as_object() {
         o.iter().for_each(|(k, v)| add(k, v));
-        for section in ["run", "zaps", "exits", "settings", "beyond"] {
+        for section in ["phases", "run", "zaps", "exits", "settings", "beyond"] {
             if let Some(inner) = o.get(section).and_then(Value::as_object) {
                 inner
                     .iter()
@@ -121,6 +124,20 @@ fn counters(report: &Value) -> String {
         }
     }
     rows
+}
+
+/// A scalar as a reader wants it: a fraction to three decimals at most (a rate of
+/// 1234.5678901234 reads as 1234.568), strings without their quotes.
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Number(n) if !n.is_f64() => n.to_string(),
+        Value::Number(n) => {
+            let s = format!("{:.3}", n.as_f64().unwrap_or(0.0));
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        }
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
 /// The page for a run whose report is `report` (JSON), titled `title`.
@@ -145,11 +162,13 @@ mod tests {
         let page = render(
             &rec,
             "a <test>",
-            &json!({"conversions": 3, "settings": {"seed": 1}}),
+            &json!({"conversions": 3, "rate": 1234.5678901234, "whole": 2.0, "settings": {"seed": 1}}),
         );
         assert!(page.contains("<title>a &lt;test&gt;</title>"));
         assert!(page.contains("<td>conversions</td><td>3</td>"));
         assert!(page.contains("<td>settings.seed</td><td>1</td>"));
+        assert!(page.contains("<td>rate</td><td>1234.568</td>"), "{page}");
+        assert!(page.contains("<td>whole</td><td>2</td>"));
         assert!(page.contains("const DATA = {\"cols\":[]"));
         assert!(!page.contains("src=\"http") && !page.contains("href=\"http"));
     }

@@ -48,7 +48,7 @@ impl TdxModule {
         }
         tree.link_table(gpa, level);
         self.stats.sept_add.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, "TDH.MEM.SEPT.ADD");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), "TDH.MEM.SEPT.ADD");
         Ok(())
     }
 
@@ -87,7 +87,7 @@ impl TdxModule {
             _ => Err(TdxStatus::EPT_ENTRY_NOT_FREE.with_details(level as u32)),
         })?;
         self.stats.page_aug.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, hpa, "TDH.MEM.PAGE.AUG");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), hpa, "TDH.MEM.PAGE.AUG");
         Ok(())
     }
 
@@ -148,7 +148,7 @@ impl TdxModule {
             self.unmap_pending.store(true, Release);
         }
         self.stats.block.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, bepoch, "TDH.MEM.RANGE.BLOCK");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), bepoch, "TDH.MEM.RANGE.BLOCK");
         Ok(())
     }
 
@@ -232,7 +232,7 @@ impl TdxModule {
             Ok(SeptEntry::FREE)
         })?;
         self.stats.remove.fetch_add(1, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), hpa = e.hpa, "TDH.MEM.PAGE.REMOVE");
         Ok(e.hpa)
     }
 

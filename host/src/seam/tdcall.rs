@@ -188,14 +188,14 @@ impl TdxModule {
         };
         slot.store(mapped);
         self.stats.accepted_4k.fetch_add(pages, Relaxed);
-        tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), "TDG.MEM.PAGE.ACCEPT");
         TdxStatus::SUCCESS
     }
 
     /// The ACCEPT cannot complete on this entry: the TD exits to KVM with an EPT violation
     /// (`tdaccept_ept_violation_exit`), to re-execute the ACCEPT afterwards.
     fn accept_ept_violation(gpa: Gpa, level: u8) -> TdcallExit {
-        tracing::trace!(target: "seam", gpa = %gpa, level, "TDG.MEM.PAGE.ACCEPT -> EPT violation");
+        tracing::trace!(target: "seam", gpa = %gpa, level = %crate::trace::PageSize(level as u64), "TDG.MEM.PAGE.ACCEPT -> EPT violation");
         TdcallExit::EptViolation { gpa, level }
     }
 

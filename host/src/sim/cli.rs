@@ -12,13 +12,14 @@ pub fn run(cfg: &SimConfig, json: bool, html: Option<&std::path::Path>) -> anyho
             Some(s) => format!("{} ops or {s} s", cfg.ops),
             None => format!("{} ops", cfg.ops),
         };
-        eprintln!(
-            "tdxlab sim: {} vCPUs x {length}, seed {}, zap policy {}, {} pages per vCPU, GPAW {} ...",
+        crate::note!(
+            "tdxlab sim: {} vCPUs x {length}, seed {}, zap policy {}, {} pages per vCPU, GPAW {}{} ...",
             cfg.vcpus,
             cfg.seed,
             cfg.policy.name(),
             cfg.region_pages,
-            cfg.gpaw.bits()
+            cfg.gpaw.bits(),
+            cfg.beyond.describe()
         );
     }
     // Long runs (--seconds) say how far they are every 10 s on stderr.
@@ -26,7 +27,7 @@ pub fn run(cfg: &SimConfig, json: bool, html: Option<&std::path::Path>) -> anyho
     let progress = |t: f64, conversions: u64| {
         if !json && cfg.seconds.is_some() && t >= next.get() {
             next.set(next.get() + 10.0);
-            eprintln!(
+            crate::note!(
                 "[{t:6.1} s] {conversions} host conversions ({:.0}/s)",
                 conversions as f64 / t
             );
@@ -44,7 +45,7 @@ pub fn run(cfg: &SimConfig, json: bool, html: Option<&std::path::Path>) -> anyho
         let page = crate::map::render(rec, &title, &serde_json::to_value(&r)?);
         std::fs::write(path, page)
             .map_err(|e| anyhow::anyhow!("cannot write the map to {}: {e}", path.display()))?;
-        eprintln!("tdxlab: wrote the map of the run to {}", path.display());
+        crate::note!("tdxlab: wrote the map of the run to {}", path.display());
     }
     if json {
         crate::outln!("{}", crate::output::json("sim", &r)?)?;
@@ -70,7 +71,9 @@ fn summary(r: &SimReport) -> String {
     s += &format!("  accepted pages       {:>10}\n", r.accepts);
     s += &format!(
         "  zapped leaves        {:>10}   (direct {}, mirror {})\n",
-        r.zaps, r.zaps_direct, r.zaps_mirror
+        r.zaps.direct + r.zaps.mirror,
+        r.zaps.direct,
+        r.zaps.mirror
     );
     s += &format!(
         "  TLB flushes          {:>10}   (dropped: {})\n",

@@ -229,14 +229,13 @@ pub struct SimReport {
     pub beyond: crate::kvm::BeyondUpstream,
     /// MapGPA conversions the guests completed.
     pub conversions: u64,
+    /// Conversions the VMM served (`kvm_convert_memory` calls: a MapGPA cut by RETRYs is
+    /// several, an implicit conversion one): what the `--html` map counts.
+    pub host_conversions: u64,
     /// 4K pages accepted.
     pub accepts: u64,
-    /// Leaves zapped (4K units, both roots).
-    pub zaps: u64,
-    /// Leaves zapped from the direct root.
-    pub zaps_direct: u64,
-    /// Leaves zapped from the mirror root.
-    pub zaps_mirror: u64,
+    /// Leaves zapped (4K units), per root: the same object as `run`'s.
+    pub zaps: crate::td::Zaps,
     /// Remote TLB flushes.
     pub flushes: u64,
     /// Flushes a zap owed but did not report.
@@ -389,10 +388,12 @@ fn report(
         gpaw: cfg.gpaw.bits(),
         beyond: cfg.beyond,
         conversions: c.conversions,
+        host_conversions: world.vmm.conversions(),
         accepts: world.seam.stats.accepted_4k.load(Relaxed),
-        zaps: zd + zm,
-        zaps_direct: zd,
-        zaps_mirror: zm,
+        zaps: crate::td::Zaps {
+            mirror: zm,
+            direct: zd,
+        },
         flushes: k.flushes.load(Relaxed),
         flushes_dropped: k.flushes_dropped.load(Relaxed),
         kicks: world.backend.kicks.load(Relaxed),

@@ -28,12 +28,14 @@ impl Transport for Direct<'_> {
     }
 }
 
-fn step(n: u32, what: &str) {
-    eprintln!("== {n}. {what}");
+/// A step's heading, on stdout between the trace's lines (a closed stdout ends the run).
+fn step(n: u32, what: &str) -> Result<(), crate::output::OutputError> {
+    crate::outln!("== {n}. {what}")
 }
 
-/// Run the four steps, tracing to stderr (the caller installed the tree layer).
-pub fn run() {
+/// Run the four steps, tracing to stdout (the caller installed the tree layer writing
+/// there): the trace is the command's output.
+pub fn run() -> Result<(), crate::output::OutputError> {
     crate::trace::set_vcpu(0);
     let w = World::new(&SimConfig {
         vcpus: 1,
@@ -45,13 +47,13 @@ pub fn run() {
     step(
         1,
         "the guest accepts a page it never touched: EPT violation, AUG, ACCEPT again",
-    );
+    )?;
     super::vcpu::guest_step(page, "TDG.MEM.PAGE.ACCEPT (4K)");
     tdx.accept(page).expect("accept");
     step(
         2,
         "the guest converts it to shared: MapGPA, the private leaf is removed",
-    );
+    )?;
     super::vcpu::guest_step(page, "the PTE gets the shared bit; INVLPG");
     super::vcpu::guest_step(page, "TDG.VP.VMCALL<MapGPA> to shared");
     tdx.map_gpa(page, ConversionTarget::Shared, w.gpaw)
@@ -59,7 +61,7 @@ pub fn run() {
     step(
         3,
         "the guest's first touch of the shared alias: a direct leaf is mapped",
-    );
+    )?;
     let shared = w.gpaw.to_shared(PAGE);
     let _ = w
         .kvm
@@ -67,7 +69,7 @@ pub fn run() {
     step(
         4,
         "back to private: MapGPA, the shared leaf is zapped, then ACCEPT",
-    );
+    )?;
     super::vcpu::guest_step(page, "TDG.VP.VMCALL<MapGPA> to private");
     tdx.map_gpa(page, ConversionTarget::Private, w.gpaw)
         .expect("to private");
@@ -75,7 +77,7 @@ pub fn run() {
     tdx.accept(page).expect("accept again");
     super::vcpu::guest_step(page, "the PTE loses the shared bit; INVLPG");
     let bad = w.check_invariants();
-    step(5, &format!("invariants checked: {} violations", bad.len()));
+    step(5, &format!("invariants checked: {} violations", bad.len()))?;
     for (n, policy) in (6..).zip(ZapPolicy::ALL) {
         step(
             n,
@@ -84,9 +86,10 @@ pub fn run() {
                 policy.name(),
                 policy.describe()
             ),
-        );
+        )?;
         zap_under(policy);
     }
+    Ok(())
 }
 
 /// Steps 1–3 untraced on a TD with `policy`, then step 4's MapGPA to private traced: where

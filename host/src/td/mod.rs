@@ -61,8 +61,12 @@ pub(crate) fn run_with_progress(
 ) -> anyhow::Result<RunReport> {
     let start = (Instant::now(), rdtsc());
     let mut td = build(cfg)?;
+    tracing::info!(target: "td", vcpus = cfg.vcpus, mem_mib = cfg.mem_bytes >> 20, gpaw = td.gpaw.bits(), build_ms = start.0.elapsed().as_millis() as u64, "TD built");
     let ended = td.run(progress)?;
-    RunReport::collect(&td, ended, start)
+    tracing::info!(target: "td", kind = %ended.exit.kind, ran_s = %format_args!("{:.2}", ended.ran_s), "TD stopped: {}", ended.exit.message);
+    let r = RunReport::collect(&td, ended, start)?;
+    tracing::info!(target: "td", findings = r.audit.len(), audit_s = %format_args!("{:.3}", r.audit_s), "end-of-run audit");
+    Ok(r)
 }
 
 fn rdtsc() -> u64 {

@@ -37,8 +37,12 @@ pub struct RunReport {
     pub conversions_to_shared: u64,
     /// MapGPA conversions to private.
     pub conversions_to_private: u64,
-    /// EPT violations served.
+    /// EPT violations served (a `--prefault` mapping is not one: `prefault_maps`).
     pub ept_violations: u64,
+    /// Mappings `--prefault` made through the fault path ahead of the guest's ACCEPTs.
+    pub prefault_maps: u64,
+    /// Pages they mapped.
+    pub prefaulted_pages: u64,
     /// Leaves zapped (4K units).
     pub zaps: Zaps,
     /// Kick-all-vCPUs requests.
@@ -75,6 +79,9 @@ pub struct RunReport {
     pub pages_converted: u64,
     /// Implicit conversions (memory-fault exits QEMU-style converted).
     pub implicit_conversions: u64,
+    /// Per vCPU: the conversions (MapGPA chunks and implicit ones) and pages the VMM served
+    /// it — what each vCPU had done when a run stops before the guest reports (a SIGINT).
+    pub vcpu_conversions: Vec<VcpuConversions>,
     /// TDH.MEM.PAGE.DEMOTEs: 2 MiB private mappings split because part of one was zapped.
     pub demotes: u64,
     /// TDH.MEM.PAGE.ADDs while the host built the TD (every page of every section without
@@ -125,6 +132,17 @@ pub struct RunReport {
 }
 
 /// Zapped leaves per root.
+/// One vCPU's conversions as the VMM served them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct VcpuConversions {
+    /// vCPU.
+    pub vcpu: u32,
+    /// MapGPA chunks and implicit conversions.
+    pub conversions: u64,
+    /// Pages in them.
+    pub pages: u64,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Zaps {
     /// Mirror (private).
@@ -178,6 +196,8 @@ impl RunReport {
             conversions_to_shared: vmm.conversions_to_shared.load(Relaxed),
             conversions_to_private: vmm.conversions_to_private.load(Relaxed),
             ept_violations: k.faults.load(Relaxed),
+            prefault_maps: k.prefault_maps.load(Relaxed),
+            prefaulted_pages: k.prefaulted.load(Relaxed),
             zaps: Zaps {
                 mirror: k.zapped_mirror.load(Relaxed),
                 direct: k.zapped_direct.load(Relaxed),
@@ -198,6 +218,16 @@ impl RunReport {
             conversions: vmm.conversions(),
             pages_converted: vmm.pages_converted.load(Relaxed),
             implicit_conversions: vmm.implicit_conversions.load(Relaxed),
+            vcpu_conversions: (0..cfg.vcpus)
+                .map(|vcpu| {
+                    let (conversions, pages) = vmm.vcpu_conversions(vcpu);
+                    VcpuConversions {
+                        vcpu,
+                        conversions,
+                        pages,
+                    }
+                })
+                .collect(),
             demotes: seam.stats.demote.load(Relaxed),
             pages_added: seam.stats.page_add.load(Relaxed),
             mr_extends: seam.stats.mr_extend.load(Relaxed),

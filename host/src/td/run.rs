@@ -58,6 +58,11 @@ impl Td<'_> {
             first_line = td.watch(boot_at, &signals, progress);
             td.stop_vcpus(&handles);
         });
+        // The last column: the conversions since the watcher's last sample belong on the
+        // map too (its totals add up to the report's).
+        if let Some(m) = &self.cfg.map {
+            m.sample(&self.kvm, &self.seam);
+        }
         let mut exit = self.io().exit().unwrap_or(GuestExit {
             kind: ExitKind::HostError,
             code: 0,

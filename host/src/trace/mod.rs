@@ -9,6 +9,16 @@ mod tree;
 use tracing_subscriber::prelude::*;
 pub use tree::{set_vcpu, Options, TreeLayer};
 
+/// A page-table level as a traced field: its page size (`level=4K`), so that the `--trace`
+/// tree and `RUST_LOG`'s log lines print the same text.
+pub struct PageSize(pub u64);
+
+impl std::fmt::Display for PageSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&fields::level_name(self.0))
+    }
+}
+
 /// Install the logger: with `tree` (`--trace`) every span and event as the tree above;
 /// otherwise log lines on stderr at the level `RUST_LOG` names (tracing-subscriber's
 /// EnvFilter syntax, e.g. `RUST_LOG=kvm=debug`), or else at warn, raised by each `-v`

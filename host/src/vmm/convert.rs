@@ -72,7 +72,14 @@ pub struct Vmm {
     pub ram_gfns: Option<Vec<(u64, u64)>>,
     /// The run's map (`--html`), told of every conversion.
     pub map: Option<Arc<crate::map::Recorder>>,
+    /// Per vCPU (up to [`COUNTED_VCPUS`]): conversions and pages the VMM served for it, so
+    /// that a run stopped before the guest's own counts (a SIGINT) can still say what each
+    /// vCPU did.
+    per_vcpu: Vec<[AtomicU64; 2]>,
 }
+
+/// vCPUs whose conversions are counted apart (tdxlab runs at most this many).
+pub const COUNTED_VCPUS: usize = 64;
 
 /// The receiver of the guest's measurement marks (`HostCheckOp::Mark`): the runner's exit
 /// accounting, which snapshots its counters at each.
@@ -101,6 +108,7 @@ impl Vmm {
             marks: None,
             ram_gfns: None,
             map: None,
+            per_vcpu: (0..COUNTED_VCPUS).map(|_| Default::default()).collect(),
         }
     }
 
@@ -112,6 +120,20 @@ impl Vmm {
     /// Conversions so far: MapGPA chunks and implicit conversions, both directions.
     pub fn conversions(&self) -> u64 {
         self.conversions_to_private.load(Relaxed) + self.conversions_to_shared.load(Relaxed)
+    }
+
+    /// vCPU `vcpu` had `npages` pages converted (a MapGPA chunk or an implicit conversion).
+    pub(crate) fn note_vcpu_conversion(&self, vcpu: u32, npages: u64) {
+        if let Some([n, pages]) = self.per_vcpu.get(vcpu as usize) {
+            n.fetch_add(1, Relaxed);
+            pages.fetch_add(npages, Relaxed);
+        }
+    }
+
+    /// Conversions and pages the VMM served for `vcpu` so far.
+    pub fn vcpu_conversions(&self, vcpu: u32) -> (u64, u64) {
+        (self.per_vcpu.get(vcpu as usize))
+            .map_or((0, 0), |[n, p]| (n.load(Relaxed), p.load(Relaxed)))
     }
 
     /// Is `gfn` guest RAM (inside one of QEMU's RAM blocks)?
@@ -205,10 +227,12 @@ pub enum ConvertError {
 }
 
 impl VmmExits for Vmm {
-    fn hc_map_gpa_range(&self, _vcpu: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed> {
+    fn hc_map_gpa_range(&self, vcpu: u32, args: MapGpaRangeArgs) -> Result<(), HypercallFailed> {
         let npages = args.npages * args.page_size.pages_4k();
         self.kvm_convert_memory(args.gpa.0 >> 12, npages, args.to)
-            .map_err(|e| HypercallFailed(Box::new(e)))
+            .map_err(|e| HypercallFailed(Box::new(e)))?;
+        self.note_vcpu_conversion(vcpu, npages);
+        Ok(())
     }
 
     fn io(

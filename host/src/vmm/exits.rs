@@ -99,7 +99,7 @@ pub fn handle_tdcall(
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 drop(ept_violation.take());
                 ept_violation = Some(
-                    tracing::debug_span!(target: "kvm", "tdx_handle_ept_violation", gpa = %gpa, level)
+                    tracing::debug_span!(target: "kvm", "tdx_handle_ept_violation", gpa = %gpa, level = %crate::trace::PageSize(level as u64))
                         .entered(),
                 );
                 resolve_ept_violation(vmm, vcpu, gpa, max)?;
@@ -137,7 +137,9 @@ pub fn resolve_ept_violation(
             vmm.implicit_conversions
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             vmm.kvm_convert_memory(gfn, 1, to)
-                .map_err(|why| TdcallError::Convert { vcpu, gpa, why })
+                .map_err(|why| TdcallError::Convert { vcpu, gpa, why })?;
+            vmm.note_vcpu_conversion(vcpu, 1);
+            Ok(())
         }
         FaultOutcome::Error(why) => Err(TdcallError::Fault { vcpu, gpa, why }),
     }

@@ -133,7 +133,12 @@ impl GuestIo {
         if let Some(step) = line.strip_prefix(shared_abi::layout::hob::TRACE_LINE) {
             return guest_trace(step);
         }
-        tracing::debug!(target: "vmm", "console (COM1): {line}");
+        // Not echoed (stress, --report -): `-v` shows it on stderr instead.
+        if self.echo.load(Relaxed) {
+            tracing::debug!(target: "vmm", vcpu, "console (COM1): {line}");
+        } else {
+            tracing::info!(target: "guest", vcpu, "{line}");
+        }
         if self.echo.load(Relaxed) {
             // A vCPU thread cannot stop the TD over a console that nobody reads: stop echoing
             // and let the run finish (its report and verdict still count).

@@ -132,3 +132,10 @@ pub fn map_conversions(data: &serde_json::Value) -> u64 {
         .map(|x| x[1].as_u64().unwrap() + x[2].as_u64().unwrap())
         .sum()
 }
+
+/// Conversions in a map's timeline: each conversion the VMM served, counted once.
+pub fn map_total_conversions(data: &serde_json::Value) -> u64 {
+    (data["cols"].as_array().expect("columns").iter())
+        .map(|c| c["n"][0].as_u64().unwrap() + c["n"][1].as_u64().unwrap())
+        .sum()
+}
