@@ -301,6 +301,14 @@ fn render(c: &HostCaps) -> String {
     s
 }
 
+/// Why this host's KVM cannot run an unmodified Linux kernel as the TD, if it cannot: PVM
+/// (`kvm_pvm`, a software KVM whose guests run deprivileged) runs only PVM-aware kernels.
+pub fn linux_td_unsupported() -> Option<&'static str> {
+    std::path::Path::new("/sys/module/kvm_pvm")
+        .exists()
+        .then_some("its KVM is PVM (kvm_pvm), which runs only PVM-aware guest kernels; boot Linux TDs on a stock kvm_intel or kvm_amd (scripts/kvm-lane.sh does)")
+}
+
 /// A userfaultfd for guest memory, as the enforcement (`td::uffd`) needs it: kernel-mode
 /// faults included (KVM faults pages in from the kernel), MINOR faults on shmem, and the
 /// faulting thread's id in each event. Opening one is also the capability check.

@@ -63,6 +63,7 @@ pub fn doorbell(json: bool, samples: u32) -> anyhow::Result<u8> {
         bench_samples: samples,
         beyond: Default::default(),
         debug_exit: true,
+        kernel: None,
         map: None,
     };
     let r = run(&cfg)?;
@@ -227,6 +228,7 @@ fn convert_config() -> RunConfig {
         bench_samples: 0,
         beyond: Default::default(),
         debug_exit: true,
+        kernel: None,
         map: None,
     }
 }

@@ -15,6 +15,17 @@ pub struct RunArgs {
     /// TDVF image to boot (default: the built-in tdxlab guest).
     #[arg(long)]
     image: Option<PathBuf>,
+    /// Boot this Linux kernel as the TD instead (a bzImage or vmlinux built with
+    /// CONFIG_INTEL_TDX_GUEST and CONFIG_PVH; QEMU's flag name): all RAM is initial TD
+    /// memory, its TDCALLs are patched so KVM sees them (docs/linux-td.md). Needs a stock KVM.
+    #[arg(long, conflicts_with_all = ["image", "misbehave"])]
+    kernel: Option<PathBuf>,
+    /// The initrd for --kernel.
+    #[arg(long, requires = "kernel")]
+    initrd: Option<PathBuf>,
+    /// The kernel command line for --kernel.
+    #[arg(long, requires = "kernel", default_value = "console=ttyS0")]
+    append: String,
     /// vCPUs (the built-in guest runs on up to 16 and parks the others at boot).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=crate::td::MAX_VCPUS as i64))]
     vcpus: u32,
@@ -110,6 +121,7 @@ impl RunArgs {
             bench_samples: 0,
             beyond: self.beyond.get(),
             debug_exit: !self.no_debug_exit,
+            kernel: None,
             map: None,
         }
     }
@@ -143,7 +155,15 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
     let echo = !report
         .as_ref()
         .is_some_and(crate::output::Report::is_stdout);
-    let r = crate::td::run(&args.config(image, echo))?;
+    let mut cfg = args.config(image, echo);
+    if let Some(k) = &args.kernel {
+        cfg.kernel = Some(std::sync::Arc::new(load_kernel(
+            k,
+            args.initrd.as_deref(),
+            &args.append,
+        )?));
+    }
+    let r = crate::td::run(&cfg)?;
     for l in r.guest_failure_lines() {
         eprintln!("{l}");
     }
@@ -172,4 +192,27 @@ pub(super) fn main(args: RunArgs) -> anyhow::Result<u8> {
         return Ok(EXIT_PIPE);
     }
     Ok(verdict)
+}
+
+/// The kernel, unpacked to its vmlinux, the initrd and the command line for `--kernel`.
+fn load_kernel(
+    kernel: &std::path::Path,
+    initrd: Option<&std::path::Path>,
+    append: &str,
+) -> anyhow::Result<crate::td::LinuxKernel> {
+    use anyhow::Context;
+    if let Some(why) = crate::caps::linux_td_unsupported() {
+        anyhow::bail!("this host cannot boot Linux as a TD: {why}");
+    }
+    let file = crate::image::read_image(kernel)?;
+    let vmlinux = crate::linux::vmlinux_of(&file)
+        .with_context(|| format!("{} is not a kernel tdxlab can boot", kernel.display()))?;
+    let initrd = initrd
+        .map(|p| std::fs::read(p).with_context(|| format!("cannot read initrd {}", p.display())))
+        .transpose()?;
+    Ok(crate::td::LinuxKernel {
+        vmlinux,
+        initrd,
+        cmdline: append.to_string(),
+    })
 }

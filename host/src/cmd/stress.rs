@@ -247,6 +247,7 @@ fn stress_mapped(
         bench_samples: 0,
         beyond: a.beyond.get(),
         debug_exit: true,
+        kernel: None,
         map,
     };
     let run = run_with_progress(&cfg, progress)?;

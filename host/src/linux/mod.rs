@@ -44,6 +44,17 @@ pub struct KernelInfo {
     pub tdcall_sites: Vec<tdcall_sites::Site>,
 }
 
+/// A kernel file's vmlinux: a bzImage's payload unpacked, or the file itself if it is one.
+pub fn vmlinux_of(file: &[u8]) -> anyhow::Result<Vec<u8>> {
+    match bzimage::SetupHeader::parse(file) {
+        Ok(h) => Ok(bzimage::decompress(h.payload(file)?)?),
+        Err(_) => {
+            vmlinux::Vmlinux::parse(file)?;
+            Ok(file.to_vec())
+        }
+    }
+}
+
 /// Read a kernel image (bzImage or vmlinux) down to its vmlinux and describe it.
 pub fn describe(file: &[u8]) -> anyhow::Result<KernelInfo> {
     let (format, boot_protocol, compression, elf) = match bzimage::SetupHeader::parse(file) {

@@ -308,6 +308,12 @@ impl Backing {
         self.host.write_slice(bytes, GuestAddress(off)).is_ok()
     }
 
+    /// The host view as rust-vmm guest memory (addresses are private-alias GPAs), for
+    /// loaders that write through `vm_memory::Bytes`.
+    pub(crate) fn guest_memory(&self) -> &GuestMemoryMmap {
+        &self.host
+    }
+
     /// Copy out through the host view; `false` (nothing read) when the range does not lie
     /// inside the backing.
     pub fn read(&self, off: u64, out: &mut [u8]) -> bool {

@@ -28,7 +28,7 @@ use vm_memory::{GuestAddress, GuestMemoryMmap};
 
 /// The identity-mapped TSS KVM needs below 4 GiB for real-mode emulation on Intel
 /// (KVM_SET_TSS_ADDR); three pages just below the firmware window's usual base.
-const TSS_ADDR: usize = 0xFEFF_D000;
+pub(super) const TSS_ADDR: usize = 0xFEFF_D000;
 
 /// A built TD, ready to run.
 ///
@@ -56,11 +56,16 @@ pub struct Td<'c> {
     pub(super) uffd: Arc<Uffd>,
     pub(super) private: Arc<Backing>,
     pub(super) shared: Arc<Backing>,
+    /// A booted Linux kernel's patched TDCALL sites (empty for a TDVF image).
+    pub(super) linux: super::linux_boot::LinuxSites,
     _firmware: GuestMemoryMmap,
 }
 
 /// Check the configuration against the host and the image, then build the TD.
 pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
+    if let Some(k) = &cfg.kernel {
+        return super::linux_boot::build(cfg, k);
+    }
     let meta = TdvfMetadata::parse(&cfg.image)
         .map_err(|e| anyhow::anyhow!("the image is not a loadable TDVF image: {e}"))?;
     check_doorbell(&cfg.image)?;
@@ -126,7 +131,7 @@ fn check_doorbell(image: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The flags and the host: vCPUs, RAM, a usable KVM, and the TD's GPAW.
-fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
+pub(super) fn check(cfg: &RunConfig) -> anyhow::Result<Gpaw> {
     if !(1..=super::config::MAX_VCPUS).contains(&cfg.vcpus) {
         bail!(
             "--vcpus {} is out of range (1..={})",
@@ -223,7 +228,7 @@ impl Layout {
 /// Guest memory: the two aliases' backings (both start unreachable: a page is mapped only
 /// once the model has a leaf for it, and every touch of an unmapped page reaches the host
 /// through the userfaultfd) and the firmware window holding the image.
-struct Memory {
+pub(super) struct Memory {
     uffd: Arc<Uffd>,
     private: Arc<Backing>,
     shared: Arc<Backing>,
@@ -232,7 +237,7 @@ struct Memory {
 }
 
 impl Memory {
-    fn new(cfg: &RunConfig) -> anyhow::Result<Memory> {
+    pub(super) fn new(cfg: &RunConfig) -> anyhow::Result<Memory> {
         // Each backing spans the GPA space up to the end of RAM (offset = private GPA); the
         // hole below 4 GiB is never in a memslot, so never allocated.
         let mem = RamLayout::q35(cfg.mem_bytes).extent();
@@ -257,7 +262,7 @@ impl Memory {
 
     /// Slot 0: the private alias at GPA 0; slot 1: the shared alias at the shared bit;
     /// slot 2: the firmware window below 4 GiB.
-    fn add_memslots(
+    pub(super) fn add_memslots(
         &self,
         vm: &VmFd,
         gpaw: Gpaw,
@@ -304,7 +309,7 @@ fn td_attributes() -> u64 {
         .unwrap_or(SEPT_VE_DISABLE)
 }
 
-fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
+pub(super) fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
     let seed = cfg.stress.as_ref().map_or(0, |s| s.seed);
     let params = TdParams {
         gpaw,
@@ -362,6 +367,7 @@ fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'_> {
         uffd: mem.uffd,
         private: mem.private,
         shared: mem.shared,
+        linux: Default::default(),
         _firmware: mem.firmware,
     }
 }

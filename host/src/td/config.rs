@@ -57,6 +57,19 @@ pub struct RunConfig {
     pub debug_exit: bool,
     /// Record the run's map (`stress --html`).
     pub map: Option<std::sync::Arc<crate::map::Recorder>>,
+    /// Boot this Linux kernel instead of the TDVF image (`run --kernel`).
+    pub kernel: Option<std::sync::Arc<LinuxKernel>>,
+}
+
+/// A Linux kernel to boot as the TD (`run --kernel`, `--initrd`, `--append`).
+#[derive(Debug)]
+pub struct LinuxKernel {
+    /// The vmlinux ELF (a bzImage's payload already unpacked).
+    pub vmlinux: Vec<u8>,
+    /// The initrd, if any.
+    pub initrd: Option<Vec<u8>>,
+    /// The kernel command line.
+    pub cmdline: String,
 }
 
 /// What `--inject` asks for; every injected event is counted in the report.

@@ -94,4 +94,6 @@ pub(super) struct Ctx<'a> {
     pub(super) vmm: &'a Vmm,
     pub(super) counters: &'a Counters,
     pub(super) backend: &'a KvmBackend,
+    /// A booted Linux kernel's patched TDCALL sites (empty for a TDVF image).
+    pub(super) linux: &'a super::linux_boot::LinuxSites,
 }

@@ -24,6 +24,8 @@ mod contain;
 mod ctx;
 mod invalidate;
 mod kvm_backend;
+mod linux_boot;
+mod linux_tdcall;
 mod measured;
 mod ram;
 mod report;
@@ -38,8 +40,8 @@ pub use account::{ExitCounts, WindowCounts};
 pub use backing::Backing;
 pub use build::{build, Td, TEST_TD_ATTRIBUTES_ENV};
 pub use config::{
-    InjectConfig, Progress, RunConfig, Settings, StressParams, MAX_MEM, MAX_TD_HOB, MAX_VCPUS,
-    MIN_MEM,
+    InjectConfig, LinuxKernel, Progress, RunConfig, Settings, StressParams, MAX_MEM, MAX_TD_HOB,
+    MAX_VCPUS, MIN_MEM,
 };
 pub use contain::{install_panic_hook, TEST_PANIC_ENV};
 pub use measured::Measured;

@@ -137,6 +137,7 @@ impl Td<'_> {
                     vmm: &self.vmm,
                     counters: &self.counters,
                     backend: &self.backend,
+                    linux: &self.linux,
                 };
                 s.spawn(move || {
                     // SAFETY: pthread_self and gettid have no preconditions.

@@ -90,6 +90,35 @@ pub(super) fn td_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
     CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
 }
 
+/// The CPUID table a Linux TD gets: [`td_cpuid`] (leaf 0x21, x2APIC, the hypervisor bit)
+/// shaped as QEMU's TDX machine shapes it for Linux, because on stock KVM CPUID never
+/// reaches the host as a #VE — KVM answers it from this table:
+/// - TSC-deadline timer on (KVM emulates it in its local APIC), MONITOR/MWAIT off (leaf 5
+///   gone): Linux idles through TDVMCALL<HLT>;
+/// - no PMU (leaf 0xA zeroed, AMD's PERFCTR_CORE and leaf 0x80000022 gone): perf NMIs could
+///   land between a #VE and its TDG.VP.VEINFO.GET;
+/// - KVM's paravirtual features off (leaf 0x40000001 EAX = 0): kvmclock, steal time, PV EOI
+///   and async PF make KVM write guest memory behind the TDX module model (QEMU's
+///   `TDX_SUPPORTED_KVM_FEATURES` drops kvmclock too).
+pub(super) fn linux_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
+    const MONITOR: u32 = 1 << 3;
+    const TSC_DEADLINE: u32 = 1 << 24;
+    const AMD_PERFCTR_CORE: u32 = 1 << 23;
+    let base = td_cpuid(kvm)?;
+    let mut entries: Vec<_> = base.as_slice().to_vec();
+    entries.retain(|e| !matches!(e.function, 0x5 | 0x8000_0022));
+    for e in entries.iter_mut() {
+        match e.function {
+            1 => e.ecx = (e.ecx | TSC_DEADLINE) & !MONITOR,
+            0xA => (e.eax, e.ebx, e.ecx, e.edx) = (0, 0, 0, 0),
+            0x4000_0001 => e.eax = 0,
+            0x8000_0001 => e.ecx &= !AMD_PERFCTR_CORE,
+            _ => {}
+        }
+    }
+    CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
+}
+
 /// A vCPU in the TD start state (the TDX module's initial vCPU state, as TDVF expects it).
 pub(super) fn create_vcpu(
     vm: &VmFd,

@@ -5,6 +5,7 @@ use super::account::thread_cpu_ns;
 use super::ctx::{Counters, Ctx, VcpuError};
 use super::ve::{inject_hlt_ve, inject_in_ve, inject_out_ve};
 use crate::exit::ExitKind;
+use crate::linux::tdcall_sites::PATCH_PORT;
 use crate::vmm::{handle_tdcall, GuestExit};
 use kvm_ioctls::{VcpuExit, VcpuFd};
 use shared_abi::doorbell::DEFAULT_DOORBELL_PORT;
@@ -70,6 +71,11 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
                 Ok(())
             }
             Next::Doorbell => doorbell(index, &vcpu, ctx).map(|mark| counted = !mark),
+            Next::RawIo(port, 1, false)
+                if port == u16::from(PATCH_PORT) && !ctx.linux.vaddrs.is_empty() =>
+            {
+                super::linux_tdcall::patched_tdcall(index, &vcpu, ctx)
+            }
             Next::Hlt => inject_hlt_ve(index, &vcpu, ctx),
             Next::RawIo(port, size, false) => inject_out_ve(index, &vcpu, ctx, port, size),
             Next::RawIo(port, size, true) => inject_in_ve(index, &mut vcpu, ctx, port, size),
@@ -180,14 +186,25 @@ fn where_stopped(vcpu: &VcpuFd, builtin: bool) -> String {
 /// The emulation doorbell: every TDCALL register in place, RDX carried in RBP. Returns
 /// whether it was a measurement mark (not counted as an exit).
 fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<bool, VcpuError> {
-    let (seam, vmm, counters) = (ctx.seam, ctx.vmm, ctx.counters);
     let mut k = vcpu
         .get_regs()
         .map_err(VcpuError::ioctl(index, "KVM_GET_REGS"))?;
-    let mut r = tdcall::Regs {
+    let mut r = tdcall_regs(&k, k.rbp);
+    let mark = serve_tdcall(index, ctx, &mut r, k.rip, |r| {
+        handle_tdcall(ctx.seam, ctx.vmm, index, r)
+    })?;
+    k.rbp = put_tdcall_regs(&mut k, &r);
+    vcpu.set_regs(&k)
+        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))?;
+    Ok(mark)
+}
+
+/// The TDCALL registers of `k`, RDX taken from `rdx` (the doorbell carries it in RBP).
+pub(super) fn tdcall_regs(k: &kvm_bindings::kvm_regs, rdx: u64) -> tdcall::Regs {
+    tdcall::Regs {
         rax: k.rax,
         rcx: k.rcx,
-        rdx: k.rbp,
+        rdx,
         rbx: k.rbx,
         rsi: k.rsi,
         rdi: k.rdi,
@@ -199,7 +216,27 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<bool, VcpuError> {
         r13: k.r13,
         r14: k.r14,
         r15: k.r15,
-    };
+    }
+}
+
+/// Write the TDCALL's outputs back into `k`; returns the output RDX for the caller to place.
+pub(super) fn put_tdcall_regs(k: &mut kvm_bindings::kvm_regs, r: &tdcall::Regs) -> u64 {
+    (k.rax, k.rcx, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rbx, r.rsi, r.rdi);
+    (k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14, k.r15) =
+        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
+    r.rdx
+}
+
+/// Count one TDCALL and serve it with `handle`. Returns whether it was a measurement mark
+/// (not counted as an exit).
+pub(super) fn serve_tdcall(
+    index: u32,
+    ctx: &Ctx,
+    r: &mut tdcall::Regs,
+    rip: u64,
+    handle: impl FnOnce(&mut tdcall::Regs) -> Result<(), crate::vmm::TdcallError>,
+) -> Result<bool, VcpuError> {
+    let counters = ctx.counters;
     let name = decode_rax(r.rax)
         .and_then(|(l, _)| TdcallLeaf::from_number(l))
         .map(|l| l.name())
@@ -221,14 +258,9 @@ fn doorbell(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<bool, VcpuError> {
             // A halted vCPU waits here, not in KVM_RUN: this is where a timeout finds it.
             ctx.backend.vcpus[index as usize]
                 .stopped_rip
-                .store(k.rip, SeqCst);
+                .store(rip, SeqCst);
         }
     }
-    handle_tdcall(seam, vmm, index, &mut r)?;
-    (k.rax, k.rcx, k.rbp, k.rbx, k.rsi, k.rdi) = (r.rax, r.rcx, r.rdx, r.rbx, r.rsi, r.rdi);
-    (k.r8, k.r9, k.r10, k.r11, k.r12, k.r13, k.r14, k.r15) =
-        (r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15);
-    vcpu.set_regs(&k)
-        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))?;
+    handle(r)?;
     Ok(mark)
 }
