@@ -15,7 +15,7 @@ mod tdcall;
 pub use epoch::EpochState;
 pub use mem::{CpuMapError, FrameWords, NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
-pub use tdcall::TdcallExit;
+pub use tdcall::{TdcallExit, VeInjection};
 
 use crate::percpu::PerCpuCounter;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
