@@ -72,7 +72,7 @@ pub struct GuestIo {
     fw_cfg: Option<FwCfg>,
     /// Whether the isa-debug-exit device is there.
     debug_exit: bool,
-    /// PM1a_CNT as last written (SLP_EN reads back as 0).
+    /// PM1a_CNT: SCI_EN at reset, then as last written (SLP_EN reads back as 0).
     pm1_cnt: AtomicU32,
 }
 
@@ -90,7 +90,9 @@ impl GuestIo {
             stdout_closed: AtomicBool::new(false),
             fw_cfg: None,
             debug_exit: true,
-            pm1_cnt: AtomicU32::new(0),
+            // ICH9 in ACPI mode: with SMM off (a TD's) ICH9 registers PM1_CNT "acpi_only",
+            // and QEMU 10.1's `acpi_pm1_cnt_reset` (`hw/acpi/core.c`) starts it with SCI_EN.
+            pm1_cnt: AtomicU32::new(pm::SCI_EN as u32),
         }
     }
 
@@ -310,6 +312,8 @@ mod tests {
     #[test]
     fn pm1a_cnt_powers_off_on_s5_only_and_debug_exit_can_be_absent() {
         let io = GuestIo::new(1, false).with_platform(1, false);
+        // ICH9 with SMM off starts in ACPI mode.
+        assert_eq!(io.io(0, 2, false, pm::PM1A_CNT_BLK, 0), pm::SCI_EN as u32);
         io.io(0, 4, true, DEBUG_EXIT_PORT, 0);
         io.io(
             0,
