@@ -58,10 +58,12 @@ impl TdxModule {
         let Some((leaf, version)) = decode_rax(regs.rax) else {
             return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
         };
-        if version != 0 {
+        // Only TDG.VM.RD has versions beyond 0 (`tdx_td_dispatcher`); it checks its own.
+        let leaf = TdcallLeaf::from_number(leaf);
+        if version != 0 && leaf != Some(TdcallLeaf::VmRd) {
             return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
         }
-        match TdcallLeaf::from_number(leaf) {
+        match leaf {
             Some(TdcallLeaf::VpInfo) => {
                 self.tdg_vp_info(vcpu, regs);
                 TdcallExit::Done
@@ -72,6 +74,22 @@ impl TdxModule {
             }
             Some(TdcallLeaf::VpVeinfoGet) => {
                 self.tdg_vp_veinfo_get(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VmRd) => {
+                self.tdg_vm_rd(vcpu, regs, version);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VmWr) => {
+                self.tdg_vm_wr(regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpRd) => {
+                self.tdg_vp_rd(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpWr) => {
+                self.tdg_vp_wr(vcpu, regs);
                 TdcallExit::Done
             }
             Some(TdcallLeaf::MemPageAccept) => self.tdg_mem_page_accept(regs),
