@@ -1123,6 +1123,41 @@ mod tests {
         assert_eq!(n, 4 + 10 + 24 + 24 + 4 + 6 + 1 + 16);
     }
 
+    /// Guest-controlled ids never panic the host: every table id with each bit flipped, on
+    /// every metadata leaf and vCPU (one past the last too), answers a status the module has.
+    #[test]
+    fn any_id_on_any_metadata_leaf_answers_a_module_status() {
+        let td = td();
+        let ids = (TDR_TDCS.iter().chain(TD_VMCS).chain(TDVPS))
+            .flat_map(|e| {
+                (0..64)
+                    .map(move |bit| e.id ^ (1 << bit))
+                    .chain([e.id, e.id + 1])
+            })
+            .chain([0, FIELD_ID_NA, 0x9110_0003_00FF_FFFF]);
+        let leaves = [
+            TdcallLeaf::VmRd,
+            TdcallLeaf::VmWr,
+            TdcallLeaf::VpRd,
+            TdcallLeaf::VpWr,
+        ];
+        for id in ids {
+            for (leaf, vcpu) in leaves.iter().zip([0, 1, 2, 0]) {
+                for version in [0, 1] {
+                    let (rax, _, _) =
+                        call(&td, vcpu, *leaf, version, [0, id, id, id.rotate_left(7)]);
+                    let known = rax == 0
+                        || TdxStatus::KNOWN.iter().any(|(_, s)| {
+                            s.0 == rax
+                                || s.with_details(operand::RAX).0 == rax
+                                || s.with_details(operand::RCX).0 == rax
+                        });
+                    assert!(known, "{leaf:?} v{version} {id:#x}: {rax:#x}");
+                }
+            }
+        }
+    }
+
     /// TDG.VP.RD/WR: the vCPU index, the CPUID #VE controls; the TD VMCS is not the guest's.
     #[test]
     fn vp_rd_wr_as_module_1_5() {
