@@ -282,6 +282,12 @@ pub mod pm {
     pub const GPE0_BLK: u16 = 0x620;
     /// PM1_CNT.SLP_EN: enter the sleep state in SLP_TYP.
     pub const SLP_EN: u16 = 1 << 13;
+    /// PM1_CNT.SCI_EN: the chipset is in ACPI mode (power events raise SCIs, not SMIs).
+    /// QEMU's ICH9 sets it at reset when SMM is off (`acpi_pm1_cnt_reset` with `acpi_only`,
+    /// `hw/acpi/core.c`), as it is for a TD.
+    pub const SCI_EN: u16 = 1 << 0;
+    /// PM1_CNT.SLP_TYP's mask.
+    pub const SLP_TYP_MASK: u16 = 7 << SLP_TYP_SHIFT;
     /// PM1_CNT.SLP_TYP's position (3 bits).
     pub const SLP_TYP_SHIFT: u32 = 10;
     /// The SLP_TYP QEMU's q35 DSDT gives S5 (`_S5` = Package { 0, 0, 0, 0 }): soft off.

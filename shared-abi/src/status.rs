@@ -71,6 +71,13 @@ statuses! {
     LIFECYCLE_STATE_INCORRECT = 0xC000_0607_0000_0000;
     /// TDX_METADATA_FIELD_ID_INCORRECT: no such metadata field (or not a single element).
     METADATA_FIELD_ID_INCORRECT = 0xC000_0C00_0000_0000;
+    /// TDX_METADATA_FIELD_NOT_WRITABLE: the caller may not write any requested bit.
+    METADATA_FIELD_NOT_WRITABLE = 0xC000_0C01_0000_0000;
+    /// TDX_METADATA_FIELD_NOT_READABLE: the field exists but the caller may not read it.
+    METADATA_FIELD_NOT_READABLE = 0xC000_0C02_0000_0000;
+    /// TDX_METADATA_FIELD_VALUE_NOT_VALID: the write would change a bit the caller may not
+    /// change, or the value is refused.
+    METADATA_FIELD_VALUE_NOT_VALID = 0xC000_0C03_0000_0000;
     /// TDX_METADATA_FIRST_FIELD_ID_IN_CONTEXT: a read of the null field id (-1) answers
     /// the first field's id in RDX (a warning, not an error).
     METADATA_FIRST_FIELD_ID_IN_CONTEXT = 0x0000_0C0B_0000_0000;

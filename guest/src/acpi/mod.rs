@@ -58,16 +58,61 @@ impl AcpiHandler for Identity {
 /// Load the tables, find PM1a_CNT and `_S5`, and request S5. Returns only on failure.
 pub fn power_off() -> PowerOffError {
     match s5_request() {
-        Ok((port, value)) => {
-            let _ = crate::arch::tdx().io_write(2, port, value as u32);
+        Ok(s5) => {
+            let cnt = acpi_enable(&s5);
+            // As ACPICA's `acpi_hw_legacy_sleep`: keep PM1_CNT's other bits (SCI_EN), replace
+            // SLP_TYP, set SLP_EN.
+            let value = (cnt & !(pm::SLP_TYP_MASK | pm::SLP_EN))
+                | ((s5.typ as u16 & 7) << pm::SLP_TYP_SHIFT)
+                | pm::SLP_EN;
+            let _ = crate::arch::tdx().io_write(2, s5.cnt_port, value as u32);
             PowerOffError::StillRunning
         }
         Err(e) => e,
     }
 }
 
-/// The port and value that request S5.
-fn s5_request() -> Result<(u16, u16), PowerOffError> {
+/// What an S5 request needs from the tables.
+struct S5Request {
+    /// PM1a_CNT's port.
+    cnt_port: u16,
+    /// `_S5`'s SLP_TYPa.
+    typ: u8,
+    /// The FADT's SMI_CMD port and ACPI_ENABLE value: 0 when the chipset is in ACPI mode
+    /// from reset (QEMU with SMM off, as for a TD).
+    smi_cmd: u32,
+    acpi_enable: u8,
+}
+
+/// Put the chipset in ACPI mode if it is not (ACPICA's `acpi_enable`): with PM1_CNT.SCI_EN
+/// clear and an SMI command port, write ACPI_ENABLE there and wait for SCI_EN. QEMU's TD
+/// platform starts in ACPI mode with no SMI port, so this only reads PM1a_CNT. Returns
+/// PM1a_CNT's value.
+fn acpi_enable(s5: &S5Request) -> u16 {
+    let read = || {
+        crate::arch::tdx()
+            .io_read(2, s5.cnt_port)
+            .map_or(0, |v| v as u16)
+    };
+    let mut cnt = read();
+    if cnt & pm::SCI_EN == 0 && s5.smi_cmd != 0 && s5.smi_cmd <= u16::MAX as u32 {
+        println!(
+            "ACPI: legacy mode; SMI handshake: {:#x} to port {:#x}",
+            s5.acpi_enable, s5.smi_cmd
+        );
+        let _ = crate::arch::tdx().io_write(1, s5.smi_cmd as u16, s5.acpi_enable as u32);
+        for _ in 0..1000 {
+            cnt = read();
+            if cnt & pm::SCI_EN != 0 {
+                break;
+            }
+        }
+    }
+    cnt
+}
+
+/// Where and with what sleep type to request S5.
+fn s5_request() -> Result<S5Request, PowerOffError> {
     if !fw_cfg::present() {
         return Err(PowerOffError::NoTables);
     }
@@ -81,9 +126,9 @@ fn s5_request() -> Result<(u16, u16), PowerOffError> {
     // SAFETY: the loader placed a checksummed RSDP there, and the tables it points at stay.
     let tables = unsafe { acpi::AcpiTables::from_rsdp(Identity, rsdp as usize) }
         .map_err(PowerOffError::Acpi)?;
-    let cnt = (tables.find_table::<Fadt>())
-        .and_then(|f| f.pm1a_control_block())
-        .map_err(PowerOffError::Acpi)?;
+    let fadt = tables.find_table::<Fadt>().map_err(PowerOffError::Acpi)?;
+    let (smi_cmd, acpi_enable) = (fadt.smi_cmd_port, fadt.acpi_enable);
+    let cnt = fadt.pm1a_control_block().map_err(PowerOffError::Acpi)?;
     if cnt.address_space != AddressSpace::SystemIo {
         return Err(PowerOffError::NotIo);
     }
@@ -101,6 +146,10 @@ fn s5_request() -> Result<(u16, u16), PowerOffError> {
         "ACPI: {cpus} CPUs in the MADT; powering off: S5 (SLP_TYP {typ}) to PM1a_CNT {:#x}",
         cnt.address
     );
-    let value = ((typ as u16 & 7) << pm::SLP_TYP_SHIFT) | pm::SLP_EN;
-    Ok((cnt.address as u16, value))
+    Ok(S5Request {
+        cnt_port: cnt.address as u16,
+        typ,
+        smi_cmd,
+        acpi_enable,
+    })
 }

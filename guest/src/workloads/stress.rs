@@ -13,9 +13,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use shared_abi::hostcheck::{HostCheckOp, Window, HOST_CHECK_MAX_LEN};
 use shared_abi::layout::hob::TdxlabHob;
-use shared_abi::stress::{
-    options, Scenario, CHUNK_BASE, MEASURE_AREA, MEASURE_LINE, PHASE_LINE, RESULT_LINE,
-};
+use shared_abi::stress::{options, Scenario, MEASURE_AREA, MEASURE_LINE, PHASE_LINE, RESULT_LINE};
 use shared_abi::{Gpa, GpaRange, Gpaw};
 use tdcall::HostCheck;
 

@@ -8,6 +8,7 @@ mod backend;
 mod cpuid;
 mod fault;
 mod hypercall;
+mod msr;
 mod policy;
 mod tdp;
 mod tdvmcall;
@@ -19,6 +20,7 @@ pub use backend::{Alias, Backend, BackendError, NullBackend};
 pub use cpuid::CpuidEntry;
 pub use fault::{FaultError, FaultOutcome};
 pub use hypercall::KVM_ENOSYS;
+pub use msr::tdx_has_emulated_msr;
 pub use policy::{
     root_action, FilterZeroBug, RootAction, ZapCaller, ZapPolicy, KVM_FILTER_PRIVATE,
     KVM_FILTER_SHARED,
@@ -175,6 +177,8 @@ pub struct Kvm {
     first_bug: Mutex<Option<KvmBug>>,
     /// What the MMU did.
     pub stats: KvmStats,
+    /// Each vCPU's emulated MSRs (TDVMCALL<RDMSR/WRMSR>), made at its first access.
+    msrs: Mutex<std::collections::HashMap<u32, msr::VcpuMsrs>>,
 }
 
 /// A fatal inconsistency (`KVM_BUG_ON`): the VM is marked dead. Each variant is one of the
@@ -269,6 +273,7 @@ impl Kvm {
             bugged: AtomicBool::new(false),
             first_bug: Mutex::new(None),
             stats: KvmStats::default(),
+            msrs: Mutex::new(std::collections::HashMap::new()),
         }
     }
 

@@ -34,14 +34,14 @@ pub trait VmmExits {
     ) -> Result<u32, VmcallStatus> {
         Err(VmcallStatus::SUBFUNC_UNSUPPORTED)
     }
-    /// TDVMCALL<Instruction.RDMSR>: the emulated host virtualises no MSR for the guest.
-    fn rdmsr(&self, _vcpu: u32, _msr: u32) -> Result<u64, VmcallStatus> {
-        Err(VmcallStatus::INVALID_OPERAND)
+    /// `kvm_write_guest` through the memslot's userspace mapping (QEMU's view of guest RAM,
+    /// by GPA without the shared bit): false where no memslot covers `gpa`.
+    fn kvm_write_guest(&self, _gpa: Gpa, _bytes: &[u8]) -> bool {
+        false
     }
-    /// TDVMCALL<Instruction.WRMSR>.
-    fn wrmsr(&self, _vcpu: u32, _msr: u32, _value: u64) -> Result<(), VmcallStatus> {
-        Err(VmcallStatus::INVALID_OPERAND)
-    }
+    /// Userspace failed an exit and stopped the VM (QEMU: `kvm_arch_handle_exit` < 0 →
+    /// `vm_stop(RUN_STATE_INTERNAL_ERROR)`). Model-only hosts ignore it.
+    fn kvm_internal_error(&self, _vcpu: u32, _why: &str) {}
     /// A tdxlab host check (`shared_abi::hostcheck`): answer in R10 (and R11/R12).
     fn host_check(&self, _vcpu: u32, regs: &mut Regs) {
         regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0;
@@ -122,7 +122,7 @@ impl Kvm {
             return vmm.host_check(vcpu, regs);
         }
         if regs.r10 != TDX_HYPERCALL_STANDARD {
-            return self.kvm_emulate_hypercall(regs);
+            return self.kvm_emulate_hypercall(vcpu, regs, vmm);
         }
         match sub {
             Some(Subfunction::MapGpa) => self.tdx_map_gpa(vcpu, regs, vmm),
@@ -133,17 +133,7 @@ impl Kvm {
                 self.tdx_setup_event_notify_interrupt(vcpu, regs, vmm)
             }
             Some(Subfunction::RequestMmio) => self.tdx_emulate_mmio(vcpu, regs, vmm),
-            Some(Subfunction::Io) => {
-                let size = regs.r12 as u8;
-                if !matches!(size, 1 | 2 | 4) || regs.r13 > 1 || regs.r14 > u16::MAX as u64 {
-                    regs.r10 = VmcallStatus::INVALID_OPERAND.0;
-                    return;
-                }
-                match vmm.io(vcpu, size, regs.r13 == 1, regs.r14 as u16, regs.r15 as u32) {
-                    Ok(v) => (regs.r10, regs.r11) = (0, v as u64),
-                    Err(s) => regs.r10 = s.0,
-                }
-            }
+            Some(Subfunction::Io) => self.tdx_emulate_io(vcpu, regs, vmm),
             // KVM blocks the vCPU until it has an event to take (`kvm_emulate_halt_noskip`);
             // R12 bit 0 says the guest's interrupts are blocked, so only an NMI-like event
             // would do. The emulated TD has no interrupt source: the VMM blocks the vCPU until
@@ -152,21 +142,30 @@ impl Kvm {
                 vmm.halt(vcpu, regs.r12 & 1 == 1);
                 regs.r10 = 0;
             }
-            Some(Subfunction::Rdmsr) => match vmm.rdmsr(vcpu, regs.r12 as u32) {
-                Ok(v) => (regs.r10, regs.r11) = (0, v),
-                Err(s) => regs.r10 = s.0,
-            },
-            Some(Subfunction::Wrmsr) => {
-                regs.r10 = match vmm.wrmsr(vcpu, regs.r12 as u32, regs.r13) {
-                    Ok(()) => 0,
-                    Err(s) => s.0,
-                }
-            }
+            Some(Subfunction::Rdmsr) => self.tdx_emulate_rdmsr(vcpu, regs),
+            Some(Subfunction::Wrmsr) => self.tdx_emulate_wrmsr(vcpu, regs),
             Some(Subfunction::ReportFatalError) => {
                 vmm.report_fatal_error(vcpu, regs);
                 regs.r10 = 0;
             }
             _ => regs.r10 = VmcallStatus::SUBFUNC_UNSUPPORTED.0,
+        }
+    }
+
+    /// `tdx_emulate_io` (Linux 6.16 `arch/x86/kvm/vmx/tdx.c`): the size is checked as the
+    /// whole R12 (1, 2 or 4) and the direction as the whole R13 (0 or 1), INVALID_OPERAND
+    /// otherwise; the port is R14 cut to 16 bits (`unsigned int port`, then the emulator's
+    /// `unsigned short`), never refused. An IN's value comes back zero-extended in R11.
+    fn tdx_emulate_io(&self, vcpu: u32, regs: &mut Regs, vmm: &dyn VmmExits) {
+        let (size, write) = (regs.r12, regs.r13);
+        if !matches!(size, 1 | 2 | 4) || write > 1 {
+            return regs.r10 = VmcallStatus::INVALID_OPERAND.0;
+        }
+        let port = regs.r14 as u16;
+        match vmm.io(vcpu, size as u8, write == 1, port, regs.r15 as u32) {
+            Ok(v) if write == 0 => (regs.r10, regs.r11) = (0, v as u64),
+            Ok(_) => regs.r10 = 0,
+            Err(s) => regs.r10 = s.0,
         }
     }
 

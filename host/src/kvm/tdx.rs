@@ -113,7 +113,10 @@ impl Kvm {
 
     /// `tdx_sept_remove_private_spte`: BLOCK → TRACK → kick → REMOVE → WBINVD + clear, one
     /// leaf at a time, as KVM 6.16 does. The caller makes the frame unreachable afterwards
-    /// (one call per run of adjacent leaves).
+    /// (one call per run of adjacent leaves). Before TDH.MR.FINALIZE KVM still BLOCKs
+    /// (`tdx_sept_zap_private_spte` has no state check) and skips only the TRACK
+    /// (`tdx_track` returns early unless the TD is RUNNABLE: "If TD isn't finalized, it's
+    /// before any vcpu running"), Linux 6.16 `arch/x86/kvm/vmx/tdx.c`.
     pub(crate) fn tdx_sept_remove_private_spte(
         &self,
         gfn: u64,
@@ -124,10 +127,8 @@ impl Kvm {
         let _s =
             tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_spte", gpa = %gpa, level = %crate::trace::PageSize(level as u64))
                 .entered();
-        if self.tdx_module()?.op_state() == OpState::Runnable {
-            self.tdx_sept_zap_private_spte(gfn, level)?;
-            self.tdx_track()?;
-        }
+        self.tdx_sept_zap_private_spte(gfn, level)?;
+        self.tdx_track()?;
         self.tdx_sept_drop_private_spte(gfn, level, pfn)?;
         tracing::trace!(target: "kvm", hpa = pfn, "TDH.PHYMEM.PAGE.WBINVD + tdx_clear_page");
         self.tdx_module()?
@@ -145,12 +146,11 @@ impl Kvm {
     ) -> Result<(), KvmBug> {
         let _s = tracing::debug_span!(target: "kvm", "tdx_sept_remove_private_sptes_batched", leaves = leaves.len())
             .entered();
-        if self.tdx_module()?.op_state() == OpState::Runnable {
-            for &(gfn, level, _) in leaves {
-                self.tdx_sept_zap_private_spte(gfn, level)?;
-            }
-            self.tdx_track()?;
+        // As one leaf at a time: BLOCK whatever the op-state, TRACK only once finalized.
+        for &(gfn, level, _) in leaves {
+            self.tdx_sept_zap_private_spte(gfn, level)?;
         }
+        self.tdx_track()?;
         for &(gfn, level, pfn) in leaves {
             self.tdx_sept_drop_private_spte(gfn, level, pfn)?;
         }
@@ -282,6 +282,39 @@ mod tests {
         assert_eq!(r, Ok(7));
         assert_eq!(calls.get(), 2);
         assert_eq!(*rec.0.lock().unwrap(), ["hold", "kick", "release"]);
+    }
+
+    /// Before TDH.MR.FINALIZE, removing a PAGE.ADDed page still BLOCKs it; only the TRACK
+    /// (and its kick) is skipped.
+    #[test]
+    fn before_finalize_removal_blocks_but_does_not_track() {
+        let p = TdParams {
+            gpaw: Gpaw::GPAW_48,
+            attributes: 0,
+            num_vcpus: 1,
+            max_vcpus: 1,
+        };
+        let m = Arc::new(TdxModule::new(p, Arc::new(SimPrivateMem::new(16))));
+        let gpa = Gpa(0x1000);
+        for l in [3, 2, 1] {
+            m.tdh_mem_sept_add(gpa, l).unwrap();
+        }
+        m.tdh_mem_page_add(gpa, 3).unwrap();
+        let rec = Arc::new(Rec::default());
+        let k = Kvm::new(
+            KvmConfig::td(16, Gpaw::GPAW_48),
+            Some(m.clone()),
+            rec.clone(),
+        );
+        k.tdx_sept_remove_private_spte(1, 0, 3).unwrap();
+        assert_eq!(m.stats.block.load(Relaxed), 1, "BLOCKed");
+        assert_eq!(m.stats.track.load(Relaxed), 0, "not tracked");
+        assert_eq!(m.stats.remove.load(Relaxed), 1);
+        assert!(rec.0.lock().unwrap().is_empty(), "no kick");
+        assert_eq!(
+            m.entry_state(gpa, 0),
+            Some(shared_abi::sept::SeptState::Free)
+        );
     }
 
     #[test]

@@ -40,6 +40,11 @@ impl Measurement {
         self.hash.update(chunk);
     }
 
+    /// The digest once finalized.
+    pub(crate) fn digest(&self) -> Option<[u8; 48]> {
+        self.done
+    }
+
     pub(crate) fn finalize(&mut self) {
         self.done = Some(self.hash.clone().finalize().into());
     }

@@ -8,6 +8,7 @@ mod epoch;
 pub mod machine;
 pub mod measure;
 mod mem;
+mod metadata;
 mod seamcall;
 mod sept;
 mod tdcall;
@@ -15,7 +16,7 @@ mod tdcall;
 pub use epoch::EpochState;
 pub use mem::{CpuMapError, FrameWords, NullPrivateMem, PrivateMem, SimPrivateMem};
 pub use sept::{Sept, SeptEntry, Walk};
-pub use tdcall::TdcallExit;
+pub use tdcall::{TdcallExit, VeInjection};
 
 use crate::percpu::PerCpuCounter;
 use crossbeam_utils::sync::{ShardedLock, ShardedLockReadGuard, ShardedLockWriteGuard};
@@ -115,6 +116,10 @@ pub(crate) struct SeamInner {
     pub(crate) cpu_unmap_pending: Vec<(u64, u64)>,
     /// MRTD, extended while the TD is built.
     pub(crate) mrtd: measure::Measurement,
+    /// The TD-scope fields a guest may write (TDG.VM.WR).
+    pub(crate) td_fields: metadata::TdFields,
+    /// Each vCPU's guest-visible TDVPS fields (TDG.VP.RD/WR).
+    pub(crate) vp_fields: Vec<metadata::VpFields>,
 }
 
 /// The TDX module of one TD.
@@ -160,6 +165,8 @@ impl TdxModule {
                 ve_info: vec![None; params.num_vcpus as usize],
                 cpu_unmap_pending: Vec::new(),
                 mrtd: measure::Measurement::default(),
+                td_fields: metadata::TdFields::new(params.attributes),
+                vp_fields: vec![metadata::VpFields::default(); params.num_vcpus as usize],
             })),
             unmap_pending: CachePadded::new(AtomicBool::new(false)),
             op_state: AtomicU8::new(OpState::Initialized as u8),

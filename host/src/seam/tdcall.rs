@@ -29,6 +29,25 @@ pub enum TdcallExit {
     },
 }
 
+/// The exception a #VE conversion injects.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum VeInjection {
+    /// #VE (vector 20), VE_INFO filled.
+    Ve,
+    /// #DF (vector 8, error code 0): VE_INFO was still valid and is kept.
+    DoubleFault,
+}
+
+impl VeInjection {
+    /// The vector and the error code, if the exception has one.
+    pub fn vector_and_error_code(self) -> (u8, Option<u32>) {
+        match self {
+            VeInjection::Ve => (shared_abi::ve::X86_TRAP_VE, None),
+            VeInjection::DoubleFault => (8, Some(0)),
+        }
+    }
+}
+
 impl TdxModule {
     /// Execute one TDCALL for `vcpu` on `regs` (RAX = leaf).
     pub fn tdcall(&self, vcpu: u32, regs: &mut Regs) -> TdcallExit {
@@ -39,10 +58,12 @@ impl TdxModule {
         let Some((leaf, version)) = decode_rax(regs.rax) else {
             return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
         };
-        if version != 0 {
+        // Only TDG.VM.RD has versions beyond 0 (`tdx_td_dispatcher`); it checks its own.
+        let leaf = TdcallLeaf::from_number(leaf);
+        if version != 0 && leaf != Some(TdcallLeaf::VmRd) {
             return fail(regs, TdxStatus::OPERAND_INVALID.with_details(operand::RAX));
         }
-        match TdcallLeaf::from_number(leaf) {
+        match leaf {
             Some(TdcallLeaf::VpInfo) => {
                 self.tdg_vp_info(vcpu, regs);
                 TdcallExit::Done
@@ -53,6 +74,22 @@ impl TdxModule {
             }
             Some(TdcallLeaf::VpVeinfoGet) => {
                 self.tdg_vp_veinfo_get(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VmRd) => {
+                self.tdg_vm_rd(vcpu, regs, version);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VmWr) => {
+                self.tdg_vm_wr(regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpRd) => {
+                self.tdg_vp_rd(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpWr) => {
+                self.tdg_vp_wr(vcpu, regs);
                 TdcallExit::Done
             }
             Some(TdcallLeaf::MemPageAccept) => self.tdg_mem_page_accept(regs),
@@ -97,10 +134,21 @@ impl TdxModule {
         }
     }
 
-    /// Queue a #VE for `vcpu` (the host's emulated CPU raises vector 20 afterwards).
-    pub(crate) fn inject_ve(&self, vcpu: u32, ve: shared_abi::ve::VeInfo) {
-        if let Some(slot) = self.lock().ve_info.get_mut(vcpu as usize) {
-            *slot = Some(ve);
+    /// A #VE conversion for `vcpu` (module 1.5 `tdx_inject_ve`, `td_other_exits.c`): with
+    /// VE_INFO free, fill it and inject #VE; with VE_INFO still valid (the guest has not read
+    /// it with TDG.VP.VEINFO.GET), inject #DF with error code 0 and leave VE_INFO as it was.
+    /// (The comment above that code says #GP(0); the code calls `inject_df`.) The host's
+    /// emulated CPU raises the returned exception.
+    pub fn tdx_inject_ve(&self, vcpu: u32, ve: shared_abi::ve::VeInfo) -> VeInjection {
+        let mut g = self.lock();
+        match g.ve_info.get_mut(vcpu as usize) {
+            Some(slot @ None) => {
+                *slot = Some(ve);
+                VeInjection::Ve
+            }
+            Some(Some(_)) => VeInjection::DoubleFault,
+            // No such vCPU: nothing to inject into.
+            None => VeInjection::Ve,
         }
     }
 
@@ -301,4 +349,54 @@ fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u6
         r10,
         ..*regs
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared_abi::tdcall::leaf_rax;
+    use shared_abi::ve::{exit_reason, VeInfo};
+
+    fn ve(exit_reason: u32) -> VeInfo {
+        VeInfo {
+            exit_reason,
+            exit_qualification: 0,
+            gla: 0,
+            gpa: 0,
+            instr_len: 1,
+            instr_info: 0,
+        }
+    }
+
+    /// Module 1.5 `tdx_inject_ve`: a second #VE before VEINFO.GET is #DF(0), and VE_INFO
+    /// keeps the first one's information.
+    #[test]
+    fn a_ve_while_ve_info_is_valid_is_a_double_fault_and_keeps_ve_info() {
+        let td = TdxModule::runnable(
+            super::super::TdParams {
+                gpaw: shared_abi::Gpaw::GPAW_48,
+                attributes: 0,
+                num_vcpus: 1,
+                max_vcpus: 1,
+            },
+            std::sync::Arc::new(super::super::NullPrivateMem),
+        );
+        assert_eq!(td.tdx_inject_ve(0, ve(exit_reason::HLT)), VeInjection::Ve);
+        assert_eq!(
+            td.tdx_inject_ve(0, ve(exit_reason::IO)),
+            VeInjection::DoubleFault
+        );
+        assert_eq!(
+            VeInjection::DoubleFault.vector_and_error_code(),
+            (8, Some(0))
+        );
+        let mut regs = Regs {
+            rax: leaf_rax(TdcallLeaf::VpVeinfoGet, 0),
+            ..Regs::default()
+        };
+        assert_eq!(td.tdcall(0, &mut regs), TdcallExit::Done);
+        assert_eq!((regs.rax, regs.rcx as u32), (0, exit_reason::HLT));
+        // Read: the next conversion is a #VE again.
+        assert_eq!(td.tdx_inject_ve(0, ve(exit_reason::IO)), VeInjection::Ve);
+    }
 }

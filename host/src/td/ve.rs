@@ -97,23 +97,27 @@ fn deliver_io_ve(
     deliver_ve(index, vcpu, ctx, ve)
 }
 
-/// Fill this vCPU's VEINFO and inject vector 20, as the module does on a #VE conversion.
+/// Fill this vCPU's VEINFO and inject vector 20, as the module does on a #VE conversion —
+/// or, with VEINFO still unread, #DF with error code 0 (`TdxModule::tdx_inject_ve`).
 fn deliver_ve(
     index: u32,
     vcpu: &VcpuFd,
     ctx: &Ctx,
     ve: shared_abi::ve::VeInfo,
 ) -> Result<(), VcpuError> {
-    ctx.seam.inject_ve(index, ve);
+    let injected = ctx.seam.tdx_inject_ve(index, ve);
+    let (nr, error_code) = injected.vector_and_error_code();
     let mut ev = vcpu
         .get_vcpu_events()
         .map_err(VcpuError::ioctl(index, "KVM_GET_VCPU_EVENTS"))?;
     ev.exception.injected = 1;
-    ev.exception.nr = shared_abi::ve::X86_TRAP_VE;
-    ev.exception.has_error_code = 0;
-    ev.exception.error_code = 0;
+    ev.exception.nr = nr;
+    ev.exception.has_error_code = u8::from(error_code.is_some());
+    ev.exception.error_code = error_code.unwrap_or(0);
     vcpu.set_vcpu_events(&ev)
         .map_err(VcpuError::ioctl(index, "KVM_SET_VCPU_EVENTS"))?;
-    ctx.counters.ves.fetch_add(1, Relaxed);
+    if injected == crate::seam::VeInjection::Ve {
+        ctx.counters.ves.fetch_add(1, Relaxed);
+    }
     Ok(())
 }

@@ -74,8 +74,10 @@ fn fadt(facs_at: u32, dsdt_at: u32) -> Vec<u8> {
     put(&mut t, 36, &facs_at.to_le_bytes());
     put(&mut t, 40, &dsdt_at.to_le_bytes());
     put(&mut t, 46, &SCI_IRQ.to_le_bytes());
-    put(&mut t, 48, &0xB2u32.to_le_bytes()); // SMI_CMD: ICH9's APM control port
-    (t[52], t[53]) = (0x02, 0x03); // ACPI_ENABLE / ACPI_DISABLE
+    // SMI_CMD, ACPI_ENABLE, ACPI_DISABLE stay 0: QEMU 10.1's `init_common_fadt_data`
+    // (`hw/i386/acpi-build.c`) fills them (0xB2, 2, 3) only with SMM enabled, and a TD has
+    // SMM off. The chipset is then in ACPI mode from reset (PM1_CNT.SCI_EN set), so an OS
+    // has no SMI handshake to do.
     put(&mut t, 56, &(pm::PM1A_EVT_BLK as u32).to_le_bytes());
     put(&mut t, 64, &(pm::PM1A_CNT_BLK as u32).to_le_bytes());
     put(&mut t, 76, &(pm::PM_TMR_BLK as u32).to_le_bytes());

@@ -76,6 +76,9 @@ pub struct Vmm {
     /// that a run stopped before the guest's own counts (a SIGINT) can still say what each
     /// vCPU did.
     per_vcpu: Vec<[AtomicU64; 2]>,
+    /// SetupEventNotifyInterrupt's vector and the vCPU that set it (QEMU's
+    /// `event_notify_vector` / `event_notify_apicid`).
+    pub(crate) event_notify: std::sync::Mutex<Option<(u8, u32)>>,
 }
 
 /// vCPUs whose conversions are counted apart (tdxlab runs at most this many).
@@ -109,6 +112,7 @@ impl Vmm {
             ram_gfns: None,
             map: None,
             per_vcpu: (0..COUNTED_VCPUS).map(|_| Default::default()).collect(),
+            event_notify: std::sync::Mutex::new(None),
         }
     }
 
@@ -166,21 +170,24 @@ impl Vmm {
         npages: u64,
         to: ConversionTarget,
     ) -> Result<(), ConvertError> {
-        let end = start_gfn
-            .checked_add(npages)
-            .filter(|e| *e <= self.kvm.config().mem_pages);
-        let Some(end) = end else {
-            return Err(ConvertError::OutsideMemory { start_gfn, npages });
-        };
-        // A range with no RAM block at its start (the 32-bit PCI hole): QEMU ignores a
-        // conversion to shared there — OVMF maps its MMIO windows shared this way — and fails
-        // one to private.
+        // A range with no RAM block at its start — the 32-bit PCI hole, MMIO such as the
+        // IOAPIC at 0xfec00000, anything above RAM: QEMU 10.1's `kvm_convert_memory`
+        // (`accel/kvm/kvm-all.c`) finds no memory region there (or a non-RAM one) and ignores
+        // a conversion to shared — OVMF maps its MMIO windows shared this way — and fails one
+        // to private. This is checked before the range's end, as QEMU looks at the region
+        // first.
         if !self.is_ram(start_gfn) {
             return match to {
                 ConversionTarget::Shared => Ok(()),
                 ConversionTarget::Private => Err(ConvertError::OutsideMemory { start_gfn, npages }),
             };
         }
+        let end = start_gfn
+            .checked_add(npages)
+            .filter(|e| *e <= self.kvm.config().mem_pages);
+        let Some(end) = end else {
+            return Err(ConvertError::OutsideMemory { start_gfn, npages });
+        };
         let _s = tracing::debug_span!(target: "vmm", "kvm_convert_memory", gpa = %Gpa(start_gfn << 12), npages, to = to.name()).entered();
         self.kvm
             .kvm_vm_set_mem_attributes(start_gfn, end, MemoryAttributes::for_target(to))?;
@@ -334,6 +341,53 @@ impl VmmExits for Vmm {
     fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
         if let Some(io) = &self.io {
             io.report_fatal_error(vcpu, regs);
+        }
+    }
+
+    /// QEMU's `tdx_handle_get_tdvmcall_info`: the optional TDVMCALLs userspace serves —
+    /// SetupEventNotifyInterrupt only (QEMU 10.1's SUPPORTED_TDVMCALLINFO_1_R11, as KVM
+    /// 6.16 offers it in `user_tdvmcallinfo_1_r11`; no R12 bits).
+    fn get_tdvmcall_info_1(&self, _vcpu: u32) -> [u64; 4] {
+        [
+            super::tdx::TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT,
+            0,
+            0,
+            0,
+        ]
+    }
+
+    fn get_quote(&self, _vcpu: u32, gpa: Gpa, size: u64) -> shared_abi::VmcallStatus {
+        self.tdx_handle_get_quote(gpa, size)
+    }
+
+    fn setup_event_notify_interrupt(&self, vcpu: u32, vector: u8) -> shared_abi::VmcallStatus {
+        self.tdx_handle_setup_event_notify_interrupt(vcpu, vector)
+    }
+
+    /// KVM writes guest memory through the memslot's userspace mapping: QEMU's view of the
+    /// shared backing, which covers RAM only.
+    fn kvm_write_guest(&self, gpa: Gpa, bytes: &[u8]) -> bool {
+        let Some(last) = gpa.0.checked_add(bytes.len().saturating_sub(1) as u64) else {
+            return false;
+        };
+        let in_ram = ((gpa.0 >> 12)..=(last >> 12)).all(|g| self.is_ram(g));
+        in_ram
+            && self
+                .shared_view
+                .as_ref()
+                .is_some_and(|v| v.write(gpa.0, bytes))
+    }
+
+    /// `kvm_arch_handle_exit` < 0: QEMU stops the VM (RUN_STATE_INTERNAL_ERROR); tdxlab ends
+    /// the run with exit kind `fatal`.
+    fn kvm_internal_error(&self, vcpu: u32, why: &str) {
+        tracing::warn!(target: "vmm", vcpu, "KVM internal error: {why}");
+        if let Some(io) = &self.io {
+            io.finish(super::GuestExit {
+                kind: crate::exit::ExitKind::Fatal,
+                code: 0,
+                message: format!("vCPU {vcpu}: KVM internal error (QEMU stops the VM): {why}"),
+            });
         }
     }
 

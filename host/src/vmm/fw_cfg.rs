@@ -172,6 +172,10 @@ mod tests {
         let cnt = fadt.pm1a_control_block().unwrap();
         assert_eq!(cnt.address, pm::PM1A_CNT_BLK as u64);
         assert_eq!(cnt.address_space, acpi::address::AddressSpace::SystemIo);
+        // SMM is off for a TD: no SMI command port, no ACPI enable/disable values
+        // (QEMU 10.1 `init_common_fadt_data`), so an OS does no SMI handshake.
+        let (smi_cmd, enable, disable) = (fadt.smi_cmd_port, fadt.acpi_enable, fadt.acpi_disable);
+        assert_eq!((smi_cmd, enable, disable), (0, 0, 0));
         let dsdt = tables.dsdt().unwrap();
         // SAFETY: as above.
         let aml =

@@ -72,7 +72,7 @@ pub struct GuestIo {
     fw_cfg: Option<FwCfg>,
     /// Whether the isa-debug-exit device is there.
     debug_exit: bool,
-    /// PM1a_CNT as last written (SLP_EN reads back as 0).
+    /// PM1a_CNT: SCI_EN at reset, then as last written (SLP_EN reads back as 0).
     pm1_cnt: AtomicU32,
 }
 
@@ -90,7 +90,9 @@ impl GuestIo {
             stdout_closed: AtomicBool::new(false),
             fw_cfg: None,
             debug_exit: true,
-            pm1_cnt: AtomicU32::new(0),
+            // ICH9 in ACPI mode: with SMM off (a TD's) ICH9 registers PM1_CNT "acpi_only",
+            // and QEMU 10.1's `acpi_pm1_cnt_reset` (`hw/acpi/core.c`) starts it with SCI_EN.
+            pm1_cnt: AtomicU32::new(pm::SCI_EN as u32),
         }
     }
 
@@ -216,37 +218,65 @@ impl GuestIo {
         }
     }
 
-    /// TDVMCALL<ReportFatalError>: the guest's 64-byte message from R14, R15, RBX, RDI, RSI,
-    /// R8, R9, RDX. An error code with any of bits 15:0 set is refused with QEMU's words and
-    /// the message is lost, as QEMU does (`tdx_handle_report_fatal_error` in
-    /// `target/i386/kvm/tdx.c` stops the VM with an internal error); Linux sends 0 ("0 is
-    /// panic").
+    /// TDVMCALL<ReportFatalError> as QEMU 10.1's `tdx_handle_report_fatal_error`
+    /// (`target/i386/kvm/tdx.c`). An error code with any of bits 15:0 set is refused with
+    /// QEMU's words and nothing else is read. Otherwise the message is the registers RCX
+    /// selects, in the order R14, R15, RBX, RDI, RSI, R8, R9, RDX, packed one after the other
+    /// (a register RCX leaves out takes no room) and read up to its first NUL; with error-code
+    /// bit 63 (GPA valid) R13 names a page with more information. Linux sends 0 ("0 is
+    /// panic"). QEMU stops the VM either way (the handler returns -1: RUN_STATE_INTERNAL_ERROR
+    /// for a refused code, after `qemu_system_guest_panicked` for a good one); tdxlab ends
+    /// the run with exit kind `fatal` for both.
     pub(crate) fn report_fatal_error(&self, vcpu: u32, regs: &tdcall::Regs) {
-        if regs.r12 & 0xffff != 0 {
+        let code = regs.r12;
+        if code & 0xffff != 0 {
             return self.finish(GuestExit {
                 kind: ExitKind::Fatal,
-                code: regs.r12,
+                code,
                 message: format!(
-                    "vCPU {vcpu}: TDX: REPORT_FATAL_ERROR: invalid error code: {:#x}",
-                    regs.r12
+                    "vCPU {vcpu}: TDX: REPORT_FATAL_ERROR: invalid error code: {code:#x}"
                 ),
             });
         }
-        let words = [
-            regs.r14, regs.r15, regs.rbx, regs.rdi, regs.rsi, regs.r8, regs.r9, regs.rdx,
-        ];
-        let bytes: Vec<u8> = words
-            .iter()
-            .flat_map(|w| w.to_le_bytes())
-            .take_while(|b| *b != 0)
-            .collect();
-        let msg = String::from_utf8_lossy(&bytes);
+        let mut message = format!(
+            "vCPU {vcpu} reported a fatal error: {}",
+            fatal_message(regs)
+        );
+        if code & shared_abi::vmcall::FATAL_ERROR_GPA_VALID != 0 {
+            // QEMU reports the error code as 32 bits (`panic_info->u.tdx.error_code`).
+            message += &format!(
+                " (error code {:#x}; more at gpa page {:#x})",
+                code as u32, regs.r13
+            );
+        }
         self.finish(GuestExit {
             kind: ExitKind::Fatal,
-            code: regs.r12,
-            message: format!("vCPU {vcpu} reported a fatal error: {msg}"),
+            code,
+            message,
         });
     }
+}
+
+/// The fatal-error message: the registers RCX selects, packed (QEMU's `COPY_REG`), up to the
+/// first NUL. No register selected: no message.
+fn fatal_message(regs: &tdcall::Regs) -> String {
+    let order = [
+        (14, regs.r14),
+        (15, regs.r15),
+        (3, regs.rbx),
+        (7, regs.rdi),
+        (6, regs.rsi),
+        (8, regs.r8),
+        (9, regs.r9),
+        (2, regs.rdx),
+    ];
+    let bytes: Vec<u8> = order
+        .iter()
+        .filter(|(bit, _)| regs.rcx & (1 << bit) != 0)
+        .flat_map(|(_, w)| w.to_le_bytes())
+        .take_while(|b| *b != 0)
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// One of the guest's steps, sent over the console while the host traces: `<gpa> <bytes>
@@ -273,6 +303,7 @@ mod tests {
     fn fatal(r12: u64) -> GuestExit {
         let io = GuestIo::new(1, false);
         let regs = tdcall::Regs {
+            rcx: 1 << 14,
             r12,
             r14: u64::from_le_bytes(*b"oops\0\0\0\0"),
             ..Default::default()
@@ -286,6 +317,8 @@ mod tests {
     #[test]
     fn pm1a_cnt_powers_off_on_s5_only_and_debug_exit_can_be_absent() {
         let io = GuestIo::new(1, false).with_platform(1, false);
+        // ICH9 with SMM off starts in ACPI mode.
+        assert_eq!(io.io(0, 2, false, pm::PM1A_CNT_BLK, 0), pm::SCI_EN as u32);
         io.io(0, 4, true, DEBUG_EXIT_PORT, 0);
         io.io(
             0,
@@ -303,6 +336,39 @@ mod tests {
         io.io(0, 2, true, SELECTOR_PORT, 0);
         let sig: Vec<u32> = (0..4).map(|_| io.io(0, 1, false, DATA_PORT, 0)).collect();
         assert_eq!(sig, b"QEMU".map(u32::from));
+    }
+
+    /// QEMU copies only the registers RCX selects, packed, and names the GPA of bit 63.
+    #[test]
+    fn report_fatal_error_packs_the_selected_registers_and_names_the_gpa() {
+        let io = GuestIo::new(1, false);
+        let regs = tdcall::Regs {
+            rcx: 1 << 14 | 1 << 3,
+            r12: 1 << 63,
+            r13: 0x5000,
+            r14: u64::from_le_bytes(*b"abcdefgh"),
+            r15: u64::from_le_bytes(*b"XXXXXXXX"),
+            rbx: u64::from_le_bytes(*b"ij\0\0\0\0\0\0"),
+            ..Default::default()
+        };
+        io.report_fatal_error(0, &regs);
+        assert_eq!(
+            io.exit().expect("stopped").message,
+            "vCPU 0 reported a fatal error: abcdefghij (error code 0x0; more at gpa page 0x5000)"
+        );
+        // Nothing selected: no message.
+        let io = GuestIo::new(1, false);
+        io.report_fatal_error(
+            0,
+            &tdcall::Regs {
+                r14: 0x41,
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            io.exit().expect("stopped").message,
+            "vCPU 0 reported a fatal error: "
+        );
     }
 
     #[test]

@@ -8,8 +8,13 @@ mod convert;
 mod exits;
 mod fw_cfg;
 mod io;
+mod tdx;
 
 pub use convert::{ConvertError, Injector, MarkSink, SharedView, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use fw_cfg::FwCfg;
 pub use io::{GuestExit, GuestIo};
+pub use tdx::{
+    GET_QUOTE_HDR_SIZE, GET_QUOTE_MAX_BUF_LEN, GET_QUOTE_QGS_UNAVAILABLE,
+    GET_QUOTE_STRUCTURE_VERSION, TDVMCALLINFO_SETUP_EVENT_NOTIFY_INTERRUPT,
+};
