@@ -3,7 +3,7 @@
 # inside QEMU's TCG emulation of AMD SVM with nested paging, at several MAXPHYADDR widths.
 #
 #   scripts/kvm-lane.sh [--phys-bits "48 39"] [--soak SECONDS] [--keep]
-#                       [--only TEST_FILTER] [--repeat N]
+#                       [--only TEST_FILTER] [--repeat N] [--linux-td]
 #
 # Everything comes from Debian's archive through a private apt state in the work folder
 # (target/kvm-lane, or $TDXLAB_LANE_DIR; downloads are cached there); nothing is installed on
@@ -19,7 +19,9 @@
 # initramfs (the per-width logs always stay in the work folder). --only TEST_FILTER runs just
 # the integration tests whose names contain it, --repeat N runs the test binaries N times: both
 # for chasing an intermittent failure. A failed command's whole output (up to 400 lines) goes
-# to the width's log, and its failure lines to this script's output.
+# to the width's log, and its failure lines to this script's output. --linux-td also boots
+# the lane's own Debian kernel as a TD under tdxlab (`run --kernel`, docs/linux-td.md) with a
+# busybox initramfs; with --only linux-td, nothing else runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +30,7 @@ SOAK=0
 KEEP=0
 ONLY=""
 REPEAT=1
+LINUX_TD=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --phys-bits) PHYS_BITS="$2"; shift 2 ;;
@@ -35,7 +38,8 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=1; shift ;;
     --only) ONLY="$2"; shift 2 ;;
     --repeat) REPEAT="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --linux-td) LINUX_TD=1; shift ;;
+    -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "kvm-lane: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -149,6 +153,29 @@ for bin in "$TDXLAB" "${TEST_BIN[@]}"; do
     mkdir -p "$IR$(dirname "$lib")"; cp -L "$lib" "$IR$lib"
   done
 done
+# The Linux TD: the lane's kernel again, with an initramfs whose init says it ran (through
+# /dev/kmsg: the kernel's console) and what the kernel found, then powers off.
+if [ $LINUX_TD -eq 1 ]; then
+  TDIR="$WORK/linux-td-initramfs"
+  rm -rf "$TDIR"; mkdir -p "$TDIR"/{bin,proc,sys,dev}
+  cp "$ROOT/bin/busybox" "$TDIR/bin/busybox"
+  cat > "$TDIR/init" <<'TDEOF'
+#!/bin/busybox sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
+say() { echo "LINUX-TD $*" > /dev/kmsg; }
+say "init runs: $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs"
+grep -q tdx_guest /proc/cpuinfo && say "cpuinfo has tdx_guest"
+say "done"
+poweroff -f
+TDEOF
+  chmod +x "$TDIR/init"
+  mkdir -p "$IR/linux-td"
+  cp "$VMLINUZ" "$IR/linux-td/vmlinuz"
+  (cd "$TDIR" && find . | "$TDIR/bin/busybox" cpio -o -H newc 2>/dev/null) > "$IR/linux-td/initrd.cpio"
+fi
+LINUX_TD_APPEND="console=ttyS0 earlycon=uart8250,io,0x3f8,115200 keep_bootcon acpi=off swiotlb=4096 rdinit=/init panic=-1 loglevel=7"
+
 STRESS_SECONDS=2
 cat > "$IR/init" <<EOF
 #!/bin/busybox sh
@@ -169,6 +196,11 @@ lane() { # NAME COMMAND...: run it, print its output and one result line
   if [ \$rc -ne 0 ]; then echo "LANE-OUTPUT \$name begin"; head -n 400 /tmp/out; echo "LANE-OUTPUT \$name end"; fi
   echo "LANE-RESULT \$name rc=\$rc"
 }
+if [ $LINUX_TD -eq 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = linux-td ]; }; then
+  lane linux-td \$T run --kernel /linux-td/vmlinuz --initrd /linux-td/initrd.cpio --vcpus 1 \
+    --mem 512M --timeout 600 --append "$LINUX_TD_APPEND"
+  sed 's/^/LANE-LINUX-TD /' /tmp/out | head -n 400
+fi
 if [ -z "$ONLY" ]; then
 lane caps \$T caps
 lane bench-doorbell \$T bench doorbell; sed 's/^/LANE-BENCH /' /tmp/out
@@ -187,7 +219,7 @@ if [ $SOAK -gt 0 ]; then
   lane bench-convert \$T bench convert; sed 's/^/LANE-BENCH /' /tmp/out
 fi
 fi
-for i in \$(seq $REPEAT); do
+[ "$ONLY" = linux-td ] || for i in \$(seq $REPEAT); do
 for t in $LANE_TESTS; do
   cd /tmp; lane test-\$t /tests/\$t --test-threads=2 --include-ignored $ONLY
   grep '^test result:' /tmp/out | sed "s/^/LANE-TESTS \$t /"
@@ -227,6 +259,7 @@ for b in $PHYS_BITS; do
   failed=$(grep '^LANE-RESULT' "$log" | grep -v 'rc=0$' || true)
   passed=$(grep -c '^LANE-RESULT .* rc=0$' "$log" || true)
   grep '^LANE-TESTS\|^LANE-SOAK\|^LANE-BENCH' "$log" | sed 's/^LANE-[A-Z]* /  /' || true
+  grep '^LANE-LINUX-TD' "$log" | sed 's/^LANE-LINUX-TD /  linux-td | /' | tail -n 60 || true
   if ! grep -q '^LANE-DONE' "$log"; then
     echo "  FAILED: the boot did not finish (see $log)"; tail -n 30 "$log" | sed 's/^/  | /'; status=1
   elif [ -n "$failed" ]; then

@@ -91,7 +91,6 @@ pub(super) fn build<'c>(cfg: &'c RunConfig, k: &LinuxKernel) -> anyhow::Result<T
     add_all_ram(&td, &ram)?;
     load_kernel(&td, &k.vmlinux, &vmlinux, &sites)?;
     let initrd = load_initrd(&td, &ram, k.initrd.as_deref())?;
-    write_start_info(&td, &ram, &k.cmdline, initrd)?;
     let cpuid = linux_cpuid(&kvm)?;
     td.kvm.kvm_set_cpuid(
         (cpuid.as_slice().iter())
@@ -120,6 +119,8 @@ pub(super) fn build<'c>(cfg: &'c RunConfig, k: &LinuxKernel) -> anyhow::Result<T
         }
         td.vcpus.push(v);
     }
+    let khz = td.vcpus[0].get_tsc_khz().context("KVM_GET_TSC_KHZ")?;
+    write_start_info(&td, &ram, &with_tsc_khz(&k.cmdline, khz), initrd)?;
     td.seam
         .tdh_mr_finalize()
         .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
@@ -136,6 +137,22 @@ fn enable_split_irqchip(vm: &kvm_ioctls::VmFd) -> anyhow::Result<()> {
     cap.args[0] = 24; // IOAPIC pins, as QEMU's
     vm.enable_cap(&cap)
         .context("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)")
+}
+
+/// The command line with `tsc_early_khz=` KVM's TSC rate appended unless it has one: the
+/// platform has no PIT to calibrate the TSC against, and Linux reads the rate from CPUID
+/// (leaf 0x15) only on Intel — a TD on real hardware always has it there.
+fn with_tsc_khz(cmdline: &str, khz: u32) -> String {
+    if cmdline
+        .split_whitespace()
+        .any(|w| w.starts_with("tsc_early_khz="))
+    {
+        cmdline.to_string()
+    } else {
+        format!("{cmdline} tsc_early_khz={khz}")
+            .trim_start()
+            .to_string()
+    }
 }
 
 /// TDH.MEM.PAGE.ADD of every RAM page through KVM's fault path (the TD is not finalized, so
@@ -291,6 +308,17 @@ mod tests {
                 (0x10_0000, (256 << 20) - 0x10_0000, E820_RAM)
             ]
         );
+    }
+
+    #[test]
+    fn the_tsc_rate_is_added_unless_given() {
+        assert_eq!(
+            with_tsc_khz("console=ttyS0", 2_000_000),
+            "console=ttyS0 tsc_early_khz=2000000"
+        );
+        assert_eq!(with_tsc_khz("", 5), "tsc_early_khz=5");
+        let given = "console=ttyS0 tsc_early_khz=1";
+        assert_eq!(with_tsc_khz(given, 5), given);
     }
 
     #[test]
