@@ -40,9 +40,14 @@ const MEMMAP: u64 = 0x7000;
 const CMDLINE: u64 = 0x8000;
 /// The longest command line (one page, less its NUL).
 pub const MAX_CMDLINE: usize = 4095;
-/// E820 types (`E820_TYPE_RAM`, `E820_TYPE_RESERVED`).
+/// E820 types (`E820_TYPE_RAM`, `E820_TYPE_RESERVED`, `E820_TYPE_ACPI`).
 const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
+const E820_ACPI: u32 = 3;
+/// The ACPI tables' region at the top of RAM below 4 GiB: typed ACPI in the memory map, so
+/// Linux maps it private (it maps *reserved* ranges shared under TDX, `ioremap`'s
+/// `__ioremap_check_encrypted`); the RSDP in its last page.
+const ACPI_REGION: u64 = 128 << 10;
 /// The legacy VGA/BIOS hole Linux's PVH code marks reserved itself.
 const ISA_HOLE: (u64, u64) = (0xA_0000, 0x10_0000);
 const PAGE: u64 = 4096;
@@ -53,6 +58,8 @@ pub struct LinuxSites {
     /// The virtual addresses of the patched sites (RIP on the OUT is site + 2, after it
     /// site + 4).
     pub vaddrs: Vec<u64>,
+    /// The TD's shared bit, as a mask (MMIO through the shared alias).
+    pub shared_mask: u64,
 }
 
 impl LinuxSites {
@@ -87,10 +94,12 @@ pub(super) fn build<'c>(cfg: &'c RunConfig, k: &LinuxKernel) -> anyhow::Result<T
     td.builtin = false;
     td.linux = LinuxSites {
         vaddrs: sites.iter().map(|s| s.vaddr).collect(),
+        shared_mask: gpaw.shared_mask(),
     };
     add_all_ram(&td, &ram)?;
     load_kernel(&td, &k.vmlinux, &vmlinux, &sites)?;
     let initrd = load_initrd(&td, &ram, k.initrd.as_deref())?;
+    let rsdp = write_acpi(&td, &ram, cfg.vcpus)?;
     let cpuid = linux_cpuid(&kvm)?;
     td.kvm.kvm_set_cpuid(
         (cpuid.as_slice().iter())
@@ -120,7 +129,7 @@ pub(super) fn build<'c>(cfg: &'c RunConfig, k: &LinuxKernel) -> anyhow::Result<T
         td.vcpus.push(v);
     }
     let khz = td.vcpus[0].get_tsc_khz().context("KVM_GET_TSC_KHZ")?;
-    write_start_info(&td, &ram, &with_tsc_khz(&k.cmdline, khz), initrd)?;
+    write_start_info(&td, &ram, &with_tsc_khz(&k.cmdline, khz), initrd, rsdp)?;
     td.seam
         .tdh_mr_finalize()
         .map_err(|s| anyhow::anyhow!("TDH.MR.FINALIZE: {s}"))?;
@@ -212,7 +221,7 @@ fn load_initrd(
 ) -> anyhow::Result<Option<(u64, u64)>> {
     let Some(bytes) = initrd else { return Ok(None) };
     let size = bytes.len() as u64;
-    let top = ram.below_4g.min(1 << 31);
+    let top = acpi_region(ram).0.min(1 << 31);
     let at = top
         .checked_sub(size.div_ceil(PAGE) * PAGE)
         .filter(|a| *a >= 64 << 20);
@@ -225,12 +234,13 @@ fn load_initrd(
 }
 
 /// The PVH boot structures: start_info, the initrd as module 0, the E820 map, the command
-/// line.
+/// line, the RSDP's address.
 fn write_start_info(
     td: &Td,
     ram: &RamLayout,
     cmdline: &str,
     initrd: Option<(u64, u64)>,
+    rsdp: u64,
 ) -> anyhow::Result<()> {
     if cmdline.len() > MAX_CMDLINE {
         bail!(
@@ -250,6 +260,7 @@ fn write_start_info(
         nr_modules: u32::from(initrd.is_some()),
         modlist_paddr: MODLIST,
         cmdline_paddr: CMDLINE,
+        rsdp_paddr: rsdp,
         memmap_paddr: MEMMAP,
         memmap_entries: memmap.len() as u32,
         ..Default::default()
@@ -268,7 +279,31 @@ fn write_start_info(
         .map_err(|e| anyhow::anyhow!("writing the PVH start info: {e}"))
 }
 
-/// The E820 map: RAM around the legacy hole (reserved), as QEMU's q35 reports it.
+/// Where the ACPI tables go: the last [`ACPI_REGION`] bytes of RAM below 4 GiB.
+fn acpi_region(ram: &RamLayout) -> (u64, u64) {
+    (ram.below_4g - ACPI_REGION, ram.below_4g)
+}
+
+/// QEMU's q35 ACPI tables (`vmm::build_q35`: FADT with the PM block Linux powers off
+/// through, MADT with a local APIC per vCPU and the I/O APIC), linked by the host for their
+/// place in private memory as firmware would link them. Returns the RSDP's address.
+fn write_acpi(td: &Td, ram: &RamLayout, vcpus: u32) -> anyhow::Result<u64> {
+    let (start, end) = acpi_region(ram);
+    let rsdp_at = end - PAGE;
+    let blobs = crate::vmm::build_q35(vcpus);
+    if blobs.tables.len() as u64 > rsdp_at - start {
+        bail!("QEMU's ACPI tables need {} bytes", blobs.tables.len());
+    }
+    let linked = crate::vmm::link_acpi(&blobs, rsdp_at, start)?;
+    let mem = td.private.guest_memory();
+    mem.write_slice(&linked.tables, GuestAddress(start))
+        .and_then(|()| mem.write_slice(&linked.rsdp, GuestAddress(rsdp_at)))
+        .map_err(|e| anyhow::anyhow!("writing the ACPI tables: {e}"))?;
+    Ok(rsdp_at)
+}
+
+/// The E820 map: RAM around the legacy hole (reserved), as QEMU's q35 reports it, and the
+/// ACPI tables' region.
 fn e820(ram: &RamLayout) -> Vec<hvm_memmap_table_entry> {
     let entry = |addr: u64, size: u64, type_: u32| hvm_memmap_table_entry {
         addr,
@@ -280,12 +315,20 @@ fn e820(ram: &RamLayout) -> Vec<hvm_memmap_table_entry> {
         entry(0, ISA_HOLE.0, E820_RAM),
         entry(ISA_HOLE.0, ISA_HOLE.1 - ISA_HOLE.0, E820_RESERVED),
     ];
+    let acpi = acpi_region(ram);
     for (gpa, len) in ram.ranges() {
         let start = gpa.max(ISA_HOLE.1);
-        if start < gpa + len {
-            map.push(entry(start, gpa + len - start, E820_RAM));
+        let end = if gpa + len == acpi.1 {
+            acpi.0
+        } else {
+            gpa + len
+        };
+        if start < end {
+            map.push(entry(start, end - start, E820_RAM));
         }
     }
+    map.push(entry(acpi.0, acpi.1 - acpi.0, E820_ACPI));
+    map.sort_by_key(|e| e.addr);
     map
 }
 
@@ -294,7 +337,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_memory_map_is_ram_around_the_legacy_hole() {
+    fn the_memory_map_is_ram_around_the_legacy_hole_and_the_acpi_tables() {
         let ram = RamLayout::q35(256 << 20);
         let m: Vec<(u64, u64, u32)> = e820(&ram)
             .iter()
@@ -305,7 +348,8 @@ mod tests {
             [
                 (0, 0xA_0000, E820_RAM),
                 (0xA_0000, 0x6_0000, E820_RESERVED),
-                (0x10_0000, (256 << 20) - 0x10_0000, E820_RAM)
+                (0x10_0000, (256 << 20) - 0x10_0000 - ACPI_REGION, E820_RAM),
+                ((256 << 20) - ACPI_REGION, ACPI_REGION, E820_ACPI),
             ]
         );
     }
@@ -325,6 +369,7 @@ mod tests {
     fn only_the_out_of_a_patched_site_is_a_tdcall() {
         let s = LinuxSites {
             vaddrs: vec![0xffff_ffff_81c7_e72e],
+            shared_mask: 1 << 47,
         };
         assert!(s.is_patched_out(0xffff_ffff_81c7_e730)); // on the OUT (stock KVM)
         assert!(s.is_patched_out(0xffff_ffff_81c7_e732)); // after it (PVM)

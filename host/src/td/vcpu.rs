@@ -65,7 +65,7 @@ pub(super) fn vcpu_loop(index: u32, mut vcpu: VcpuFd, ctx: &Ctx) {
         };
         // The exit borrows the vCPU's run area: classify it first, then serve it.
         let mut counted = true;
-        let served = match classify(index, exit, ctx.bench) {
+        let served = match classify(index, exit, ctx) {
             Next::Reenter => {
                 Counters::bump(&ctx.counters.other_exits);
                 Ok(())
@@ -135,8 +135,22 @@ enum Next {
     Stop(ExitKind, String),
 }
 
-fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
+fn classify(index: u32, exit: VcpuExit, ctx: &Ctx) -> Next {
+    let bench = ctx.bench;
     match exit {
+        VcpuExit::MmioRead(gpa, data) if ioapic_offset(ctx, gpa).is_some() => {
+            let v = ctx.vmm.ioapic.read(ioapic_offset(ctx, gpa).unwrap_or(0));
+            let n = data.len().min(4);
+            data[..n].copy_from_slice(&v.to_le_bytes()[..n]);
+            Next::Reenter
+        }
+        VcpuExit::MmioWrite(gpa, data) if ioapic_offset(ctx, gpa).is_some() => {
+            let mut v = [0u8; 4];
+            let n = data.len().min(4);
+            v[..n].copy_from_slice(&data[..n]);
+            (ctx.vmm.ioapic).write(ioapic_offset(ctx, gpa).unwrap_or(0), u32::from_le_bytes(v));
+            Next::Reenter
+        }
         VcpuExit::IoOut(DEFAULT_DOORBELL_PORT, _) => Next::Doorbell,
         VcpuExit::IoOut(crate::guest_layout::BENCH_BARE_PORT, _) if bench => Next::Reenter,
         VcpuExit::IoOut(port, data) => Next::RawIo(port, data.len() as u8, false),
@@ -165,6 +179,21 @@ fn classify(index: u32, exit: VcpuExit, bench: bool) -> Next {
             format!("vCPU {index}: unexpected exit {other:?}"),
         ),
     }
+}
+
+/// The offset in the I/O APIC's window of an MMIO access by a booted Linux kernel (through
+/// either alias: Linux maps it decrypted, so through the shared one). KVM emulated the
+/// instruction and reports the access; on TDX the guest's #VE handler would decode it and
+/// ask with TDVMCALL<#VE.RequestMMIO> — the same register access, one step shorter.
+fn ioapic_offset(ctx: &Ctx, gpa: u64) -> Option<u64> {
+    use crate::vmm::{IOAPIC_BASE, IOAPIC_SIZE};
+    if ctx.linux.vaddrs.is_empty() {
+        return None;
+    }
+    let gpa = gpa & !ctx.linux.shared_mask;
+    (IOAPIC_BASE..IOAPIC_BASE + IOAPIC_SIZE)
+        .contains(&gpa)
+        .then(|| gpa - IOAPIC_BASE)
 }
 
 /// Where a vCPU stopped, for an exit message: its RIP, unless KVM already reset it.

@@ -72,6 +72,8 @@ pub struct Vmm {
     pub ram_gfns: Option<Vec<(u64, u64)>>,
     /// The run's map (`--html`), told of every conversion.
     pub map: Option<Arc<crate::map::Recorder>>,
+    /// The I/O APIC a booted Linux kernel programs (`run --kernel`; QEMU's split irqchip).
+    pub ioapic: super::IoApic,
     /// Per vCPU (up to [`COUNTED_VCPUS`]): conversions and pages the VMM served for it, so
     /// that a run stopped before the guest's own counts (a SIGINT) can still say what each
     /// vCPU did.
@@ -111,6 +113,7 @@ impl Vmm {
             marks: None,
             ram_gfns: None,
             map: None,
+            ioapic: Default::default(),
             per_vcpu: (0..COUNTED_VCPUS).map(|_| Default::default()).collect(),
             event_notify: std::sync::Mutex::new(None),
         }
