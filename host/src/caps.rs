@@ -119,6 +119,8 @@ pub struct HostCaps {
     pub userfaultfd_error: Option<String>,
     /// Whether KVM could run real TDs (KVM_X86_TDX_VM offered).
     pub real_tdx: bool,
+    /// Why this KVM cannot boot a Linux kernel as the TD (`run --kernel`), if it cannot.
+    pub linux_td_unsupported: Option<&'static str>,
     /// Problems that stop emulated TDs from running; empty when the host is usable.
     pub problems: Vec<String>,
 }
@@ -207,6 +209,7 @@ pub(crate) fn probe() -> HostCaps {
         enforcement: ENFORCEMENT,
         userfaultfd_error,
         real_tdx,
+        linux_td_unsupported: linux_td_unsupported(),
         problems,
     }
 }
@@ -292,6 +295,12 @@ fn render(c: &HostCaps) -> String {
     s += &match &c.userfaultfd_error {
         None => format!("  enforcement                {}: ok\n", c.enforcement),
         Some(e) => format!("  enforcement                UNUSABLE: {e}\n"),
+    };
+    s += &match c.linux_td_unsupported {
+        None => {
+            "  Linux as a TD (--kernel)   yes (an unmodified kernel runs on this KVM)\n".to_string()
+        }
+        Some(why) => format!("  Linux as a TD (--kernel)   no: {why}\n"),
     };
     s += if c.problems.is_empty() {
         "verdict: this host can run emulated TDs\n"

@@ -742,3 +742,30 @@ fn quiet_silences_progress_and_notes() {
     std::fs::remove_file(&map).ok();
     std::fs::remove_file(&img).ok();
 }
+
+/// `run --kernel` on a KVM that cannot run an unmodified Linux (PVM) is one line naming why,
+/// exit 3, before anything is read; elsewhere a kernel that is not there is one line, exit 3.
+/// `caps` says the same. `--initrd`/`--append` without `--kernel` are usage errors.
+#[test]
+fn run_kernel_says_in_one_line_where_it_cannot_boot_linux() {
+    let out = tdxlab(&["run", "--kernel", "/nonexistent/vmlinuz"]);
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let caps = tdxlab(&["caps", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&caps.stdout).unwrap();
+    if std::path::Path::new("/sys/module/kvm_pvm").exists() {
+        assert!(err.contains("its KVM is PVM"), "{err}");
+        assert!(
+            v["linux_td_unsupported"].as_str().unwrap().contains("PVM"),
+            "{v}"
+        );
+    } else {
+        assert!(err.contains("/nonexistent/vmlinuz"), "{err}");
+        assert!(v["linux_td_unsupported"].is_null(), "{v}");
+    }
+    for flags in [["--initrd", "x"], ["--append", "quiet"]] {
+        let out = tdxlab(&["run", flags[0], flags[1]]);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
+    }
+}
