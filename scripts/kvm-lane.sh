@@ -132,10 +132,10 @@ done
 # The lane's kernel is also the kernel a Linux TD boots: read it as tdxlab reads a kernel
 # (PVH entry, TDCALL sites inside Linux's TDX_MODULE_CALL). Its 6.12 build has exactly 3.
 step "tdxlab inspect $(basename "$VMLINUZ") (what a Linux TD boots)"
-"$TDXLAB" inspect "$VMLINUZ" | sed 's/^/  /' || die "tdxlab cannot read $VMLINUZ"
-"$TDXLAB" inspect "$VMLINUZ" | grep -q '^  PVH entry *0x' || die "$VMLINUZ has no PVH entry"
-"$TDXLAB" inspect "$VMLINUZ" | grep -q '^  TDCALL sites: 3,' \
-  || die "$VMLINUZ does not hold Linux 6.12's 3 TDCALL sites"
+KINFO=$("$TDXLAB" inspect "$VMLINUZ") || die "tdxlab cannot read $VMLINUZ"
+echo "$KINFO" | sed 's/^/  /'
+grep -q '^  PVH entry *0x' <<<"$KINFO" || die "$VMLINUZ has no PVH entry"
+grep -q '^  TDCALL sites: 3,' <<<"$KINFO" || die "$VMLINUZ does not hold Linux 6.12's 3 TDCALL sites"
 
 # --- 3. The initramfs --------------------------------------------------------------------
 IR="$WORK/initramfs"
@@ -166,9 +166,11 @@ if [ $LINUX_TD -eq 1 ]; then
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
-say() { echo "LINUX-TD $*" > /dev/kmsg; }
+# KERN_ERR: shown on the console under `quiet` (every console byte is a #VE and a TDVMCALL).
+say() { echo "<3>LINUX-TD $*" > /dev/kmsg; }
 say "init runs: $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs"
 grep -q tdx_guest /proc/cpuinfo && say "cpuinfo has tdx_guest"
+dmesg | grep -E 'tdx|TDX|Memory Encryption|idle routine' | while read -r l; do say "dmesg: $l"; done
 say "done"
 poweroff -f
 TDEOF
@@ -177,7 +179,7 @@ TDEOF
   cp "$VMLINUZ" "$IR/linux-td/vmlinuz"
   (cd "$TDIR" && find . | "$TDIR/bin/busybox" cpio -o -H newc 2>/dev/null) > "$IR/linux-td/initrd.cpio"
 fi
-LINUX_TD_APPEND="console=ttyS0 earlycon=uart8250,io,0x3f8,115200 keep_bootcon acpi=off swiotlb=4096 rdinit=/init panic=-1 loglevel=7"
+LINUX_TD_APPEND="console=ttyS0 earlycon=uart8250,io,0x3f8,115200 quiet swiotlb=4096 rdinit=/init panic=-1"
 
 STRESS_SECONDS=2
 cat > "$IR/init" <<EOF
