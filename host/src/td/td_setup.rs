@@ -119,6 +119,23 @@ pub(super) fn linux_cpuid(kvm: &kvm_ioctls::Kvm) -> anyhow::Result<CpuId> {
     CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
 }
 
+/// `cpuid` as vCPU `index` sees it: its APIC ID in leaf 1 (EBX[31:24]), its x2APIC ID in the
+/// topology leaves 0xB and 0x1F (EDX) and AMD's 0x8000001E (EAX), as QEMU writes them per
+/// vCPU (`cpu_x86_cpuid`). KVM's supported table carries the host CPU's IDs, which disagree
+/// with the local APIC KVM gives the vCPU (Linux: "APIC ID mismatch").
+fn with_apic_id(cpuid: &CpuId, index: u32) -> anyhow::Result<CpuId> {
+    let mut entries = cpuid.as_slice().to_vec();
+    for e in entries.iter_mut() {
+        match e.function {
+            1 => e.ebx = (e.ebx & 0x00FF_FFFF) | (index << 24),
+            0xB | 0x1F => e.edx = index,
+            0x8000_001E => e.eax = index,
+            _ => {}
+        }
+    }
+    CpuId::from_entries(&entries).map_err(|e| anyhow::anyhow!("CPUID table: {e:?}"))
+}
+
 /// A vCPU in the TD start state (the TDX module's initial vCPU state, as TDVF expects it).
 pub(super) fn create_vcpu(
     vm: &VmFd,
@@ -130,7 +147,8 @@ pub(super) fn create_vcpu(
     let vcpu = vm
         .create_vcpu(index as u64)
         .with_context(|| format!("KVM_CREATE_VCPU {index}"))?;
-    vcpu.set_cpuid2(cpuid).context("KVM_SET_CPUID2")?;
+    vcpu.set_cpuid2(&with_apic_id(cpuid, index)?)
+        .context("KVM_SET_CPUID2")?;
     let mut s = vcpu.get_sregs().context("KVM_GET_SREGS")?;
     td_start_sregs(&mut s);
     vcpu.set_sregs(&s).context("KVM_SET_SREGS")?;
@@ -276,6 +294,26 @@ fn td_start_sregs(s: &mut kvm_bindings::kvm_sregs) {
 mod tests {
     use super::*;
     use crate::td::RamLayout;
+
+    #[test]
+    fn each_vcpu_sees_its_own_apic_id() {
+        let entry = |function, ebx, edx, eax| kvm_bindings::kvm_cpuid_entry2 {
+            function,
+            eax,
+            ebx,
+            edx,
+            ..Default::default()
+        };
+        let t = CpuId::from_entries(&[
+            entry(1, 0x0708_0800, 0, 0),
+            entry(0xB, 0, 5, 0),
+            entry(0x8000_001E, 0, 0, 9),
+        ])
+        .unwrap();
+        let v = with_apic_id(&t, 3).unwrap();
+        let e = v.as_slice();
+        assert_eq!((e[0].ebx, e[1].edx, e[2].eax), (0x0308_0800, 3, 3));
+    }
 
     /// A segment's VMCS access-rights word (SDM Vol. 3, "Guest Register State"; KVM's
     /// `vmx_segment_access_rights`).
