@@ -1009,6 +1009,25 @@ impl TdxModule {
         regs.rax = status(result);
     }
 
+    /// TDG.VP.CPUIDVE.SET (module 1.5 `tdg_vp_cpuidve_set`, leaf 5): RCX bit 0 sets this
+    /// vCPU's CPUID_SUPERVISOR_VE, bit 1 its CPUID_USER_VE (the TDVPS fields TDG.VP.RD/WR
+    /// reach too); any other bit is OPERAND_INVALID on RCX and changes nothing. The emulated
+    /// module only keeps them: CPUID on stock KVM never becomes a #VE (docs/emulation.md).
+    pub(super) fn tdg_vp_cpuidve_set(&self, vcpu: u32, regs: &mut Regs) {
+        const SUPERVISOR: u64 = 1 << 0;
+        const USER: u64 = 1 << 1;
+        let control = regs.rcx;
+        regs.rax = if control & !(SUPERVISOR | USER) != 0 {
+            TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0
+        } else {
+            if let Some(f) = self.lock().vp_fields.get_mut(vcpu as usize) {
+                f.cpuid_supervisor_ve = control & SUPERVISOR;
+                f.cpuid_user_ve = (control & USER) >> 1;
+            }
+            0
+        };
+    }
+
     /// TDG.VP.WR (`tdg_vp_wr`): RDX the field id (RCX must be 0), R8 the value, R9 the bits to
     /// write; R8 the old value.
     pub(super) fn tdg_vp_wr(&self, vcpu: u32, regs: &mut Regs) {
@@ -1402,5 +1421,33 @@ mod tests {
         assert_eq!(sys_rd(0x0000_0002_0000_0009), (INCORRECT, FIELD_ID_NA, 0));
         // LAST_ELEMENT_IN_FIELD set: not a single element.
         assert_eq!(sys_rd(sys::VENDOR_ID | 1 << 34).0, INCORRECT);
+    }
+
+    /// TDG.VP.CPUIDVE.SET sets the calling vCPU's two CPUID #VE controls, which TDG.VP.RD
+    /// reads back; a reserved bit is OPERAND_INVALID on RCX and changes nothing.
+    #[test]
+    fn vp_cpuidve_set_as_module_1_5() {
+        let td = td();
+        let set = |vcpu: u32, control: u64| {
+            call(&td, vcpu, TdcallLeaf::VpCpuidveSet, 0, [control, 0, 0, 0]).0
+        };
+        let rd = |vcpu: u32, id: u64| call(&td, vcpu, TdcallLeaf::VpRd, 0, [0, id, 0, 0]).2;
+        let controls = |vcpu| {
+            (
+                rd(vcpu, tdvps::CPUID_SUPERVISOR_VE),
+                rd(vcpu, tdvps::CPUID_USER_VE),
+            )
+        };
+        assert_eq!(set(1, 0b11), 0);
+        assert_eq!(controls(1), (1, 1));
+        assert_eq!(controls(0), (0, 0), "per vCPU");
+        assert_eq!(set(1, 0b10), 0);
+        assert_eq!(controls(1), (0, 1));
+        assert_eq!(
+            set(1, 0b101),
+            TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0
+        );
+        assert_eq!(controls(1), (0, 1), "a refused call changes nothing");
+        assert_eq!(set(2, 1 << 63), set(1, 0b100));
     }
 }

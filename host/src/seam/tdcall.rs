@@ -91,6 +91,10 @@ impl TdxModule {
                 self.tdg_vp_wr(vcpu, regs);
                 TdcallExit::Done
             }
+            Some(TdcallLeaf::VpCpuidveSet) => {
+                self.tdg_vp_cpuidve_set(vcpu, regs);
+                TdcallExit::Done
+            }
             Some(TdcallLeaf::MemPageAccept) => self.tdg_mem_page_accept(regs),
             Some(TdcallLeaf::VpVmcall) => self.tdg_vp_vmcall(regs),
             // Leaves the emulated module does not implement (reports, RTMRs, TD partitioning):
