@@ -22,6 +22,11 @@ pub struct AcpiBlobs {
 }
 
 const HEADER: usize = 36;
+/// `ACPI_BUILD_TABLE_SIZE`: `acpi_build` pads `etc/acpi/tables` to a multiple of 128 KiB, so
+/// the blob's size (migrated as a RAM block) does not change between QEMU versions.
+const ACPI_BUILD_TABLE_SIZE: usize = 0x20000;
+/// `ACPI_BUILD_ALIGN_SIZE`: and `etc/table-loader` to a multiple of 4 KiB.
+const ACPI_BUILD_ALIGN_SIZE: usize = 0x1000;
 /// The FADT revision QEMU's q35 uses (ACPI 2.0 layout, 244 bytes).
 const FADT_REVISION: u8 = 3;
 const FADT_LEN: usize = 244;
@@ -168,6 +173,12 @@ fn facs() -> Vec<u8> {
     t
 }
 
+/// `acpi_align_size`: zero-pad `blob` to a multiple of `align`. (The loader's commands are
+/// 128-byte records and a zero command is none, so the padded script runs the same.)
+fn acpi_align_size(blob: &mut Vec<u8>, align: usize) {
+    blob.resize(blob.len().next_multiple_of(align), 0);
+}
+
 /// The three files for a q35 machine with `vcpus` vCPUs.
 pub fn build_q35(vcpus: u32) -> AcpiBlobs {
     let tables_f = file::ACPI_TABLES.as_bytes();
@@ -242,7 +253,9 @@ pub fn build_q35(vcpus: u32) -> AcpiBlobs {
         start: 0,
         length: 20,
     });
-    let loader = cmds.iter().flat_map(|c| c.encode()).collect();
+    let mut loader: Vec<u8> = cmds.iter().flat_map(|c| c.encode()).collect();
+    acpi_align_size(&mut loader, ACPI_BUILD_ALIGN_SIZE);
+    acpi_align_size(&mut tables, ACPI_BUILD_TABLE_SIZE);
     AcpiBlobs {
         rsdp,
         tables,
@@ -304,5 +317,17 @@ mod tests {
                 (11, 11, 0xD)
             ]
         );
+    }
+
+    /// The fw_cfg blobs are QEMU 10.1's sizes: `etc/acpi/tables` padded to 128 KiB,
+    /// `etc/table-loader` to 4 KiB, the RSDP its 20 bytes.
+    #[test]
+    fn blobs_padded_as_qemu_acpi_build() {
+        for vcpus in [1, 64] {
+            let b = build_q35(vcpus);
+            assert_eq!(b.tables.len(), 0x20000);
+            assert_eq!(b.loader.len(), 0x1000);
+            assert_eq!(b.rsdp.len(), 20);
+        }
     }
 }
