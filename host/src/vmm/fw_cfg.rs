@@ -145,6 +145,7 @@ impl FwCfg {
             (false, false)
         };
         let item = self.items.get(&c.0).map_or(&[][..], Vec::as_slice);
+        let mut zeros = Vec::new();
         while a.length > 0 {
             let data = item.get(c.1..).unwrap_or(&[]);
             let step = (a.length as usize).min(DMA_STEP);
@@ -152,7 +153,8 @@ impl FwCfg {
                 (step, false) // no item is writable
             } else if data.is_empty() {
                 // No item, or past its end: a read gives zeros, a skip moves on.
-                (step, !read || mem.write(a.address, &vec![0; step]))
+                zeros.resize(step, 0);
+                (step, !read || mem.write(a.address, &zeros))
             } else {
                 let len = step.min(data.len());
                 c.1 += len;
