@@ -27,8 +27,67 @@ pub mod key {
 
 /// The signature item's bytes.
 pub const SIGNATURE: [u8; 4] = *b"QEMU";
-/// ID bit 0: the traditional (port) interface. tdxlab offers no DMA interface.
+/// ID bit 0: the traditional (port) interface.
 pub const ID_TRADITIONAL: u32 = 1;
+/// ID bit 1: the DMA interface (`FW_CFG_VERSION_DMA`), which QEMU's q35 offers.
+pub const ID_DMA: u32 = 2;
+
+/// The DMA interface (`docs/specs/fw_cfg.rst`, "DMA interface"): the big-endian 64-bit
+/// address of an [`dma::Access`] is written to [`dma::PORT`] (high half) and `PORT + 4`
+/// (low half, which starts the transfer); reading the port gives [`dma::SIGNATURE`].
+pub mod dma {
+    /// The DMA address register (`FW_CFG_IO_BASE + 4`).
+    pub const PORT: u16 = 0x514;
+    /// Its low half: a write here runs the transfer.
+    pub const PORT_LOW: u16 = PORT + 4;
+    /// What the register reads as (`FW_CFG_DMA_SIGNATURE`, big-endian).
+    pub const SIGNATURE: [u8; 8] = *b"QEMU CFG";
+    /// `FW_CFG_DMA_CTL_*`: the control word's bits; the selector is in bits 31:16.
+    pub const CTL_ERROR: u32 = 0x01;
+    /// Read into guest memory.
+    pub const CTL_READ: u32 = 0x02;
+    /// Skip bytes.
+    pub const CTL_SKIP: u32 = 0x04;
+    /// Select the key in bits 31:16 first.
+    pub const CTL_SELECT: u32 = 0x08;
+    /// Write from guest memory.
+    pub const CTL_WRITE: u32 = 0x10;
+    /// The size of an [`Access`] in guest memory.
+    pub const ACCESS_SIZE: usize = 16;
+
+    /// `FWCfgDmaAccess`: control, length and address, all big-endian.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub struct Access {
+        /// `CTL_*` bits, the selector in bits 31:16; the device leaves 0 or `CTL_ERROR`.
+        pub control: u32,
+        /// Bytes to transfer.
+        pub length: u32,
+        /// Guest-physical address of the data.
+        pub address: u64,
+    }
+
+    impl Access {
+        /// The structure's bytes.
+        pub fn encode(&self) -> [u8; ACCESS_SIZE] {
+            let mut b = [0u8; ACCESS_SIZE];
+            b[0..4].copy_from_slice(&self.control.to_be_bytes());
+            b[4..8].copy_from_slice(&self.length.to_be_bytes());
+            b[8..16].copy_from_slice(&self.address.to_be_bytes());
+            b
+        }
+        /// Parse the structure's bytes.
+        pub fn decode(b: &[u8; ACCESS_SIZE]) -> Access {
+            let be32 = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+            let mut a = [0u8; 8];
+            a.copy_from_slice(&b[8..16]);
+            Access {
+                control: be32(0),
+                length: be32(4),
+                address: u64::from_be_bytes(a),
+            }
+        }
+    }
+}
 /// A file directory entry: size (BE u32), select (BE u16), reserved (u16), name (56 bytes).
 pub const DIR_ENTRY_SIZE: usize = 64;
 /// Longest file name, NUL included.

@@ -171,6 +171,10 @@ enum VeError {
     EptViolation(u64),
     /// A reason this handler does not serve.
     Unsupported(u32),
+    /// A HLT #VE whose RIP and length do not span a HLT: the module reports it fault-like,
+    /// RIP on the instruction and its length (`tdx_inject_ve`), which Linux's
+    /// `ve_instr_len` relies on to resume after it.
+    HltNotAtRip(u64, u32),
 }
 
 impl From<tdcall::Error> for VeError {
@@ -189,6 +193,12 @@ impl core::fmt::Display for VeError {
                 "EPT-violation #VE at gpa {gpa:#x}: private memory the host took away"
             ),
             VeError::Unsupported(reason) => write!(f, "#VE for exit reason {reason}"),
+            VeError::HltNotAtRip(rip, len) => {
+                write!(
+                    f,
+                    "HLT #VE with RIP {rip:#x} and length {len}: not on a HLT"
+                )
+            }
         }
     }
 }
@@ -227,6 +237,7 @@ fn handle_ve(f: &mut Frame) -> Result<(), VeError> {
                 (r[0] as u64, r[1] as u64, r[2] as u64, r[3] as u64);
         }
         exit_reason::HLT => {
+            check_hlt_at_rip(f.rip, ve.instr_len)?;
             let irqs_disabled = f.rflags & (1 << 9) == 0;
             tdx.hlt(irqs_disabled)?;
         }
@@ -242,6 +253,18 @@ fn handle_ve(f: &mut Frame) -> Result<(), VeError> {
         other => return Err(VeError::Unsupported(other)),
     }
     f.rip += ve.instr_len as u64;
+    Ok(())
+}
+
+/// The instruction a HLT #VE names ends in HLT (0xF4): RIP is on it and the length covers it.
+fn check_hlt_at_rip(rip: u64, len: u32) -> Result<(), VeError> {
+    let last = rip.wrapping_add(u64::from(len)).wrapping_sub(1);
+    // SAFETY: with a nonzero length, [rip, rip + len) is the instruction that just ran, so
+    // its last byte is mapped guest code.
+    let on_hlt = len != 0 && unsafe { core::ptr::read_volatile(last as *const u8) } == 0xF4;
+    if !on_hlt {
+        return Err(VeError::HltNotAtRip(rip, len));
+    }
     Ok(())
 }
 

@@ -27,7 +27,7 @@ pub use policy::{
 };
 pub use tdp::{MapOutcome, RootKind, TdpRoot};
 pub use tdvmcall::{HypercallFailed, VmmExits};
-pub use tdx::TdxRemove;
+pub use tdx::{tdx_vm_init_max_vcpus, TdxRemove};
 pub use zap::KvmGfnRange;
 
 use crate::locks::{PerCpuRwLock, SpinMutex};

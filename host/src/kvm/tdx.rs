@@ -17,6 +17,35 @@ pub enum TdxRemove {
     Batched,
 }
 
+/// `KVM_MAX_VCPUS` on x86 (`CONFIG_KVM_MAX_NR_VCPUS`, 1024 without MAXSMP): the start of
+/// every VM's `kvm->max_vcpus`.
+pub const KVM_MAX_VCPUS: u32 = 1024;
+
+/// TD_PARAMS.MAX_VCPUS as KVM 6.16 fills it when userspace leaves `KVM_CAP_MAX_VCPUS` alone
+/// (QEMU 10.1 does): `tdx_vm_init` cuts `kvm->max_vcpus` to `num_present_cpus()` — the
+/// host's logical CPUs, not the TD's vCPU count — and `setup_tdparams` copies it into
+/// TD_PARAMS. `present` is `/sys/devices/system/cpu/present`.
+pub fn tdx_vm_init_max_vcpus(present: &str) -> u32 {
+    KVM_MAX_VCPUS.min(num_present_cpus(present))
+}
+
+/// The number of CPUs in a kernel CPU list ("0-3,8,10-11"); 1 where it cannot be read, as a
+/// host running this has at least the CPU it runs on.
+fn num_present_cpus(list: &str) -> u32 {
+    let range = |r: &str| -> Option<u32> {
+        match r.split_once('-') {
+            Some((lo, hi)) => {
+                let (lo, hi) = (lo.parse::<u32>().ok()?, hi.parse::<u32>().ok()?);
+                hi.checked_sub(lo)?.checked_add(1)
+            }
+            None => r.parse::<u32>().ok().map(|_| 1),
+        }
+    };
+    let n = (list.trim().split(',').filter(|r| !r.is_empty()))
+        .try_fold(0u32, |n, r| n.checked_add(range(r)?));
+    n.unwrap_or(1).max(1)
+}
+
 impl TdxRemove {
     /// Both modes.
     pub const ALL: [TdxRemove; 2] = [TdxRemove::PerLeaf, TdxRemove::Batched];
@@ -224,6 +253,18 @@ impl Kvm {
 
 #[cfg(test)]
 mod tests {
+    use super::{num_present_cpus, tdx_vm_init_max_vcpus};
+
+    /// KVM 6.16's TD_PARAMS.MAX_VCPUS is the host's present CPUs, up to KVM_MAX_VCPUS.
+    #[test]
+    fn max_vcpus_is_the_hosts_present_cpus() {
+        assert_eq!(tdx_vm_init_max_vcpus("0-1\n"), 2);
+        assert_eq!(tdx_vm_init_max_vcpus("0-3,8,10-11"), 7);
+        assert_eq!(tdx_vm_init_max_vcpus("0-8191"), 1024);
+        assert_eq!(num_present_cpus(""), 1);
+        assert_eq!(num_present_cpus("3-1"), 1, "a list the kernel never writes");
+    }
+
     use super::*;
     use crate::kvm::{Alias, Backend, BackendError, KvmConfig};
     use crate::seam::{SimPrivateMem, TdParams};

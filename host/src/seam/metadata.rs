@@ -1,6 +1,7 @@
-//! TD-scope and vCPU-scope metadata as a guest reads and writes it: TDG.VM.RD/WR and
-//! TDG.VP.RD/WR (TDX module 1.5: `tdg_vm_rd_wr.c`, `tdg_vp_rd_wr.c`, and the metadata
-//! handlers `metadata_generic.c`, `metadata_td.c`, `metadata_vp.c`).
+//! Global, TD-scope and vCPU-scope metadata as a guest reads and writes it: TDG.SYS.RD,
+//! TDG.VM.RD/WR and TDG.VP.RD/WR (TDX module 1.5: `tdg_sys_rd.c`, `tdg_vm_rd_wr.c`,
+//! `tdg_vp_rd_wr.c`, and the metadata handlers `metadata_generic.c`, `metadata_sys.c`,
+//! `metadata_td.c`, `metadata_vp.c`).
 //!
 //! The tables are the module's lookup tables (`include/auto_gen/tdr_tdcs_fields_lookup.c`,
 //! `td_vmcs_fields_lookup.c`, `tdvps_fields_lookup.c`) reduced to what tells one answer from
@@ -392,6 +393,79 @@ const TDVPS: &[MdEntry] = &[
     e(0xA220_0003_0000_0200, 32, 1, 0x0, 0x0), // 109 LAST_EPF_GPA_LIST
 ];
 
+/// `global_sys_lookup` (module 1.5, `include/auto_gen/global_sys_fields_lookup.c`), all 65
+/// entries: a guest may read VENDOR_ID, MINOR/MAJOR_VERSION, SYS_ATTRIBUTES,
+/// NUM_TDX_FEATURES, TDX_FEATURES0, the migration versions and GUEST_L2_GPA_ATTR_MASK; every
+/// other field exists (METADATA_FIELD_NOT_READABLE, not FIELD_ID_INCORRECT) but is the host's.
+#[rustfmt::skip]
+const GLOBAL_SYS: &[MdEntry] = &[
+    e(0x0000_0002_0000_0000, 1, 1, 0x0, 0x0), // 0 NUM_PKGS
+    e(0x0000_0002_0000_0001, 8, 1, 0x0, 0x0), // 1 PKG_FMS
+    e(0x0800_0002_0000_0000, 1, 1, 0xFFFFFFFF, 0x0), // 2 VENDOR_ID
+    e(0x8800_0002_0000_0001, 1, 1, 0x0, 0x0), // 3 BUILD_DATE
+    e(0x8800_0001_0000_0002, 1, 1, 0x0, 0x0), // 4 BUILD_NUM
+    e(0x0800_0001_0000_0003, 1, 1, 0xFFFF, 0x0), // 5 MINOR_VERSION
+    e(0x0800_0001_0000_0004, 1, 1, 0xFFFF, 0x0), // 6 MAJOR_VERSION
+    e(0x0800_0001_0000_0005, 1, 1, 0x0, 0x0), // 7 UPDATE_VERSION
+    e(0x0800_0001_0000_0006, 1, 1, 0x0, 0x0), // 8 INTERNAL_VERSION
+    e(0x8900_0001_0000_0000, 1, 1, 0x0, 0x0), // 9 MODULE_HV
+    e(0x8900_0001_0000_0001, 1, 1, 0x0, 0x0), // 10 MIN_UPDATE_HV
+    e(0x8900_0000_0000_0002, 1, 1, 0x0, 0x0), // 11 NO_DOWNGRADE
+    e(0x8900_0001_0000_0003, 1, 1, 0x0, 0x0), // 12 NUM_HANDOFF_PAGES
+    e(0x8900_0000_0000_0004, 1, 1, 0x0, 0x0), // 13 HANDOFF_DATA_VALID
+    e(0x8900_0001_0000_0005, 1, 1, 0x0, 0x0), // 14 HANDOFF_DATA_HV
+    e(0x8900_0002_0000_0006, 1, 1, 0x0, 0x0), // 15 HANDOFF_DATA_SIZE
+    e(0x0A00_0002_0000_0000, 1, 1, 0xFFFFFFFF, 0x0), // 16 SYS_ATTRIBUTES
+    e(0x0A00_0000_0000_0001, 1, 1, 0xFF, 0x0), // 17 NUM_TDX_FEATURES
+    e(0x0A00_0003_0000_0008, 1, 1, 0xFFFFFFFFFFFFFFFF, 0x0), // 18 TDX_FEATURES0
+    e(0x9000_0001_0000_0000, 1, 1, 0x0, 0x0), // 19 NUM_CMRS
+    e(0x9000_0003_0000_0080, 32, 1, 0x0, 0x0), // 20 CMR_BASE
+    e(0x9000_0003_0000_0100, 32, 1, 0x0, 0x0), // 21 CMR_SIZE
+    e(0x9100_0001_0000_0008, 1, 1, 0x0, 0x0), // 22 MAX_TDMRS
+    e(0x9100_0001_0000_0009, 1, 1, 0x0, 0x0), // 23 MAX_RESERVED_PER_TDMR
+    e(0x9100_0001_0000_0010, 1, 1, 0x0, 0x0), // 24 PAMT_4K_ENTRY_SIZE
+    e(0x9100_0001_0000_0011, 1, 1, 0x0, 0x0), // 25 PAMT_2M_ENTRY_SIZE
+    e(0x9100_0001_0000_0012, 1, 1, 0x0, 0x0), // 26 PAMT_1G_ENTRY_SIZE
+    e(0x9800_0001_0000_0000, 1, 1, 0x0, 0x0), // 27 TDR_BASE_SIZE
+    e(0x9800_0001_0000_0100, 1, 1, 0x0, 0x0), // 28 TDCS_BASE_SIZE
+    e(0x9800_0001_0000_0101, 1, 1, 0x0, 0x0), // 29 TDCS_SIZE_PER_L2_VM
+    e(0x9800_0001_0000_0200, 1, 1, 0x0, 0x0), // 30 TDVPS_BASE_SIZE
+    e(0x9800_0001_0000_0201, 1, 1, 0x0, 0x0), // 31 TDVPS_SIZE_PER_L2_VM
+    e(0x1900_0003_0000_0000, 1, 1, 0x0, 0x0), // 32 ATTRIBUTES_FIXED0
+    e(0x1900_0003_0000_0001, 1, 1, 0x0, 0x0), // 33 ATTRIBUTES_FIXED1
+    e(0x1900_0003_0000_0002, 1, 1, 0x0, 0x0), // 34 XFAM_FIXED0
+    e(0x1900_0003_0000_0003, 1, 1, 0x0, 0x0), // 35 XFAM_FIXED1
+    e(0x9900_0001_0000_0004, 1, 1, 0x0, 0x0), // 36 NUM_CPUID_CONFIG
+    e(0x9900_0003_0000_0006, 1, 1, 0x0, 0x0), // 37 CONFIG_FLAGS_FIXED0
+    e(0x9900_0003_0000_0007, 1, 1, 0x0, 0x0), // 38 CONFIG_FLAGS_FIXED1
+    e(0x9900_0003_0000_0400, 32, 1, 0x0, 0x0), // 39 CPUID_CONFIG_LEAVES
+    e(0x9900_0003_0000_0500, 32, 2, 0x0, 0x0), // 40 CPUID_CONFIG_VALUES
+    e(0x9900_0003_0000_0600, 1, 1, 0x0, 0x0), // 41 IA32_ARCH_CAPABILITIES_CONFIG_MASK
+    e(0x9900_0001_0000_0800, 1, 1, 0x0, 0x0), // 42 NUM_ALLOWED_FMS
+    e(0x9900_0001_0000_0801, 1, 1, 0x0, 0x0), // 43 NUM_DISALLOWED_FMS
+    e(0x9900_0003_0000_0810, 64, 1, 0x0, 0x0), // 44 ALLOWED_FMS
+    e(0x9900_0003_0000_0850, 64, 1, 0x0, 0x0), // 45 DISALLOWED_FMS
+    e(0xA000_0003_0000_0000, 1, 1, 0xFFFFFFFFFFFFFFFF, 0x0), // 46 MIG_ATTRIBUTES
+    e(0x2000_0001_0000_0001, 1, 1, 0xFFFF, 0x0), // 47 MIN_EXPORT_VERSION
+    e(0x2000_0001_0000_0002, 1, 1, 0xFFFF, 0x0), // 48 MAX_EXPORT_VERSION
+    e(0x2000_0001_0000_0003, 1, 1, 0xFFFF, 0x0), // 49 MIN_IMPORT_VERSION
+    e(0x2000_0001_0000_0004, 1, 1, 0xFFFF, 0x0), // 50 MAX_IMPORT_VERSION
+    e(0xA000_0001_0000_0010, 1, 1, 0x0, 0x0), // 51 MAX_MIGS
+    e(0xA000_0000_0000_0020, 1, 1, 0x0, 0x0), // 52 NUM_IMMUTABLE_STATE_PAGES
+    e(0xA000_0000_0000_0021, 1, 1, 0x0, 0x0), // 53 NUM_TD_STATE_PAGES
+    e(0xA000_0000_0000_0022, 1, 1, 0x0, 0x0), // 54 NUM_VP_STATE_PAGES
+    e(0xA100_0001_0000_0000, 1, 1, 0x0, 0x0), // 55 MAX_SERV_TDS
+    e(0xA100_0003_0000_0001, 1, 1, 0x0, 0x0), // 56 SERVTD_ATTR_FIXED0
+    e(0xA100_0003_0000_0002, 1, 1, 0x0, 0x0), // 57 SERVTD_ATTR_FIXED1
+    e(0xA200_0001_0000_0000, 1, 1, 0xFFFF, 0x0), // 58 GUEST_L2_GPA_ATTR_MASK
+    e(0xA200_0003_0000_0001, 1, 1, 0x0, 0x0), // 59 VM_CTLS_FIXED0
+    e(0xA200_0003_0000_0002, 1, 1, 0x0, 0x0), // 60 VM_CTLS_FIXED1
+    e(0xA200_0003_0000_0003, 1, 1, 0x0, 0x0), // 61 VPCU_L2_CTLS_FIXED0
+    e(0xA200_0003_0000_0004, 1, 1, 0x0, 0x0), // 62 VCPU_L2_CTLS_FIXED1
+    e(0xA200_0003_0000_0005, 1, 1, 0x0, 0x0), // 63 VPCU_L2_DEBUG_CTLS_FIXED0
+    e(0xA200_0003_0000_0006, 1, 1, 0x0, 0x0), // 64 VCPU_L2_DEBUG_CTLS_FIXED1
+];
+
 /// `MD_FIELD_ID_NA`: the null field id.
 pub const FIELD_ID_NA: u64 = u64::MAX;
 /// `MD_TDCS_CPUID_CLASS_CODE`: CPUID_VALUES, whose field code encodes a leaf and subleaf.
@@ -407,6 +481,32 @@ mod tdcs {
     pub const CONFIG_FLAGS: u64 = 0x1110_0003_0000_0016;
     pub const TD_CTLS: u64 = 0x1110_0003_0000_0017;
     pub const MRTD: u64 = 0x1310_0003_0000_0000;
+}
+/// Global (SYS context) field ids a guest may read, and their values in module 1.5
+/// (`md_sys_get_first_element_val_and_ptr`, `metadata_sys.c`).
+mod sys {
+    pub const VENDOR_ID: u64 = 0x0800_0002_0000_0000;
+    pub const MINOR_VERSION: u64 = 0x0800_0001_0000_0003;
+    pub const MAJOR_VERSION: u64 = 0x0800_0001_0000_0004;
+    pub const NUM_TDX_FEATURES: u64 = 0x0A00_0000_0000_0001;
+    pub const TDX_FEATURES0: u64 = shared_abi::td::sys_metadata::TDX_FEATURES0;
+    pub const GUEST_L2_GPA_ATTR_MASK: u64 = 0xA200_0001_0000_0000;
+    /// `proj_defs.mk`: TDX_MODULE_MAJOR_VER 1, TDX_MODULE_MINOR_VER 5.
+    pub const MODULE_MAJOR: u64 = 1;
+    pub const MODULE_MINOR: u64 = 5;
+    /// `NUM_TDX_FEATRUES` (sic, `tdx_api_defs.h`): TDX_FEATURES0 is the only one.
+    pub const NUM_FEATURES: u64 = 1;
+    /// `GUEST_L2_GPA_ATTR_MASK` (`tdx_api_defs.h`): BITS(6,0) | BIT(15).
+    pub const L2_GPA_ATTR_MASK: u64 = 0x7f | 1 << 15;
+    /// TDX_FEATURES0 as module 1.5 builds it (`tdx_features_enum0_t`): TD migration (0),
+    /// TD preserving (1), service TD (2), TDG.VP.RD/WR (3), relaxed memory-management
+    /// concurrency (4), CPUID virtualization guest control (5), TD partitioning (7), TD entry
+    /// enhancements (9), host priority locks (10), CONFIG_IA32_ARCH_CAP (11),
+    /// PENDING_EPT_VIOLATION_V2 (16), FMS_CONFIG (17), NO_RBP_MOD (18), L2_TLB_INVD_OPT (19).
+    /// LOCAL_ATTESTATION (8) follows the CPU's SEAMVERIFYREPORT, which the emulated platform
+    /// does not have. These announce what the module is, not what tdxlab models: the guest
+    /// of a real 1.5 module reads this value (docs/emulation.md lists what is not modelled).
+    pub const FEATURES0: u64 = 0b1111 << 16 | 0b1110 << 8 | 1 << 7 | 0x3f;
 }
 /// TDVPS field ids tdxlab gives values for (the vCPU context).
 mod tdvps {
@@ -467,6 +567,7 @@ impl FieldId {
 /// A metadata context (`md_context_code_e`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Context {
+    Sys = 0,
     Td = 1,
     Vp = 2,
 }
@@ -475,6 +576,7 @@ impl Context {
     /// The context's tables, in walk order: the TD VMCS precedes the TDVPS.
     fn tables(self) -> &'static [&'static [MdEntry]] {
         match self {
+            Context::Sys => &[GLOBAL_SYS],
             Context::Td => &[TDR_TDCS],
             Context::Vp => &[TD_VMCS, TDVPS],
         }
@@ -678,6 +780,20 @@ impl TdxModule {
         }
     }
 
+    /// The value of a global element a guest may read. SYS_ATTRIBUTES is what the host gave
+    /// TDH.SYS.INIT (Linux passes 0); the migration fields read 0 in module 1.5.
+    fn sys_element(pos: Pos) -> u64 {
+        match pos.entry(Context::Sys).id {
+            sys::VENDOR_ID => 0x8086,
+            sys::MINOR_VERSION => sys::MODULE_MINOR,
+            sys::MAJOR_VERSION => sys::MODULE_MAJOR,
+            sys::NUM_TDX_FEATURES => sys::NUM_FEATURES,
+            sys::TDX_FEATURES0 => sys::FEATURES0,
+            sys::GUEST_L2_GPA_ATTR_MASK => sys::L2_GPA_ATTR_MASK,
+            _ => 0,
+        }
+    }
+
     /// The current value of a vCPU-context element.
     fn vp_element(g: &mut super::SeamInner, vcpu: u32, pos: Pos) -> u64 {
         let entry = pos.entry(Context::Vp).id;
@@ -714,6 +830,7 @@ impl TdxModule {
         }
         let mut g = self.lock();
         let value = match ctx {
+            Context::Sys => Self::sys_element(pos),
             Context::Td => self.td_element(&g, pos),
             Context::Vp => Self::vp_element(&mut g, vcpu, pos),
         };
@@ -865,6 +982,50 @@ impl TdxModule {
             Ok(())
         })();
         regs.rax = status(result);
+    }
+
+    /// TDG.SYS.RD (module 1.5 `tdg_sys_rd`): RDX the field id (context forced to SYS); R8 the
+    /// value, RDX the next guest-readable element (FIELD_ID_NA after the last and on
+    /// failure). The null id answers the first readable one, VENDOR_ID, with
+    /// METADATA_FIRST_FIELD_ID_IN_CONTEXT; a field the guest may not read is
+    /// METADATA_FIELD_NOT_READABLE; an id in no entry METADATA_FIELD_ID_INCORRECT.
+    pub(super) fn tdg_sys_rd(&self, regs: &mut Regs) {
+        let id = FieldId(regs.rdx).with_context(Context::Sys);
+        regs.rdx = FIELD_ID_NA;
+        regs.r8 = 0;
+        let result = (|| {
+            if is_null(id) {
+                regs.rdx = md_next_element(Context::Sys, None);
+                return Err(TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT);
+            }
+            if !id.is_single_element() {
+                return Err(TdxStatus::METADATA_FIELD_ID_INCORRECT);
+            }
+            let (pos, value) = self.md_guest_read(Context::Sys, 0, id)?;
+            regs.rdx = md_next_element(Context::Sys, Some((pos, id)));
+            regs.r8 = value;
+            Ok(())
+        })();
+        regs.rax = status(result);
+    }
+
+    /// TDG.VP.CPUIDVE.SET (module 1.5 `tdg_vp_cpuidve_set`, leaf 5): RCX bit 0 sets this
+    /// vCPU's CPUID_SUPERVISOR_VE, bit 1 its CPUID_USER_VE (the TDVPS fields TDG.VP.RD/WR
+    /// reach too); any other bit is OPERAND_INVALID on RCX and changes nothing. The emulated
+    /// module only keeps them: CPUID on stock KVM never becomes a #VE (docs/emulation.md).
+    pub(super) fn tdg_vp_cpuidve_set(&self, vcpu: u32, regs: &mut Regs) {
+        const SUPERVISOR: u64 = 1 << 0;
+        const USER: u64 = 1 << 1;
+        let control = regs.rcx;
+        regs.rax = if control & !(SUPERVISOR | USER) != 0 {
+            TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0
+        } else {
+            if let Some(f) = self.lock().vp_fields.get_mut(vcpu as usize) {
+                f.cpuid_supervisor_ve = control & SUPERVISOR;
+                f.cpuid_user_ve = (control & USER) >> 1;
+            }
+            0
+        };
     }
 
     /// TDG.VP.WR (`tdg_vp_wr`): RDX the field id (RCX must be 0), R8 the value, R9 the bits to
@@ -1128,21 +1289,26 @@ mod tests {
     #[test]
     fn any_id_on_any_metadata_leaf_answers_a_module_status() {
         let td = td();
-        let ids = (TDR_TDCS.iter().chain(TD_VMCS).chain(TDVPS))
-            .flat_map(|e| {
-                (0..64)
-                    .map(move |bit| e.id ^ (1 << bit))
-                    .chain([e.id, e.id + 1])
-            })
-            .chain([0, FIELD_ID_NA, 0x9110_0003_00FF_FFFF]);
+        let ids = (TDR_TDCS
+            .iter()
+            .chain(TD_VMCS)
+            .chain(TDVPS)
+            .chain(GLOBAL_SYS))
+        .flat_map(|e| {
+            (0..64)
+                .map(move |bit| e.id ^ (1 << bit))
+                .chain([e.id, e.id + 1])
+        })
+        .chain([0, FIELD_ID_NA, 0x9110_0003_00FF_FFFF]);
         let leaves = [
+            TdcallLeaf::SysRd,
             TdcallLeaf::VmRd,
             TdcallLeaf::VmWr,
             TdcallLeaf::VpRd,
             TdcallLeaf::VpWr,
         ];
         for id in ids {
-            for (leaf, vcpu) in leaves.iter().zip([0, 1, 2, 0]) {
+            for (leaf, vcpu) in leaves.iter().zip([0, 0, 1, 2, 0]) {
                 for version in [0, 1] {
                     let (rax, _, _) =
                         call(&td, vcpu, *leaf, version, [0, id, id, id.rotate_left(7)]);
@@ -1202,5 +1368,86 @@ mod tests {
                 FIELD_ID_NA
             )
         );
+    }
+
+    /// TDG.SYS.RD as module 1.5 answers a guest: the walk from the null id visits exactly the
+    /// guest-readable global fields, from VENDOR_ID; TDX_FEATURES0 is the 1.5 module's;
+    /// a host-only field is NOT_READABLE and an id in no entry FIELD_ID_INCORRECT.
+    #[test]
+    fn sys_rd_walks_module_1_5_guest_readable_fields() {
+        let td = td();
+        let sys_rd = |id: u64| call(&td, 0, TdcallLeaf::SysRd, 0, [0, id, 0, 0]);
+        let first = sys_rd(FIELD_ID_NA);
+        assert_eq!(
+            first,
+            (
+                TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT.0,
+                sys::VENDOR_ID,
+                0
+            )
+        );
+        let (mut id, mut seen) = (first.1, Vec::new());
+        while id != FIELD_ID_NA {
+            let (rax, next, value) = sys_rd(id);
+            assert_eq!(rax, 0, "{id:#x}");
+            seen.push((id, value));
+            id = next;
+        }
+        assert_eq!(
+            seen,
+            [
+                (sys::VENDOR_ID, 0x8086),
+                (sys::MINOR_VERSION, 5),
+                (sys::MAJOR_VERSION, 1),
+                (0x0A00_0002_0000_0000, 0), // SYS_ATTRIBUTES
+                (sys::NUM_TDX_FEATURES, 1),
+                (sys::TDX_FEATURES0, 0xF_0EBF),
+                (0xA000_0003_0000_0000, 0), // MIG_ATTRIBUTES
+                (0x2000_0001_0000_0001, 0), // MIN_EXPORT_VERSION
+                (0x2000_0001_0000_0002, 0),
+                (0x2000_0001_0000_0003, 0),
+                (0x2000_0001_0000_0004, 0), // MAX_IMPORT_VERSION
+                (sys::GUEST_L2_GPA_ATTR_MASK, 0x807F),
+            ]
+        );
+        // The context code is the module's to set.
+        assert_eq!(sys_rd(sys::TDX_FEATURES0 | 1 << 52).2, 0xF_0EBF);
+        // BUILD_NUM and a CMR base exist but are the host's; PKG_FMS element 8 does not.
+        assert_eq!(
+            sys_rd(0x8800_0001_0000_0002),
+            (NOT_READABLE, FIELD_ID_NA, 0)
+        );
+        assert_eq!(sys_rd(0x9000_0003_0000_0085).0, NOT_READABLE);
+        assert_eq!(sys_rd(0x0000_0002_0000_0009), (INCORRECT, FIELD_ID_NA, 0));
+        // LAST_ELEMENT_IN_FIELD set: not a single element.
+        assert_eq!(sys_rd(sys::VENDOR_ID | 1 << 34).0, INCORRECT);
+    }
+
+    /// TDG.VP.CPUIDVE.SET sets the calling vCPU's two CPUID #VE controls, which TDG.VP.RD
+    /// reads back; a reserved bit is OPERAND_INVALID on RCX and changes nothing.
+    #[test]
+    fn vp_cpuidve_set_as_module_1_5() {
+        let td = td();
+        let set = |vcpu: u32, control: u64| {
+            call(&td, vcpu, TdcallLeaf::VpCpuidveSet, 0, [control, 0, 0, 0]).0
+        };
+        let rd = |vcpu: u32, id: u64| call(&td, vcpu, TdcallLeaf::VpRd, 0, [0, id, 0, 0]).2;
+        let controls = |vcpu| {
+            (
+                rd(vcpu, tdvps::CPUID_SUPERVISOR_VE),
+                rd(vcpu, tdvps::CPUID_USER_VE),
+            )
+        };
+        assert_eq!(set(1, 0b11), 0);
+        assert_eq!(controls(1), (1, 1));
+        assert_eq!(controls(0), (0, 0), "per vCPU");
+        assert_eq!(set(1, 0b10), 0);
+        assert_eq!(controls(1), (0, 1));
+        assert_eq!(
+            set(1, 0b101),
+            TdxStatus::OPERAND_INVALID.with_details(operand::RCX).0
+        );
+        assert_eq!(controls(1), (0, 1), "a refused call changes nothing");
+        assert_eq!(set(2, 1 << 63), set(1, 0b100));
     }
 }

@@ -62,8 +62,8 @@ pub struct TdParams {
     pub attributes: u64,
     /// vCPUs initialized (TDH.VP.INIT), the module's TDCS NUM_VCPUS.
     pub num_vcpus: u32,
-    /// TD_PARAMS.MAX_VCPUS: KVM passes its `max_vcpus` (QEMU's `-smp maxcpus`, which
-    /// defaults to the vCPU count; tdxlab's VMM never asks for more).
+    /// TD_PARAMS.MAX_VCPUS: KVM passes its `max_vcpus`, which KVM 6.16 sets to the host's
+    /// present CPUs (`tdx_vm_init`; QEMU 10.1 never changes it with KVM_CAP_MAX_VCPUS).
     pub max_vcpus: u32,
 }
 

@@ -4,7 +4,6 @@ use super::sept::{CasError, EntryRef};
 use super::{SeptEntry, TdxModule, Walk};
 use shared_abi::sept::{SeptLevel, SeptState};
 use shared_abi::status::operand;
-use shared_abi::td::sys_metadata;
 use shared_abi::tdcall::{decode_gpa_level, decode_rax, TdcallLeaf};
 use shared_abi::vmcall::select;
 use shared_abi::{Gpa, TdxStatus};
@@ -69,7 +68,7 @@ impl TdxModule {
                 TdcallExit::Done
             }
             Some(TdcallLeaf::SysRd) => {
-                tdg_sys_rd(regs);
+                self.tdg_sys_rd(regs);
                 TdcallExit::Done
             }
             Some(TdcallLeaf::VpVeinfoGet) => {
@@ -90,6 +89,10 @@ impl TdxModule {
             }
             Some(TdcallLeaf::VpWr) => {
                 self.tdg_vp_wr(vcpu, regs);
+                TdcallExit::Done
+            }
+            Some(TdcallLeaf::VpCpuidveSet) => {
+                self.tdg_vp_cpuidve_set(vcpu, regs);
                 TdcallExit::Done
             }
             Some(TdcallLeaf::MemPageAccept) => self.tdg_mem_page_accept(regs),
@@ -304,41 +307,6 @@ impl TdxModule {
 }
 
 /// Success with the (RCX, RDX, R8, R9, R10) outputs TDG.VP.INFO and VEINFO.GET both use.
-/// The global metadata fields a guest may read, in the order TDG.SYS.RD walks them. The
-/// emulated module has none of the optional features TDX_FEATURES0 announces (TD
-/// partitioning, topology enumeration, PENDING_EPT_VIOLATION_V2, ...), so it reads 0.
-const SYS_FIELDS: &[(u64, u64)] = &[(sys_metadata::TDX_FEATURES0, 0)];
-
-/// TDG.SYS.RD (`tdg_sys_rd`): RDX = field id → R8 = value, RDX = the next field's id (-1
-/// after the last). The null id (-1) answers the first id with
-/// METADATA_FIRST_FIELD_ID_IN_CONTEXT; an unknown id fails with
-/// METADATA_FIELD_ID_INCORRECT, R8 = 0 and RDX = -1, as the module leaves them.
-fn tdg_sys_rd(regs: &mut Regs) {
-    (regs.rdx, regs.r8) = match regs.rdx {
-        sys_metadata::FIELD_ID_NA => {
-            regs.rax = TdxStatus::METADATA_FIRST_FIELD_ID_IN_CONTEXT.0;
-            (SYS_FIELDS[0].0, 0)
-        }
-        id => {
-            // The module sets the context code to SYS itself (0).
-            let id = id & !sys_metadata::CONTEXT_CODE_MASK;
-            match SYS_FIELDS.iter().position(|(f, _)| *f == id) {
-                Some(i) => {
-                    regs.rax = 0;
-                    let next = SYS_FIELDS
-                        .get(i + 1)
-                        .map_or(sys_metadata::FIELD_ID_NA, |f| f.0);
-                    (next, SYS_FIELDS[i].1)
-                }
-                None => {
-                    regs.rax = TdxStatus::METADATA_FIELD_ID_INCORRECT.0;
-                    (sys_metadata::FIELD_ID_NA, 0)
-                }
-            }
-        }
-    };
-}
-
 fn set_outputs(regs: &mut Regs, (rcx, rdx, r8, r9, r10): (u64, u64, u64, u64, u64)) {
     *regs = Regs {
         rax: 0,

@@ -315,7 +315,13 @@ pub(super) fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'
         gpaw,
         attributes: td_attributes(),
         num_vcpus: cfg.vcpus,
-        max_vcpus: cfg.vcpus,
+        // KVM 6.16 `tdx_vm_init` + `setup_tdparams`: the host's present CPUs (QEMU 10.1 sets no
+        // KVM_CAP_MAX_VCPUS). Raised to the vCPU count, as tdxlab runs more vCPUs than CPUs
+        // where KVM would refuse them (docs/emulation.md).
+        max_vcpus: crate::kvm::tdx_vm_init_max_vcpus(
+            &std::fs::read_to_string("/sys/devices/system/cpu/present").unwrap_or_default(),
+        )
+        .max(cfg.vcpus),
     };
     let window = mem.fw_base.0..1 << 32;
     let private = KvmPrivateMem(mem.private.clone(), window.clone());

@@ -53,23 +53,38 @@ pub(super) fn inject_in_ve(
 }
 
 /// A raw HLT: the TDX module does not let a TD halt by itself — HLT is one of the
-/// instructions it converts into a #VE with exit reason 12 (TDX module 1.5 base spec,
-/// "#VE conversion of unconditionally-blocked instructions"; Linux serves it in
-/// `handle_halt`, arch/x86/coco/tdx/tdx.c, with TDVMCALL<HLT>). Without an in-kernel
-/// irqchip KVM reports the HLT (`KVM_EXIT_HLT`) after `kvm_emulate_halt` has skipped it, so
-/// the #VE is delivered past it with `instr_len` 0, as for raw I/O.
+/// instructions it converts into a #VE with exit reason 12 (module 1.5 `tdx_td_dispatcher`
+/// sends VMEXIT_REASON_HLT_INSTRUCTION to `td_generic_ve_exit`; Linux serves it in
+/// `handle_halt`, arch/x86/coco/tdx/tdx.c, with TDVMCALL<HLT>). The exit is fault-like: RIP
+/// stays on the HLT and `tdx_inject_ve` (`td_other_exits.c`) copies the VMCS's VM-exit
+/// instruction length into VE_INFO, so the handler resumes at RIP + `instr_len`.
+///
+/// Without an in-kernel irqchip KVM reports the HLT (`KVM_EXIT_HLT`) after
+/// `kvm_emulate_halt` has skipped it (`kvm_skip_emulated_instruction`, x86.c: PVM shares that
+/// code). So the host steps RIP back over it and reports length 1, HLT's one byte (0xF4).
+/// No guest bytes are read: a HLT behind prefixes (which nothing emits) would be reported
+/// on its last prefix, length 1; the handler still resumes right after it.
 pub(super) fn inject_hlt_ve(index: u32, vcpu: &VcpuFd, ctx: &Ctx) -> Result<(), VcpuError> {
+    let mut regs = vcpu
+        .get_regs()
+        .map_err(VcpuError::ioctl(index, "KVM_GET_REGS"))?;
+    regs.rip = regs.rip.wrapping_sub(HLT_LEN);
+    vcpu.set_regs(&regs)
+        .map_err(VcpuError::ioctl(index, "KVM_SET_REGS"))?;
     let ve = shared_abi::ve::VeInfo {
         exit_reason: shared_abi::ve::exit_reason::HLT,
         exit_qualification: 0,
         gla: 0,
         gpa: 0,
-        instr_len: 0,
+        instr_len: HLT_LEN as u32,
         instr_info: 0,
     };
     ctx.counters.hlt_ves.fetch_add(1, Relaxed);
     deliver_ve(index, vcpu, ctx, ve)
 }
+
+/// The length of HLT (0xF4), which KVM skipped before reporting it.
+const HLT_LEN: u64 = 1;
 
 /// What the TDX module does for an instruction it refuses: fill this vCPU's VEINFO (exit
 /// reason 30 with the I/O qualification and `instr_len`) and inject vector 20.

@@ -253,9 +253,16 @@ impl VmmExits for Vmm {
         port: u16,
         data: u32,
     ) -> Result<u32, shared_abi::VmcallStatus> {
-        match &self.io {
-            Some(io) => Ok(io.io(vcpu, size, write, port, data)),
-            None => Err(shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED),
+        use shared_abi::fw_cfg::dma;
+        let Some(io) = &self.io else {
+            return Err(shared_abi::VmcallStatus::SUBFUNC_UNSUPPORTED);
+        };
+        // fw_cfg's DMA register reaches guest memory: QEMU's view of it, the shared backing.
+        match &self.shared_view {
+            Some(view) if (dma::PORT..dma::PORT + 8).contains(&port) => {
+                Ok(io.fw_cfg_dma(port - dma::PORT, size, write, data, view.as_ref()))
+            }
+            _ => Ok(io.io(vcpu, size, write, port, data)),
         }
     }
 

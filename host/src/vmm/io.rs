@@ -203,6 +203,23 @@ impl GuestIo {
         }
     }
 
+    /// An access to fw_cfg's DMA register, `offset` bytes into it, with `mem` the guest
+    /// memory the device reaches; without fw_cfg, an unknown port.
+    pub fn fw_cfg_dma(
+        &self,
+        offset: u16,
+        size: u8,
+        write: bool,
+        data: u32,
+        mem: &dyn super::SharedView,
+    ) -> u32 {
+        match &self.fw_cfg {
+            Some(f) => f.dma_io(offset, size, write, data, mem),
+            None if write => 0,
+            None => u32::MAX >> (32 - 8 * size.clamp(1, 4) as u32),
+        }
+    }
+
     /// PM1a_CNT: SLP_EN with SLP_TYP 0 is a soft power-off (QEMU's `acpi_pm1_cnt_write`,
     /// whose q35 `_S5` is type 0). The other sleep types (QEMU: S3 suspend, S4) are not
     /// modelled: the write is kept and nothing happens.
