@@ -47,7 +47,7 @@ const E820_ACPI: u32 = 3;
 /// The ACPI tables' region at the top of RAM below 4 GiB: typed ACPI in the memory map, so
 /// Linux maps it private (it maps *reserved* ranges shared under TDX, `ioremap`'s
 /// `__ioremap_check_encrypted`); the RSDP in its last page.
-const ACPI_REGION: u64 = 128 << 10;
+const ACPI_REGION: u64 = 256 << 10;
 /// The legacy VGA/BIOS hole Linux's PVH code marks reserved itself.
 const ISA_HOLE: (u64, u64) = (0xA_0000, 0x10_0000);
 const PAGE: u64 = 4096;
