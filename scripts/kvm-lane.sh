@@ -202,14 +202,27 @@ lane() { # NAME COMMAND...: run it, print its output and one result line
   echo "LANE-RESULT \$name rc=\$rc"
 }
 if [ $LINUX_TD -eq 1 ] && { [ -z "$ONLY" ] || [ "$ONLY" = linux-td ]; }; then
-  # Streamed to the console as it runs (a boot is slow under nested TCG).
-  for v in 1; do
-    n=\$((n+1))
-    ( timeout $INNER_TIMEOUT \$T run --kernel /linux-td/vmlinuz --initrd /linux-td/initrd.cpio \
-        --vcpus \$v --mem 512M --timeout 500 --append "$LINUX_TD_APPEND" 2>&1; echo \$? > /tmp/rc ) \
-      | sed 's/^/LANE-LINUX-TD /'
-    echo "LANE-RESULT linux-td-\${v}vcpu rc=\$(cat /tmp/rc)"
-  done
+  # Streamed to the console as it runs (a boot is slow under nested TCG); passes when the
+  # exit code is the expected one and every pattern is in the output.
+  linux_td() { # NAME VCPUS EXPECTED_RC TD_ATTRIBUTES PATTERN...
+    name=\$1 v=\$2 want=\$3 attrs=\$4; shift 4; n=\$((n+1))
+    ( TDXLAB_TEST_TD_ATTRIBUTES=\$attrs timeout $INNER_TIMEOUT \$T run --kernel /linux-td/vmlinuz \
+        --initrd /linux-td/initrd.cpio --vcpus \$v --mem 512M --timeout 500 \
+        --append "$LINUX_TD_APPEND" --report /tmp/ltd.json 2>&1; echo \$? > /tmp/rc ) \
+      | tee /tmp/out | sed "s/^/LANE-LINUX-TD \$name: /"
+    grep -E '"(pages_added|mr_extends|conversions_to_shared|conversions_to_private|pages_converted|MapGPA|Instruction.HLT|ReportFatalError|TDG.VP.INFO|TDG.VP.VEINFO.GET|TDG.VM.RD|TDG.VM.WR|TDG.VP.VMCALL|TDG.MEM.PAGE.ACCEPT)"' \
+      /tmp/ltd.json 2>/dev/null | tr -d ' ' | sed "s/^/LANE-LINUX-TD \$name: report /"
+    rc=\$(cat /tmp/rc)
+    for p in "\$@"; do grep -q -- "\$p" /tmp/out || { echo "LANE-LINUX-TD \$name: missing '\$p'"; rc=99; }; done
+    [ "\$rc" = "\$want" ] && rc=0
+    echo "LANE-RESULT \$name rc=\$rc"
+  }
+  linux_td linux-td-1vcpu 1 0 0x10000000 "tdx: Guest detected" "using TDX aware idle routine" \
+    "LINUX-TD init runs: .*, 1 CPUs" "cpuinfo has tdx_guest" "power_off"
+  linux_td linux-td-2vcpu 2 0 0x10000000 "tdx: Guest detected" "LINUX-TD init runs: .*, 2 CPUs" "power_off"
+  # Without SEPT_VE_DISABLE (and DEBUG), Linux refuses to run and says so through
+  # TDVMCALL<ReportFatalError> (disable_sept_ve in arch/x86/coco/tdx/tdx.c).
+  linux_td linux-td-sept-ve 1 1 0x0 "SEPT #VE has to be disabled"
 fi
 if [ -z "$ONLY" ]; then
 lane caps \$T caps
