@@ -21,7 +21,8 @@
 # for chasing an intermittent failure. A failed command's whole output (up to 400 lines) goes
 # to the width's log, and its failure lines to this script's output. --linux-td also boots
 # the lane's own Debian kernel as a TD under tdxlab (`run --kernel`, docs/linux-td.md) with a
-# busybox initramfs; with --only linux-td, nothing else runs.
+# busybox initramfs; with --only linux-td, nothing else runs ($TDXLAB_LINUX_TD_APPEND adds to
+# its kernel command line).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -170,7 +171,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 say() { echo "<3>LINUX-TD $*" > /dev/kmsg; }
 say "init runs: $(uname -r), $(grep -c ^processor /proc/cpuinfo) CPUs"
 grep -q tdx_guest /proc/cpuinfo && say "cpuinfo has tdx_guest"
-dmesg | grep -E 'tdx|TDX|Memory Encryption|idle routine' | while read -r l; do say "dmesg: $l"; done
+dmesg | grep -E 'tdx|TDX|Memory Encryption|idle routine|software IO TLB|swiotlb' | while read -r l; do say "dmesg: $l"; done
 say "done"
 poweroff -f
 TDEOF
@@ -179,7 +180,7 @@ TDEOF
   cp "$VMLINUZ" "$IR/linux-td/vmlinuz"
   (cd "$TDIR" && find . | "$TDIR/bin/busybox" cpio -o -H newc 2>/dev/null) > "$IR/linux-td/initrd.cpio"
 fi
-LINUX_TD_APPEND="console=ttyS0 earlycon=uart8250,io,0x3f8,115200 quiet swiotlb=4096 rdinit=/init panic=-1"
+LINUX_TD_APPEND="console=ttyS0 earlycon=uart8250,io,0x3f8,115200 quiet swiotlb=4096 rdinit=/init panic=-1${TDXLAB_LINUX_TD_APPEND:+ $TDXLAB_LINUX_TD_APPEND}"
 
 STRESS_SECONDS=2
 cat > "$IR/init" <<EOF
