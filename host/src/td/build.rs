@@ -84,18 +84,7 @@ pub fn build(cfg: &RunConfig) -> anyhow::Result<Td<'_>> {
     td.add_initial_pages(&meta)?;
     // vCPUs in the TD start state (created before finalization, as QEMU does).
     let cpuid = td_cpuid(&kvm)?;
-    // KVM answers TDVMCALL<Instruction.CPUID> from the table userspace set (the binding
-    // spells the flag as the kernel header does: SIGNIFCANT).
-    td.kvm.kvm_set_cpuid(
-        (cpuid.as_slice().iter())
-            .map(|e| crate::kvm::CpuidEntry {
-                function: e.function,
-                index: e.index,
-                significant_index: e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
-                regs: [e.eax, e.ebx, e.ecx, e.edx],
-            })
-            .collect(),
-    );
+    td.set_cpuid_model(&cpuid);
     for i in 0..cfg.vcpus {
         let v = create_vcpu(&td.vm, i, &cpuid, layout.hob.0, gpaw)?;
         td.vcpus.push(v);
@@ -379,6 +368,22 @@ pub(super) fn models(cfg: &RunConfig, gpaw: Gpaw, vm: VmFd, mem: Memory) -> Td<'
 }
 
 impl Td<'_> {
+    /// Give KVM's model the CPUID table the vCPUs get: KVM answers TDVMCALL<Instruction.CPUID>
+    /// from the table userspace set (the binding spells the flag as the kernel header does:
+    /// SIGNIFCANT).
+    pub(super) fn set_cpuid_model(&self, cpuid: &kvm_bindings::CpuId) {
+        self.kvm.kvm_set_cpuid(
+            (cpuid.as_slice().iter())
+                .map(|e| crate::kvm::CpuidEntry {
+                    function: e.function,
+                    index: e.index,
+                    significant_index: e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
+                    regs: [e.eax, e.ebx, e.ecx, e.edx],
+                })
+                .collect(),
+        );
+    }
+
     /// QEMU's KVM_TDX_INIT_MEM_REGION for every section (QEMU never looks at PAGE_AUG), in the
     /// metadata's order (`tdx_init_fw_mem_region`): each page through KVM's fault path, which adds it with
     /// TDH.MEM.PAGE.ADD before the TD is finalized, then — for a section with MR_EXTEND —

@@ -101,16 +101,7 @@ pub(super) fn build<'c>(cfg: &'c RunConfig, k: &LinuxKernel) -> anyhow::Result<T
     let initrd = load_initrd(&td, &ram, k.initrd.as_deref())?;
     let rsdp = write_acpi(&td, &ram, cfg.vcpus)?;
     let cpuid = linux_cpuid(&kvm)?;
-    td.kvm.kvm_set_cpuid(
-        (cpuid.as_slice().iter())
-            .map(|e| crate::kvm::CpuidEntry {
-                function: e.function,
-                index: e.index,
-                significant_index: e.flags & kvm_bindings::KVM_CPUID_FLAG_SIGNIFCANT_INDEX != 0,
-                regs: [e.eax, e.ebx, e.ecx, e.edx],
-            })
-            .collect(),
-    );
+    td.set_cpuid_model(&cpuid);
     for i in 0..cfg.vcpus {
         let v = create_vcpu(&td.vm, i, &cpuid, 0, gpaw)?;
         if i == 0 {
