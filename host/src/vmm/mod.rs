@@ -13,7 +13,7 @@ mod ioapic;
 mod tdx;
 
 pub use acpi::{build_q35, AcpiBlobs};
-pub use acpi_link::{link as link_acpi, LinkError, LinkedAcpi};
+pub use acpi_link::{link as link_acpi, LinkedAcpi};
 pub use convert::{ConvertError, Injector, MarkSink, SharedView, Vmm};
 pub use exits::{handle_tdcall, resolve_ept_violation, TdcallError, FAULT_PROGRESS_TIMEOUT};
 pub use fw_cfg::FwCfg;
